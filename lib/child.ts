@@ -1,0 +1,87 @@
+// The life of a forked child, from the moment fork() returns 0 to _exit().
+import { writeSync } from 'node:fs';
+import { inspect } from 'node:util';
+import { native } from './native.js';
+import { dropInheritedWork } from './inherit.js';
+
+// Identifies the one error native detach() raises on purpose (see fork.cc).
+const DETACH = Symbol('nodemp.detach');
+const detachSentinel = Object.freeze({ [DETACH]: true });
+
+// Node's code for a program that ended with its top-level await unsettled.
+const UNSETTLED_EXIT_CODE = 13;
+
+function report(label: string, text: string): void {
+  try {
+    writeSync(2, `Process ${label}:\n${text}\n`);
+  } catch {
+    // stderr closed: the exit code still tells the parent.
+  }
+}
+
+function waitForTermination(): void {}
+
+/**
+ * Turns this freshly forked process into the child that runs `run()`. Never
+ * returns: the caller's frames are abandoned (not unwound: no catch or
+ * finally of the parent's code runs here).
+ */
+export function becomeChild(run: () => unknown, label: string): never {
+  Object.defineProperty(process, 'pid', { value: native.getpid(), writable: false, enumerable: true, configurable: true });
+  Object.defineProperty(process, 'ppid', { get: () => native.getppid(), enumerable: true, configurable: true });
+  dropInheritedWork();
+
+  // Node's own exit path would join platform threads that were not copied.
+  (process as unknown as { reallyExit(code?: number): never }).reallyExit = (code?: number) =>
+    native.exit(typeof code === 'number' ? code : 0);
+  if (process.platform === 'darwin') {
+    // Pipes are asynchronous on macOS; _exit() must not drop queued output.
+    for (const stream of [process.stdout, process.stderr]) {
+      (stream as unknown as { _handle?: { setBlocking?(on: boolean): void } })._handle?.setBlocking?.(true);
+    }
+  }
+
+  process.on('uncaughtException', (error: unknown) => {
+    if (typeof error === 'object' && error !== null && DETACH in error) return;
+    // A handler the child installed itself decides what an error means.
+    if (process.listenerCount('uncaughtException') > 1) return;
+    report(label, inspect(error));
+    process.exit(1);
+  });
+
+  let pending = false;
+  const launch = (): void => {
+    let result: unknown;
+    try {
+      result = run();
+    } catch (error) {
+      report(label, inspect(error));
+      process.exit(1);
+    }
+    if (result !== null && typeof result === 'object' && typeof (result as PromiseLike<unknown>).then === 'function') {
+      pending = true;
+      (result as PromiseLike<unknown>).then(
+        () => {
+          pending = false;
+        },
+        (error: unknown) => {
+          report(label, inspect(error));
+          process.exit(1);
+        },
+      );
+    }
+  };
+  const loopEmpty = (): void => {
+    process.emit('beforeExit', typeof process.exitCode === 'number' ? process.exitCode : 0);
+  };
+  const exit = (): void => {
+    if (pending) {
+      report(label, 'the promise returned by run() never settled, and nothing is left that could settle it');
+      process.exit(UNSETTLED_EXIT_CODE);
+    }
+    process.exit();
+  };
+
+  native.detach(detachSentinel, launch, loopEmpty, exit);
+  for (;;) waitForTermination();
+}

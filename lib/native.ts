@@ -1,0 +1,51 @@
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import { OSError } from './errors.js';
+
+/** The addon's functions (internal API for the library's own modules). */
+export interface Native {
+  setErrorFactory(factory: (code: string, errno: number, syscall: string, message: string) => Error): void;
+  fork(daemon: boolean): number;
+  detach(sentinel: unknown, launch: () => void, loopEmpty: () => void, exit: () => void): void;
+  exit(code: number): never;
+  getpid(): number;
+  getppid(): number;
+  setOnExit(callback: (pid: number, exitCode: number) => void): void;
+  track(pid: number): void;
+  watch(pid: number, ref: boolean): void;
+  tryReap(pid: number): number | undefined;
+  waitSync(pid: number, timeoutMs: number): number | undefined;
+  signal(pid: number, signal: number): boolean;
+  processAlive(pid: number): boolean;
+  mapShared(size: number): ArrayBuffer;
+  futexWait(buffer: ArrayBuffer, byteOffset: number, expected: number, timeoutMs?: number): 0 | 1 | 2;
+  futexWake(buffer: ArrayBuffer, byteOffset: number, count: number): number;
+  execve(path: string, argv: string[], env: string[]): never;
+}
+
+const packageRoot = fileURLToPath(new URL('..', import.meta.url));
+
+function load(): Native {
+  if (process.platform !== 'linux' && process.platform !== 'darwin') {
+    throw new Error(`nodemp runs on Linux and macOS; this is ${process.platform}. fork(), futexes and pidfds have no Windows equivalent.`);
+  }
+  const require = createRequire(import.meta.url);
+  try {
+    return require('node-gyp-build')(packageRoot) as Native;
+  } catch (cause) {
+    const detail = cause instanceof Error ? cause.message : String(cause);
+    throw new Error(
+      [
+        `nodemp could not load its native addon for ${process.platform}-${process.arch} (Node ${process.version}).`,
+        `Looked in ${packageRoot}prebuilds/ and ${packageRoot}build/Release/.`,
+        'It is built when the package installs; rebuild it with "npm rebuild nodemp" (needs python3, make and a C++17 compiler),',
+        'or from a checkout with "npm run build:native".',
+        `Loader said: ${detail}`,
+      ].join('\n'),
+      { cause },
+    );
+  }
+}
+
+export const native: Native = load();
+native.setErrorFactory((code, errno, syscall, message) => new OSError(code, errno, syscall, message));

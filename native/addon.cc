@@ -1,0 +1,26 @@
+// Entry point: each mechanism lives in its own file and registers its functions here.
+#include <napi.h>
+
+#include "errors.h"
+
+namespace nodemp {
+void InitFork(Napi::Env env, Napi::Object exports);
+void InitReap(Napi::Env env, Napi::Object exports);
+void InitShm(Napi::Env env, Napi::Object exports);
+void InitFutex(Napi::Env env, Napi::Object exports);
+void InitExec(Napi::Env env, Napi::Object exports);
+}  // namespace nodemp
+
+static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("setErrorFactory", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
+    nodemp::SetErrorFactory(info);
+  }));
+  nodemp::InitFork(env, exports);
+  nodemp::InitReap(env, exports);
+  nodemp::InitShm(env, exports);
+  nodemp::InitFutex(env, exports);
+  nodemp::InitExec(env, exports);
+  return exports;
+}
+
+NODE_API_MODULE(nodemp, Init)

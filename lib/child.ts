@@ -21,6 +21,11 @@ function report(label: string, text: string): void {
 
 function waitForTermination(): void {}
 
+function exitCodeOf(): number {
+  const code = Number(process.exitCode ?? 0);
+  return Number.isInteger(code) ? code : 1;
+}
+
 /**
  * Turns this freshly forked process into the child that runs `run()`. Never
  * returns: the caller's frames are abandoned (not unwound: no catch or
@@ -31,7 +36,19 @@ export function becomeChild(run: () => unknown, label: string): never {
   Object.defineProperty(process, 'ppid', { get: () => native.getppid(), enumerable: true, configurable: true });
   dropInheritedWork();
 
-  // Node's own exit path would join platform threads that were not copied.
+  // Node's own exit path would join platform threads that were not copied,
+  // and the parent may have replaced process.exit (test runners do): the
+  // child gets Node's semantics, ending in _exit().
+  const exitNow = (code?: number | string | null): never => {
+    if (code !== undefined && code !== null) process.exitCode = code;
+    const state = process as unknown as { _exiting?: boolean };
+    if (!state._exiting) {
+      state._exiting = true;
+      process.emit('exit', exitCodeOf());
+    }
+    return native.exit(exitCodeOf());
+  };
+  process.exit = exitNow;
   (process as unknown as { reallyExit(code?: number): never }).reallyExit = (code?: number) =>
     native.exit(typeof code === 'number' ? code : 0);
   if (process.platform === 'darwin') {
@@ -46,7 +63,7 @@ export function becomeChild(run: () => unknown, label: string): never {
     // A handler the child installed itself decides what an error means.
     if (process.listenerCount('uncaughtException') > 1) return;
     report(label, inspect(error));
-    process.exit(1);
+    exitNow(1);
   });
 
   let pending = false;
@@ -56,7 +73,7 @@ export function becomeChild(run: () => unknown, label: string): never {
       result = run();
     } catch (error) {
       report(label, inspect(error));
-      process.exit(1);
+      exitNow(1);
     }
     if (result !== null && typeof result === 'object' && typeof (result as PromiseLike<unknown>).then === 'function') {
       pending = true;
@@ -66,20 +83,20 @@ export function becomeChild(run: () => unknown, label: string): never {
         },
         (error: unknown) => {
           report(label, inspect(error));
-          process.exit(1);
+          exitNow(1);
         },
       );
     }
   };
   const loopEmpty = (): void => {
-    process.emit('beforeExit', typeof process.exitCode === 'number' ? process.exitCode : 0);
+    process.emit('beforeExit', exitCodeOf());
   };
   const exit = (): void => {
     if (pending) {
       report(label, 'the promise returned by run() never settled, and nothing is left that could settle it');
-      process.exit(UNSETTLED_EXIT_CODE);
+      exitNow(UNSETTLED_EXIT_CODE);
     }
-    process.exit();
+    exitNow();
   };
 
   native.detach(detachSentinel, launch, loopEmpty, exit);

@@ -195,11 +195,11 @@ export class Process<A extends unknown[] = unknown[]> {
   }
 
   /** Resolves with the exit code once the process ends, or with null when `timeoutMs` passes first. */
-  join(timeoutMs?: number): Promise<number | null> {
+  async join(timeoutMs?: number): Promise<number | null> {
     this.#checkJoinable('join');
     const timeout = checkTimeout(timeoutMs, 'join');
     if (this.#exitCode === null) this.#poll();
-    if (this.#exitCode !== null) return Promise.resolve(this.#exitCode);
+    if (this.#exitCode !== null) return this.#exitCode;
     return new Promise((resolve) => {
       const waiter: JoinWaiter = { resolve };
       if (timeout !== undefined) {

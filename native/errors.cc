@@ -7,6 +7,65 @@ namespace nodemp {
 
 static Napi::FunctionReference error_factory;
 
+// libuv names only the errors it maps; ECHILD or EOWNERDEAD need our own list.
+static const char* ErrnoName(int err) {
+  static const struct {
+    int value;
+    const char* name;
+  } names[] = {
+    {EPERM, "EPERM"},
+    {ENOENT, "ENOENT"},
+    {ESRCH, "ESRCH"},
+    {EINTR, "EINTR"},
+    {EIO, "EIO"},
+    {ENXIO, "ENXIO"},
+    {E2BIG, "E2BIG"},
+    {ENOEXEC, "ENOEXEC"},
+    {EBADF, "EBADF"},
+    {ECHILD, "ECHILD"},
+    {EAGAIN, "EAGAIN"},
+    {ENOMEM, "ENOMEM"},
+    {EACCES, "EACCES"},
+    {EFAULT, "EFAULT"},
+    {EBUSY, "EBUSY"},
+    {EEXIST, "EEXIST"},
+    {EXDEV, "EXDEV"},
+    {ENODEV, "ENODEV"},
+    {ENOTDIR, "ENOTDIR"},
+    {EISDIR, "EISDIR"},
+    {EINVAL, "EINVAL"},
+    {ENFILE, "ENFILE"},
+    {EMFILE, "EMFILE"},
+    {ENOTTY, "ENOTTY"},
+    {ETXTBSY, "ETXTBSY"},
+    {EFBIG, "EFBIG"},
+    {ENOSPC, "ENOSPC"},
+    {ESPIPE, "ESPIPE"},
+    {EROFS, "EROFS"},
+    {EMLINK, "EMLINK"},
+    {EPIPE, "EPIPE"},
+    {EDOM, "EDOM"},
+    {ERANGE, "ERANGE"},
+    {EDEADLK, "EDEADLK"},
+    {ENAMETOOLONG, "ENAMETOOLONG"},
+    {ENOLCK, "ENOLCK"},
+    {ENOSYS, "ENOSYS"},
+    {ENOTEMPTY, "ENOTEMPTY"},
+    {ELOOP, "ELOOP"},
+    {EOVERFLOW, "EOVERFLOW"},
+    {ENOTSUP, "ENOTSUP"},
+    {ETIMEDOUT, "ETIMEDOUT"},
+    {ECONNREFUSED, "ECONNREFUSED"},
+    {ECONNRESET, "ECONNRESET"},
+    {EADDRINUSE, "EADDRINUSE"},
+    {EOWNERDEAD, "EOWNERDEAD"},
+    {ENOTRECOVERABLE, "ENOTRECOVERABLE"},
+  };
+  for (const auto& n : names)
+    if (n.value == err) return n.name;
+  return uv_err_name(-err);
+}
+
 void SetErrorFactory(const Napi::CallbackInfo& info) {
   if (!info[0].IsFunction()) {
     ThrowTypeError(info.Env(), "setErrorFactory expects a function");
@@ -18,9 +77,7 @@ void SetErrorFactory(const Napi::CallbackInfo& info) {
 }
 
 void ThrowErrno(Napi::Env env, int err, const char* syscall, const std::string& detail) {
-  // libuv error codes are negated errno values on every Unix, so uv_err_name
-  // gives the symbolic name without a table of our own.
-  const char* code = uv_err_name(-err);
+  const char* code = ErrnoName(err);
   std::string message = std::string(syscall) + " failed: " + std::strerror(err) + " (" + code + ")";
   if (!detail.empty()) message += ": " + detail;
   if (error_factory.IsEmpty()) {

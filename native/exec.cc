@@ -2,6 +2,7 @@
 // than spawning a child) keeps the pid, so signals, job control and the exit
 // code reach the real program with nothing in between to forward or to orphan.
 #include <napi.h>
+#include <fcntl.h>
 #include <unistd.h>
 #include <cerrno>
 #include <string>
@@ -42,6 +43,14 @@ static Napi::Value Execve(const Napi::CallbackInfo& info) {
   cargv.push_back(nullptr);
   for (auto& s : envv) cenv.push_back(&s[0]);
   cenv.push_back(nullptr);
+  // Node marks stdio close-on-exec and non-blocking; the program we become
+  // must get them as a shell would hand them over.
+  for (int fd = 0; fd <= 2; fd++) {
+    int fdflags = fcntl(fd, F_GETFD);
+    if (fdflags >= 0) fcntl(fd, F_SETFD, fdflags & ~FD_CLOEXEC);
+    int flflags = fcntl(fd, F_GETFL);
+    if (flflags >= 0) fcntl(fd, F_SETFL, flflags & ~O_NONBLOCK);
+  }
   execve(path.c_str(), cargv.data(), cenv.data());
   ThrowErrno(env, errno, "execve", path);
   return env.Undefined();

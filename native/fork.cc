@@ -267,6 +267,13 @@ static Napi::Value Fork(const Napi::CallbackInfo& info) {
     _exit(70);
   }
   if (daemon) DieWithParent(self);
+  if (child != nullptr) {
+    // Forked from a forked child: its watchdog would end us with its state.
+    // The handles close on the next loop turn, so the struct stays allocated.
+    uv_close(reinterpret_cast<uv_handle_t*>(&child->watchdog), nullptr);
+    uv_close(reinterpret_cast<uv_handle_t*>(&child->launcher), nullptr);
+    child = nullptr;
+  }
   ReapAfterFork();
   uv_walk(loop, RefInheritedSockets, nullptr);
   return Napi::Number::New(env, 0);

@@ -1,0 +1,19 @@
+#!/usr/bin/env node
+// nodemp [node options] script [args]: runs the script under Node with the
+// flags that make fork() safe. The launcher replaces itself with that Node
+// (execve), so the program keeps this pid and gets signals and job control
+// directly, and its exit status is the launcher's.
+import { native } from '../dist/native.js';
+import { isSingleThreaded } from '../dist/fork-safety.js';
+
+const args = process.argv.slice(2);
+if (args.length === 0 || args[0] === '--help' || args[0] === '-h') {
+  process.stdout.write(
+    'usage: nodemp [node options] script.js [args...]\n' +
+      'Runs script.js with `node --single-threaded`, which nodemp needs to fork() this process safely.\n',
+  );
+  process.exit(args.length === 0 ? 2 : 0);
+}
+const flags = isSingleThreaded(args) ? [] : ['--single-threaded'];
+const env = Object.entries(process.env).map(([key, value]) => `${key}=${value}`);
+native.execve(process.execPath, [process.execPath, ...flags, ...args], env);

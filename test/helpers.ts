@@ -1,0 +1,77 @@
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { native } from '../dist/native.js';
+
+export const root = fileURLToPath(new URL('..', import.meta.url));
+export const dist = join(root, 'dist', 'index.js');
+
+/** An Int32Array over anonymous shared memory: what a forked child writes, the parent reads. */
+export function shared(words = 16): Int32Array {
+  return new Int32Array(native.mapShared(words * 4));
+}
+
+export interface Run {
+  status: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs an ES module (NODEMP resolves to the built library) in a fresh `node`, by default single-threaded. */
+export function runScript(source: string, options: { args?: string[]; nodeArgs?: string[]; timeout?: number } = {}): Run {
+  const dir = mkdtempSync(join(tmpdir(), 'nodemp-test-'));
+  const file = join(dir, 'script.mjs');
+  writeFileSync(file, source.replaceAll('NODEMP', JSON.stringify(dist)));
+  const r = spawnSync(process.execPath, [...(options.nodeArgs ?? ['--single-threaded']), file, ...(options.args ?? [])], {
+    encoding: 'utf8',
+    timeout: options.timeout ?? 20000,
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
+  return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** Pids of the live (non-zombie) children of `pid`. */
+export function childrenOf(pid: number): number[] {
+  const out: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (Number(fields[1]) === pid) out.push(Number(entry));
+    } catch {
+      // exited while we looked
+    }
+  }
+  return out;
+}
+
+/** True while `pid` exists and is not a zombie. */
+export function running(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z';
+  } catch {
+    return false;
+  }
+}
+
+export async function waitUntil(predicate: () => boolean, timeoutMs = 5000): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (predicate()) return true;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  return predicate();
+}
+
+export function openFds(): number {
+  return readdirSync('/proc/self/fd').length;
+}
+
+export function shmEntries(): string[] {
+  return readdirSync('/dev/shm').sort();
+}

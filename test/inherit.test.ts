@@ -1,0 +1,193 @@
+// What a forked child inherits from its parent, and what of the parent's
+// pending work must not run in it.
+import { createServer, connect } from 'node:net';
+import { describe, expect, it } from 'vitest';
+import { Process } from '../dist/index.js';
+import { native } from '../dist/native.js';
+import { runScript, shared } from './helpers.js';
+
+const parentPid = process.pid;
+const inChild = (): boolean => native.getpid() !== parentPid;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe('parent work does not run in the child', () => {
+  it('pending timeouts, intervals and immediates of the parent never fire in the child', async () => {
+    const mem = shared();
+    const interval = setInterval(() => {
+      if (inChild()) mem[0]++;
+    }, 2);
+    const timeout = setTimeout(() => {
+      if (inChild()) mem[1]++;
+    }, 20);
+    const unrefd = setTimeout(() => {
+      if (inChild()) mem[2]++;
+    }, 20).unref();
+    setImmediate(() => {
+      if (inChild()) mem[3]++;
+    });
+    const p = new Process({ target: () => sleep(80).then(() => void (mem[4] = 1)) });
+    p.start();
+    expect(await p.join()).toBe(0);
+    clearInterval(interval);
+    clearTimeout(timeout);
+    clearTimeout(unrefd);
+    expect([...mem.slice(0, 5)]).toEqual([0, 0, 0, 0, 1]);
+  });
+
+  it('the caller\'s catch and finally blocks do not run in the child', async () => {
+    const mem = shared();
+    let p!: Process;
+    try {
+      p = new Process({ target: () => {} });
+      p.start();
+    } finally {
+      if (inChild()) mem[0] = 1;
+    }
+    expect(await p.join()).toBe(0);
+    expect(mem[0]).toBe(0);
+  });
+
+  it('a listening server of the parent is closed in the child: every connection is served by the parent', async () => {
+    const server = createServer((socket) => socket.end(String(native.getpid())));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const { port } = server.address() as { port: number };
+    const p = new Process({ target: () => sleep(300) });
+    p.start();
+    const pids = await Promise.all(
+      Array.from({ length: 20 }, () =>
+        new Promise<string>((resolve, reject) => {
+          const c = connect(port, '127.0.0.1');
+          let data = '';
+          c.on('data', (d) => (data += d));
+          c.on('end', () => resolve(data));
+          c.on('error', reject);
+        }),
+      ),
+    );
+    expect(await p.join()).toBe(0);
+    server.close();
+    expect(new Set(pids)).toEqual(new Set([String(process.pid)]));
+  });
+
+  it('parent exit and signal listeners are not inherited: terminate() works even if the parent catches SIGTERM', async () => {
+    const mem = shared();
+    const onExit = () => {
+      if (inChild()) mem[0] = 1;
+    };
+    const onTerm = () => {
+      if (inChild()) mem[1] = 1;
+    };
+    process.on('exit', onExit);
+    process.on('SIGTERM', onTerm);
+    try {
+      const p = new Process({ target: () => sleep(10_000) });
+      p.start();
+      await sleep(30);
+      p.terminate();
+      expect(await p.join()).toBe(-15);
+      const q = new Process({ target: () => {} });
+      q.start();
+      expect(await q.join()).toBe(0);
+      expect([mem[0], mem[1]]).toEqual([0, 0]);
+    } finally {
+      process.off('exit', onExit);
+      process.off('SIGTERM', onTerm);
+    }
+  });
+
+  it('listeners the child adds itself work: exit, beforeExit, and its own SIGTERM handler', async () => {
+    const mem = shared();
+    const p = new Process({
+      target: () => {
+        process.on('beforeExit', () => {
+          if (mem[0]++ === 0) setTimeout(() => (mem[1] = 1), 5);
+        });
+        process.on('exit', (code) => (mem[2] = 100 + code));
+        process.on('SIGTERM', () => {
+          mem[3] = 1;
+          process.exit(3);
+        });
+        process.kill(process.pid, 'SIGTERM');
+        setTimeout(() => {}, 50);
+      },
+    });
+    p.start();
+    expect(await p.join()).toBe(3);
+    expect(mem[3]).toBe(1);
+    expect(mem[2]).toBe(103);
+  });
+});
+
+describe('start() from any kind of callback', () => {
+  async function startFrom(schedule: (fn: () => void) => void): Promise<[number | null, number]> {
+    const mem = shared();
+    const p = await new Promise<Process>((resolve) =>
+      schedule(() => {
+        const proc = new Process({
+          target: async () => {
+            await sleep(5);
+            await new Promise((r) => setImmediate(r));
+            mem[0] = 1;
+          },
+        });
+        proc.start();
+        resolve(proc);
+      }),
+    );
+    return [await p.join(), mem[0]];
+  }
+
+  it('a timer callback', async () => {
+    expect(await startFrom((fn) => setTimeout(fn, 1))).toEqual([0, 1]);
+  });
+  it('the second immediate of a batch', async () => {
+    expect(
+      await startFrom((fn) => {
+        setImmediate(() => {});
+        setImmediate(fn);
+        setImmediate(() => {});
+      }),
+    ).toEqual([0, 1]);
+  });
+  it('a promise continuation', async () => {
+    expect(await startFrom((fn) => void Promise.resolve().then(fn))).toEqual([0, 1]);
+  });
+  it('process.nextTick', async () => {
+    expect(await startFrom((fn) => process.nextTick(fn))).toEqual([0, 1]);
+  });
+  it('an I/O callback', async () => {
+    const { readFile } = await import('node:fs');
+    expect(await startFrom((fn) => readFile(new URL(import.meta.url), () => fn()))).toEqual([0, 1]);
+  });
+});
+
+describe('stdio', () => {
+  it('children share stdout/stderr, read stdin from /dev/null, and print a thrown error with the process name', () => {
+    const r = runScript(`
+      import { Process } from NODEMP;
+      import { readFileSync } from 'node:fs';
+      const p = new Process({ name: 'reader', target: () => {
+        console.log('child stdin bytes:', readFileSync(0).length);
+        throw new Error('boom from child');
+      }});
+      p.start();
+      console.log('exit', await p.join());
+    `);
+    expect(r.stdout).toContain('child stdin bytes: 0');
+    expect(r.stdout).toContain('exit 1');
+    expect(r.stderr).toContain('Process reader:');
+    expect(r.stderr).toContain('Error: boom from child');
+    expect(r.status).toBe(0);
+  });
+
+  it('an async target whose promise can never settle ends with code 13 and says why', () => {
+    const r = runScript(`
+      import { Process } from NODEMP;
+      const p = new Process({ target: () => new Promise(() => {}) });
+      p.start();
+      console.log('exit', await p.join());
+    `);
+    expect(r.stdout).toContain('exit 13');
+    expect(r.stderr).toMatch(/never settled/);
+  });
+});

@@ -1,0 +1,81 @@
+// The native core: shared mappings, cross-process futex, errors across the boundary.
+import { describe, expect, it } from 'vitest';
+import { OSError, Process } from '../dist/index.js';
+import { native } from '../dist/native.js';
+
+describe('shared mappings', () => {
+  it('maps zero-filled shared memory that a forked child writes and the parent reads', async () => {
+    const buf = native.mapShared(1 << 20);
+    expect(buf.byteLength).toBe(1 << 20);
+    const bytes = new Uint8Array(buf);
+    expect(bytes.every((b) => b === 0)).toBe(true);
+    const p = new Process({ target: () => bytes.fill(7) });
+    p.start();
+    await p.join();
+    expect(bytes[0]).toBe(7);
+    expect(bytes[(1 << 20) - 1]).toBe(7);
+  });
+
+  it('rejects sizes that are not positive integers', () => {
+    expect(() => native.mapShared(0)).toThrow(RangeError);
+    expect(() => native.mapShared(-5)).toThrow(/positive integer, got -5/);
+    expect(() => native.mapShared(1.5)).toThrow(RangeError);
+    expect(() => native.mapShared('8' as never)).toThrow(TypeError);
+  });
+});
+
+describe('futex', () => {
+  it('reports a changed value and a timeout', () => {
+    const buf = native.mapShared(64);
+    const words = new Int32Array(buf);
+    words[0] = 5;
+    expect(native.futexWait(buf, 0, 4, 1000)).toBe(1);
+    const t0 = performance.now();
+    expect(native.futexWait(buf, 0, 5, 30)).toBe(2);
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(28);
+    expect(native.futexWake(buf, 0, 1)).toBe(0);
+  });
+
+  it('wakes a waiter in another process', async () => {
+    const buf = native.mapShared(64);
+    const words = new Int32Array(buf);
+    const p = new Process({
+      target: () => {
+        Atomics.store(words, 1, 1);
+        native.futexWake(buf, 4, 1);
+        while (Atomics.load(words, 0) === 0) native.futexWait(buf, 0, 0, 5000);
+        words[2] = 99;
+      },
+    });
+    p.start();
+    while (Atomics.load(words, 1) === 0) native.futexWait(buf, 4, 0, 1000);
+    Atomics.store(words, 0, 1);
+    native.futexWake(buf, 0, 1);
+    expect(await p.join(5000)).toBe(0);
+    expect(words[2]).toBe(99);
+  });
+
+  it('rejects offsets outside the buffer or not word-aligned', () => {
+    const buf = native.mapShared(16);
+    expect(() => native.futexWait(buf, 2, 0, 0)).toThrow(/multiple of 4/);
+    expect(() => native.futexWait(buf, 16, 0, 0)).toThrow(RangeError);
+    expect(() => native.futexWake(buf, -4, 1)).toThrow(RangeError);
+    expect(() => native.futexWait(buf, 0, 0, -1)).toThrow(/non-negative/);
+    expect(() => native.futexWait({} as never, 0, 0)).toThrow(TypeError);
+  });
+});
+
+describe('errors crossing the native boundary', () => {
+  it('become OSError with the errno name, number and syscall', () => {
+    let error: unknown;
+    try {
+      native.waitSync(1, 0);
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(OSError);
+    expect(error).toMatchObject({ code: 'ECHILD', errno: 10, syscall: 'waitpid' });
+    expect((error as Error).message).toMatch(/waitpid failed: No child processes \(ECHILD\): pid 1/);
+    expect(() => native.execve('/nonexistent/nodemp', ['x'], [])).toThrow(expect.objectContaining({ code: 'ENOENT', syscall: 'execve' }));
+  });
+});

@@ -9,6 +9,9 @@ export default defineConfig({
     // Children inherit the worker's console; intercepted output would travel
     // over vitest's IPC channel, which a child must not write to.
     disableConsoleIntercept: true,
+    // .ci/run counts results from the JSON report.
+    reporters: ['default', 'json'],
+    outputFile: { json: 'test-results.json' },
     testTimeout: 30000,
     hookTimeout: 30000,
   },

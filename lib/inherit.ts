@@ -116,7 +116,7 @@ function closeInheritedHandles(): void {
   }
 }
 
-const PARENT_ONLY_EVENTS = [
+const PARENT_ONLY_EVENTS = new Set([
   'exit',
   'beforeExit',
   'uncaughtException',
@@ -125,16 +125,15 @@ const PARENT_ONLY_EVENTS = [
   'rejectionHandled',
   'message',
   'disconnect',
-];
+]);
 
 function dropParentListeners(): void {
   // Removing a signal's last listener closes Node's handle for it and restores
   // the default action, so terminate() ends the child even if the parent
   // catches SIGTERM.
-  for (const signal of Object.keys(constants.signals)) {
-    if (process.listenerCount(signal) > 0) process.removeAllListeners(signal);
+  for (const event of process.eventNames()) {
+    if (typeof event === 'string' && (event in constants.signals || PARENT_ONLY_EVENTS.has(event))) process.removeAllListeners(event);
   }
-  for (const event of PARENT_ONLY_EVENTS) process.removeAllListeners(event);
   // The IPC channel to the parent's own parent belongs to the parent.
   if (process.connected) process.disconnect?.();
 }

@@ -1,0 +1,58 @@
+// Process start -> join (nodemp) against the usual ways to get another
+// process or thread, all measured in this run. Prints one JSON object.
+import { fork as cpFork, spawnSync } from 'node:child_process';
+import { Worker } from 'node:worker_threads';
+import { fileURLToPath } from 'node:url';
+import { Process } from '../dist/index.js';
+import { timeRounds } from './lib.js';
+
+const quick = process.argv.includes('--quick');
+const here = fileURLToPath(new URL('.', import.meta.url));
+const rounds = quick ? 20 : 200;
+const slowRounds = quick ? 5 : 30;
+
+const noop = () => {};
+const forkSync = await timeRounds(rounds, 10, () => {
+  const p = new Process({ target: noop });
+  p.start();
+  p.joinSync();
+});
+const forkAsync = await timeRounds(rounds, 10, async () => {
+  const p = new Process({ target: noop });
+  p.start();
+  await p.join();
+});
+
+const childProcessFork = await timeRounds(slowRounds, 2, () => new Promise((resolve) => {
+  const child = cpFork(`${here}peers/child-ready.cjs`, { stdio: 'ignore' });
+  child.once('message', () => {
+    resolve();
+    child.kill();
+  });
+}));
+
+const worker = await timeRounds(slowRounds, 2, () => new Promise((resolve) => {
+  const w = new Worker("require('node:worker_threads').parentPort.postMessage('ready')", { eval: true });
+  w.once('message', () => {
+    resolve();
+    void w.terminate();
+  });
+}));
+
+function python(method) {
+  const r = spawnSync('python3', [`${here}peers/py_process_start.py`, method, String(slowRounds * 2)], { encoding: 'utf8' });
+  if (r.status !== 0) return null;
+  return JSON.parse(r.stdout).median_ms;
+}
+
+console.log(JSON.stringify({
+  'process start->join (fork, joinSync)': {
+    unit: 'ms',
+    nodemp: forkSync,
+    'child_process.fork (to first message)': childProcessFork,
+    'new Worker (to first message)': worker,
+    'python mp fork start+join': python('fork'),
+    'python mp spawn start+join': python('spawn'),
+  },
+  'process start->join (fork, await join)': { unit: 'ms', nodemp: forkAsync },
+}));

@@ -1,0 +1,62 @@
+// The tutorials' Process programs, as shipped in examples/, run through the launcher.
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { root } from './helpers.js';
+
+function run(example: string) {
+  const r = spawnSync(process.execPath, [join(root, 'bin', 'nodemp.js'), join(root, 'examples', example)], {
+    encoding: 'utf8',
+    cwd: root,
+    timeout: 20000,
+  });
+  expect(r.status, r.stderr).toBe(0);
+  return r.stdout;
+}
+
+describe('examples', () => {
+  it('process-basic: the child prints hello bob with the parent as its ppid', () => {
+    const out = run('process-basic.mjs');
+    const mainPid = out.match(/main line\nparent process: \d+\nprocess id: (\d+)/)![1];
+    expect(out).toMatch(new RegExp(`function f\\nparent process: ${mainPid}\\nprocess id: (?!${mainPid}\\n)\\d+\\nhello bob`));
+  });
+
+  it('globals-not-shared: child 11, parent 10', () => {
+    expect(run('globals-not-shared.mjs')).toBe('child num = 11\nparent num = 10\n');
+  });
+
+  it('process-subclass and two-processes: every child line appears, parent finishes last', () => {
+    const sub = run('process-subclass.mjs');
+    expect(sub.match(/child \(parent: \d+\): \d/g)).toHaveLength(6);
+    const two = run('two-processes.mjs');
+    expect(two.match(/child \(parent \d+\): \d+/g)).toHaveLength(20);
+    expect(two.trimEnd().endsWith('main process done')).toBe(true);
+  });
+
+  it('exit-codes', () => {
+    const out = run('exit-codes.mjs');
+    expect(out).toContain('ok: exitCode 0');
+    expect(out).toContain('throws: exitCode 1');
+    expect(out).toContain('rejects: exitCode 1');
+    expect(out).toContain('exits: exitCode 3');
+    expect(out).toContain('terminated: exitCode -15');
+  });
+});
+
+describe('CommonJS consumers', () => {
+  it('require("nodemp") works and forks', () => {
+    const r = spawnSync(
+      process.execPath,
+      [
+        '--single-threaded',
+        '-e',
+        `const { Process } = require('nodemp');
+         const p = new Process({ target: () => process.exit(4) });
+         p.start();
+         console.log('cjs exit', p.joinSync());`,
+      ],
+      { encoding: 'utf8', cwd: root },
+    );
+    expect(r.stdout).toContain('cjs exit 4');
+  });
+});

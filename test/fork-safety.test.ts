@@ -1,0 +1,56 @@
+import { describe, expect, it } from 'vitest';
+import { isSingleThreaded } from '../dist/index.js';
+import { runScript } from './helpers.js';
+
+describe('fork safety', () => {
+  it('parses the single-threaded flag as node does (last one wins)', () => {
+    expect(isSingleThreaded(['--single-threaded'])).toBe(true);
+    expect(isSingleThreaded(['--single_threaded'])).toBe(true);
+    expect(isSingleThreaded(['--single-threaded', '--no-single-threaded'])).toBe(false);
+    expect(isSingleThreaded(['--max-old-space-size=100'])).toBe(false);
+  });
+
+  it('refuses to fork without --single-threaded and says how to run instead', () => {
+    const r = runScript(
+      `
+      import { Process, ForkSafetyError } from NODEMP;
+      try { new Process({ target: () => {} }).start(); console.log('started'); }
+      catch (e) { console.log(e instanceof ForkSafetyError, e.code); console.log(e.message); }
+    `,
+      { nodeArgs: [] },
+    );
+    expect(r.stdout).toContain('true ERR_FORK_UNSAFE');
+    expect(r.stdout).toContain('npx nodemp app.js');
+    expect(r.stdout).toContain('node --single-threaded app.js');
+    expect(r.stdout).not.toContain('started');
+  });
+
+  it('refuses to fork while a worker thread runs, and forks again once it has exited', () => {
+    const r = runScript(`
+      import { Process } from NODEMP;
+      import { Worker } from 'node:worker_threads';
+      const w = new Worker('setInterval(() => {}, 1000)', { eval: true });
+      await new Promise((r) => w.once('online', r));
+      try { new Process({ target: () => {} }).start(); } catch (e) { console.log(e.name, /worker_threads Worker/.test(e.message)); }
+      await w.terminate();
+      const p = new Process({ target: () => {} });
+      p.start();
+      console.log('after worker exit', await p.join());
+    `);
+    expect(r.stdout).toContain('ForkSafetyError true');
+    expect(r.stdout).toContain('after worker exit 0');
+  });
+
+  it('refuses to fork in a worker thread', () => {
+    const r = runScript(`
+      import { Worker } from 'node:worker_threads';
+      const w = new Worker(\`
+        import { Process } from \${JSON.stringify(NODEMP)};
+        import { parentPort } from 'node:worker_threads';
+        try { new Process({ target: () => {} }).start(); } catch (e) { parentPort.postMessage(e.message); }
+      \`, { eval: true, type: 'module' });
+      w.on('message', (m) => console.log(m));
+    `.replace('type: \'module\'', ''));
+    expect(r.stdout + r.stderr).toMatch(/worker thread|Cannot use import/);
+  });
+});

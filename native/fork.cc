@@ -39,7 +39,10 @@ namespace nodemp {
 #if defined(__linux__)
 // V8 marks its heap pages MADV_DONTFORK; a child without them crashes on its
 // first JS instruction. Re-allow inheritance on every private anonymous
-// mapping, merging neighbours so a large heap costs few madvise calls.
+// mapping. Linux applies madvise() across unmapped holes (and reports ENOMEM
+// at the end), so a run of eligible mappings separated only by holes costs a
+// single call; a mapping of another kind in between ends the run, since some
+// (VM_IO ones like [vvar]) would stop the call with EINVAL.
 static void AllowHeapInheritance() {
   int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
   if (fd < 0) return;
@@ -76,7 +79,6 @@ static void AllowHeapInheritance() {
     // advice or are inherited already; plain anonymous memory and [heap] can.
     bool special = *q == '[' && std::strncmp(q, "[heap]", 6) != 0 && std::strncmp(q, "[anon", 5) != 0;
     if (priv && inode == 0 && !special) {
-      if (start != run_end) flush();
       if (run_end == 0) run_start = start;
       run_end = end;
     } else {

@@ -30,14 +30,16 @@ function load(): Native {
     throw new Error(`nodemp runs on Linux and macOS; this is ${process.platform}. fork(), futexes and pidfds have no Windows equivalent.`);
   }
   const require = createRequire(import.meta.url);
+  // NODEMP_ADDON names a specific binary, such as the sanitizer build.
+  const override = process.env.NODEMP_ADDON;
   try {
-    return require('node-gyp-build')(packageRoot) as Native;
+    return (override ? require(override) : require('node-gyp-build')(packageRoot)) as Native;
   } catch (cause) {
     const detail = cause instanceof Error ? cause.message : String(cause);
     throw new Error(
       [
         `nodemp could not load its native addon for ${process.platform}-${process.arch} (Node ${process.version}).`,
-        `Looked in ${packageRoot}prebuilds/ and ${packageRoot}build/Release/.`,
+        override ? `NODEMP_ADDON is set to ${override}.` : `Looked in ${packageRoot}prebuilds/ and ${packageRoot}build/Release/.`,
         'It is built when the package installs; rebuild it with "npm rebuild nodemp" (needs python3, make and a C++17 compiler),',
         'or from a checkout with "npm run build:native".',
         `Loader said: ${detail}`,

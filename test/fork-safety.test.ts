@@ -43,14 +43,15 @@ describe('fork safety', () => {
 
   it('refuses to fork in a worker thread', () => {
     const r = runScript(`
-      import { Worker } from 'node:worker_threads';
-      const w = new Worker(\`
-        import { Process } from \${JSON.stringify(NODEMP)};
-        import { parentPort } from 'node:worker_threads';
-        try { new Process({ target: () => {} }).start(); } catch (e) { parentPort.postMessage(e.message); }
-      \`, { eval: true, type: 'module' });
-      w.on('message', (m) => console.log(m));
-    `.replace('type: \'module\'', ''));
-    expect(r.stdout + r.stderr).toMatch(/worker thread|Cannot use import/);
+      import { Process } from NODEMP;
+      import { Worker, isMainThread, parentPort } from 'node:worker_threads';
+      if (isMainThread) {
+        new Worker(new URL(import.meta.url)).on('message', (m) => console.log(m));
+      } else {
+        try { new Process({ target: () => {} }).start(); parentPort.postMessage('forked'); }
+        catch (e) { parentPort.postMessage(e.name + ': ' + e.message); }
+      }
+    `);
+    expect(r.stdout).toMatch(/^ForkSafetyError: Process.start\(\) was called in a worker thread/);
   });
 });

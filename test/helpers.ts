@@ -13,6 +13,21 @@ export function shared(words = 16): Int32Array {
   return new Int32Array(native.mapShared(words * 4));
 }
 
+/** A flag in shared memory: a child parks on wait() until the parent calls release(). */
+export function gate(): { wait(): void; release(): void } {
+  const mem = shared(1);
+  const buffer = mem.buffer as ArrayBuffer;
+  return {
+    wait() {
+      while (Atomics.load(mem, 0) === 0) native.futexWait(buffer, 0, 0, 1000);
+    },
+    release() {
+      Atomics.store(mem, 0, 1);
+      native.futexWake(buffer, 0, 1);
+    },
+  };
+}
+
 export interface Run {
   status: number | null;
   signal: NodeJS.Signals | null;

@@ -7,8 +7,7 @@ import {
   currentProcess,
   parentProcess,
 } from '../dist/index.js';
-import { native } from '../dist/native.js';
-import { shared } from './helpers.js';
+import { gate, shared } from './helpers.js';
 
 describe('Process basics', () => {
   it('runs target(...args) in another process and joins with exit code 0', async () => {
@@ -131,12 +130,8 @@ describe('Process basics', () => {
   });
 
   it('join(timeout) and joinSync(timeout) return null while the child runs', async () => {
-    const mem = shared();
-    const p = new Process({
-      target: () => {
-        while (Atomics.load(mem, 0) === 0) native.futexWait(mem.buffer as ArrayBuffer, 0, 0, 1000);
-      },
-    });
+    const g = gate();
+    const p = new Process({ target: g.wait });
     p.start();
     const t0 = performance.now();
     expect(await p.join(50)).toBeNull();
@@ -145,8 +140,7 @@ describe('Process basics', () => {
     expect(p.joinSync(0)).toBeNull();
     expect(p.isAlive()).toBe(true);
     expect(p.exitCode).toBeNull();
-    Atomics.store(mem, 0, 1);
-    native.futexWake(mem.buffer as ArrayBuffer, 0, 1);
+    g.release();
     expect(p.joinSync()).toBe(0);
     expect(await p.join(0)).toBe(0);
   });
@@ -203,16 +197,11 @@ describe('Process basics', () => {
   });
 
   it('activeChildren() lists running children only', async () => {
-    const mem = shared();
-    const p = new Process({
-      target: () => {
-        while (Atomics.load(mem, 0) === 0) native.futexWait(mem.buffer as ArrayBuffer, 0, 0, 1000);
-      },
-    });
+    const g = gate();
+    const p = new Process({ target: g.wait });
     p.start();
     expect(activeChildren()).toContain(p);
-    Atomics.store(mem, 0, 1);
-    native.futexWake(mem.buffer as ArrayBuffer, 0, 1);
+    g.release();
     await p.join();
     expect(activeChildren()).not.toContain(p);
   });

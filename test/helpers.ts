@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -83,8 +83,17 @@ export async function waitUntil(predicate: () => boolean, timeoutMs = 5000): Pro
   return predicate();
 }
 
-export function openFds(): number {
-  return readdirSync('/proc/self/fd').length;
+/** This process's open descriptors as "fd -> target" strings. */
+export function openFds(): string[] {
+  const out: string[] = [];
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try {
+      out.push(`${fd} -> ${readlinkSync(`/proc/self/fd/${fd}`)}`);
+    } catch {
+      // the descriptor readdir itself used
+    }
+  }
+  return out;
 }
 
 export function shmEntries(): string[] {

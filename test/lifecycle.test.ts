@@ -73,7 +73,8 @@ describe('no leaks', () => {
     killed.start();
     killed.kill();
     await killed.join();
-    expect(openFds()).toBe(fds);
+    // Descriptors of earlier tests may close meanwhile; none may be added.
+    expect(openFds().filter((fd) => !fds.includes(fd))).toEqual([]);
     expect(shmEntries()).toEqual(shm);
     expect(childrenOf(process.pid).filter((pid) => !running(pid))).toEqual([]);
   });

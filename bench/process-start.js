@@ -4,24 +4,32 @@ import { fork as cpFork, spawnSync } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import { Process } from '../dist/index.js';
-import { timeRounds } from './lib.js';
+import { median, nowMs, timeRounds } from './lib.js';
 
 const quick = process.argv.includes('--quick');
 const here = fileURLToPath(new URL('.', import.meta.url));
 const rounds = quick ? 20 : 200;
 const slowRounds = quick ? 5 : 30;
 
+// The two nodemp forms alternate round by round, so neither gets the other's
+// warm-up or the parent's early heap growth.
 const noop = () => {};
-const forkSync = await timeRounds(rounds, 10, () => {
-  const p = new Process({ target: noop });
-  p.start();
-  p.joinSync();
-});
-const forkAsync = await timeRounds(rounds, 10, async () => {
-  const p = new Process({ target: noop });
-  p.start();
-  await p.join();
-});
+const syncSamples = [];
+const asyncSamples = [];
+for (let i = -10; i < rounds; i++) {
+  let t0 = nowMs();
+  const a = new Process({ target: noop });
+  a.start();
+  a.joinSync();
+  if (i >= 0) syncSamples.push(nowMs() - t0);
+  t0 = nowMs();
+  const b = new Process({ target: noop });
+  b.start();
+  await b.join();
+  if (i >= 0) asyncSamples.push(nowMs() - t0);
+}
+const forkSync = median(syncSamples);
+const forkAsync = median(asyncSamples);
 
 const childProcessFork = await timeRounds(slowRounds, 2, () => new Promise((resolve) => {
   const child = cpFork(`${here}peers/child-ready.cjs`, { stdio: 'ignore' });

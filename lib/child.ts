@@ -19,6 +19,8 @@ function report(label: string, text: string): void {
   }
 }
 
+// Calling a function makes V8 check for interrupts, which raises the
+// termination detach() requested; the loop around it is never left.
 function waitForTermination(): void {}
 
 function exitCodeOf(): number {

@@ -16,7 +16,6 @@ export interface Native {
   tryReap(pid: number): number | undefined;
   waitSync(pid: number, timeoutMs: number): number | undefined;
   signal(pid: number, signal: number): boolean;
-  processAlive(pid: number): boolean;
   mapShared(size: number): ArrayBuffer;
   futexWait(buffer: ArrayBuffer, byteOffset: number, expected: number, timeoutMs?: number): 0 | 1 | 2;
   futexWake(buffer: ArrayBuffer, byteOffset: number, count: number): number;

@@ -265,6 +265,9 @@ export class Process<A extends unknown[] = unknown[]> {
   }
 
   #poll(): void {
+    if (this.#startedBy !== native.getpid()) {
+      throw new ProcessError('ERR_NOT_A_CHILD', `${this.#name} (pid ${this.#pid}) can only be tested by the process that started it`);
+    }
     const code = native.tryReap(this.#pid as number);
     if (code !== undefined) this.#exited(code);
   }

@@ -268,11 +268,6 @@ static Napi::Value SetOnExit(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-static Napi::Value ProcessAlive(const Napi::CallbackInfo& info) {
-  pid_t pid = info[0].As<Napi::Number>().Int32Value();
-  return Napi::Boolean::New(info.Env(), kill(pid, 0) == 0 || errno == EPERM);
-}
-
 void ReapAfterFork() {
   for (auto& kv : watches) {
     if (kv.second.poll) uv_close(reinterpret_cast<uv_handle_t*>(kv.second.poll), FreePoll);
@@ -292,7 +287,6 @@ void InitReap(Napi::Env env, Napi::Object exports) {
   exports.Set("tryReap", Napi::Function::New(env, TryReap, "tryReap"));
   exports.Set("waitSync", Napi::Function::New(env, WaitSync, "waitSync"));
   exports.Set("signal", Napi::Function::New(env, Signal, "signal"));
-  exports.Set("processAlive", Napi::Function::New(env, ProcessAlive, "processAlive"));
 }
 
 }  // namespace nodemp

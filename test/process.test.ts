@@ -279,6 +279,29 @@ describe('Process misuse gives named errors', () => {
     expect(await p.join()).toBe(0);
   });
 
+  it('a child cannot test or join a sibling it inherited', async () => {
+    const mem = shared();
+    const g = gate();
+    const sibling = new Process({ target: g.wait });
+    sibling.start();
+    const p = new Process({
+      target: () => {
+        for (const probe of [() => sibling.isAlive(), () => sibling.exitCode, () => sibling.joinSync(0)]) {
+          try {
+            probe();
+          } catch (e) {
+            if (e instanceof ProcessError && e.code === 'ERR_NOT_A_CHILD') mem[0]++;
+          }
+        }
+      },
+    });
+    p.start();
+    expect(await p.join()).toBe(0);
+    g.release();
+    expect(await sibling.join()).toBe(0);
+    expect(mem[0]).toBe(3);
+  });
+
   it('a process cannot join or signal itself', () => {
     expect(() => currentProcess().joinSync()).toThrow(expect.objectContaining({ code: 'ERR_NOT_A_CHILD' }));
     expect(() => currentProcess().terminate()).toThrow(/current process/);

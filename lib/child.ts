@@ -51,6 +51,10 @@ export function becomeChild(run: () => unknown, label: string): never {
     return native.exit(exitCodeOf());
   };
   process.exit = exitNow;
+  const fail = (error: unknown): never => {
+    report(label, inspect(error));
+    return exitNow(1);
+  };
   (process as unknown as { reallyExit(code?: number): never }).reallyExit = (code?: number) =>
     native.exit(typeof code === 'number' ? code : 0);
   if (process.platform === 'darwin') {
@@ -64,8 +68,7 @@ export function becomeChild(run: () => unknown, label: string): never {
     if (typeof error === 'object' && error !== null && DETACH in error) return;
     // A handler the child installed itself decides what an error means.
     if (process.listenerCount('uncaughtException') > 1) return;
-    report(label, inspect(error));
-    exitNow(1);
+    fail(error);
   });
 
   let pending = false;
@@ -74,8 +77,7 @@ export function becomeChild(run: () => unknown, label: string): never {
     try {
       result = run();
     } catch (error) {
-      report(label, inspect(error));
-      exitNow(1);
+      fail(error);
     }
     if (result !== null && typeof result === 'object' && typeof (result as PromiseLike<unknown>).then === 'function') {
       pending = true;
@@ -83,10 +85,7 @@ export function becomeChild(run: () => unknown, label: string): never {
         () => {
           pending = false;
         },
-        (error: unknown) => {
-          report(label, inspect(error));
-          exitNow(1);
-        },
+        fail,
       );
     }
   };

@@ -26,20 +26,24 @@ function pythonForkAt(rssMb) {
   const r = spawnSync('python3', [`${here}peers/py_fork_heap.py`, String(rssMb), quick ? '5' : '15'], { encoding: 'utf8' });
   return r.status === 0 ? JSON.parse(r.stdout).median_ms : null;
 }
-const heap = [50, 500, 1024].map((mb) => runWorkload('fork-heap.js', [String(mb)], ['--max-old-space-size=4096']));
+const heap = [50, 500, 1024].map((mb) => {
+  const h = runWorkload('fork-heap.js', [String(mb)], ['--max-old-space-size=4096']);
+  return { ...h, pythonMs: pythonForkAt(h.rssMb) };
+});
 for (const h of heap) {
   results[`fork start->join, parent heap ${h.mb} MB (RSS ${h.rssMb} MB)`] = {
     unit: 'ms',
     nodemp: h.ms,
-    [`python mp fork, ${h.rssMb} MB touched`]: pythonForkAt(h.rssMb),
+    [`python mp fork, ${h.rssMb} MB touched`]: h.pythonMs,
   };
 }
-const perGb = (a, b) => (b.ms - a.ms) / ((b.rssMb - a.rssMb) / 1024);
-const pyHeap = [heap[0], heap[2]].map((h) => results[`fork start->join, parent heap ${h.mb} MB (RSS ${h.rssMb} MB)`][`python mp fork, ${h.rssMb} MB touched`]);
+const [small, , large] = heap;
+const perGb = (msSmall, msLarge) =>
+  msSmall === null || msLarge === null ? null : (msLarge - msSmall) / ((large.rssMb - small.rssMb) / 1024);
 results['fork cost growth per GB of parent RSS'] = {
   unit: 'ms/GB',
-  nodemp: perGb(heap[0], heap[2]),
-  'python mp fork': pyHeap.includes(null) ? null : (pyHeap[1] - pyHeap[0]) / ((heap[2].rssMb - heap[0].rssMb) / 1024),
+  nodemp: perGb(small.ms, large.ms),
+  'python mp fork': perGb(small.pythonMs, large.pythonMs),
 };
 
 const python = spawnSync('python3', ['--version'], { encoding: 'utf8' }).stdout.trim();

@@ -4,6 +4,7 @@ import { fork as cpFork, spawnSync } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
 import { Process } from '../dist/index.js';
+import { native } from '../dist/native.js';
 import { median, nowMs, timeRounds } from './lib.js';
 
 const quick = process.argv.includes('--quick');
@@ -12,12 +13,20 @@ const rounds = quick ? 20 : 200;
 const slowRounds = quick ? 5 : 30;
 
 // The two nodemp forms alternate round by round, so neither gets the other's
-// warm-up or the parent's early heap growth.
+// warm-up or the parent's early heap growth. The third sample is the floor
+// under both: the kernel's fork(), _exit() and waitpid() of this very process,
+// with no JS run in the child.
 const noop = () => {};
 const syncSamples = [];
 const asyncSamples = [];
+const floorSamples = [];
 for (let i = -10; i < rounds; i++) {
   let t0 = nowMs();
+  const pid = native.fork(false);
+  if (pid === 0) native.exit(0);
+  native.waitSync(pid, -1);
+  if (i >= 0) floorSamples.push(nowMs() - t0);
+  t0 = nowMs();
   const a = new Process({ target: noop });
   a.start();
   a.joinSync();
@@ -30,6 +39,7 @@ for (let i = -10; i < rounds; i++) {
 }
 const forkSync = median(syncSamples);
 const forkAsync = median(asyncSamples);
+const forkFloor = median(floorSamples);
 
 const childProcessFork = await timeRounds(slowRounds, 2, () => new Promise((resolve) => {
   const child = cpFork(`${here}peers/child-ready.cjs`, { stdio: 'ignore' });
@@ -63,4 +73,9 @@ console.log(JSON.stringify({
     'python mp spawn start+join': python('spawn'),
   },
   'process start->join (fork, await join)': { unit: 'ms', nodemp: forkAsync },
+  'floor: fork()+_exit()+waitpid(), no JS in child': {
+    unit: 'ms',
+    nodemp: forkFloor,
+    'python os.fork()+os._exit()+waitpid()': python('raw'),
+  },
 }));

@@ -3,6 +3,7 @@ import { writeSync } from 'node:fs';
 import { inspect } from 'node:util';
 import { native } from './native.js';
 import { dropInheritedWork } from './inherit.js';
+import { refreshSelfPid } from './self.js';
 
 // Identifies the one error native detach() raises on purpose (see fork.cc).
 const DETACH = Symbol('nodemp.detach');
@@ -34,6 +35,7 @@ function exitCodeOf(): number {
  * finally of the parent's code runs here).
  */
 export function becomeChild(run: () => unknown, label: string): never {
+  refreshSelfPid();
   Object.defineProperty(process, 'pid', { value: native.getpid(), writable: false, enumerable: true, configurable: true });
   Object.defineProperty(process, 'ppid', { get: () => native.getppid(), enumerable: true, configurable: true });
   dropInheritedWork();

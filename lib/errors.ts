@@ -12,6 +12,29 @@ export class OSError extends Error {
   }
 }
 
+/** A named shared-memory segment (or other file) already exists: `code` is `'EEXIST'`. */
+export class FileExistsError extends OSError {
+  constructor(code: string, errno: number, syscall: string, message: string) {
+    super(code, errno, syscall, message);
+    this.name = 'FileExistsError';
+  }
+}
+
+/** A named shared-memory segment (or other file) does not exist: `code` is `'ENOENT'`. */
+export class FileNotFoundError extends OSError {
+  constructor(code: string, errno: number, syscall: string, message: string) {
+    super(code, errno, syscall, message);
+    this.name = 'FileNotFoundError';
+  }
+}
+
+/** The OSError subclass for an errno name, as Python maps errno to its OSError subclasses. */
+export function osError(code: string, errno: number, syscall: string, message: string): OSError {
+  if (code === 'EEXIST') return new FileExistsError(code, errno, syscall, message);
+  if (code === 'ENOENT') return new FileNotFoundError(code, errno, syscall, message);
+  return new OSError(code, errno, syscall, message);
+}
+
 export type ProcessErrorCode =
   | 'ERR_PROCESS_STARTED'
   | 'ERR_PROCESS_NOT_STARTED'
@@ -36,5 +59,39 @@ export class ForkSafetyError extends Error {
   constructor(message: string) {
     super(message);
     this.name = 'ForkSafetyError';
+  }
+}
+
+/** A wait that was given a deadline did not finish in time (Python's `TimeoutError`). */
+export class TimeoutError extends Error {
+  readonly code = 'ERR_TIMEOUT';
+  constructor(message: string) {
+    super(message);
+    this.name = 'TimeoutError';
+  }
+}
+
+export type SyncErrorCode = 'ERR_LOCK_NOT_HELD' | 'ERR_NOT_OWNER' | 'ERR_SEMAPHORE_OVERFLOW';
+
+/**
+ * A lock, semaphore or condition was used against its rules: releasing a Lock
+ * nobody holds, releasing an RLock or waiting on a Condition without owning
+ * its lock, releasing a BoundedSemaphore past its initial value.
+ */
+export class SyncError extends Error {
+  readonly code: SyncErrorCode;
+  constructor(code: SyncErrorCode, message: string) {
+    super(message);
+    this.name = 'SyncError';
+    this.code = code;
+  }
+}
+
+/** A `Barrier` was broken (aborted, timed out, or its action threw) while or before waiting on it. */
+export class BrokenBarrierError extends Error {
+  readonly code = 'ERR_BROKEN_BARRIER';
+  constructor(message = 'the barrier is broken') {
+    super(message);
+    this.name = 'BrokenBarrierError';
   }
 }

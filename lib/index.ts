@@ -1,5 +1,28 @@
 export { Process, ParentProcess, currentProcess, parentProcess, activeChildren, cpuCount } from './process.js';
 export type { ProcessOptions } from './process.js';
-export { OSError, ProcessError, ForkSafetyError } from './errors.js';
-export type { ProcessErrorCode } from './errors.js';
+export { Lock, RLock } from './lock.js';
+export type { Held } from './lock.js';
+export { Semaphore, BoundedSemaphore } from './semaphore.js';
+export { Event } from './event.js';
+export { Condition } from './condition.js';
+export { Barrier } from './barrier.js';
+export type { BarrierOptions } from './barrier.js';
+export { Value, RawValue, SharedArray, SharedArray as Array, RawArray } from './value.js';
+export type { Typecode, ValueOptions } from './value.js';
+export type { WaitOptions } from './waiting.js';
+export {
+  OSError,
+  ProcessError,
+  ForkSafetyError,
+  TimeoutError,
+  SyncError,
+  BrokenBarrierError,
+  FileExistsError,
+  FileNotFoundError,
+} from './errors.js';
+export type { ProcessErrorCode, SyncErrorCode } from './errors.js';
 export { isSingleThreaded } from './fork-safety.js';
+export { SharedMemory } from './shared-memory.js';
+export type { SharedMemoryOptions } from './shared-memory.js';
+export { ShareableList } from './shareable-list.js';
+export type { ShareableValue, ShareableListOptions } from './shareable-list.js';

@@ -1,6 +1,6 @@
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
-import { OSError } from './errors.js';
+import { osError } from './errors.js';
 
 /** The addon's functions (internal API for the library's own modules). */
 export interface Native {
@@ -20,6 +20,25 @@ export interface Native {
   futexWait(buffer: ArrayBuffer, byteOffset: number, expected: number, timeoutMs?: number): 0 | 1 | 2;
   futexWake(buffer: ArrayBuffer, byteOffset: number, count: number): number;
   execve(path: string, argv: string[], env: string[]): never;
+  pidAlive(pid: number): boolean;
+  waitAsync(
+    buffer: ArrayBuffer,
+    byteOffset: number,
+    expected: number,
+    timeoutMs: number | undefined,
+    callback: (error: Error | null, result?: 0 | 1 | 2) => void,
+  ): void;
+  layout: Layout;
+  // SharedMemory (native/shm.cc, native/tracker.cc)
+  shmOpen(name: string, create: boolean, size: number, track: boolean): ArrayBuffer;
+  shmClose(buffer: ArrayBuffer): void;
+  shmUnlink(name: string): void;
+  trackerPid(): number;
+}
+
+/** Offsets and sizes of the shared-memory layouts (native/layout.h). */
+export interface Layout {
+  readonly [name: string]: number;
 }
 
 const packageRoot = fileURLToPath(new URL('..', import.meta.url));
@@ -49,4 +68,4 @@ function load(): Native {
 }
 
 export const native: Native = load();
-native.setErrorFactory((code, errno, syscall, message) => new OSError(code, errno, syscall, message));
+native.setErrorFactory(osError);

@@ -9,6 +9,9 @@ void InitReap(Napi::Env env, Napi::Object exports);
 void InitShm(Napi::Env env, Napi::Object exports);
 void InitFutex(Napi::Env env, Napi::Object exports);
 void InitExec(Napi::Env env, Napi::Object exports);
+void InitLayout(Napi::Env env, Napi::Object exports);
+void InitWaiter(Napi::Env env, Napi::Object exports);
+void InitTracker(Napi::Env env, Napi::Object exports);
 }  // namespace nodemp
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -20,6 +23,9 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   nodemp::InitShm(env, exports);
   nodemp::InitFutex(env, exports);
   nodemp::InitExec(env, exports);
+  nodemp::InitLayout(env, exports);
+  nodemp::InitWaiter(env, exports);
+  nodemp::InitTracker(env, exports);
   return exports;
 }
 

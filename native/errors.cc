@@ -76,18 +76,21 @@ void SetErrorFactory(const Napi::CallbackInfo& info) {
   error_factory.SuppressDestruct();
 }
 
-void ThrowErrno(Napi::Env env, int err, const char* syscall, const std::string& detail) {
+Napi::Value ErrnoError(Napi::Env env, int err, const char* syscall, const std::string& detail) {
   const char* code = ErrnoName(err);
   std::string message = std::string(syscall) + " failed: " + std::strerror(err) + " (" + code + ")";
   if (!detail.empty()) message += ": " + detail;
   if (error_factory.IsEmpty()) {
     Napi::Error e = Napi::Error::New(env, message);
     e.Set("code", Napi::String::New(env, code));
-    e.ThrowAsJavaScriptException();
-    return;
+    return e.Value();
   }
-  Napi::Value made = error_factory.Call({Napi::String::New(env, code), Napi::Number::New(env, err),
-                                        Napi::String::New(env, syscall), Napi::String::New(env, message)});
+  return error_factory.Call({Napi::String::New(env, code), Napi::Number::New(env, err), Napi::String::New(env, syscall),
+                             Napi::String::New(env, message)});
+}
+
+void ThrowErrno(Napi::Env env, int err, const char* syscall, const std::string& detail) {
+  Napi::Value made = ErrnoError(env, err, syscall, detail);
   if (env.IsExceptionPending()) return;
   Napi::Error(env, made).ThrowAsJavaScriptException();
 }

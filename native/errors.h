@@ -8,6 +8,8 @@
 namespace nodemp {
 
 void SetErrorFactory(const Napi::CallbackInfo& info);
+// The OSError for `err` (a positive errno value) raised by `syscall`.
+Napi::Value ErrnoError(Napi::Env env, int err, const char* syscall, const std::string& detail = "");
 // Throws an OSError for `err` (a positive errno value) raised by `syscall`.
 void ThrowErrno(Napi::Env env, int err, const char* syscall, const std::string& detail = "");
 void ThrowTypeError(Napi::Env env, const std::string& message);

@@ -277,6 +277,7 @@ static Napi::Value Fork(const Napi::CallbackInfo& info) {
     child = nullptr;
   }
   ReapAfterFork();
+  WaiterAfterFork();
   uv_walk(loop, RefInheritedSockets, nullptr);
   return Napi::Number::New(env, 0);
 }

@@ -7,6 +7,7 @@
 #include <ctime>
 
 #include "errors.h"
+#include "internal.h"
 
 #if defined(__linux__)
 #include <linux/futex.h>
@@ -25,16 +26,13 @@ extern "C" int __ulock_wake(uint32_t operation, void* addr, uint64_t wake_value)
 
 namespace nodemp {
 
-enum WaitResult { kWoken = 0, kNotEqual = 1, kTimedOut = 2 };
-
 static uint64_t MonotonicNs() {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return static_cast<uint64_t>(ts.tv_sec) * 1000000000ull + static_cast<uint64_t>(ts.tv_nsec);
 }
 
-// Returns kWoken, kNotEqual or kTimedOut; -errno on failure. timeout_ns < 0 waits forever.
-static int WaitOnWord(uint32_t* addr, uint32_t expected, int64_t timeout_ns) {
+int WaitOnWord(uint32_t* addr, uint32_t expected, int64_t timeout_ns) {
   uint64_t deadline = timeout_ns >= 0 ? MonotonicNs() + static_cast<uint64_t>(timeout_ns) : 0;
   for (;;) {
     int64_t left = -1;
@@ -76,7 +74,7 @@ static int WaitOnWord(uint32_t* addr, uint32_t expected, int64_t timeout_ns) {
   }
 }
 
-static int WakeWord(uint32_t* addr, uint32_t count) {
+int WakeWord(uint32_t* addr, uint32_t count) {
 #if defined(__linux__)
   long r = syscall(SYS_futex, addr, FUTEX_WAKE, count > INT32_MAX ? INT32_MAX : count, nullptr, nullptr, 0);
   return r < 0 ? -errno : static_cast<int>(r);
@@ -94,8 +92,7 @@ static int WakeWord(uint32_t* addr, uint32_t count) {
 #endif
 }
 
-// Resolves (buffer, byteOffset) to an aligned word inside the buffer, or throws.
-static uint32_t* WordAt(const Napi::CallbackInfo& info, const char* fn) {
+uint32_t* WordAt(const Napi::CallbackInfo& info, const char* fn) {
   Napi::Env env = info.Env();
   if (!info[0].IsArrayBuffer() || !info[1].IsNumber()) {
     ThrowTypeError(env, std::string(fn) + "(buffer, byteOffset, ...): expected an ArrayBuffer and a byte offset");
@@ -112,6 +109,19 @@ static uint32_t* WordAt(const Napi::CallbackInfo& info, const char* fn) {
   return reinterpret_cast<uint32_t*>(static_cast<uint8_t*>(ab.Data()) + static_cast<size_t>(off));
 }
 
+bool TimeoutArg(const Napi::CallbackInfo& info, size_t index, const char* fn, int64_t* timeout_ns) {
+  *timeout_ns = -1;
+  if (info.Length() <= index || info[index].IsUndefined() || info[index].IsNull()) return true;
+  double ms = info[index].ToNumber().DoubleValue();
+  if (!(ms >= 0)) {
+    ThrowRangeError(info.Env(), std::string(fn) + ": timeout must be a non-negative number of milliseconds, got " +
+                                    info[index].ToString().Utf8Value());
+    return false;
+  }
+  if (ms < 9.2e12) *timeout_ns = static_cast<int64_t>(ms * 1e6);
+  return true;
+}
+
 // futexWait(buffer, byteOffset, expected, timeoutMs?) -> 0 woken, 1 value differed, 2 timed out
 static Napi::Value FutexWait(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -122,15 +132,8 @@ static Napi::Value FutexWait(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   uint32_t expected = static_cast<uint32_t>(info[2].As<Napi::Number>().Int64Value());
-  int64_t timeout_ns = -1;
-  if (info.Length() > 3 && !info[3].IsUndefined() && !info[3].IsNull()) {
-    double ms = info[3].ToNumber().DoubleValue();
-    if (!(ms >= 0)) {
-      ThrowRangeError(env, "futexWait: timeout must be a non-negative number of milliseconds, got " + info[3].ToString().Utf8Value());
-      return env.Undefined();
-    }
-    if (ms < 9.2e12) timeout_ns = static_cast<int64_t>(ms * 1e6);
-  }
+  int64_t timeout_ns;
+  if (!TimeoutArg(info, 3, "futexWait", &timeout_ns)) return env.Undefined();
   int r = WaitOnWord(word, expected, timeout_ns);
   if (r < 0) {
     ThrowErrno(env, -r, "futex_wait");

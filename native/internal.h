@@ -2,6 +2,7 @@
 #pragma once
 #include <napi.h>
 #include <uv.h>
+#include <cstdint>
 
 namespace nodemp {
 
@@ -12,5 +13,18 @@ void ReapAfterFork();
 // Calls `fn` from a libuv callback the way Node calls its own callbacks, so
 // microtasks and process.nextTick callbacks run when it returns.
 void CallFromLoop(Napi::Env env, const Napi::FunctionReference& fn, std::initializer_list<napi_value> args);
+
+// Futex primitives (futex.cc). WaitOnWord returns kWoken, kNotEqual or
+// kTimedOut, or -errno; timeout_ns < 0 waits forever.
+enum WaitResult { kWoken = 0, kNotEqual = 1, kTimedOut = 2 };
+int WaitOnWord(uint32_t* addr, uint32_t expected, int64_t timeout_ns);
+int WakeWord(uint32_t* addr, uint32_t count);
+// Resolves arguments (buffer, byteOffset) to an aligned word inside the
+// buffer, or throws and returns nullptr.
+uint32_t* WordAt(const Napi::CallbackInfo& info, const char* fn);
+// Reads an optional timeout in milliseconds at info[index]; false if it threw.
+bool TimeoutArg(const Napi::CallbackInfo& info, size_t index, const char* fn, int64_t* timeout_ns);
+// In a freshly forked child: drop the parent's pending asynchronous waits.
+void WaiterAfterFork();
 
 }  // namespace nodemp

@@ -25,7 +25,10 @@
 #endif
 #elif defined(__APPLE__)
 #include <sys/event.h>
+#include <sys/sysctl.h>
 #endif
+#include <cstdio>
+#include <cstring>
 
 #include "errors.h"
 #include "internal.h"
@@ -241,6 +244,46 @@ static Napi::Value WaitSync(const Napi::CallbackInfo& info) {
 }
 
 // signal(pid, sig) -> true if sent, false if the process is already gone.
+// Whether a process exists and has not exited. A zombie has exited: a lock
+// holder killed while its parent is not looking stays a zombie until reaped,
+// and its locks must be recoverable meanwhile.
+static bool PidAlive(pid_t pid) {
+  if (kill(pid, 0) != 0 && errno != EPERM) return false;
+#if defined(__linux__)
+  char path[32];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return errno != ENOENT;
+  char buf[512];
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return true;
+  buf[n] = 0;
+  // "pid (comm) S ...": comm may hold spaces and parentheses, the state follows the last ')'.
+  const char* close_paren = std::strrchr(buf, ')');
+  if (close_paren == nullptr || close_paren[1] == 0 || close_paren[2] == 0) return true;
+  char state = close_paren[2];
+  return state != 'Z' && state != 'X';
+#elif defined(__APPLE__)
+  int mib[4] = {CTL_KERN, KERN_PROC, KERN_PROC_PID, static_cast<int>(pid)};
+  struct kinfo_proc kp;
+  size_t len = sizeof kp;
+  if (sysctl(mib, 4, &kp, &len, nullptr, 0) != 0 || len == 0) return true;
+  return kp.kp_proc.p_stat != SZOMB;
+#endif
+}
+
+// pidAlive(pid) -> boolean
+static Napi::Value PidAliveJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  double pid = info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : -1;
+  if (!(pid >= 1) || pid > 2147483647.0 || pid != static_cast<double>(static_cast<pid_t>(pid))) {
+    ThrowRangeError(env, "pidAlive(pid): pid must be a positive integer, got " + info[0].ToString().Utf8Value());
+    return env.Undefined();
+  }
+  return Napi::Boolean::New(env, PidAlive(static_cast<pid_t>(pid)));
+}
+
 static Napi::Value Signal(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   pid_t pid = info[0].As<Napi::Number>().Int32Value();
@@ -287,6 +330,7 @@ void InitReap(Napi::Env env, Napi::Object exports) {
   exports.Set("tryReap", Napi::Function::New(env, TryReap, "tryReap"));
   exports.Set("waitSync", Napi::Function::New(env, WaitSync, "waitSync"));
   exports.Set("signal", Napi::Function::New(env, Signal, "signal"));
+  exports.Set("pidAlive", Napi::Function::New(env, PidAliveJs, "pidAlive"));
 }
 
 }  // namespace nodemp

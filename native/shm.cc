@@ -1,14 +1,28 @@
 // Shared mappings as ArrayBuffers. Anonymous MAP_SHARED memory has no name, so
 // nothing can be left behind in /dev/shm when a process is killed, and fork()
 // hands the same pages to the child.
+//
+// Named POSIX segments (SharedMemory) are the exception: their names are
+// handed to the tracker (tracker.cc), which removes them once the creator and
+// all its forked descendants are gone.
 #include <napi.h>
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <cerrno>
 #include <cstdint>
+#include <mutex>
+#include <string>
+#include <unordered_map>
 
 #include "errors.h"
 
 namespace nodemp {
+
+int TrackerStart();
+int TrackerRegister(const std::string& name);
+void TrackerUnregister(const std::string& name);
 
 static void Unmap(Napi::Env, void* data, size_t* length) {
   munmap(data, *length);
@@ -35,8 +49,165 @@ static Napi::Value MapShared(const Napi::CallbackInfo& info) {
   return Napi::ArrayBuffer::New(env, addr, size, Unmap, new size_t(size));
 }
 
+// A named segment's mapping. close() unmaps it before its ArrayBuffer is
+// collected, and the finalizer (which Node runs after the buffer is detached
+// or collected) must then leave the address alone: a later mapping may have
+// taken it. Mappings are found by address only while they are mapped, and an
+// address is mapped at most once at a time.
+struct Mapping {
+  void* addr;
+  size_t size;
+  bool mapped;
+};
+
+// Worker threads may open and close segments concurrently. Process.start()
+// refuses to fork while workers run, so no thread holds this across a fork.
+static std::mutex mappings_mu;
+static auto* mappings = new std::unordered_map<void*, Mapping*>;
+
+static void UnmapNamed(Napi::Env, void*, Mapping* m) {
+  {
+    std::lock_guard<std::mutex> lock(mappings_mu);
+    if (m->mapped) {
+      mappings->erase(m->addr);
+      munmap(m->addr, m->size);
+    }
+  }
+  delete m;
+}
+
+// The name part of the internal API; lib/shared-memory.ts explains the rules
+// to users. Newlines and NUL would break the tracker's line protocol.
+static bool NameArg(const Napi::CallbackInfo& info, const char* fn, std::string* name) {
+  if (info[0].IsString()) {
+    *name = info[0].As<Napi::String>().Utf8Value();
+    if (!name->empty() && name->find_first_of(std::string("/\n\0", 3)) == std::string::npos) return true;
+  }
+  ThrowTypeError(info.Env(), std::string(fn) + "(name): name must be a non-empty string without '/', newline or NUL");
+  return false;
+}
+
+// shmOpen(name, create, size, track) -> ArrayBuffer over the whole segment.
+// create: a new segment of `size` bytes (EEXIST if the name is taken), handed
+// to the tracker when `track`; otherwise attach, with the segment's own size.
+static Napi::Value ShmOpen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string name;
+  if (!NameArg(info, "shmOpen", &name)) return env.Undefined();
+  std::string path = "/" + name;
+  bool create = info[1].ToBoolean();
+  bool track = info[3].ToBoolean();
+  size_t size = 0;
+  if (create) {
+    double requested = info[2].IsNumber() ? info[2].As<Napi::Number>().DoubleValue() : 0;
+    if (!(requested >= 1) || requested > static_cast<double>(SIZE_MAX / 2) ||
+        requested != static_cast<double>(static_cast<uint64_t>(requested))) {
+      ThrowRangeError(env, "shmOpen: size must be a positive integer, got " + info[2].ToString().Utf8Value());
+      return env.Undefined();
+    }
+    size = static_cast<size_t>(requested);
+    // Started before the segment exists, so the window in which a SIGKILL
+    // would leave it unguarded is a single write().
+    int err = track ? TrackerStart() : 0;
+    if (err != 0) {
+      ThrowErrno(env, err, "fork", "starting the shared-memory tracker");
+      return env.Undefined();
+    }
+  }
+  int fd = shm_open(path.c_str(), create ? O_CREAT | O_EXCL | O_RDWR : O_RDWR, 0600);
+  if (fd < 0) {
+    ThrowErrno(env, errno, "shm_open", "'" + name + "'");
+    return env.Undefined();
+  }
+  int err = 0;
+  const char* failed = nullptr;
+  std::string detail = "'" + name + "'";
+  if (create) {
+    if (track && (err = TrackerRegister(name)) != 0) failed = "write";
+    else if (ftruncate(fd, static_cast<off_t>(size)) != 0) failed = "ftruncate";
+  } else {
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+      failed = "fstat";
+    } else if (st.st_size <= 0) {
+      // mmap() refuses length 0; say why.
+      failed = "mmap";
+      err = EINVAL;
+      detail += " is empty";
+    } else {
+      size = static_cast<size_t>(st.st_size);
+    }
+  }
+  void* addr = MAP_FAILED;
+  if (failed == nullptr) {
+    addr = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (addr == MAP_FAILED) failed = "mmap";
+  }
+  if (failed != nullptr && err == 0) err = errno;
+  close(fd);
+  if (failed != nullptr) {
+    if (create) {
+      shm_unlink(path.c_str());
+      if (track) TrackerUnregister(name);
+    }
+    ThrowErrno(env, err, failed, detail);
+    return env.Undefined();
+  }
+  Mapping* m = new Mapping{addr, size, true};
+  {
+    std::lock_guard<std::mutex> lock(mappings_mu);
+    (*mappings)[addr] = m;
+  }
+  return Napi::ArrayBuffer::New(env, addr, size, UnmapNamed, m);
+}
+
+// shmClose(buffer): detaches the buffer (every view of it now has length 0)
+// and unmaps this process's view of the segment. A buffer already closed, or
+// not from shmOpen, is left alone.
+static Napi::Value ShmClose(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsArrayBuffer()) {
+    ThrowTypeError(env, "shmClose(buffer): buffer must be an ArrayBuffer");
+    return env.Undefined();
+  }
+  Napi::ArrayBuffer buffer = info[0].As<Napi::ArrayBuffer>();
+  Mapping* m = nullptr;
+  if (!buffer.IsDetached()) {
+    std::lock_guard<std::mutex> lock(mappings_mu);
+    auto it = mappings->find(buffer.Data());
+    if (it != mappings->end()) m = it->second;
+  }
+  if (m == nullptr) return env.Undefined();
+  buffer.Detach();
+  if (env.IsExceptionPending()) return env.Undefined();
+  std::lock_guard<std::mutex> lock(mappings_mu);
+  if (m->mapped) {
+    mappings->erase(m->addr);
+    munmap(m->addr, m->size);
+    m->mapped = false;
+  }
+  return env.Undefined();
+}
+
+// shmUnlink(name): removes the name (ENOENT if there is none) and tells the
+// tracker. Mappings stay valid until closed.
+static Napi::Value ShmUnlink(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string name;
+  if (!NameArg(info, "shmUnlink", &name)) return env.Undefined();
+  if (shm_unlink(("/" + name).c_str()) != 0) {
+    ThrowErrno(env, errno, "shm_unlink", "'" + name + "'");
+    return env.Undefined();
+  }
+  TrackerUnregister(name);
+  return env.Undefined();
+}
+
 void InitShm(Napi::Env env, Napi::Object exports) {
   exports.Set("mapShared", Napi::Function::New(env, MapShared, "mapShared"));
+  exports.Set("shmOpen", Napi::Function::New(env, ShmOpen, "shmOpen"));
+  exports.Set("shmClose", Napi::Function::New(env, ShmClose, "shmClose"));
+  exports.Set("shmUnlink", Napi::Function::New(env, ShmUnlink, "shmUnlink"));
 }
 
 }  // namespace nodemp

@@ -13,7 +13,17 @@ const run = (cmd, args, env = process.env) => {
 
 run('npx', ['cmake-js', 'rebuild', '--out', 'build-asan', '--config', 'Debug', '--CDNODEMP_SANITIZE=ON']);
 const runtime = (name) => execFileSync('g++', [`-print-file-name=${name}`], { encoding: 'utf8' }).trim();
-run('npx', ['vitest', 'run', 'test/native.test.ts', 'test/process.test.ts', 'test/inherit.test.ts', 'test/lifecycle.test.ts'], {
+const nativeHeavy = [
+  'test/native.test.ts',
+  'test/process.test.ts',
+  'test/inherit.test.ts',
+  'test/lifecycle.test.ts',
+  'test/waiter.test.ts',
+  'test/lock.test.ts',
+  'test/owner-death.test.ts',
+  'test/shared-memory.test.ts',
+];
+run('npx', ['vitest', 'run', ...nativeHeavy], {
   ...process.env,
   NODEMP_ADDON: `${root}build-asan/Debug/nodemp.node`,
   LD_PRELOAD: [runtime('libasan.so'), runtime('libubsan.so')].join(':'),

@@ -59,4 +59,27 @@ describe('CommonJS consumers', () => {
     );
     expect(r.stdout).toContain('cjs exit 4');
   });
+  it('lock-hello: ten whole lines, one per process', () => {
+    const lines = run('lock-hello.mjs').trim().split('\n').sort();
+    expect(lines).toEqual(Array.from({ length: 10 }, (_, i) => `hello world ${i}`).sort());
+  });
+
+  it('shared-value-array: the parent sees what the child wrote', () => {
+    expect(run('shared-value-array.mjs')).toBe('3.1415927\n[\n   0, -1, -2, -3, -4,\n  -5, -6, -7, -8, -9\n]\n');
+  });
+
+  it('counter: the locked run counts every increment', () => {
+    const out = run('counter.mjs');
+    const unlocked = Number(out.match(/without the lock: (\d+)/)![1]);
+    expect(unlocked).toBeGreaterThan(0);
+    expect(unlocked).toBeLessThanOrEqual(4000);
+    expect(out).toContain('Counter value with the lock: 4000');
+  });
+
+  it('bank-account: exactly one draw succeeds', () => {
+    const out = run('bank-account.mjs');
+    expect(out.match(/drew 800/g)).toHaveLength(1);
+    expect(out.match(/failed: balance too low/g)).toHaveLength(2);
+    expect(out).toContain('final balance: 100');
+  });
 });

@@ -1,0 +1,38 @@
+// The shared-memory layouts of native/layout.h, as word indices into an
+// Int32Array over an object's cell. native.layout is the only source.
+import { native } from './native.js';
+
+const L = native.layout;
+const word = (byteOffset: number): number => byteOffset / 4;
+
+export const CELL_SIZE = L.kCellSize;
+export const ARENA_CHUNK_SIZE = L.kArenaChunkSize;
+export const PID_MASK = L.kPidMask;
+export const WAITERS_BIT = L.kWaitersBit;
+
+export const LOCK_CELLS = L.kLockCells;
+export const LOCK_WORD = word(L.kLockWord);
+export const LOCK_DEPTH = word(L.kLockDepth);
+
+export const SEM_CELLS = L.kSemCells;
+export const SEM_VALUE = word(L.kSemValue);
+export const SEM_SLEEPERS = word(L.kSemSleepers);
+export const SEM_HOLDERS = word(L.kSemHolders);
+export const SEM_HOLDER_SLOTS = L.kSemHolderSlots;
+export const SEM_HOLDER_PID = word(L.kSemHolderPid);
+export const SEM_HOLDER_COUNT = word(L.kSemHolderCount);
+export const SEM_HOLDER_WORDS = word(L.kSemHolderSize);
+
+export const EVENT_CELLS = L.kEventCells;
+export const EVENT_WORD = word(L.kEventWord);
+export const EVENT_SLEEPERS = word(L.kEventSleepers);
+
+export const COND_CELLS = L.kCondCells;
+export const COND_SEQ = word(L.kCondSeq);
+export const COND_SLEEPERS = word(L.kCondSleepers);
+export const COND_WAITERS = word(L.kCondWaiters);
+export const COND_TOKENS = word(L.kCondTokens);
+
+export const BARRIER_CELLS = L.kBarrierCells;
+export const BARRIER_STATE = word(L.kBarrierState);
+export const BARRIER_COUNT = word(L.kBarrierCount);

@@ -1,0 +1,221 @@
+// Semaphore and BoundedSemaphore: the count of free slots is a futex word in
+// shared memory, taken and given back with compare-and-swap from JS; a
+// sleeper count lets release() skip the wake system call when nobody sleeps.
+//
+// A process that dies holding slots must not shrink the semaphore for good.
+// Next to the count, a small table records per process how many slots it
+// holds; a process that would sleep first gives back the slots of holders
+// that have died. A release from a process that holds nothing (the signalling
+// pattern: one process acquires, another releases) is booked against another
+// holder, so the table never credits more slots than are really out.
+import { native } from './native.js';
+import { allocCells } from './arena.js';
+import {
+  CELL_SIZE,
+  SEM_CELLS,
+  SEM_HOLDERS,
+  SEM_HOLDER_COUNT,
+  SEM_HOLDER_PID,
+  SEM_HOLDER_SLOTS,
+  SEM_HOLDER_WORDS,
+  SEM_SLEEPERS,
+  SEM_VALUE,
+} from './layout.js';
+import { selfPid } from './self.js';
+import { SyncError, TimeoutError } from './errors.js';
+import { checkInteger } from './args.js';
+import { heldUntilReleased, warnOwnerDied, type Held } from './lock.js';
+import { OWNER_CHECK_MS, TIMED_OUT, deadlineOf, runAsync, runSync, sleep, slice, timeLeft, type Steps, type WaitOptions } from './waiting.js';
+
+const RECLAIMING = -1;
+const NO_SLOT = -1;
+const MAX_VALUE = 0x7fffffff;
+
+export class Semaphore {
+  readonly #buffer: ArrayBuffer;
+  readonly #byteOffset: number;
+  readonly #words: Int32Array;
+  readonly #max: number;
+  // This process's row in the holder table, found on first use (per pid: a
+  // forked child inherits the object but needs a row of its own).
+  #row = NO_SLOT;
+  #rowPid = 0;
+  #ownerDied = false;
+
+  constructor(value = 1) {
+    checkInteger(`${new.target.name}(value)`, value, 0, MAX_VALUE);
+    const cells = allocCells(SEM_CELLS);
+    this.#buffer = cells.buffer;
+    this.#byteOffset = cells.byteOffset;
+    this.#words = new Int32Array(cells.buffer, cells.byteOffset, (SEM_CELLS * CELL_SIZE) / 4);
+    this.#words[SEM_VALUE] = value;
+    this.#max = new.target === BoundedSemaphore ? value : MAX_VALUE;
+  }
+
+  /** The number of free slots now (Python's `get_value()`). */
+  getValue(): number {
+    return Atomics.load(this.#words, SEM_VALUE);
+  }
+
+  /** True when the last acquire that had to wait gave back slots of a process that had died. */
+  get ownerDied(): boolean {
+    return this.#ownerDied;
+  }
+
+  #tryTake(): boolean {
+    const w = this.#words;
+    for (;;) {
+      const value = Atomics.load(w, SEM_VALUE);
+      if (value === 0) return false;
+      if (Atomics.compareExchange(w, SEM_VALUE, value, value - 1) === value) {
+        this.#book(1);
+        return true;
+      }
+    }
+  }
+
+  #myRow(): number {
+    if (this.#rowPid === selfPid) return this.#row;
+    const w = this.#words;
+    let row = NO_SLOT;
+    for (let i = 0; i < SEM_HOLDER_SLOTS && row === NO_SLOT; i++) {
+      if (Atomics.load(w, SEM_HOLDERS + i * SEM_HOLDER_WORDS + SEM_HOLDER_PID) === selfPid) row = i;
+    }
+    for (let i = 0; i < SEM_HOLDER_SLOTS && row === NO_SLOT; i++) {
+      if (Atomics.compareExchange(w, SEM_HOLDERS + i * SEM_HOLDER_WORDS + SEM_HOLDER_PID, 0, selfPid) === 0) row = i;
+    }
+    // A full table leaves this process's slots untracked: they are still
+    // counted correctly, only not given back should it die holding them.
+    this.#row = row;
+    this.#rowPid = selfPid;
+    return row;
+  }
+
+  #book(slots: number): void {
+    const row = this.#myRow();
+    if (row !== NO_SLOT) Atomics.add(this.#words, SEM_HOLDERS + row * SEM_HOLDER_WORDS + SEM_HOLDER_COUNT, slots);
+  }
+
+  #unbook(slots: number): void {
+    const w = this.#words;
+    const mine = this.#myRow();
+    for (let left = slots; left > 0; left--) {
+      if (mine !== NO_SLOT && decrementIfPositive(w, SEM_HOLDERS + mine * SEM_HOLDER_WORDS + SEM_HOLDER_COUNT)) continue;
+      for (let i = 0; i < SEM_HOLDER_SLOTS; i++) {
+        if (decrementIfPositive(w, SEM_HOLDERS + i * SEM_HOLDER_WORDS + SEM_HOLDER_COUNT)) break;
+      }
+    }
+  }
+
+  /** Gives back the slots of holders that died; true if any came back. */
+  #reclaimDead(): boolean {
+    const w = this.#words;
+    let reclaimed = 0;
+    for (let i = 0; i < SEM_HOLDER_SLOTS; i++) {
+      const pidIndex = SEM_HOLDERS + i * SEM_HOLDER_WORDS + SEM_HOLDER_PID;
+      const pid = Atomics.load(w, pidIndex);
+      if (pid <= 0 || pid === selfPid || native.pidAlive(pid)) continue;
+      if (Atomics.compareExchange(w, pidIndex, pid, RECLAIMING) !== pid) continue;
+      const slots = Atomics.exchange(w, SEM_HOLDERS + i * SEM_HOLDER_WORDS + SEM_HOLDER_COUNT, 0);
+      Atomics.store(w, pidIndex, 0);
+      if (slots > 0) {
+        this.#give(slots);
+        reclaimed += slots;
+        warnOwnerDied(`${slots === 1 ? 'A slot' : `${slots} slots`} of a ${this.constructor.name}`, pid);
+      }
+    }
+    if (reclaimed > 0) this.#ownerDied = true;
+    return reclaimed > 0;
+  }
+
+  #give(slots: number): void {
+    const w = this.#words;
+    for (;;) {
+      const value = Atomics.load(w, SEM_VALUE);
+      const next = Math.min(value + slots, this.#max);
+      if (Atomics.compareExchange(w, SEM_VALUE, value, next) === value) break;
+    }
+    if (Atomics.load(w, SEM_SLEEPERS) > 0) native.futexWake(this.#buffer, this.#byteOffset, slots);
+  }
+
+  *#acquireSteps(deadline: number): Steps<boolean> {
+    const w = this.#words;
+    this.#ownerDied = false;
+    for (;;) {
+      if (this.#tryTake()) return true;
+      if (deadline === -Infinity || timeLeft(deadline) === 0) {
+        if (this.#reclaimDead()) continue;
+        return false;
+      }
+      Atomics.add(w, SEM_SLEEPERS, 1);
+      let result: number;
+      try {
+        result = yield sleep(this.#buffer, this.#byteOffset, 0, slice(deadline, OWNER_CHECK_MS));
+      } finally {
+        Atomics.sub(w, SEM_SLEEPERS, 1);
+      }
+      if (result === TIMED_OUT) this.#reclaimDead();
+    }
+  }
+
+  /** Takes a slot: true once taken; false if `{ block: false }` or `{ timeout }` gave up. */
+  acquireSync(options?: WaitOptions): boolean {
+    if (this.#tryTake()) return true;
+    return runSync(this.#acquireSteps(deadlineOf(`${this.constructor.name}.acquireSync`, options)));
+  }
+
+  /** Like acquireSync, without blocking the event loop while it waits. */
+  acquire(options?: WaitOptions): Promise<boolean> {
+    if (this.#tryTake()) return Promise.resolve(true);
+    let deadline: number;
+    try {
+      deadline = deadlineOf(`${this.constructor.name}.acquire`, options);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return runAsync(this.#acquireSteps(deadline));
+  }
+
+  /** Gives back `n` slots (any process may release). */
+  release(n = 1): void {
+    checkInteger(`${this.constructor.name}.release(n)`, n, 1, MAX_VALUE);
+    const w = this.#words;
+    for (;;) {
+      const value = Atomics.load(w, SEM_VALUE);
+      if (value + n > this.#max) {
+        throw new SyncError(
+          'ERR_SEMAPHORE_OVERFLOW',
+          this.#max === MAX_VALUE
+            ? `Semaphore.release(${n}): the value would exceed ${MAX_VALUE}`
+            : `BoundedSemaphore.release(): released too many times (value ${value}, bound ${this.#max})`,
+        );
+      }
+      if (Atomics.compareExchange(w, SEM_VALUE, value, value + n) === value) break;
+    }
+    this.#unbook(n);
+    if (Atomics.load(w, SEM_SLEEPERS) > 0) native.futexWake(this.#buffer, this.#byteOffset, n);
+  }
+
+  /** Takes a slot (blocking) and returns a handle that gives it back on dispose. */
+  hold(options?: { timeout?: number }): Held {
+    if (!this.acquireSync(options)) {
+      throw new TimeoutError(`${this.constructor.name}.hold: no slot within ${options?.timeout} ms`);
+    }
+    return heldUntilReleased(() => this.release());
+  }
+
+  [Symbol.for('nodejs.util.inspect.custom')](): string {
+    return `${this.constructor.name} { value: ${this.getValue()} }`;
+  }
+}
+
+function decrementIfPositive(w: Int32Array, index: number): boolean {
+  for (;;) {
+    const n = Atomics.load(w, index);
+    if (n <= 0) return false;
+    if (Atomics.compareExchange(w, index, n, n - 1) === n) return true;
+  }
+}
+
+/** A Semaphore that may not be released above its initial value. */
+export class BoundedSemaphore extends Semaphore {}

@@ -1,0 +1,94 @@
+// How the synchronization classes wait. Each blocking algorithm is written
+// once, as a generator that yields the futex sleeps it needs; runSync()
+// performs them on this thread, runAsync() on a native helper thread, so
+// `xSync()` and `x()` share every line of logic and differ only in how they
+// sleep.
+import { native } from './native.js';
+import { invalidType, invalidValue, outOfRange } from './args.js';
+
+export const WOKEN = 0;
+export const TIMED_OUT = 2;
+
+/** One futex sleep: until the word at byteOffset is woken or no longer equals `expected`. */
+export interface Sleep {
+  buffer: ArrayBuffer;
+  byteOffset: number;
+  expected: number;
+  timeout: number | undefined;
+}
+
+export type Steps<T> = Generator<Sleep, T, number>;
+
+/**
+ * How long a sleeper waits before it checks whether the holder it waits for is
+ * still alive: the bound on how long a dead holder can stall anyone.
+ */
+export const OWNER_CHECK_MS = 100;
+
+export function sleep(buffer: ArrayBuffer, byteOffset: number, expected: number, timeout: number | undefined): Sleep {
+  return { buffer, byteOffset, expected, timeout };
+}
+
+export function runSync<T>(steps: Steps<T>): T {
+  let step = steps.next();
+  while (!step.done) {
+    const s = step.value;
+    step = steps.next(native.futexWait(s.buffer, s.byteOffset, s.expected, s.timeout));
+  }
+  return step.value;
+}
+
+function sleepAsync(s: Sleep): Promise<number> {
+  return new Promise((resolve, reject) => {
+    native.waitAsync(s.buffer, s.byteOffset, s.expected, s.timeout, (error, result) => {
+      if (error) reject(error);
+      else resolve(result as number);
+    });
+  });
+}
+
+export async function runAsync<T>(steps: Steps<T>): Promise<T> {
+  let step = steps.next();
+  while (!step.done) step = steps.next(await sleepAsync(step.value));
+  return step.value;
+}
+
+export interface WaitOptions {
+  /** false: do not wait at all (Python's `block=False`). */
+  block?: boolean;
+  /** Milliseconds; absent, undefined or Infinity: wait as long as it takes. */
+  timeout?: number;
+}
+
+/** Validates a timeout in milliseconds; returns the deadline on performance.now()'s clock (Infinity: none). */
+export function deadlineAfter(what: string, timeout: unknown): number {
+  if (timeout === undefined || timeout === null) return Infinity;
+  if (typeof timeout !== 'number') throw invalidType(`${what}: timeout`, 'a number of milliseconds', timeout);
+  if (!(timeout >= 0)) throw outOfRange(`${what}: timeout`, 'a number of milliseconds >= 0', timeout);
+  return performance.now() + timeout;
+}
+
+/** The deadline for a call taking `{ block, timeout }`; -Infinity: must not wait. */
+export function deadlineOf(what: string, options: WaitOptions | undefined): number {
+  if (options === undefined) return Infinity;
+  if (typeof options !== 'object' || options === null) throw invalidType(`${what}: options`, 'an object like { block, timeout }', options);
+  const { block = true, timeout } = options;
+  if (typeof block !== 'boolean') throw invalidType(`${what}: options.block`, 'a boolean', block);
+  if (!block) {
+    if (timeout !== undefined) throw invalidValue(`${what}: a timeout cannot be given with { block: false }`);
+    return -Infinity;
+  }
+  return deadlineAfter(what, timeout);
+}
+
+/** Milliseconds left before `deadline` (undefined: no deadline), never negative. */
+export function timeLeft(deadline: number): number | undefined {
+  if (deadline === Infinity) return undefined;
+  return Math.max(0, deadline - performance.now());
+}
+
+/** The next sleep's timeout: what is left, but no longer than `slice`. */
+export function slice(deadline: number, sliceMs: number): number {
+  const left = timeLeft(deadline);
+  return left === undefined ? sliceMs : Math.min(left, sliceMs);
+}

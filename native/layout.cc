@@ -1,0 +1,60 @@
+// Exports native/layout.h to JS as native.layout, so TypeScript never
+// restates an offset.
+#include <napi.h>
+
+#include "layout.h"
+
+namespace nodemp {
+
+void InitLayout(Napi::Env env, Napi::Object exports) {
+  using namespace layout;
+  Napi::Object o = Napi::Object::New(env);
+#define NODEMP_EXPORT(name) o.Set(#name, Napi::Number::New(env, name))
+  NODEMP_EXPORT(kCellSize);
+  NODEMP_EXPORT(kArenaChunkSize);
+  NODEMP_EXPORT(kPidMask);
+  NODEMP_EXPORT(kWaitersBit);
+  NODEMP_EXPORT(kLockWord);
+  NODEMP_EXPORT(kLockDepth);
+  NODEMP_EXPORT(kLockCells);
+  NODEMP_EXPORT(kSemValue);
+  NODEMP_EXPORT(kSemSleepers);
+  NODEMP_EXPORT(kSemHolders);
+  NODEMP_EXPORT(kSemHolderSlots);
+  NODEMP_EXPORT(kSemHolderPid);
+  NODEMP_EXPORT(kSemHolderCount);
+  NODEMP_EXPORT(kSemHolderSize);
+  NODEMP_EXPORT(kSemCells);
+  NODEMP_EXPORT(kEventWord);
+  NODEMP_EXPORT(kEventSleepers);
+  NODEMP_EXPORT(kEventCells);
+  NODEMP_EXPORT(kCondSeq);
+  NODEMP_EXPORT(kCondSleepers);
+  NODEMP_EXPORT(kCondWaiters);
+  NODEMP_EXPORT(kCondTokens);
+  NODEMP_EXPORT(kCondCells);
+  NODEMP_EXPORT(kBarrierState);
+  NODEMP_EXPORT(kBarrierCount);
+  NODEMP_EXPORT(kBarrierCells);
+  NODEMP_EXPORT(kListMagic);
+  NODEMP_EXPORT(kListMagicWord);
+  NODEMP_EXPORT(kListLength);
+  NODEMP_EXPORT(kListEntries);
+  NODEMP_EXPORT(kListEntrySize);
+  NODEMP_EXPORT(kListEntryOffset);
+  NODEMP_EXPORT(kListEntryCapacity);
+  NODEMP_EXPORT(kListEntryLength);
+  NODEMP_EXPORT(kListEntryType);
+  NODEMP_EXPORT(kListAlign);
+  NODEMP_EXPORT(kListTypeNull);
+  NODEMP_EXPORT(kListTypeBool);
+  NODEMP_EXPORT(kListTypeInt);
+  NODEMP_EXPORT(kListTypeFloat);
+  NODEMP_EXPORT(kListTypeBigInt);
+  NODEMP_EXPORT(kListTypeString);
+  NODEMP_EXPORT(kListTypeBytes);
+#undef NODEMP_EXPORT
+  exports.Set("layout", o);
+}
+
+}  // namespace nodemp

@@ -1,0 +1,80 @@
+// Every layout nodemp keeps in shared memory, in one place. Offsets are bytes
+// from the start of an object's cell; addon.cc exports all of them to JS as
+// native.layout, and lib/layout.ts reads them from there (a test checks that
+// each name below reaches JS with the same value).
+//
+// Small objects live in cells carved out of per-process arena chunks (see
+// lib/arena.ts). A cell is one cache line, so two locks never share a line
+// and contend on each other's traffic.
+#pragma once
+#include <cstdint>
+
+namespace nodemp {
+namespace layout {
+
+constexpr uint32_t kCellSize = 64;
+constexpr uint32_t kArenaChunkSize = 64 * 1024;
+
+// A process id lives in the low 30 bits of a lock word (Linux pid_max is at
+// most 2^22, macOS pids stay below 100000); bit 30 says that someone sleeps
+// or is about to sleep on the word.
+constexpr uint32_t kPidMask = (1u << 30) - 1;
+constexpr uint32_t kWaitersBit = 1u << 30;
+
+// Lock and RLock: one cell.
+constexpr uint32_t kLockWord = 0;   // 0 free; else holder pid | kWaitersBit
+constexpr uint32_t kLockDepth = 4;  // RLock recursion depth, written by the holder only
+constexpr uint32_t kLockCells = 1;
+
+// Semaphore and BoundedSemaphore: two cells. The holder table remembers, per
+// process, how many slots it holds, so the slots of a process that died can
+// be given back.
+constexpr uint32_t kSemValue = 0;          // free slots: the futex word
+constexpr uint32_t kSemSleepers = 4;       // processes asleep (or going to sleep) on kSemValue
+constexpr uint32_t kSemHolders = 16;       // kSemHolderSlots pairs of (pid, slots held)
+constexpr uint32_t kSemHolderSlots = 14;
+constexpr uint32_t kSemHolderPid = 0;      // within a pair: 0 free, -1 being reclaimed
+constexpr uint32_t kSemHolderCount = 4;
+constexpr uint32_t kSemHolderSize = 8;
+constexpr uint32_t kSemCells = 2;
+
+// Event: one cell.
+constexpr uint32_t kEventWord = 0;      // (generation << 1) | set
+constexpr uint32_t kEventSleepers = 4;
+constexpr uint32_t kEventCells = 1;
+
+// Condition: one cell (its lock has its own).
+constexpr uint32_t kCondSeq = 0;        // bumped by every notify: the futex word
+constexpr uint32_t kCondSleepers = 4;   // processes asleep (or going to sleep) on kCondSeq
+constexpr uint32_t kCondWaiters = 8;    // waiters registered under the lock
+constexpr uint32_t kCondTokens = 12;    // notifications granted and not yet taken
+constexpr uint32_t kCondCells = 1;
+
+// Barrier: one cell (its Condition and lock have their own).
+constexpr uint32_t kBarrierState = 0;   // 0 filling, 1 draining, -1 resetting, -2 broken
+constexpr uint32_t kBarrierCount = 4;   // processes inside wait()
+constexpr uint32_t kBarrierCells = 1;
+
+// ShareableList (lib/shareable-list.ts): a whole named segment of its own,
+// not a cell. A header, one entry per item, then each item's storage, 8-byte
+// aligned. Numbers are little-endian. Not Python's ShareableList layout.
+constexpr uint32_t kListMagic = 0x4c534d4e;  // "NMSL"; written last, once the list is complete
+constexpr uint32_t kListMagicWord = 0;       // uint32: kListMagic
+constexpr uint32_t kListLength = 4;          // uint32: number of items, fixed at creation
+constexpr uint32_t kListEntries = 8;         // the first entry
+constexpr uint32_t kListEntrySize = 16;
+constexpr uint32_t kListEntryOffset = 0;     // within an entry, uint32: the item's storage, from the segment start
+constexpr uint32_t kListEntryCapacity = 4;   // uint32: storage bytes, a multiple of kListAlign (at least 8)
+constexpr uint32_t kListEntryLength = 8;     // uint32: bytes a string or bytes item uses
+constexpr uint32_t kListEntryType = 12;      // uint32: a kListType code
+constexpr uint32_t kListAlign = 8;
+constexpr uint32_t kListTypeNull = 0;
+constexpr uint32_t kListTypeBool = 1;        // storage: one byte, 0 or 1
+constexpr uint32_t kListTypeInt = 2;         // int64, read back as a number
+constexpr uint32_t kListTypeFloat = 3;       // float64
+constexpr uint32_t kListTypeBigInt = 4;      // int64, read back as a bigint
+constexpr uint32_t kListTypeString = 5;      // UTF-8
+constexpr uint32_t kListTypeBytes = 6;
+
+}  // namespace layout
+}  // namespace nodemp

@@ -1,0 +1,46 @@
+// native/layout.h is the one source of every shared-memory offset: each
+// constant must reach JS unchanged, and lib/layout.ts must derive from them.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { native } from '../dist/native.js';
+import * as layout from '../dist/layout.js';
+import { root } from './helpers.js';
+
+function headerConstants(): Map<string, number> {
+  const source = readFileSync(join(root, 'native', 'layout.h'), 'utf8');
+  const out = new Map<string, number>();
+  for (const [, name, expr] of source.matchAll(/constexpr\s+uint32_t\s+(\w+)\s*=\s*([^;]+);/g)) {
+    const known = [...out.entries()].map(([k, v]) => `const ${k} = ${v};`).join('');
+    out.set(name, Number(new Function(`${known} return (${expr.replace(/(\d)u\b/g, '$1')}) >>> 0;`)()));
+  }
+  return out;
+}
+
+describe('shared-memory layout', () => {
+  it('exports every constant of native/layout.h with the same value', () => {
+    const header = headerConstants();
+    expect(header.size).toBeGreaterThan(20);
+    for (const [name, value] of header) expect(native.layout[name], name).toBe(value);
+    expect(Object.keys(native.layout).sort()).toEqual([...header.keys()].sort());
+  });
+
+  it('lib/layout.ts turns byte offsets into word indices of the same constants', () => {
+    const L = native.layout;
+    expect(layout.LOCK_WORD * 4).toBe(L.kLockWord);
+    expect(layout.LOCK_DEPTH * 4).toBe(L.kLockDepth);
+    expect(layout.SEM_HOLDERS * 4).toBe(L.kSemHolders);
+    expect(layout.SEM_HOLDER_WORDS * 4).toBe(L.kSemHolderSize);
+    expect(layout.COND_TOKENS * 4).toBe(L.kCondTokens);
+    expect(layout.BARRIER_COUNT * 4).toBe(L.kBarrierCount);
+    expect(layout.EVENT_SLEEPERS * 4).toBe(L.kEventSleepers);
+  });
+
+  it('fits every object in the cells it claims', () => {
+    const L = native.layout;
+    expect(L.kSemHolders + L.kSemHolderSlots * L.kSemHolderSize).toBeLessThanOrEqual(L.kSemCells * L.kCellSize);
+    expect(L.kLockDepth + 4).toBeLessThanOrEqual(L.kLockCells * L.kCellSize);
+    expect(L.kCondTokens + 4).toBeLessThanOrEqual(L.kCondCells * L.kCellSize);
+    expect(L.kPidMask & L.kWaitersBit).toBe(0);
+  });
+});

@@ -1,0 +1,134 @@
+// A process killed while holding a lock or semaphore slot must not leave the
+// others stuck: the next acquirer takes it over and is told (ownerDied and an
+// OwnerDiedWarning). Python's multiprocessing deadlocks here.
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { Lock, RLock, Semaphore, BoundedSemaphore, Condition, Value } from '../dist/index.js';
+import { gate, running, waitUntil } from './helpers.js';
+import { spawnChild } from './sync-helpers.js';
+
+let warnings: Error[] = [];
+const onWarning = (w: Error): void => {
+  warnings.push(w);
+};
+beforeEach(() => {
+  warnings = [];
+  process.on('warning', onWarning);
+});
+afterEach(() => {
+  process.off('warning', onWarning);
+});
+
+/** A child that takes `take()`, says so, and then waits to be killed. */
+function holderKilled(take: () => void): number {
+  const held = gate();
+  const child = spawnChild(() => {
+    take();
+    held.release();
+    for (;;) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1000);
+  });
+  held.wait();
+  child.kill();
+  // Deliberately not joined yet: the holder stays a zombie while we wait,
+  // which must count as dead.
+  return child.pid!;
+}
+
+function ownerDiedWarnings(): Error[] {
+  return warnings.filter((w) => (w as Error & { code?: string }).code === 'NODEMP_OWNER_DIED');
+}
+
+describe('owner death', () => {
+  it('Lock: acquireSync takes over from a SIGKILLed holder and says so', async () => {
+    const lock = new Lock();
+    const pid = holderKilled(() => lock.acquireSync());
+    const t0 = performance.now();
+    expect(lock.acquireSync({ timeout: 5000 })).toBe(true);
+    expect(performance.now() - t0).toBeLessThan(4000);
+    expect(lock.ownerDied).toBe(true);
+    lock.release();
+    expect(lock.acquireSync({ block: false })).toBe(true);
+    lock.release();
+    await new Promise((r) => setImmediate(r));
+    const w = ownerDiedWarnings();
+    expect(w).toHaveLength(1);
+    expect(w[0].name).toBe('OwnerDiedWarning');
+    expect(w[0].message).toContain(`process ${pid}`);
+  });
+
+  it('Lock: a non-blocking acquire takes over too, once the holder is dead', async () => {
+    const lock = new Lock();
+    const pid = holderKilled(() => lock.acquireSync());
+    expect(await waitUntil(() => !running(pid))).toBe(true);
+    expect(lock.acquireSync({ block: false })).toBe(true);
+    expect(lock.ownerDied).toBe(true);
+    lock.release();
+  });
+
+  it('Lock: acquire() (async) takes over', async () => {
+    const lock = new Lock();
+    holderKilled(() => lock.acquireSync());
+    expect(await lock.acquire({ timeout: 5000 })).toBe(true);
+    expect(lock.ownerDied).toBe(true);
+    lock.release();
+  });
+
+  it('RLock: recovered at depth 1 whatever depth the dead holder had', () => {
+    const r = new RLock();
+    holderKilled(() => {
+      r.acquireSync();
+      r.acquireSync();
+      r.acquireSync();
+    });
+    expect(r.acquireSync({ timeout: 5000 })).toBe(true);
+    expect(r.ownerDied).toBe(true);
+    expect(r.depth).toBe(1);
+    r.release();
+    expect(r.locked()).toBe(false);
+  });
+
+  it('Value: a holder killed mid-update does not wedge the value lock', () => {
+    const v = new Value('i', 0);
+    holderKilled(() => {
+      v.getLock()!.acquireSync();
+      v.value = 7;
+    });
+    const lock = v.getLock()!;
+    expect(lock.acquireSync({ timeout: 5000 })).toBe(true);
+    expect(v.value).toBe(7);
+    lock.release();
+  });
+
+  it('Semaphore: slots of a killed holder come back, the others stay taken', () => {
+    const s = new Semaphore(3);
+    expect(s.acquireSync()).toBe(true);
+    holderKilled(() => {
+      s.acquireSync();
+      s.acquireSync();
+    });
+    expect(s.getValue()).toBe(0);
+    expect(s.acquireSync({ timeout: 5000 })).toBe(true);
+    expect(s.ownerDied).toBe(true);
+    // Two came back, this process now holds two, one is free.
+    expect(s.getValue()).toBe(1);
+    s.release();
+    s.release();
+    expect(s.getValue()).toBe(3);
+  });
+
+  it('BoundedSemaphore: recovery never lifts the value above its bound', () => {
+    const s = new BoundedSemaphore(1);
+    holderKilled(() => s.acquireSync());
+    expect(s.acquireSync({ timeout: 5000 })).toBe(true);
+    s.release();
+    expect(s.getValue()).toBe(1);
+    expect(() => s.release()).toThrow(/released too many times/);
+  });
+
+  it('Condition: a waiter blocked on a lock held by a dead process recovers', () => {
+    const c = new Condition(new Lock());
+    holderKilled(() => c.acquireSync());
+    expect(c.acquireSync({ timeout: 5000 })).toBe(true);
+    expect(c.waitSync(10)).toBe(false);
+    c.release();
+  });
+});

@@ -46,6 +46,12 @@ results['fork cost growth per GB of parent RSS'] = {
   'python mp fork': perGb(small.pythonMs, large.pythonMs),
 };
 
+// Synchronization primitives (issue #3). Every row is a time, so every
+// peer / nodemp ratio above 1 means nodemp is faster.
+for (const script of ['sync-lock.js', 'sync-value.js', 'sync-event.js', 'sync-semaphore.js']) {
+  Object.assign(results, runWorkload(script));
+}
+
 const python = spawnSync('python3', ['--version'], { encoding: 'utf8' }).stdout.trim();
 const meta = {
   date: new Date().toISOString().slice(0, 10),

@@ -1,0 +1,118 @@
+// Event set -> wake latency across processes. One process's set() and the
+// other's wake are timed by the same clock through a ping-pong: the parent
+// sets A and waits on B, the child wakes on A, clears it and sets B. Half the
+// round trip is the one-way latency (set -> waiter running), median over many
+// round trips. Peers: Python's mp.Event, and two threads ping-ponging with
+// Atomics.wait/notify (Atomics.waitAsync for the async row). Prints one JSON object.
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import { Event, Process } from '../dist/index.js';
+import { median } from './lib.js';
+
+const quick = process.argv.includes('--quick');
+const here = fileURLToPath(new URL('.', import.meta.url));
+const passes = 3;
+const rounds = quick ? 400 : 4000; // per pass
+const warmup = 200;
+const total = warmup + rounds;
+
+async function nodemp(async) {
+  const a = new Event();
+  const b = new Event();
+  const child = new Process({
+    daemon: true,
+    target: async () => {
+      for (let i = 0; i < total; i++) {
+        if (async) await a.wait();
+        else a.waitSync();
+        a.clear();
+        b.set();
+      }
+    },
+  });
+  child.start();
+  const samples = [];
+  for (let i = 0; i < total; i++) {
+    const t0 = performance.now();
+    a.set();
+    if (async) await b.wait();
+    else b.waitSync();
+    b.clear();
+    if (i >= warmup) samples.push(performance.now() - t0);
+  }
+  child.joinSync();
+  if (child.exitCode !== 0) throw new Error(`event child exited with ${child.exitCode}`);
+  return samples.map((ms) => (ms * 1000) / 2);
+}
+
+// The same ping-pong between this thread and a Worker; words: 0 is A, 1 is B.
+// A pending Atomics.waitAsync does not keep Node's event loop alive, so an
+// idle interval does, on both sides.
+const workerSource = `
+const { workerData: { sab, total, async } } = require('node:worker_threads');
+const w = new Int32Array(sab);
+const alive = setInterval(() => {}, 1000);
+(async () => {
+  for (let i = 0; i < total; i++) {
+    if (async) await Atomics.waitAsync(w, 0, 0).value;
+    else Atomics.wait(w, 0, 0);
+    Atomics.store(w, 0, 0);
+    Atomics.store(w, 1, 1);
+    Atomics.notify(w, 1);
+  }
+  clearInterval(alive);
+})();
+`;
+
+async function workers(async) {
+  const sab = new SharedArrayBuffer(8);
+  const w = new Int32Array(sab);
+  const worker = new Worker(workerSource, { eval: true, workerData: { sab, total, async } });
+  const exited = new Promise((resolve) => worker.once('exit', resolve));
+  const alive = setInterval(() => {}, 1000);
+  const samples = [];
+  for (let i = 0; i < total; i++) {
+    const t0 = performance.now();
+    Atomics.store(w, 0, 1);
+    Atomics.notify(w, 0);
+    if (async) await Atomics.waitAsync(w, 1, 0).value;
+    else Atomics.wait(w, 1, 0);
+    Atomics.store(w, 1, 0);
+    if (i >= warmup) samples.push(performance.now() - t0);
+  }
+  clearInterval(alive);
+  await exited;
+  return samples.map((ms) => (ms * 1000) / 2);
+}
+
+function python() {
+  const r = spawnSync('python3', [`${here}peers/py_sync.py`, 'event', String(rounds)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
+  return r.status === 0 ? JSON.parse(r.stdout).one_way_us : null;
+}
+
+// Passes alternate between all five, so a noisy stretch of the machine's
+// time lands on every side. Each Worker has exited before the next fork.
+const us = { nodempSync: [], nodempAsync: [], python: [], workersSync: [], workersAsync: [] };
+for (let p = 0; p < passes; p++) {
+  us.nodempSync.push(...(await nodemp(false)));
+  us.nodempAsync.push(...(await nodemp(true)));
+  const py = python();
+  us.python = py && us.python ? us.python.concat(py) : null;
+  us.workersSync.push(...(await workers(false)));
+  us.workersAsync.push(...(await workers(true)));
+}
+
+console.log(JSON.stringify({
+  'Event set -> waiter running, other process (waitSync), one-way': {
+    unit: 'us',
+    nodemp: median(us.nodempSync),
+    'python mp.Event': us.python && median(us.python),
+    'worker_threads Atomics.wait/notify': median(us.workersSync),
+  },
+  'Event set -> waiter running, other process (await wait()), one-way': {
+    unit: 'us',
+    nodemp: median(us.nodempAsync),
+    'worker_threads Atomics.waitAsync/notify': median(us.workersAsync),
+  },
+}));

@@ -1,5 +1,5 @@
-// Event set -> wake latency across processes. One process's set() and the
-// other's wake are timed by the same clock through a ping-pong: the parent
+// Event set -> wake latency across processes. Hot: one process's set() and
+// the other's wake are timed by the same clock through a ping-pong: the parent
 // sets A and waits on B, the child wakes on A, clears it and sets B. Half the
 // round trip is the one-way latency (set -> waiter running), median over many
 // round trips. Peers: Python's mp.Event, and two threads ping-ponging with
@@ -8,6 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { Event, Process } from '../dist/index.js';
+import { native } from '../dist/native.js';
 import { median } from './lib.js';
 
 const quick = process.argv.includes('--quick');
@@ -86,6 +87,76 @@ async function workers(async) {
   return samples.map((ms) => (ms * 1000) / 2);
 }
 
+// A waiter that has been asleep for a while (past any spinning) is woken by
+// the kernel's scheduler: the cold wake. The setter stamps a shared monotonic
+// clock (hrtime is CLOCK_MONOTONIC in every process and thread) just before
+// set(); the woken side subtracts it. The ping-pong rows above are the hot
+// case, where the partner answers while the waiter is still spinning.
+const coldRounds = quick ? 50 : 300;
+const pause = (ms) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+
+function nodempCold() {
+  const go = new Event();
+  const done = new Event();
+  const stamp = new BigInt64Array(native.mapShared(16));
+  const child = new Process({
+    daemon: true,
+    target: () => {
+      for (let i = 0; i < coldRounds; i++) {
+        go.waitSync();
+        stamp[1] = process.hrtime.bigint() - stamp[0];
+        go.clear();
+        done.set();
+      }
+    },
+  });
+  child.start();
+  const samples = [];
+  for (let i = 0; i < coldRounds; i++) {
+    pause(2);
+    stamp[0] = process.hrtime.bigint();
+    go.set();
+    done.waitSync();
+    done.clear();
+    samples.push(Number(stamp[1]) / 1000);
+  }
+  child.joinSync();
+  return samples;
+}
+
+const coldWorkerSource = `
+const { workerData: { sab, total } } = require('node:worker_threads');
+const w = new Int32Array(sab);
+const stamp = new BigInt64Array(sab, 8, 2);
+for (let i = 0; i < total; i++) {
+  Atomics.wait(w, 0, 0);
+  stamp[1] = process.hrtime.bigint() - stamp[0];
+  Atomics.store(w, 0, 0);
+  Atomics.store(w, 1, 1);
+  Atomics.notify(w, 1);
+}
+`;
+
+async function workersCold() {
+  const sab = new SharedArrayBuffer(24);
+  const w = new Int32Array(sab);
+  const stamp = new BigInt64Array(sab, 8, 2);
+  const worker = new Worker(coldWorkerSource, { eval: true, workerData: { sab, total: coldRounds } });
+  const exited = new Promise((resolve) => worker.once('exit', resolve));
+  const samples = [];
+  for (let i = 0; i < coldRounds; i++) {
+    pause(2);
+    stamp[0] = process.hrtime.bigint();
+    Atomics.store(w, 0, 1);
+    Atomics.notify(w, 0);
+    Atomics.wait(w, 1, 0);
+    Atomics.store(w, 1, 0);
+    samples.push(Number(stamp[1]) / 1000);
+  }
+  await exited;
+  return samples;
+}
+
 function python() {
   const r = spawnSync('python3', [`${here}peers/py_sync.py`, 'event', String(rounds)], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] });
   return r.status === 0 ? JSON.parse(r.stdout).one_way_us : null;
@@ -93,8 +164,10 @@ function python() {
 
 // Passes alternate between all five, so a noisy stretch of the machine's
 // time lands on every side. Each Worker has exited before the next fork.
-const us = { nodempSync: [], nodempAsync: [], python: [], workersSync: [], workersAsync: [] };
+const us = { nodempSync: [], nodempAsync: [], python: [], workersSync: [], workersAsync: [], nodempCold: [], workersCold: [] };
 for (let p = 0; p < passes; p++) {
+  us.nodempCold.push(...nodempCold());
+  us.workersCold.push(...(await workersCold()));
   us.nodempSync.push(...(await nodemp(false)));
   us.nodempAsync.push(...(await nodemp(true)));
   const py = python();
@@ -109,6 +182,11 @@ console.log(JSON.stringify({
     nodemp: median(us.nodempSync),
     'python mp.Event': us.python && median(us.python),
     'worker_threads Atomics.wait/notify': median(us.workersSync),
+  },
+  'Event set -> waiter asleep for 2 ms running (cold wake, waitSync), one-way': {
+    unit: 'us',
+    nodemp: median(us.nodempCold),
+    'worker_threads Atomics.wait/notify, cold': median(us.workersCold),
   },
   'Event set -> waiter running, other process (await wait()), one-way': {
     unit: 'us',

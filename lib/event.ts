@@ -5,7 +5,7 @@
 import { native } from './native.js';
 import { allocCells } from './arena.js';
 import { CELL_SIZE, EVENT_CELLS, EVENT_SLEEPERS, EVENT_WORD } from './layout.js';
-import { deadlineAfter, runAsync, runSync, sleep, timeLeft, type Steps } from './waiting.js';
+import { deadlineAfter, runAsync, runSync, sleep, spinWhileEqual, timeLeft, type Steps } from './waiting.js';
 
 export class Event {
   readonly #buffer: ArrayBuffer;
@@ -46,6 +46,8 @@ export class Event {
     const w = this.#words;
     const start = Atomics.load(w, EVENT_WORD);
     if ((start & 1) === 1) return true;
+    if (deadline !== Infinity && timeLeft(deadline) === 0) return false;
+    if (spinWhileEqual(w, EVENT_WORD, start) !== start) return true;
     Atomics.add(w, EVENT_SLEEPERS, 1);
     try {
       for (;;) {

@@ -13,12 +13,14 @@ import { selfPid } from './self.js';
 import { SyncError, TimeoutError } from './errors.js';
 import {
   OWNER_CHECK_MS,
+  SPIN_LIMIT,
   TIMED_OUT,
   deadlineOf,
   runAsync,
   runSync,
   sleep,
   slice,
+  spinWhileNotEqual,
   timeLeft,
   type Steps,
   type WaitOptions,
@@ -86,10 +88,23 @@ abstract class LockBase {
 
   /** Blocks until the lock is taken, the deadline passes (false) or the options forbid waiting (false). */
   protected acquireSlowSync(options: WaitOptions | undefined): boolean {
+    if (options === undefined && this.#spinAndTake()) return true;
     return runSync(this[acquireSteps](deadlineOf(`${this.kind}.acquireSync`, options)));
   }
 
+  // Most contended acquires find the lock free within a few microseconds;
+  // taking it here spares them the generator that a sleep needs.
+  #spinAndTake(): boolean {
+    const w = this.words;
+    this.#ownerDied = false;
+    for (let i = 0; i < SPIN_LIMIT; i++) {
+      if (Atomics.load(w, LOCK_WORD) === 0 && Atomics.compareExchange(w, LOCK_WORD, 0, selfPid) === 0) return true;
+    }
+    return false;
+  }
+
   protected acquireSlow(options: WaitOptions | undefined): Promise<boolean> {
+    if (options === undefined && this.#spinAndTake()) return Promise.resolve(true);
     let deadline: number;
     try {
       deadline = deadlineOf(`${this.kind}.acquire`, options);
@@ -102,11 +117,14 @@ abstract class LockBase {
   *[acquireSteps](deadline: number): Steps<boolean> {
     const w = this.words;
     this.#ownerDied = false;
+    if (deadline !== -Infinity) spinWhileNotEqual(w, LOCK_WORD, 0);
+    let slept = false;
     for (;;) {
       let seen = Atomics.load(w, LOCK_WORD);
       if (seen === 0) {
-        // Whoever waited before us may still sleep: keep the sleeper bit.
-        if (Atomics.compareExchange(w, LOCK_WORD, 0, selfPid | WAITERS_BIT) === 0) return true;
+        // A sleeper that was woken cannot know whether others still sleep,
+        // so it keeps the bit set; one that never slept leaves it to them.
+        if (Atomics.compareExchange(w, LOCK_WORD, 0, slept ? selfPid | WAITERS_BIT : selfPid) === 0) return true;
         continue;
       }
       if (deadline === -Infinity || timeLeft(deadline) === 0) return this.#takeOverIfDead(seen);
@@ -115,6 +133,7 @@ abstract class LockBase {
         seen |= WAITERS_BIT;
       }
       const result = yield sleep(this.#buffer, this.#byteOffset, seen, slice(deadline, OWNER_CHECK_MS));
+      slept = true;
       if (result === TIMED_OUT && this.#takeOverIfDead(seen)) return true;
     }
   }

@@ -25,7 +25,19 @@ import { selfPid } from './self.js';
 import { SyncError, TimeoutError } from './errors.js';
 import { checkInteger } from './args.js';
 import { heldUntilReleased, warnOwnerDied, type Held } from './lock.js';
-import { OWNER_CHECK_MS, TIMED_OUT, deadlineOf, runAsync, runSync, sleep, slice, timeLeft, type Steps, type WaitOptions } from './waiting.js';
+import {
+  OWNER_CHECK_MS,
+  TIMED_OUT,
+  deadlineOf,
+  runAsync,
+  runSync,
+  sleep,
+  slice,
+  spinWhileEqual,
+  timeLeft,
+  type Steps,
+  type WaitOptions,
+} from './waiting.js';
 
 const RECLAIMING = -1;
 const NO_SLOT = -1;
@@ -141,6 +153,7 @@ export class Semaphore {
   *#acquireSteps(deadline: number): Steps<boolean> {
     const w = this.#words;
     this.#ownerDied = false;
+    if (deadline !== -Infinity) spinWhileEqual(w, SEM_VALUE, 0);
     for (;;) {
       if (this.#tryTake()) return true;
       if (deadline === -Infinity || timeLeft(deadline) === 0) {

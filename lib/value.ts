@@ -70,27 +70,31 @@ function typeOf(what: string, typecode: unknown): TypeInfo {
   return info;
 }
 
+/** Whether `x` can be stored in a view of this type (BigInt types also take safe integers). */
+function fits(info: TypeInfo, x: unknown): boolean {
+  if (info.kind === 'float') return typeof x === 'number';
+  if (info.kind === 'int') return typeof x === 'number' && Number.isInteger(x) && x >= (info.min as number) && x <= (info.max as number);
+  if (typeof x === 'number') return Number.isSafeInteger(x) && BigInt(x) >= (info.min as bigint) && BigInt(x) <= (info.max as bigint);
+  return typeof x === 'bigint' && x >= (info.min as bigint) && x <= (info.max as bigint);
+}
+
+/** Why `x` does not fit: built only on the error path, so that checked writes allocate nothing. */
+function elementError(info: TypeInfo, what: string, typecode: string, x: unknown): Error {
+  if (info.kind === 'float') return invalidType(what, `a number (typecode '${typecode}')`, x);
+  if (info.kind === 'int') {
+    if (typeof x !== 'number') return invalidType(what, `an integer (typecode '${typecode}')`, x);
+    return outOfRange(what, `an integer from ${info.min} to ${info.max} (typecode '${typecode}')`, x);
+  }
+  if (typeof x !== 'bigint' && !(typeof x === 'number' && Number.isSafeInteger(x))) {
+    return invalidType(what, `a bigint or a safe integer (typecode '${typecode}')`, x);
+  }
+  return outOfRange(what, `from ${info.min} to ${info.max} (typecode '${typecode}')`, x);
+}
+
 /** Checks and converts one element for a view of this type. */
 function coerce(info: TypeInfo, what: string, typecode: string, x: unknown): number | bigint {
-  if (info.kind === 'float') {
-    if (typeof x !== 'number') throw invalidType(what, `a number (typecode '${typecode}')`, x);
-    return x;
-  }
-  if (info.kind === 'int') {
-    if (typeof x !== 'number') throw invalidType(what, `an integer (typecode '${typecode}')`, x);
-    if (!Number.isInteger(x) || x < (info.min as number) || x > (info.max as number)) {
-      throw outOfRange(what, `an integer from ${info.min} to ${info.max} (typecode '${typecode}')`, x);
-    }
-    return x;
-  }
-  let big: bigint;
-  if (typeof x === 'bigint') big = x;
-  else if (typeof x === 'number' && Number.isSafeInteger(x)) big = BigInt(x);
-  else throw invalidType(what, `a bigint or a safe integer (typecode '${typecode}')`, x);
-  if (big < (info.min as bigint) || big > (info.max as bigint)) {
-    throw outOfRange(what, `from ${info.min} to ${info.max} (typecode '${typecode}')`, x);
-  }
-  return big;
+  if (!fits(info, x)) throw elementError(info, what, typecode, x);
+  return info.kind === 'bigint' && typeof x === 'number' ? BigInt(x) : (x as number | bigint);
 }
 
 type LockOption = boolean | Lock | RLock;
@@ -122,7 +126,9 @@ export class RawValue<C extends Typecode = Typecode> {
   }
 
   set value(x: Element<C>) {
-    this.#view[0] = coerce(this.#info, `${this.constructor.name}.value`, this.typecode, x) as never;
+    const info = this.#info;
+    if (!fits(info, x)) throw elementError(info, `${this.constructor.name}.value`, this.typecode, x);
+    this.#view[0] = (info.kind === 'bigint' && typeof x === 'number' ? BigInt(x) : x) as never;
   }
 
   [Symbol.for('nodejs.util.inspect.custom')](): string {
@@ -200,7 +206,9 @@ export class RawArray<C extends Typecode = Typecode> implements Iterable<Element
 
   set(i: number, x: Element<C> | number): void {
     const at = this.#index('set', i);
-    (this.typed as AnyTyped)[at] = coerce(this.#info, `${this.constructor.name}.set(${i})`, this.typecode, x) as never;
+    const info = this.#info;
+    if (!fits(info, x)) throw elementError(info, `${this.constructor.name}.set(${i})`, this.typecode, x);
+    (this.typed as AnyTyped)[at] = (info.kind === 'bigint' && typeof x === 'number' ? BigInt(x) : x) as never;
   }
 
   /** A copy of the elements as a plain array. */

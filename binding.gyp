@@ -12,7 +12,8 @@
         "native/exec.cc",
         "native/layout.cc",
         "native/waiter.cc",
-        "native/tracker.cc"
+        "native/tracker.cc",
+        "native/conn.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],

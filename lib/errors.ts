@@ -95,3 +95,59 @@ export class BrokenBarrierError extends Error {
     this.name = 'BrokenBarrierError';
   }
 }
+
+/** get() found nothing to take: the queue was empty, or stayed empty until the timeout. */
+export class QueueEmpty extends Error {
+  readonly code = 'ERR_QUEUE_EMPTY';
+  constructor(message = 'the queue is empty') {
+    super(message);
+    this.name = 'QueueEmpty';
+  }
+}
+
+/** put() found no room: the queue was full, or stayed full until the timeout. */
+export class QueueFull extends Error {
+  readonly code = 'ERR_QUEUE_FULL';
+  constructor(message = 'the queue is full') {
+    super(message);
+    this.name = 'QueueFull';
+  }
+}
+
+/** A Queue or Connection was used after this process closed it. */
+export class ClosedError extends Error {
+  readonly code = 'ERR_CLOSED';
+  constructor(message: string) {
+    super(message);
+    this.name = 'ClosedError';
+  }
+}
+
+/** recv() found the other end of a Connection closed, with nothing left to read. */
+export class EOFError extends Error {
+  readonly code = 'ERR_EOF';
+  constructor(message = 'the other end of the connection is closed') {
+    super(message);
+    this.name = 'EOFError';
+  }
+}
+
+/** A received message did not fit the buffer or the maximum length given; `data` holds it whole. */
+export class BufferTooShort extends Error {
+  readonly code = 'ERR_BUFFER_TOO_SHORT';
+  readonly data: Buffer;
+  constructor(message: string, data: Buffer) {
+    super(message);
+    this.name = 'BufferTooShort';
+    this.data = data;
+  }
+}
+
+/** A one-way Connection was used in the direction it cannot go (send on the read end, recv on the write end). */
+export class DirectionError extends Error {
+  readonly code = 'ERR_WRONG_DIRECTION';
+  constructor(message: string) {
+    super(message);
+    this.name = 'DirectionError';
+  }
+}

@@ -19,6 +19,12 @@ export {
   BrokenBarrierError,
   FileExistsError,
   FileNotFoundError,
+  QueueEmpty,
+  QueueFull,
+  ClosedError,
+  EOFError,
+  BufferTooShort,
+  DirectionError,
 } from './errors.js';
 export type { ProcessErrorCode, SyncErrorCode } from './errors.js';
 export { isSingleThreaded } from './fork-safety.js';

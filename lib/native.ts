@@ -29,6 +29,7 @@ export interface Native {
     callback: (error: Error | null, result?: 0 | 1 | 2) => void,
   ): void;
   layout: Layout;
+  // Pipe and Connection (native/conn.cc)
   // SharedMemory (native/shm.cc, native/tracker.cc)
   shmOpen(name: string, create: boolean, size: number, track: boolean): ArrayBuffer;
   shmClose(buffer: ArrayBuffer): void;

@@ -12,6 +12,7 @@ void InitExec(Napi::Env env, Napi::Object exports);
 void InitLayout(Napi::Env env, Napi::Object exports);
 void InitWaiter(Napi::Env env, Napi::Object exports);
 void InitTracker(Napi::Env env, Napi::Object exports);
+void InitConn(Napi::Env env, Napi::Object exports);
 }  // namespace nodemp
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -26,6 +27,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   nodemp::InitLayout(env, exports);
   nodemp::InitWaiter(env, exports);
   nodemp::InitTracker(env, exports);
+  nodemp::InitConn(env, exports);
   return exports;
 }
 

@@ -1,0 +1,98 @@
+// How values cross processes (Queue, Connection). msgpackr's structured-clone
+// mode keeps Maps, cycles and shared references, but its per-message record
+// definitions cost about 800 ns for a tiny object here; its plain mode costs
+// about 300 ns and is exact for trees of plain objects, arrays, primitives,
+// BigInt, Date, RegExp, Error and typed arrays. A bounded walk picks the plain
+// mode when it is exact and the structured one otherwise; the first byte of
+// every encoding says which decoder to use. `node:v8` is there for exact
+// structured-clone fidelity (class-less copies of anything v8 can clone).
+import { Packr } from 'msgpackr';
+import { deserialize, serialize } from 'node:v8';
+import { invalidType } from './args.js';
+
+export type Serializer = 'msgpack' | 'v8';
+
+const PLAIN = 1;
+const STRUCTURED = 2;
+const V8 = 3;
+
+const plain = new Packr({ useRecords: false, moreTypes: true, mapsAsObjects: true, copyBuffers: true });
+const structured = new Packr({ structuredClone: true, copyBuffers: true });
+
+// Larger graphs go to the structured encoder without further looking.
+const WALK_LIMIT = 256;
+
+/** Whether the plain encoder reproduces `value` exactly: no Map, Set, cycle or shared reference. */
+function plainEnough(value: unknown): boolean {
+  if (typeof value !== 'object' || value === null) return true;
+  const seen: object[] = [];
+  const stack: object[] = [value];
+  while (stack.length > 0) {
+    const item = stack.pop() as object;
+    if (seen.includes(item)) return false;
+    seen.push(item);
+    if (seen.length > WALK_LIMIT) return false;
+    if (item instanceof Map || item instanceof Set) return false;
+    if (ArrayBuffer.isView(item) || item instanceof Date || item instanceof RegExp || item instanceof Error) continue;
+    const values = Array.isArray(item) ? item : Object.values(item);
+    for (const v of values) if (typeof v === 'object' && v !== null) stack.push(v);
+  }
+  return true;
+}
+
+/** Encoding tag for raw bytes, which take no codec at all. */
+export const BYTES = 0;
+
+export interface Codec {
+  readonly serializer: Serializer;
+  /**
+   * Encodes `value`; the result is valid until the next encode() anywhere
+   * (callers copy it at once) and `tag` says how to decode it.
+   */
+  encode(value: unknown): Uint8Array;
+  readonly tag: number;
+}
+
+/** Decodes what a codec encoded under `tag` (BYTES: a copy of the bytes themselves). */
+export function decode(tag: number, body: Uint8Array): unknown {
+  switch (tag) {
+    case BYTES:
+      return Buffer.from(body);
+    case PLAIN:
+      return plain.unpack(body);
+    case STRUCTURED:
+      return structured.unpack(body);
+    case V8:
+      return deserialize(body);
+    default:
+      throw new TypeError(`nodemp: a message with unknown encoding ${tag}`);
+  }
+}
+
+class MsgpackCodec implements Codec {
+  readonly serializer = 'msgpack';
+  tag = PLAIN;
+  encode(value: unknown): Uint8Array {
+    if (plainEnough(value)) {
+      this.tag = PLAIN;
+      return plain.pack(value);
+    }
+    this.tag = STRUCTURED;
+    return structured.pack(value);
+  }
+}
+
+class V8Codec implements Codec {
+  readonly serializer = 'v8';
+  readonly tag = V8;
+  encode(value: unknown): Uint8Array {
+    return serialize(value);
+  }
+}
+
+const codecs = { msgpack: new MsgpackCodec(), v8: new V8Codec() };
+
+export function codecFor(serializer: unknown = 'msgpack'): Codec {
+  if (serializer === 'msgpack' || serializer === 'v8') return codecs[serializer];
+  throw invalidType('serializer', "'msgpack' or 'v8'", serializer);
+}

@@ -13,7 +13,8 @@
         "native/layout.cc",
         "native/waiter.cc",
         "native/tracker.cc",
-        "native/conn.cc"
+        "native/conn.cc",
+        "native/ring.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],

@@ -25,6 +25,7 @@ const WALK_LIMIT = 256;
 /** Whether the plain encoder reproduces `value` exactly: no Map, Set, cycle or shared reference. */
 function plainEnough(value: unknown): boolean {
   if (typeof value !== 'object' || value === null) return true;
+  if (shallowPlain(value)) return true;
   const seen: object[] = [];
   const stack: object[] = [value];
   while (stack.length > 0) {
@@ -42,6 +43,17 @@ function plainEnough(value: unknown): boolean {
 
 /** Encoding tag for raw bytes, which take no codec at all. */
 export const BYTES = 0;
+
+/** The common case without allocating: a plain object or array whose values are all primitives. */
+function shallowPlain(value: object): boolean {
+  const proto = Object.getPrototypeOf(value);
+  if (proto !== Object.prototype && proto !== Array.prototype && proto !== null) return false;
+  for (const key in value) {
+    const v = (value as Record<string, unknown>)[key];
+    if (typeof v === 'object' && v !== null) return false;
+  }
+  return true;
+}
 
 export interface Codec {
   readonly serializer: Serializer;

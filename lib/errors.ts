@@ -71,7 +71,7 @@ export class TimeoutError extends Error {
   }
 }
 
-export type SyncErrorCode = 'ERR_LOCK_NOT_HELD' | 'ERR_NOT_OWNER' | 'ERR_SEMAPHORE_OVERFLOW';
+export type SyncErrorCode = 'ERR_LOCK_NOT_HELD' | 'ERR_NOT_OWNER' | 'ERR_SEMAPHORE_OVERFLOW' | 'ERR_TOO_MANY_TASK_DONE';
 
 /**
  * A lock, semaphore or condition was used against its rules: releasing a Lock

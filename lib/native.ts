@@ -29,7 +29,22 @@ export interface Native {
     callback: (error: Error | null, result?: 0 | 1 | 2) => void,
   ): void;
   layout: Layout;
+  // The feeder of unbounded queues (native/ring.cc)
+  feedOpen(buffer: ArrayBuffer, slots: number, partyRow: number, joinable: boolean): number;
+  feed(handle: number, buffer: ArrayBuffer, tag: number, bytes: Uint8Array): void;
+  feedPending(handle: number): number;
+  drain(): void;
   // Pipe and Connection (native/conn.cc)
+  connSetOnReadable(callback: (fd: number) => void): void;
+  connPipe(duplex: boolean): [number, number];
+  connAdopt(fd: number): void;
+  connSend(fd: number, tag: number, data: ArrayBufferView | ArrayBuffer, byteOffset: number, byteLength: number): void;
+  connRead(fd: number, buffer: Uint8Array, offset: number, length: number, timeoutMs: number): number;
+  connWatch(fd: number, on: boolean): void;
+  connClose(fd: number): void;
+  connPollFds(fds: Int32Array, timeoutMs: number): number;
+  connPidfd(pid: number): number;
+  connAfterFork(): void;
   // SharedMemory (native/shm.cc, native/tracker.cc)
   shmOpen(name: string, create: boolean, size: number, track: boolean): ArrayBuffer;
   shmClose(buffer: ArrayBuffer): void;

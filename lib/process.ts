@@ -200,11 +200,16 @@ export class Process<A extends unknown[] = unknown[]> {
     const timeout = checkTimeout(timeoutMs, 'join');
     if (this.#exitCode === null) this.#poll();
     if (this.#exitCode !== null) return this.#exitCode;
+    // A daemon's exit watch does not hold the event loop open by itself; a
+    // pending join() must, or a program whose only work is awaiting it would end.
+    const pid = this.#pid as number;
+    if (this.#daemon && this.#waiters.size === 0) native.watch(pid, true);
     return new Promise((resolve) => {
       const waiter: JoinWaiter = { resolve };
       if (timeout !== undefined) {
         waiter.timer = setTimeout(() => {
           this.#waiters.delete(waiter);
+          if (this.#daemon && this.#waiters.size === 0 && this.#exitCode === null) native.watch(pid, false);
           resolve(null);
         }, timeout);
       }

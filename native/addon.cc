@@ -13,6 +13,7 @@ void InitLayout(Napi::Env env, Napi::Object exports);
 void InitWaiter(Napi::Env env, Napi::Object exports);
 void InitTracker(Napi::Env env, Napi::Object exports);
 void InitConn(Napi::Env env, Napi::Object exports);
+void InitRing(Napi::Env env, Napi::Object exports);
 }  // namespace nodemp
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -28,6 +29,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   nodemp::InitWaiter(env, exports);
   nodemp::InitTracker(env, exports);
   nodemp::InitConn(env, exports);
+  nodemp::InitRing(env, exports);
   return exports;
 }
 

@@ -278,6 +278,8 @@ static Napi::Value Fork(const Napi::CallbackInfo& info) {
   }
   ReapAfterFork();
   WaiterAfterFork();
+  RingAfterFork();
+  ConnAfterFork();
   uv_walk(loop, RefInheritedSockets, nullptr);
   return Napi::Number::New(env, 0);
 }

@@ -3,6 +3,7 @@
 #include <napi.h>
 #include <uv.h>
 #include <cstdint>
+#include <sys/types.h>
 
 namespace nodemp {
 
@@ -26,5 +27,13 @@ uint32_t* WordAt(const Napi::CallbackInfo& info, const char* fn);
 bool TimeoutArg(const Napi::CallbackInfo& info, size_t index, const char* fn, int64_t* timeout_ns);
 // In a freshly forked child: drop the parent's pending asynchronous waits.
 void WaiterAfterFork();
+// Whether a process exists and has not exited (a zombie has) (reap.cc).
+bool PidAlive(pid_t pid);
+// In a freshly forked child: drop the parent's queue feeds' hold on their mappings.
+void RingAfterFork();
+// In a freshly forked child: close the parent's connection watches (uv_poll
+// handles of pending async recv/wait) and the exit descriptors wait() opened;
+// the connection descriptors stay open. A no-op when already done for this pid.
+void ConnAfterFork();
 
 }  // namespace nodemp

@@ -53,6 +53,27 @@ void InitLayout(Napi::Env env, Napi::Object exports) {
   NODEMP_EXPORT(kListTypeBigInt);
   NODEMP_EXPORT(kListTypeString);
   NODEMP_EXPORT(kListTypeBytes);
+  NODEMP_EXPORT(kQueueTail);
+  NODEMP_EXPORT(kQueueHead);
+  NODEMP_EXPORT(kQueueCount);
+  NODEMP_EXPORT(kQueueGetSleepers);
+  NODEMP_EXPORT(kQueuePutSleepers);
+  NODEMP_EXPORT(kQueuePutSeq);
+  NODEMP_EXPORT(kQueueGetSeq);
+  NODEMP_EXPORT(kQueueUnfinished);
+  NODEMP_EXPORT(kQueueJoinSleepers);
+  NODEMP_EXPORT(kQueueParties);
+  NODEMP_EXPORT(kQueuePartySlots);
+  NODEMP_EXPORT(kQueuePartySize);
+  NODEMP_EXPORT(kQueuePartyPid);
+  NODEMP_EXPORT(kQueuePartyKind);
+  NODEMP_EXPORT(kQueuePartyPos);
+  NODEMP_EXPORT(kQueuePartySlotsUsed);
+  NODEMP_EXPORT(kQueueHeaderSize);
+  NODEMP_EXPORT(kQueueMetaSize);
+  NODEMP_EXPORT(kQueueMetaSeq);
+  NODEMP_EXPORT(kQueueMetaInfo);
+  NODEMP_EXPORT(kQueueSlotSize);
 #undef NODEMP_EXPORT
   exports.Set("layout", o);
 }

@@ -76,5 +76,34 @@ constexpr uint32_t kListTypeBigInt = 4;      // int64, read back as a bigint
 constexpr uint32_t kListTypeString = 5;      // UTF-8
 constexpr uint32_t kListTypeBytes = 6;
 
+// Queue (lib/queue.ts): one mapping of its own. A header, then kQueueMetaSize
+// bytes of metadata per slot, then the slots' data (kQueueSlotSize bytes
+// each). A message takes one or more consecutive slots (wrapping around the
+// end of the data); its first slot's sequence word says whether it is free
+// for position p (== p), published at p (== p + 1), or still in use by the
+// previous lap. Positions count slots and wrap at 2^32; they are compared by
+// 32-bit difference.
+constexpr uint32_t kQueueTail = 0;            // cell 0, producers: the next position to reserve
+constexpr uint32_t kQueueHead = 64;           // cell 1, consumers: the next position to claim
+constexpr uint32_t kQueueCount = 128;         // cell 2: messages put and not yet taken (reserved by put first)
+constexpr uint32_t kQueueGetSleepers = 132;   // consumers asleep (or about to be) on kQueuePutSeq
+constexpr uint32_t kQueuePutSleepers = 136;   // producers asleep (or about to be) on kQueueGetSeq
+constexpr uint32_t kQueuePutSeq = 140;        // bumped when a message is published and a consumer sleeps
+constexpr uint32_t kQueueGetSeq = 144;        // bumped when room is made and a producer sleeps
+constexpr uint32_t kQueueUnfinished = 148;    // JoinableQueue: put and not yet taskDone(); join() sleeps on it
+constexpr uint32_t kQueueJoinSleepers = 152;
+constexpr uint32_t kQueueParties = 192;       // cells 3..: what each process is doing, for recovery after its death
+constexpr uint32_t kQueuePartySlots = 32;
+constexpr uint32_t kQueuePartySize = 16;
+constexpr uint32_t kQueuePartyPid = 0;        // within an entry: 0 free
+constexpr uint32_t kQueuePartyKind = 4;       // 0 idle, 1 putting, 2 getting
+constexpr uint32_t kQueuePartyPos = 8;        // the position it is reserving or has claimed
+constexpr uint32_t kQueuePartySlotsUsed = 12; // how many slots that message takes
+constexpr uint32_t kQueueHeaderSize = 704;
+constexpr uint32_t kQueueMetaSize = 8;
+constexpr uint32_t kQueueMetaSeq = 0;         // within a slot's metadata
+constexpr uint32_t kQueueMetaInfo = 4;        // first slot of a message: (encoding tag << 24) | byte length
+constexpr uint32_t kQueueSlotSize = 64;
+
 }  // namespace layout
 }  // namespace nodemp

@@ -247,7 +247,7 @@ static Napi::Value WaitSync(const Napi::CallbackInfo& info) {
 // Whether a process exists and has not exited. A zombie has exited: a lock
 // holder killed while its parent is not looking stays a zombie until reaped,
 // and its locks must be recoverable meanwhile.
-static bool PidAlive(pid_t pid) {
+bool PidAlive(pid_t pid) {
   if (kill(pid, 0) != 0 && errno != EPERM) return false;
 #if defined(__linux__)
   char path[32];

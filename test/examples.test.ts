@@ -82,4 +82,18 @@ describe('CommonJS consumers', () => {
     expect(out.match(/failed: balance too low/g)).toHaveLength(2);
     expect(out).toContain('final balance: 100');
   });
+  it('queue-basic: the list comes through', () => {
+    expect(run('queue-basic.mjs')).toBe("[ 42, null, 'hello' ]\n");
+  });
+
+  it('queue-two-readers: every number read exactly once, by either reader', () => {
+    const out = run('queue-two-readers.mjs');
+    const got = [...out.matchAll(/reader \d got (\d)/g)].map((m) => Number(m[1])).sort();
+    expect(got).toEqual([0, 1, 2, 3, 4, 5]);
+    expect(out.trimEnd().endsWith('all received')).toBe(true);
+  });
+
+  it('queue-timeout: QueueEmpty at once and after the timeout', () => {
+    expect(run('queue-timeout.mjs')).toBe('block: false -> QueueEmpty\ntimeout: 300 -> QueueEmpty after the timeout\n');
+  });
 });

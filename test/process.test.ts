@@ -7,7 +7,7 @@ import {
   currentProcess,
   parentProcess,
 } from '../dist/index.js';
-import { gate, shared } from './helpers.js';
+import { gate, runScript, shared } from './helpers.js';
 
 describe('Process basics', () => {
   it('runs target(...args) in another process and joins with exit code 0', async () => {
@@ -214,6 +214,21 @@ describe('Process basics', () => {
     expect(codes.every((c) => c === 0)).toBe(true);
     expect([...mem]).toEqual(Array.from({ length: 100 }, (_, i) => i + 1));
     expect(new Set(procs.map((p) => p.pid)).size).toBe(100);
+  });
+
+  it('awaiting join() of a daemon child keeps the program alive until it exits', () => {
+    const r = runScript(`
+      import { Process } from NODEMP;
+      const p = new Process({ daemon: true, target: () => new Promise((r) => setTimeout(r, 150)) });
+      p.start();
+      console.log('joined', await p.join());
+      const q = new Process({ daemon: true, target: () => new Promise((r) => setTimeout(r, 5000)) });
+      q.start();
+      console.log('timed out', await q.join(50));
+    `);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('joined 0\ntimed out null\n');
+    expect(r.status).toBe(0);
   });
 
   it('daemon processes may not have children', async () => {

@@ -1,0 +1,688 @@
+// Queue, JoinableQueue and SimpleQueue on a lock-free ring in shared memory
+// (layout: native/layout.h, "Queue").
+//
+// Producers reserve consecutive slots with one compare-and-swap on the tail,
+// write the encoded message, then publish it by storing the first slot's
+// sequence word; consumers claim a published message with one compare-and-
+// swap on the head, decode it in place and hand the slots back by advancing
+// their sequence words a lap. Nobody sleeps unless the ring is empty (or
+// full): a sleeper announces itself in a counter first, and only then does
+// the other side pay for a wake.
+//
+// Messages larger than a quarter of the ring travel in a named SharedMemory
+// segment of their own (the ring carries its name); the segment tracker
+// removes it should nobody ever take it.
+//
+// A process that dies halfway leaves a record of what it was doing in the
+// party table: a consumer stuck behind a reservation whose producer died
+// skips it, and a producer stuck behind slots claimed by a consumer that
+// died takes them back (that message is lost with its consumer).
+import { native } from './native.js';
+import { selfPid } from './self.js';
+import { codecFor, decode, BYTES, type Codec, type Serializer } from './codec.js';
+import { ClosedError, QueueEmpty, QueueFull, SyncError } from './errors.js';
+import { checkInteger, invalidType } from './args.js';
+import { SharedMemory } from './shared-memory.js';
+import {
+  OWNER_CHECK_MS,
+  SPIN_LIMIT,
+  TIMED_OUT,
+  deadlineAfter,
+  deadlineOf,
+  runAsync,
+  runSync,
+  sleep,
+  slice,
+  timeLeft,
+  type Steps,
+  type WaitOptions,
+} from './waiting.js';
+
+const L = native.layout;
+const W = (byteOffset: number): number => byteOffset / 4;
+const TAIL = W(L.kQueueTail);
+const HEAD = W(L.kQueueHead);
+const COUNT = W(L.kQueueCount);
+const GET_SLEEPERS = W(L.kQueueGetSleepers);
+const PUT_SLEEPERS = W(L.kQueuePutSleepers);
+const PUT_SEQ = W(L.kQueuePutSeq);
+const GET_SEQ = W(L.kQueueGetSeq);
+const UNFINISHED = W(L.kQueueUnfinished);
+const JOIN_SLEEPERS = W(L.kQueueJoinSleepers);
+const PARTIES = W(L.kQueueParties);
+const PARTY_SLOTS = L.kQueuePartySlots;
+const PARTY_WORDS = W(L.kQueuePartySize);
+const PARTY_PID = W(L.kQueuePartyPid);
+const PARTY_KIND = W(L.kQueuePartyKind);
+const PARTY_POS = W(L.kQueuePartyPos);
+const PARTY_USED = W(L.kQueuePartySlotsUsed);
+const HEADER_SIZE = L.kQueueHeaderSize;
+const META_WORDS = W(L.kQueueMetaSize);
+const META_SEQ = W(L.kQueueMetaSeq);
+const META_INFO = W(L.kQueueMetaInfo);
+const SLOT_SIZE = L.kQueueSlotSize;
+
+const IDLE = 0;
+const PUTTING = 1;
+const GETTING = 2;
+const NO_ROW = -1;
+
+// Encoding tags beyond the codec's own: the body is a segment name, or the
+// slots were abandoned by a producer that died and hold nothing.
+const SIDE = 0x40;
+const SKIP = 0x7f;
+const LENGTH_MASK = 0xffffff;
+
+const NOTHING = Symbol('nothing');
+const DEFAULT_RING_BYTES = 1 << 20;
+const MIN_RING_BYTES = 4096;
+const MAX_RING_BYTES = 1 << 24;
+
+export interface QueueOptions {
+  /** Most messages the queue holds; 0 or absent: unbounded (put never blocks). */
+  maxsize?: number;
+  /** 'msgpack' (default, fast) or 'v8' (node:v8 structured clone). */
+  serializer?: Serializer;
+  /** Bytes of ring in shared memory (default 1 MiB), rounded up to a power of two. */
+  ringSize?: number;
+}
+
+interface Encoded {
+  tag: number;
+  body: Uint8Array;
+}
+
+function powerOfTwoAtLeast(n: number): number {
+  let p = MIN_RING_BYTES;
+  while (p < n) p *= 2;
+  return p;
+}
+
+/** The machinery shared by the three queue classes. */
+class Ring {
+  readonly buffer: ArrayBuffer;
+  readonly words: Int32Array;
+  readonly meta: Int32Array;
+  readonly data: Uint8Array;
+  readonly slots: number;
+  readonly maxsize: number;
+  readonly codec: Codec;
+  readonly joinable: boolean;
+  #row = NO_ROW;
+  #rowPid = 0;
+  // The native feeder's handle for this queue in this process (-1: none yet).
+  #feed = -1;
+  #feedPid = 0;
+  #exitHook = false;
+
+  constructor(what: string, options: QueueOptions, joinable: boolean) {
+    if (typeof options !== 'object' || options === null) throw invalidType(`${what}: options`, 'an object', options);
+    const maxsize = options.maxsize ?? 0;
+    checkInteger(`${what}: maxsize`, maxsize, 0, 0x3fffffff);
+    const ringBytes = options.ringSize ?? DEFAULT_RING_BYTES;
+    checkInteger(`${what}: ringSize`, ringBytes, MIN_RING_BYTES, MAX_RING_BYTES);
+    this.codec = codecFor(options.serializer ?? 'msgpack');
+    const dataBytes = powerOfTwoAtLeast(ringBytes);
+    this.slots = dataBytes / SLOT_SIZE;
+    this.maxsize = maxsize;
+    this.joinable = joinable;
+    const metaBytes = this.slots * META_WORDS * 4;
+    this.buffer = native.mapShared(HEADER_SIZE + metaBytes + dataBytes);
+    this.words = new Int32Array(this.buffer, 0, HEADER_SIZE / 4);
+    this.meta = new Int32Array(this.buffer, HEADER_SIZE, this.slots * META_WORDS);
+    this.data = new Uint8Array(this.buffer, HEADER_SIZE + metaBytes, dataBytes);
+    // Slot i starts out free for position i.
+    for (let i = 0; i < this.slots; i++) this.meta[i * META_WORDS + META_SEQ] = i;
+  }
+
+  get sideThreshold(): number {
+    return this.data.length / 4;
+  }
+
+  // ---- the party table ----------------------------------------------------
+
+  #myRow(): number {
+    if (this.#rowPid === selfPid) return this.#row;
+    const w = this.words;
+    let row = NO_ROW;
+    for (let i = 0; i < PARTY_SLOTS && row === NO_ROW; i++) {
+      if (Atomics.load(w, PARTIES + i * PARTY_WORDS + PARTY_PID) === selfPid) row = i;
+    }
+    for (let i = 0; i < PARTY_SLOTS && row === NO_ROW; i++) {
+      const at = PARTIES + i * PARTY_WORDS + PARTY_PID;
+      const pid = Atomics.load(w, at);
+      // A dead process's row is free again, once nothing needs recovering from it.
+      const reusable = pid === 0 || (Atomics.load(w, PARTIES + i * PARTY_WORDS + PARTY_KIND) === IDLE && !native.pidAlive(pid));
+      if (reusable && Atomics.compareExchange(w, at, pid, selfPid) === pid) {
+        Atomics.store(w, PARTIES + i * PARTY_WORDS + PARTY_KIND, IDLE);
+        row = i;
+      }
+    }
+    this.#row = row;
+    this.#rowPid = selfPid;
+    return row;
+  }
+
+  #record(kind: number, pos: number, used: number): void {
+    const row = this.#myRow();
+    if (row === NO_ROW) return;
+    const base = PARTIES + row * PARTY_WORDS;
+    const w = this.words;
+    // Plain stores: the compare-and-swap that follows orders them before the
+    // reservation or claim it records.
+    w[base + PARTY_POS] = pos;
+    w[base + PARTY_USED] = used;
+    w[base + PARTY_KIND] = kind;
+  }
+
+  #idle(): void {
+    if (this.#row !== NO_ROW) this.words[PARTIES + this.#row * PARTY_WORDS + PARTY_KIND] = IDLE;
+  }
+
+  /** Processes recorded as doing `kind` on a message that covers position `pos`: [live count, dead ones]. */
+  #claimants(kind: number, pos: number): [number, { row: number; pos: number; used: number }[]] {
+    const w = this.words;
+    let live = 0;
+    const dead: { row: number; pos: number; used: number }[] = [];
+    for (let i = 0; i < PARTY_SLOTS; i++) {
+      const base = PARTIES + i * PARTY_WORDS;
+      const pid = Atomics.load(w, base + PARTY_PID);
+      if (pid === 0 || Atomics.load(w, base + PARTY_KIND) !== kind) continue;
+      const start = w[base + PARTY_POS];
+      const used = w[base + PARTY_USED];
+      const offset = (pos - start) | 0;
+      if (offset < 0 || offset >= used) continue;
+      if (pid !== selfPid && !native.pidAlive(pid)) dead.push({ row: i, pos: start, used });
+      else live++;
+    }
+    return [live, dead];
+  }
+
+  #forget(rows: { row: number }[]): void {
+    for (const { row } of rows) Atomics.store(this.words, PARTIES + row * PARTY_WORDS + PARTY_KIND, IDLE);
+  }
+
+  /** The head message's producer died before publishing it: publish it as skipped. */
+  recoverHead(): void {
+    const pos = Atomics.load(this.words, HEAD);
+    const i = (pos & (this.slots - 1)) * META_WORDS;
+    if (((Atomics.load(this.meta, i + META_SEQ) - pos) | 0) !== 0) return;
+    if (Atomics.load(this.words, TAIL) === pos) return;
+    const [live, dead] = this.#claimants(PUTTING, pos);
+    if (live > 0 || dead.length === 0) return;
+    const used = Math.max(1, ...dead.filter((d) => d.pos === pos).map((d) => d.used));
+    this.meta[i + META_INFO] = (SKIP << 24) | (used * SLOT_SIZE);
+    if (Atomics.compareExchange(this.meta, i + META_SEQ, pos, (pos + 1) | 0) === pos) this.#wakeConsumers();
+    this.#forget(dead);
+  }
+
+  /** A slot producers need is still held by a consumer that died: give its message's slots back. */
+  recoverSlot(): void {
+    const mask = this.slots - 1;
+    let pos = Atomics.load(this.words, TAIL);
+    for (let j = 0; j < this.slots; j++, pos = (pos + 1) | 0) {
+      if (((Atomics.load(this.meta, (pos & mask) * META_WORDS + META_SEQ) - pos) | 0) < 0) break;
+    }
+    const [live, dead] = this.#claimants(GETTING, (pos - this.slots) | 0);
+    if (live > 0 || dead.length === 0) return;
+    const { pos: start, used } = dead[0];
+    Atomics.sub(this.words, COUNT, 1);
+    this.#release(start, used);
+    this.#forget(dead);
+  }
+
+  // ---- putting --------------------------------------------------------------
+
+  /** Reserves, writes and publishes one message; false if there is no room now. */
+  tryPut(tag: number, body: Uint8Array): boolean {
+    const w = this.words;
+    const len = body.length;
+    const used = len === 0 ? 1 : Math.ceil(len / SLOT_SIZE);
+    if (this.maxsize > 0) {
+      for (;;) {
+        const count = Atomics.load(w, COUNT);
+        if (count >= this.maxsize) return false;
+        if (Atomics.compareExchange(w, COUNT, count, count + 1) === count) break;
+      }
+    } else {
+      Atomics.add(w, COUNT, 1);
+    }
+    const mask = this.slots - 1;
+    const meta = this.meta;
+    let pos: number;
+    for (;;) {
+      pos = Atomics.load(w, TAIL);
+      let ahead = 0;
+      for (let j = 0; j < used && ahead === 0; j++) {
+        const p = (pos + j) | 0;
+        ahead = (Atomics.load(meta, (p & mask) * META_WORDS + META_SEQ) - p) | 0;
+      }
+      if (ahead < 0) {
+        // The ring is full: a consumer has not handed these slots back yet.
+        Atomics.sub(w, COUNT, 1);
+        return false;
+      }
+      if (ahead > 0) continue;
+      this.#record(PUTTING, pos, used);
+      if (Atomics.compareExchange(w, TAIL, pos, (pos + used) | 0) === pos) break;
+    }
+    const start = (pos & mask) * SLOT_SIZE;
+    const room = this.data.length - start;
+    if (len <= room) this.data.set(body, start);
+    else {
+      this.data.set(body.subarray(0, room), start);
+      this.data.set(body.subarray(room), 0);
+    }
+    const i = (pos & mask) * META_WORDS;
+    meta[i + META_INFO] = (tag << 24) | len;
+    if (this.joinable) Atomics.add(w, UNFINISHED, 1);
+    Atomics.store(meta, i + META_SEQ, (pos + 1) | 0);
+    this.#idle();
+    if (Atomics.load(w, GET_SLEEPERS) > 0) this.#wakeConsumers();
+    return true;
+  }
+
+  #wakeConsumers(): void {
+    Atomics.add(this.words, PUT_SEQ, 1);
+    native.futexWake(this.buffer, PUT_SEQ * 4, 1);
+  }
+
+  // ---- getting --------------------------------------------------------------
+
+  /** Takes the head message if one is published; NOTHING otherwise. */
+  tryGet(): unknown {
+    const w = this.words;
+    const meta = this.meta;
+    const mask = this.slots - 1;
+    for (;;) {
+      const pos = Atomics.load(w, HEAD);
+      const i = (pos & mask) * META_WORDS;
+      const ahead = (Atomics.load(meta, i + META_SEQ) - ((pos + 1) | 0)) | 0;
+      if (ahead < 0) return NOTHING;
+      if (ahead > 0) continue;
+      const info = meta[i + META_INFO];
+      const len = info & LENGTH_MASK;
+      const tag = info >>> 24;
+      const used = len === 0 ? 1 : Math.ceil(len / SLOT_SIZE);
+      this.#record(GETTING, pos, used);
+      if (Atomics.compareExchange(w, HEAD, pos, (pos + used) | 0) !== pos) continue;
+      let value: unknown = NOTHING;
+      try {
+        if (tag !== SKIP) value = this.#read(pos, tag, len);
+      } finally {
+        // Count first: a producer woken by the release must find the room.
+        Atomics.sub(w, COUNT, 1);
+        this.#release(pos, used);
+        this.#idle();
+      }
+      if (tag === SKIP) continue;
+      return value;
+    }
+  }
+
+  #read(pos: number, tag: number, len: number): unknown {
+    const start = (pos & (this.slots - 1)) * SLOT_SIZE;
+    const room = this.data.length - start;
+    let body: Uint8Array;
+    if (len <= room) body = this.data.subarray(start, start + len);
+    else {
+      body = new Uint8Array(len);
+      body.set(this.data.subarray(start), 0);
+      body.set(this.data.subarray(0, len - room), room);
+    }
+    if ((tag & SIDE) === 0) return decode(tag, body);
+    const shm = new SharedMemory({ name: Buffer.from(body).toString('utf8') });
+    try {
+      return decode(tag & ~SIDE, shm.buf.subarray(0, shm.size));
+    } finally {
+      shm.close();
+      shm.unlink();
+    }
+  }
+
+  #release(pos: number, used: number): void {
+    const mask = this.slots - 1;
+    for (let j = 0; j < used; j++) {
+      const p = (pos + j) | 0;
+      Atomics.store(this.meta, (p & mask) * META_WORDS + META_SEQ, (p + this.slots) | 0);
+    }
+    if (Atomics.load(this.words, PUT_SLEEPERS) > 0) {
+      Atomics.add(this.words, GET_SEQ, 1);
+      native.futexWake(this.buffer, GET_SEQ * 4, 0x7fffffff);
+    }
+  }
+
+  // ---- waiting --------------------------------------------------------------
+
+  *getSteps(deadline: number): Steps<unknown> {
+    const w = this.words;
+    for (;;) {
+      const value = this.tryGet();
+      if (value !== NOTHING) return value;
+      if (deadline === -Infinity) throw new QueueEmpty();
+      if (this.#spinForMessage()) continue;
+      if (timeLeft(deadline) === 0) throw new QueueEmpty(`the queue stayed empty for the whole timeout`);
+      Atomics.add(w, GET_SLEEPERS, 1);
+      let result: number;
+      try {
+        const seq = Atomics.load(w, PUT_SEQ);
+        if (this.#headPublished()) continue;
+        result = yield sleep(this.buffer, PUT_SEQ * 4, seq, slice(deadline, OWNER_CHECK_MS));
+      } finally {
+        Atomics.sub(w, GET_SLEEPERS, 1);
+      }
+      if (result === TIMED_OUT) this.recoverHead();
+    }
+  }
+
+  #headPublished(): boolean {
+    const pos = Atomics.load(this.words, HEAD);
+    const seq = Atomics.load(this.meta, (pos & (this.slots - 1)) * META_WORDS + META_SEQ);
+    return ((seq - pos) | 0) > 0;
+  }
+
+  #spinForMessage(): boolean {
+    for (let i = 0; i < SPIN_LIMIT; i++) if (this.#headPublished()) return true;
+    return false;
+  }
+
+  /** Room for a message of `len` bytes, or this producer sleeps until consumers make some. */
+  *putSteps(tag: number, body: Uint8Array, deadline: number): Steps<void> {
+    const w = this.words;
+    for (;;) {
+      if (this.tryPut(tag, body)) return;
+      if (deadline === -Infinity) throw new QueueFull();
+      if (timeLeft(deadline) === 0) throw new QueueFull('the queue stayed full for the whole timeout');
+      Atomics.add(w, PUT_SLEEPERS, 1);
+      let result: number;
+      try {
+        const seq = Atomics.load(w, GET_SEQ);
+        if (this.#roomFor(body.length)) continue;
+        result = yield sleep(this.buffer, GET_SEQ * 4, seq, slice(deadline, OWNER_CHECK_MS));
+      } finally {
+        Atomics.sub(w, PUT_SLEEPERS, 1);
+      }
+      if (result === TIMED_OUT) this.recoverSlot();
+    }
+  }
+
+  #roomFor(len: number): boolean {
+    if (this.maxsize > 0 && Atomics.load(this.words, COUNT) >= this.maxsize) return false;
+    const pos = Atomics.load(this.words, TAIL);
+    const used = len === 0 ? 1 : Math.ceil(len / SLOT_SIZE);
+    const mask = this.slots - 1;
+    for (let j = 0; j < used; j++) {
+      const p = (pos + j) | 0;
+      if (((Atomics.load(this.meta, (p & mask) * META_WORDS + META_SEQ) - p) | 0) < 0) return false;
+    }
+    return true;
+  }
+
+  // ---- encoding -------------------------------------------------------------
+
+  /** The message as it goes into the ring: bytes as they are, values encoded, large ones by segment. */
+  encode(value: unknown): Encoded {
+    let tag: number;
+    let body: Uint8Array;
+    if (value instanceof Uint8Array) {
+      tag = BYTES;
+      body = value;
+    } else {
+      body = this.codec.encode(value);
+      tag = this.codec.tag;
+    }
+    if (body.length <= this.sideThreshold) return { tag, body };
+    const shm = new SharedMemory({ create: true, size: Math.max(1, body.length) });
+    shm.buf.set(body);
+    const name = Buffer.from(shm.name, 'utf8');
+    shm.close();
+    return { tag: tag | SIDE, body: name };
+  }
+
+  // ---- the unbounded queue's overflow --------------------------------------
+
+  /**
+   * put() of an unbounded queue: into the ring if it fits and nothing of this
+   * process waits before it; otherwise behind the others, on the native
+   * feeder thread, which delivers them in order as consumers make room, even
+   * while this thread is blocked.
+   */
+  putUnbounded(message: Encoded): void {
+    if (this.#feedPid !== selfPid) {
+      // A feed made by the parent carries the parent's party row.
+      this.#feed = -1;
+      this.#feedPid = selfPid;
+    }
+    if (this.#feed < 0 || native.feedPending(this.#feed) === 0) {
+      if (this.tryPut(message.tag, message.body)) return;
+      // A busy consumer usually makes room within microseconds; handing the
+      // message to the feeder thread costs more than waiting for that.
+      for (let i = 0; i < SPIN_LIMIT; i++) {
+        if (this.#roomFor(message.body.length) && this.tryPut(message.tag, message.body)) return;
+      }
+    }
+    if (this.#feed < 0) this.#feed = native.feedOpen(this.buffer, this.slots, this.#feederRow(), this.joinable);
+    if (!this.#exitHook) {
+      this.#exitHook = true;
+      // Python joins its feeder thread at exit; process.exit() must not drop messages either.
+      process.on('exit', () => native.drain());
+    }
+    native.feed(this.#feed, this.buffer, message.tag, message.body);
+  }
+
+  /** A party row of its own for the feeder thread, which may put while this thread gets. */
+  #feederRow(): number {
+    this.#myRow();
+    const w = this.words;
+    for (let i = 0; i < PARTY_SLOTS; i++) {
+      if (i !== this.#row && Atomics.compareExchange(w, PARTIES + i * PARTY_WORDS + PARTY_PID, 0, selfPid) === 0) return i;
+    }
+    return NO_ROW;
+  }
+
+  get buffered(): number {
+    return this.#feed >= 0 && this.#feedPid === selfPid ? native.feedPending(this.#feed) : 0;
+  }
+
+  qsize(): number {
+    return Math.max(0, Atomics.load(this.words, COUNT)) + this.buffered;
+  }
+}
+
+export interface PutOptions extends WaitOptions {}
+
+/**
+ * A FIFO queue shared by every process forked after its creation. put()
+ * never blocks an unbounded queue (messages that do not fit wait in this
+ * process and follow in order); a bounded one blocks, times out with
+ * QueueFull, or throws QueueFull at once with `{ block: false }`.
+ */
+export class Queue<T = unknown> {
+  readonly #ring: Ring;
+  #closedBy = 0;
+
+  constructor(options: QueueOptions = {}) {
+    this.#ring = new Ring(`${new.target.name}()`, options, new.target === JoinableQueue);
+  }
+
+  protected get ring(): Ring {
+    return this.#ring;
+  }
+
+  #open(call: string): Ring {
+    if (this.#closedBy === selfPid) throw new ClosedError(`${this.constructor.name}.${call}: the queue is closed in this process`);
+    return this.#ring;
+  }
+
+  /** Puts a message; resolves once it is in the queue (or buffered, for an unbounded queue). */
+  put(item: T, options?: PutOptions): Promise<void> {
+    try {
+      const ring = this.#open('put()');
+      const message = ring.encode(item);
+      if (ring.maxsize === 0) {
+        deadlineOf(`${this.constructor.name}.put`, options);
+        ring.putUnbounded(message);
+        return Promise.resolve();
+      }
+      const deadline = deadlineOf(`${this.constructor.name}.put`, options);
+      if (ring.tryPut(message.tag, message.body)) return Promise.resolve();
+      // The encoding is reused by the next encode(), and this put may wait.
+      return runAsync(ring.putSteps(message.tag, Uint8Array.from(message.body), deadline));
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /** Puts a message, blocking while a bounded queue is full. */
+  putSync(item: T, options?: PutOptions): void {
+    const ring = this.#open('putSync()');
+    const deadline = deadlineOf(`${this.constructor.name}.putSync`, options);
+    const message = ring.encode(item);
+    if (ring.maxsize === 0) ring.putUnbounded(message);
+    else runSync(ring.putSteps(message.tag, message.body, deadline));
+  }
+
+  /** putSync(item, { block: false }): throws QueueFull if a bounded queue is full. */
+  putNowait(item: T): void {
+    this.putSync(item, { block: false });
+  }
+
+  /** Takes the oldest message; rejects with QueueEmpty after the timeout. */
+  get(options?: WaitOptions): Promise<T> {
+    try {
+      const ring = this.#open('get()');
+      const value = ring.tryGet();
+      if (value !== NOTHING) return Promise.resolve(value as T);
+      const deadline = deadlineOf(`${this.constructor.name}.get`, options);
+      return runAsync(ring.getSteps(deadline)) as Promise<T>;
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /** Takes the oldest message, blocking until there is one (or QueueEmpty after the timeout). */
+  getSync(options?: WaitOptions): T {
+    const ring = this.#open('getSync()');
+    const value = ring.tryGet();
+    if (value !== NOTHING) return value as T;
+    return runSync(ring.getSteps(deadlineOf(`${this.constructor.name}.getSync`, options))) as T;
+  }
+
+  /** getSync({ block: false }): throws QueueEmpty if nothing is there. */
+  getNowait(): T {
+    return this.getSync({ block: false });
+  }
+
+  /** About how many messages are in the queue (exact when nothing moves). */
+  qsize(): number {
+    return this.#ring.qsize();
+  }
+
+  empty(): boolean {
+    return this.qsize() === 0;
+  }
+
+  full(): boolean {
+    return this.#ring.maxsize > 0 && this.qsize() >= this.#ring.maxsize;
+  }
+
+  get maxsize(): number {
+    return this.#ring.maxsize;
+  }
+
+  /**
+   * This process will put and get no more: later calls here throw
+   * ClosedError. Messages it buffered still reach the queue (before exit at
+   * the latest); other processes are not affected.
+   */
+  close(): void {
+    this.#closedBy = selfPid;
+  }
+
+  /** Blocks until every message this process buffered is in the ring (Python's join_thread()). */
+  joinThread(): void {
+    native.drain();
+  }
+
+  /** The shared ring, for diagnostics and the crash tests: { buffer, slots }. */
+  [Symbol.for('nodemp.queue.ring')](): { buffer: ArrayBuffer; slots: number } {
+    return { buffer: this.#ring.buffer, slots: this.#ring.slots };
+  }
+
+  [Symbol.for('nodejs.util.inspect.custom')](): string {
+    return `${this.constructor.name} { size: ${this.qsize()}${this.#ring.maxsize ? `, maxsize: ${this.#ring.maxsize}` : ''} }`;
+  }
+}
+
+/** A Queue that counts unfinished tasks: taskDone() after each get, join() until all are done. */
+export class JoinableQueue<T = unknown> extends Queue<T> {
+  /** Marks one message taken with get() as processed. */
+  taskDone(): void {
+    const w = this.ring.words;
+    for (;;) {
+      const left = Atomics.load(w, UNFINISHED);
+      if (left <= 0) throw new SyncError('ERR_TOO_MANY_TASK_DONE', 'JoinableQueue.taskDone(): called more times than there were messages');
+      if (Atomics.compareExchange(w, UNFINISHED, left, left - 1) === left) {
+        if (left === 1 && Atomics.load(w, JOIN_SLEEPERS) > 0) native.futexWake(this.ring.buffer, UNFINISHED * 4, 0x7fffffff);
+        return;
+      }
+    }
+  }
+
+  *#joinSteps(deadline: number): Steps<boolean> {
+    const w = this.ring.words;
+    Atomics.add(w, JOIN_SLEEPERS, 1);
+    try {
+      for (;;) {
+        const left = Atomics.load(w, UNFINISHED);
+        if (left === 0) return true;
+        if (timeLeft(deadline) === 0) return false;
+        yield sleep(this.ring.buffer, UNFINISHED * 4, left, timeLeft(deadline));
+      }
+    } finally {
+      Atomics.sub(w, JOIN_SLEEPERS, 1);
+    }
+  }
+
+  /** Resolves true once every message put has been marked done (false if `timeout` ms pass first). */
+  join(timeout?: number): Promise<boolean> {
+    try {
+      return runAsync(this.#joinSteps(deadlineAfter('JoinableQueue.join', timeout)));
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  joinSync(timeout?: number): boolean {
+    return runSync(this.#joinSteps(deadlineAfter('JoinableQueue.joinSync', timeout)));
+  }
+}
+
+/** Python's SimpleQueue: an unbounded queue with put, get, empty and close only. */
+export class SimpleQueue<T = unknown> {
+  readonly #queue: Queue<T>;
+
+  constructor(options: Pick<QueueOptions, 'serializer' | 'ringSize'> = {}) {
+    this.#queue = new Queue<T>({ ...options, maxsize: 0 });
+  }
+
+  put(item: T): void {
+    this.#queue.putSync(item);
+  }
+
+  get(): Promise<T> {
+    return this.#queue.get();
+  }
+
+  getSync(): T {
+    return this.#queue.getSync();
+  }
+
+  empty(): boolean {
+    return this.#queue.empty();
+  }
+
+  close(): void {
+    this.#queue.close();
+  }
+}

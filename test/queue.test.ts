@@ -1,0 +1,317 @@
+import { createHash } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import { ClosedError, JoinableQueue, Queue, QueueEmpty, QueueFull, SimpleQueue, SyncError } from '../dist/index.js';
+import { native } from '../dist/native.js';
+import { openFds, shared, shmEntries } from './helpers.js';
+import { busySleep, loopTicksDuring, spawnChild } from './sync-helpers.js';
+
+describe('Queue', () => {
+  it('round-trips values with their types, and bytes as bytes', () => {
+    const q = new Queue();
+    const cyclic: Record<string, unknown> = { m: new Map([[1, new Set(['a'])]]) };
+    cyclic.self = cyclic;
+    const values = [1, -0.5, 'text', null, true, 2n ** 70n, [1, [2, { x: 3 }]], new Date(5), /re/g, new Float32Array([1.5]), new TypeError('boom')];
+    for (const v of values) q.putSync(v);
+    q.putSync(cyclic);
+    q.putSync(Buffer.from('raw bytes'));
+    q.putSync(new Uint8Array(0));
+    for (const v of values) expect(q.getSync()).toEqual(v);
+    const c = q.getSync() as Record<string, unknown>;
+    expect(c.self).toBe(c);
+    expect(c.m).toEqual(new Map([[1, new Set(['a'])]]));
+    expect(Buffer.from(q.getSync() as Uint8Array).toString()).toBe('raw bytes');
+    expect((q.getSync() as Uint8Array).length).toBe(0);
+    expect(q.empty()).toBe(true);
+  });
+
+  it("with { serializer: 'v8' } keeps what node:v8 keeps", () => {
+    const q = new Queue({ serializer: 'v8' });
+    const v = { m: new Map([['k', [1n]]]), d: new Date(1) };
+    q.putSync(v);
+    expect(q.getSync()).toEqual(v);
+    expect(() => new Queue({ serializer: 'json' as 'v8' })).toThrow(TypeError);
+  });
+
+  it('get on an empty queue: QueueEmpty at once, or after about the timeout', async () => {
+    const q = new Queue();
+    expect(() => q.getNowait()).toThrow(QueueEmpty);
+    expect(() => q.getSync({ block: false })).toThrow(QueueEmpty);
+    let t0 = performance.now();
+    expect(() => q.getSync({ timeout: 100 })).toThrow(QueueEmpty);
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(95);
+    t0 = performance.now();
+    await expect(q.get({ timeout: 100 })).rejects.toThrow(QueueEmpty);
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(95);
+  });
+
+  it('bounded: full(), QueueFull at once or after the timeout, put waits for room', async () => {
+    const q = new Queue<number>({ maxsize: 2 });
+    expect(q.maxsize).toBe(2);
+    q.putSync(1);
+    await q.put(2);
+    expect(q.full()).toBe(true);
+    expect(q.qsize()).toBe(2);
+    expect(() => q.putNowait(3)).toThrow(QueueFull);
+    const t0 = performance.now();
+    expect(() => q.putSync(3, { timeout: 80 })).toThrow(QueueFull);
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(75);
+    await expect(q.put(3, { timeout: 30 })).rejects.toThrow(QueueFull);
+    const child = spawnChild(() => {
+      busySleep(150);
+      q.getSync();
+    });
+    const { ticks } = await loopTicksDuring(q.put(3, { timeout: 10000 }));
+    expect(ticks).toBeGreaterThan(3);
+    await child.join();
+    expect([q.getSync(), q.getSync()]).toEqual([2, 3]);
+  });
+
+  it('rejects bad options and arguments', () => {
+    expect(() => new Queue({ maxsize: -1 })).toThrow(RangeError);
+    expect(() => new Queue({ maxsize: 1.5 })).toThrow(RangeError);
+    expect(() => new Queue({ ringSize: 10 })).toThrow(RangeError);
+    expect(() => new Queue(5 as unknown as object)).toThrow(TypeError);
+    const q = new Queue();
+    expect(() => q.getSync({ block: false, timeout: 1 })).toThrow(TypeError);
+    expect(() => q.putSync(1, { timeout: -1 })).toThrow(RangeError);
+  });
+
+  it('close() ends this process’s use only', () => {
+    const q = new Queue();
+    q.putSync('before');
+    q.close();
+    expect(() => q.putSync(1)).toThrow(ClosedError);
+    expect(() => q.getSync()).toThrow(/closed in this process/);
+    const seen = shared(1);
+    const child = spawnChild(() => {
+      seen[0] = q.getSync() === 'before' ? 1 : 2;
+    });
+    child.joinSync();
+    expect(seen[0]).toBe(1);
+  });
+
+  it('unbounded put never blocks, even far past the ring, and nothing is lost while the producer is blocked', () => {
+    const q = new Queue<Buffer>({ ringSize: 4096 });
+    const n = 2000;
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) q.putSync(Buffer.alloc(100, i % 256));
+    expect(performance.now() - t0).toBeLessThan(5000);
+    const sum = shared(2);
+    const consumer = spawnChild(() => {
+      for (let i = 0; i < n; i++) {
+        const b = q.getSync({ timeout: 10000 });
+        if (b.length === 100 && b[99] === i % 256) Atomics.add(sum, 0, 1);
+      }
+    });
+    // Blocks this thread: only the feeder thread can deliver the rest.
+    consumer.joinSync();
+    expect(sum[0]).toBe(n);
+  });
+
+  it('messages larger than the ring travel whole, up to 64 MiB, and leave no segment behind', () => {
+    const before = shmEntries().filter((n) => n.startsWith('nodemp_'));
+    const q = new Queue({ ringSize: 64 * 1024 });
+    const big = Buffer.alloc(64 << 20);
+    for (let i = 0; i < big.length; i += 4093) big[i] = i & 0xff;
+    const digest = createHash('sha256').update(big).digest('hex');
+    const ok = shared(1);
+    const child = spawnChild(() => {
+      const got = q.getSync() as Buffer;
+      const text = q.getSync() as string;
+      ok[0] = createHash('sha256').update(got).digest('hex') === digest && text.length === 300000 ? 1 : 2;
+    });
+    q.putSync(big);
+    q.putSync('x'.repeat(300000));
+    child.joinSync();
+    expect(ok[0]).toBe(1);
+    expect(shmEntries().filter((n) => n.startsWith('nodemp_') && !before.includes(n))).toEqual([]);
+  });
+
+  it('8 processes at once: no duplicate, no loss, FIFO per producer (counts and checksums)', () => {
+    const q = new Queue<[number, number]>({ ringSize: 16384 });
+    const producers = 4;
+    const per = 3000;
+    const results = shared(16); // per consumer: [count, checksum, order violations]
+    const consumers = [0, 1, 2, 3].map((c) =>
+      spawnChild(() => {
+        const last = [-1, -1, -1, -1];
+        let count = 0;
+        let checksum = 0;
+        let disorder = 0;
+        for (;;) {
+          const [p, i] = q.getSync({ timeout: 10000 });
+          if (p < 0) break;
+          if (i <= last[p]) disorder++;
+          last[p] = i;
+          count++;
+          checksum = (checksum + p * 100003 + i) | 0;
+        }
+        results[c * 3] = count;
+        results[c * 3 + 1] = checksum;
+        results[c * 3 + 2] = disorder;
+      }),
+    );
+    const makers = Array.from({ length: producers }, (_, p) =>
+      spawnChild(() => {
+        for (let i = 0; i < per; i++) q.putSync([p, i]);
+      }),
+    );
+    for (const m of makers) m.joinSync();
+    for (let c = 0; c < 4; c++) q.putSync([-1, -1]);
+    for (const c of consumers) c.joinSync();
+    expect([...makers, ...consumers].map((p) => p.exitCode)).toEqual(Array(8).fill(0));
+    let count = 0;
+    let checksum = 0;
+    for (let c = 0; c < 4; c++) {
+      count += results[c * 3];
+      checksum = (checksum + results[c * 3 + 1]) | 0;
+      expect(results[c * 3 + 2]).toBe(0);
+    }
+    let expected = 0;
+    for (let p = 0; p < producers; p++) for (let i = 0; i < per; i++) expected = (expected + p * 100003 + i) | 0;
+    expect(count).toBe(producers * per);
+    expect(checksum).toBe(expected);
+    expect(q.empty()).toBe(true);
+  });
+
+  it('get() waits without blocking the event loop', async () => {
+    const q = new Queue<string>();
+    const child = spawnChild(() => {
+      busySleep(200);
+      q.putSync('late');
+    });
+    const { value, ticks } = await loopTicksDuring(q.get({ timeout: 10000 }));
+    expect(value).toBe('late');
+    expect(ticks).toBeGreaterThan(5);
+    await child.join();
+  });
+
+  it('a producer that dies between reserving and publishing does not wedge consumers', () => {
+    const q = new Queue<string>({ ringSize: 4096 });
+    const { buffer } = (q as unknown as Record<symbol, () => { buffer: ArrayBuffer }>)[Symbol.for('nodemp.queue.ring')]();
+    const L = native.layout;
+    const w = new Int32Array(buffer, 0, L.kQueueHeaderSize / 4);
+    // A child reserves a slot the way put() does and is killed before publishing.
+    const child = spawnChild(() => {
+      const pos = Atomics.load(w, L.kQueueTail / 4);
+      const row = (L.kQueueParties + 5 * L.kQueuePartySize) / 4;
+      Atomics.store(w, row + L.kQueuePartyPid / 4, process.pid);
+      w[row + L.kQueuePartyPos / 4] = pos;
+      w[row + L.kQueuePartySlotsUsed / 4] = 1;
+      Atomics.store(w, row + L.kQueuePartyKind / 4, 1);
+      Atomics.add(w, L.kQueueCount / 4, 1);
+      Atomics.store(w, L.kQueueTail / 4, pos + 1);
+      process.kill(process.pid, 'SIGKILL');
+    });
+    child.joinSync();
+    expect(child.exitCode).toBe(-9);
+    q.putSync('after');
+    const t0 = performance.now();
+    expect(q.getSync({ timeout: 5000 })).toBe('after');
+    expect(performance.now() - t0).toBeLessThan(3000);
+    expect(q.qsize()).toBe(0);
+  });
+
+  it.each([
+    ['unbounded (the feeder thread puts)', 0],
+    ['bounded (put itself waits)', 1000],
+  ])('a consumer that dies holding claimed slots does not wedge producers: %s', (_, maxsize) => {
+    const q = new Queue<number>({ ringSize: 4096, maxsize });
+    const { buffer, slots } = (q as unknown as Record<symbol, () => { buffer: ArrayBuffer; slots: number }>)[Symbol.for('nodemp.queue.ring')]();
+    const L = native.layout;
+    const w = new Int32Array(buffer, 0, L.kQueueHeaderSize / 4);
+    q.putSync(1);
+    // A child claims the message the way get() does and is killed before handing the slot back.
+    const child = spawnChild(() => {
+      const pos = Atomics.load(w, L.kQueueHead / 4);
+      const row = (L.kQueueParties + 7 * L.kQueuePartySize) / 4;
+      Atomics.store(w, row + L.kQueuePartyPid / 4, process.pid);
+      w[row + L.kQueuePartyPos / 4] = pos;
+      w[row + L.kQueuePartySlotsUsed / 4] = 1;
+      Atomics.store(w, row + L.kQueuePartyKind / 4, 2);
+      Atomics.store(w, L.kQueueHead / 4, pos + 1);
+      process.kill(process.pid, 'SIGKILL');
+    });
+    child.joinSync();
+    // Fill the ring all the way round, onto the dead consumer's slot.
+    const drain = shared(1);
+    const consumer = spawnChild(() => {
+      for (let i = 0; i < slots + 10; i++) if (q.getSync({ timeout: 10000 }) === i) Atomics.add(drain, 0, 1);
+    });
+    for (let i = 0; i < slots + 10; i++) q.putSync(i);
+    consumer.joinSync();
+    expect(drain[0]).toBe(slots + 10);
+  });
+
+  it('survives SIGKILL of producers and consumers mid-stream: the others go on', async () => {
+    const q = new Queue<number>({ ringSize: 8192 });
+    const victims = [0, 1, 2].map((k) =>
+      spawnChild(() => {
+        for (let i = 0; ; i++) {
+          if (k === 0) q.getSync();
+          else q.putSync(i);
+        }
+      }),
+    );
+    busySleep(100);
+    for (const v of victims) v.kill();
+    for (const v of victims) await v.join();
+    // Whatever the victims left half-done, a fresh producer and consumer still work.
+    const got = shared(1);
+    const consumer = spawnChild(() => {
+      for (;;) {
+        const v = q.getSync({ timeout: 5000 });
+        if (v === -1) break;
+        if (v >= 1_000_000) Atomics.add(got, 0, 1);
+      }
+    });
+    for (let i = 0; i < 5000; i++) q.putSync(1_000_000 + i);
+    q.putSync(-1);
+    await consumer.join(20000);
+    expect(consumer.exitCode).toBe(0);
+    expect(got[0]).toBe(5000);
+  });
+
+  it('leaves no descriptors behind', () => {
+    const before = openFds();
+    const q = new Queue();
+    for (let i = 0; i < 100; i++) q.putSync({ i });
+    for (let i = 0; i < 100; i++) q.getSync();
+    expect(openFds()).toEqual(before);
+  });
+});
+
+describe('JoinableQueue', () => {
+  it('join() waits for every taskDone(); too many taskDone() throws', async () => {
+    const q = new JoinableQueue<number>();
+    const worker = spawnChild(async () => {
+      for (let i = 0; i < 5; i++) {
+        await q.get();
+        busySleep(10);
+        q.taskDone();
+      }
+    });
+    for (let i = 0; i < 5; i++) q.putSync(i);
+    expect(q.joinSync(0)).toBe(false);
+    const { value, ticks } = await loopTicksDuring(q.join(10000));
+    expect(value).toBe(true);
+    expect(ticks).toBeGreaterThan(0);
+    await worker.join();
+    expect(() => q.taskDone()).toThrow(SyncError);
+    expect(q.joinSync()).toBe(true);
+  });
+});
+
+describe('SimpleQueue', () => {
+  it('put, get, empty, close', async () => {
+    const q = new SimpleQueue<string>();
+    expect(q.empty()).toBe(true);
+    const child = spawnChild(() => q.put('from child'));
+    expect(await q.get()).toBe('from child');
+    q.put('again');
+    expect(q.getSync()).toBe('again');
+    await child.join();
+    q.close();
+    expect(() => q.put('x')).toThrow(ClosedError);
+  });
+});

@@ -52,6 +52,13 @@ for (const script of ['sync-lock.js', 'sync-value.js', 'sync-event.js', 'sync-se
   Object.assign(results, runWorkload(script));
 }
 
+// Queues and pipes (issue #4): throughput, round trips and bandwidth, also
+// all times, beside Python's mp.Queue and mp.Pipe, worker_threads and
+// child_process IPC.
+for (const script of ['queue.js', 'pipe.js']) {
+  Object.assign(results, runWorkload(script));
+}
+
 const python = spawnSync('python3', ['--version'], { encoding: 'utf8' }).stdout.trim();
 const meta = {
   date: new Date().toISOString().slice(0, 10),

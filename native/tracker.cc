@@ -171,7 +171,7 @@ static bool StartsWith(const char* s, const char* prefix) {
 // long as it lives. It needs only its stack and thread block (TLS) and the
 // code and data of the loaded objects; every other mapping (heaps, mapped
 // segments, anonymous shared memory) is unmapped.
-static void DropInheritedMemory(const Libc& libc) {
+[[maybe_unused]] static void DropInheritedMemory(const Libc& libc) {
   int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
   if (fd < 0) return;
   size_t capacity = 1 << 20;
@@ -281,7 +281,9 @@ static void DropInheritedMemory(const Libc& libc) {
   // parent's sockets, pipes or files.
   if (read_fd != 0) dup2(read_fd, 0);
   CloseFrom(1, fd_limit);
-#if defined(__linux__)
+  // An AddressSanitizer build (npm run test:asan) needs its shadow memory and
+  // runtime state in every process that runs instrumented code.
+#if defined(__linux__) && !defined(__SANITIZE_ADDRESS__)
   DropInheritedMemory(libc);
 #endif
 

@@ -22,6 +22,9 @@ const nativeHeavy = [
   'test/lock.test.ts',
   'test/owner-death.test.ts',
   'test/shared-memory.test.ts',
+  'test/queue.test.ts',
+  'test/pipe.test.ts',
+  'test/wait.test.ts',
 ];
 run('npx', ['vitest', 'run', ...nativeHeavy], {
   ...process.env,

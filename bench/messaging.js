@@ -1,0 +1,238 @@
+// What bench/queue.js and bench/pipe.js share: the gate that starts nodemp's
+// producers and consumers together, the worker_threads and child_process
+// peers, and the Python peer (bench/peers/py_queue.py).
+import { spawnSync, fork } from 'node:child_process';
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import { Event, Process, Queue, Semaphore } from '../dist/index.js';
+
+const here = fileURLToPath(new URL('.', import.meta.url));
+
+// A hung child must fail the benchmark rather than hang it.
+const ROUND_TIMEOUT_MS = 120_000;
+
+// Made before any fork, so every child shares them.
+const ready = new Semaphore(0);
+const gate = new Event();
+const done = new Semaphore(0);
+const reports = new Queue();
+
+/**
+ * Forks one child per producer and consumer, opens the gate once all of them
+ * wait at it, and returns the milliseconds from then to the last consumer's
+ * return. Forks and joins are outside the clock. A consumer returns
+ * { count, sum } of what it received (or throws), checked against `expected`.
+ */
+export function gated(producers, consumers, expected) {
+  gate.clear();
+  const consumer = (fn) => () => {
+    let report;
+    try {
+      report = fn();
+    } catch (error) {
+      report = { error: String(error?.stack ?? error) };
+    }
+    // Released even on failure, so the parent never waits for a consumer that gave up.
+    done.release();
+    reports.putSync(report);
+  };
+  const targets = [...producers, ...consumers.map(consumer)];
+  const children = targets.map((fn) => new Process({
+    daemon: true,
+    target: () => {
+      ready.release();
+      gate.waitSync();
+      fn();
+    },
+  }));
+  for (const c of children) c.start();
+  for (let i = 0; i < children.length; i++) {
+    if (!ready.acquireSync({ timeout: ROUND_TIMEOUT_MS })) throw new Error('a child never reached the gate');
+  }
+  const t0 = performance.now();
+  gate.set();
+  for (let i = 0; i < consumers.length; i++) {
+    if (!done.acquireSync({ timeout: ROUND_TIMEOUT_MS })) throw new Error('a consumer never finished');
+  }
+  const ms = performance.now() - t0;
+  let count = 0;
+  let sum = 0;
+  for (let i = 0; i < consumers.length; i++) {
+    const r = reports.getSync({ timeout: ROUND_TIMEOUT_MS });
+    if (r.error) throw new Error(`a consumer failed: ${r.error}`);
+    count += r.count;
+    sum += r.sum;
+  }
+  for (const c of children) {
+    c.joinSync();
+    if (c.exitCode !== 0) throw new Error(`a benchmark child exited with ${c.exitCode}`);
+  }
+  checkTotals('nodemp', { count, sum }, expected);
+  return ms;
+}
+
+/** Messages 0..n-1 in all: n of them, summing to n(n-1)/2. */
+export function checkTotals(what, got, n) {
+  if (got.count !== n || got.sum !== (n * (n - 1)) / 2) {
+    throw new Error(`${what}: received ${got.count} messages summing to ${got.sum}, expected ${n} summing to ${(n * (n - 1)) / 2}`);
+  }
+}
+
+// ---- worker_threads -------------------------------------------------------
+
+// A sink counts and checks n messages (in order), answers { count, sum } and
+// starts over; an echo sends every message straight back. Messages come on
+// workerData.port (a MessageChannel end) if given, else on parentPort.
+// `kind` says how a message carries its number: { i }, or the first four
+// bytes of a Uint8Array of `size` bytes.
+const workerSource = `
+const { parentPort, workerData: { port: given, mode, kind, size, n } } = require('node:worker_threads');
+const port = given ?? parentPort;
+let count = 0;
+let sum = 0;
+function numberOf(m) {
+  if (kind === 'obj') return m.i;
+  if (!(m instanceof Uint8Array) || m.length !== size) throw new Error('a bytes message of the wrong size');
+  return (m[0] | (m[1] << 8) | (m[2] << 16) | (m[3] << 24)) >>> 0;
+}
+port.on('message', mode === 'echo' ? (m) => port.postMessage(m) : (m) => {
+  const i = numberOf(m);
+  if (i !== count) throw new Error('message ' + i + ' arrived where ' + count + ' was expected');
+  count++;
+  sum += i;
+  if (count === n) {
+    port.postMessage({ count, sum });
+    count = sum = 0;
+  }
+});
+`;
+
+/** A Worker peer; `channel` puts it behind a MessageChannel instead of the Worker's own port. */
+export class WorkerPeer {
+  constructor(options, channel = false) {
+    if (channel) {
+      const { port1, port2 } = new MessageChannel();
+      this.worker = new Worker(workerSource, { eval: true, workerData: { ...options, port: port2 }, transferList: [port2] });
+      this.port = port1;
+    } else {
+      this.worker = new Worker(workerSource, { eval: true, workerData: { ...options, port: null } });
+      this.port = this.worker;
+    }
+    this.failed = once(this.worker, 'error').then(([error]) => {
+      throw error;
+    });
+    this.failed.catch(() => {});
+  }
+
+  /** Posts make(0..n-1) and resolves with the ms until the sink has checked the last. */
+  async sink(n, make) {
+    const answer = once(this.port, 'message');
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) this.port.postMessage(make(i));
+    const [got] = await Promise.race([answer, this.failed]);
+    const ms = performance.now() - t0;
+    checkTotals('worker_threads', got, n);
+    return ms;
+  }
+
+  pingPong(total, warmup) {
+    return pingPong((m) => this.port.postMessage(m), this.port, total, warmup, this.failed);
+  }
+
+  async close() {
+    if (this.port !== this.worker) this.port.close();
+    await this.worker.terminate();
+  }
+}
+
+/**
+ * Round trips of { i } to an echo: each answer sends the next message from
+ * the 'message' callback itself, the fastest a Node program can go with
+ * events. Resolves with the round trips after `warmup`, in us.
+ */
+function pingPong(send, emitter, total, warmup, failed) {
+  const run = new Promise((resolve, reject) => {
+    const samples = [];
+    let i = 0;
+    let t0 = 0;
+    const onMessage = (m) => {
+      const t = performance.now();
+      if (m?.i !== i) {
+        emitter.off('message', onMessage);
+        reject(new Error(`ping-pong answer ${m?.i} where ${i} was expected`));
+        return;
+      }
+      if (i >= warmup) samples.push((t - t0) * 1000);
+      if (++i === total) {
+        emitter.off('message', onMessage);
+        resolve(samples);
+        return;
+      }
+      t0 = performance.now();
+      send({ i });
+    };
+    emitter.on('message', onMessage);
+    t0 = performance.now();
+    send({ i: 0 });
+  });
+  return Promise.race([run, failed]);
+}
+
+// ---- child_process IPC -----------------------------------------------------
+
+/** A fork()ed Node program (bench/peers/ipc-peer.cjs) reached through process.send. */
+export class IpcPeer {
+  static async start(mode, n) {
+    const child = fork(`${here}peers/ipc-peer.cjs`, [mode, String(n)], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+    const peer = new IpcPeer(child);
+    const [first] = await Promise.race([once(child, 'message'), peer.failed]);
+    if (first !== 'ready') throw new Error(`ipc peer said ${first}`);
+    return peer;
+  }
+
+  constructor(child) {
+    this.child = child;
+    this.failed = once(child, 'exit').then(([code]) => {
+      throw new Error(`ipc peer exited with ${code}`);
+    });
+    this.failed.catch(() => {});
+  }
+
+  async sink(n, make) {
+    const answer = once(this.child, 'message');
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) this.child.send(make(i));
+    const [got] = await Promise.race([answer, this.failed]);
+    const ms = performance.now() - t0;
+    checkTotals('child_process', got, n);
+    return ms;
+  }
+
+  pingPong(total, warmup) {
+    return pingPong((m) => this.child.send(m), this.child, total, warmup, this.failed);
+  }
+
+  async close() {
+    const exited = once(this.child, 'exit');
+    this.child.disconnect();
+    await exited;
+  }
+}
+
+// ---- Python -----------------------------------------------------------------
+
+/**
+ * Runs several py_queue.py subcommands in one interpreter (its start-up is
+ * outside every timing but still costs the run's time). Returns their results
+ * in order, or null if there is no python3.
+ */
+export function python(commands) {
+  const r = spawnSync('python3', [`${here}peers/py_queue.py`, ...commands.map((c) => c.join(':'))], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  if (r.error?.code === 'ENOENT') return null;
+  if (r.error || r.status !== 0) throw new Error(`py_queue.py failed: ${r.error ?? `status ${r.status}`}`);
+  return JSON.parse(r.stdout);
+}

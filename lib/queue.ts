@@ -42,7 +42,8 @@ const L = native.layout;
 const W = (byteOffset: number): number => byteOffset / 4;
 const TAIL = W(L.kQueueTail);
 const HEAD = W(L.kQueueHead);
-const COUNT = W(L.kQueueCount);
+const PUTS = W(L.kQueuePuts);
+const GETS = W(L.kQueueGets);
 const GET_SLEEPERS = W(L.kQueueGetSleepers);
 const PUT_SLEEPERS = W(L.kQueuePutSleepers);
 const PUT_SEQ = W(L.kQueuePutSeq);
@@ -226,7 +227,7 @@ class Ring {
     const [live, dead] = this.#claimants(GETTING, (pos - this.slots) | 0);
     if (live > 0 || dead.length === 0) return;
     const { pos: start, used } = dead[0];
-    Atomics.sub(this.words, COUNT, 1);
+    Atomics.add(this.words, GETS, 1);
     this.#release(start, used);
     this.#forget(dead);
   }
@@ -240,12 +241,12 @@ class Ring {
     const used = len === 0 ? 1 : Math.ceil(len / SLOT_SIZE);
     if (this.maxsize > 0) {
       for (;;) {
-        const count = Atomics.load(w, COUNT);
-        if (count >= this.maxsize) return false;
-        if (Atomics.compareExchange(w, COUNT, count, count + 1) === count) break;
+        const puts = Atomics.load(w, PUTS);
+        if (((puts - Atomics.load(w, GETS)) | 0) >= this.maxsize) return false;
+        if (Atomics.compareExchange(w, PUTS, puts, (puts + 1) | 0) === puts) break;
       }
     } else {
-      Atomics.add(w, COUNT, 1);
+      Atomics.add(w, PUTS, 1);
     }
     const mask = this.slots - 1;
     const meta = this.meta;
@@ -259,7 +260,7 @@ class Ring {
       }
       if (ahead < 0) {
         // The ring is full: a consumer has not handed these slots back yet.
-        Atomics.sub(w, COUNT, 1);
+        Atomics.sub(w, PUTS, 1);
         return false;
       }
       if (ahead > 0) continue;
@@ -311,7 +312,7 @@ class Ring {
         if (tag !== SKIP) value = this.#read(pos, tag, len);
       } finally {
         // Count first: a producer woken by the release must find the room.
-        Atomics.sub(w, COUNT, 1);
+        Atomics.add(w, GETS, 1);
         this.#release(pos, used);
         this.#idle();
       }
@@ -407,7 +408,7 @@ class Ring {
   }
 
   #roomFor(len: number): boolean {
-    if (this.maxsize > 0 && Atomics.load(this.words, COUNT) >= this.maxsize) return false;
+    if (this.maxsize > 0 && this.count() >= this.maxsize) return false;
     const pos = Atomics.load(this.words, TAIL);
     const used = len === 0 ? 1 : Math.ceil(len / SLOT_SIZE);
     const mask = this.slots - 1;
@@ -484,8 +485,13 @@ class Ring {
     return this.#feed >= 0 && this.#feedPid === selfPid ? native.feedPending(this.#feed) : 0;
   }
 
+  /** Messages in the ring (or reserved there), by the two sides' counters. */
+  count(): number {
+    return Math.max(0, (Atomics.load(this.words, PUTS) - Atomics.load(this.words, GETS)) | 0);
+  }
+
   qsize(): number {
-    return Math.max(0, Atomics.load(this.words, COUNT)) + this.buffered;
+    return this.count() + this.buffered;
   }
 }
 

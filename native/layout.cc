@@ -55,7 +55,8 @@ void InitLayout(Napi::Env env, Napi::Object exports) {
   NODEMP_EXPORT(kListTypeBytes);
   NODEMP_EXPORT(kQueueTail);
   NODEMP_EXPORT(kQueueHead);
-  NODEMP_EXPORT(kQueueCount);
+  NODEMP_EXPORT(kQueuePuts);
+  NODEMP_EXPORT(kQueueGets);
   NODEMP_EXPORT(kQueueGetSleepers);
   NODEMP_EXPORT(kQueuePutSleepers);
   NODEMP_EXPORT(kQueuePutSeq);

@@ -83,9 +83,12 @@ constexpr uint32_t kListTypeBytes = 6;
 // for position p (== p), published at p (== p + 1), or still in use by the
 // previous lap. Positions count slots and wrap at 2^32; they are compared by
 // 32-bit difference.
+// Each side counts its own messages on its own cache line, so that puts and
+// gets never contend for one counter; the queue's size is their difference.
 constexpr uint32_t kQueueTail = 0;            // cell 0, producers: the next position to reserve
+constexpr uint32_t kQueuePuts = 4;            // messages put (a bounded put counts itself before reserving)
 constexpr uint32_t kQueueHead = 64;           // cell 1, consumers: the next position to claim
-constexpr uint32_t kQueueCount = 128;         // cell 2: messages put and not yet taken (reserved by put first)
+constexpr uint32_t kQueueGets = 68;           // messages taken (or skipped)
 constexpr uint32_t kQueueGetSleepers = 132;   // consumers asleep (or about to be) on kQueuePutSeq
 constexpr uint32_t kQueuePutSleepers = 136;   // producers asleep (or about to be) on kQueueGetSeq
 constexpr uint32_t kQueuePutSeq = 140;        // bumped when a message is published and a consumer sleeps

@@ -69,7 +69,7 @@ static bool TryPut(Feed* f, const Message& m) {
   uint32_t len = static_cast<uint32_t>(m.body.size());
   int32_t used = len == 0 ? 1 : static_cast<int32_t>((len + kQueueSlotSize - 1) / kQueueSlotSize);
   uint32_t mask = f->slots - 1;
-  Add(Word(f, kQueueCount), 1);
+  Add(Word(f, kQueuePuts), 1);
   int32_t pos;
   for (;;) {
     pos = Load(Word(f, kQueueTail));
@@ -79,7 +79,7 @@ static bool TryPut(Feed* f, const Message& m) {
       ahead = static_cast<int32_t>(static_cast<uint32_t>(Load(Meta(f, p & mask) + kQueueMetaSeq / 4)) - static_cast<uint32_t>(p));
     }
     if (ahead < 0) {
-      Add(Word(f, kQueueCount), -1);
+      Add(Word(f, kQueuePuts), -1);
       return false;
     }
     if (ahead > 0) continue;
@@ -138,7 +138,7 @@ static void RecoverSlot(Feed* f) {
   int32_t* party = Word(f, kQueueParties + dead_row * kQueuePartySize);
   uint32_t start = static_cast<uint32_t>(party[kQueuePartyPos / 4]);
   uint32_t used = static_cast<uint32_t>(party[kQueuePartySlotsUsed / 4]);
-  Add(Word(f, kQueueCount), -1);
+  Add(Word(f, kQueueGets), 1);
   for (uint32_t j = 0; j < used; j++) Store(Meta(f, (start + j) & mask) + kQueueMetaSeq / 4, static_cast<int32_t>(start + j + f->slots));
   Store(party + kQueuePartyKind / 4, 0);
 }

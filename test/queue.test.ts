@@ -199,7 +199,7 @@ describe('Queue', () => {
       w[row + L.kQueuePartyPos / 4] = pos;
       w[row + L.kQueuePartySlotsUsed / 4] = 1;
       Atomics.store(w, row + L.kQueuePartyKind / 4, 1);
-      Atomics.add(w, L.kQueueCount / 4, 1);
+      Atomics.add(w, L.kQueuePuts / 4, 1);
       Atomics.store(w, L.kQueueTail / 4, pos + 1);
       process.kill(process.pid, 'SIGKILL');
     });

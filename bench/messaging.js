@@ -81,48 +81,59 @@ export function checkTotals(what, got, n) {
 
 // ---- worker_threads -------------------------------------------------------
 
-// A sink counts and checks n messages (in order), answers { count, sum } and
-// starts over; an echo sends every message straight back. Messages come on
-// workerData.port (a MessageChannel end) if given, else on parentPort.
-// `kind` says how a message carries its number: { i }, or the first four
-// bytes of a Uint8Array of `size` bytes.
+// One Worker serves several MessageChannels, one per row, so a pass starts a
+// single thread for them all. On each channel a sink counts and checks n
+// messages (in order), answers { count, sum } and starts over; an echo sends
+// every message straight back. `kind` says how a message carries its number:
+// { i }, or the first four bytes of a Uint8Array of `size` bytes.
 const workerSource = `
-const { parentPort, workerData: { port: given, mode, kind, size, n } } = require('node:worker_threads');
-const port = given ?? parentPort;
-let count = 0;
-let sum = 0;
-function numberOf(m) {
-  if (kind === 'obj') return m.i;
-  if (!(m instanceof Uint8Array) || m.length !== size) throw new Error('a bytes message of the wrong size');
-  return (m[0] | (m[1] << 8) | (m[2] << 16) | (m[3] << 24)) >>> 0;
+const { workerData: { channels } } = require('node:worker_threads');
+for (const { port, mode, kind, size, n } of channels) {
+  let count = 0;
+  let sum = 0;
+  const numberOf = kind === 'obj' ? (m) => m.i : (m) => {
+    if (!(m instanceof Uint8Array) || m.length !== size) throw new Error('a bytes message of the wrong size');
+    return (m[0] | (m[1] << 8) | (m[2] << 16) | (m[3] << 24)) >>> 0;
+  };
+  port.on('message', mode === 'echo' ? (m) => port.postMessage(m) : (m) => {
+    const i = numberOf(m);
+    if (i !== count) throw new Error('message ' + i + ' arrived where ' + count + ' was expected');
+    count++;
+    sum += i;
+    if (count === n) {
+      port.postMessage({ count, sum });
+      count = sum = 0;
+    }
+  });
 }
-port.on('message', mode === 'echo' ? (m) => port.postMessage(m) : (m) => {
-  const i = numberOf(m);
-  if (i !== count) throw new Error('message ' + i + ' arrived where ' + count + ' was expected');
-  count++;
-  sum += i;
-  if (count === n) {
-    port.postMessage({ count, sum });
-    count = sum = 0;
-  }
-});
 `;
 
-/** A Worker peer; `channel` puts it behind a MessageChannel instead of the Worker's own port. */
-export class WorkerPeer {
-  constructor(options, channel = false) {
-    if (channel) {
-      const { port1, port2 } = new MessageChannel();
-      this.worker = new Worker(workerSource, { eval: true, workerData: { ...options, port: port2 }, transferList: [port2] });
-      this.port = port1;
-    } else {
-      this.worker = new Worker(workerSource, { eval: true, workerData: { ...options, port: null } });
-      this.port = this.worker;
-    }
+/** A Worker with one peer per entry of `specs` ({ mode, kind, size, n }), each on a MessageChannel of its own. */
+export class WorkerHost {
+  constructor(specs) {
+    const channels = specs.map((spec) => ({ spec, channel: new MessageChannel() }));
+    this.worker = new Worker(workerSource, {
+      eval: true,
+      workerData: { channels: channels.map(({ spec, channel }) => ({ ...spec, port: channel.port2 })) },
+      transferList: channels.map(({ channel }) => channel.port2),
+    });
     this.failed = once(this.worker, 'error').then(([error]) => {
       throw error;
     });
     this.failed.catch(() => {});
+    this.peers = channels.map(({ channel }) => new WorkerPeer(channel.port1, this.failed));
+  }
+
+  async close() {
+    for (const peer of this.peers) peer.port.close();
+    await this.worker.terminate();
+  }
+}
+
+class WorkerPeer {
+  constructor(port, failed) {
+    this.port = port;
+    this.failed = failed;
   }
 
   /** Posts make(0..n-1) and resolves with the ms until the sink has checked the last. */
@@ -138,11 +149,6 @@ export class WorkerPeer {
 
   pingPong(total, warmup) {
     return pingPong((m) => this.port.postMessage(m), this.port, total, warmup, this.failed);
-  }
-
-  async close() {
-    if (this.port !== this.worker) this.port.close();
-    await this.worker.terminate();
   }
 }
 

@@ -7,17 +7,17 @@
 // opening to the last message received and checked. Prints one JSON object.
 import { Pipe, Process } from '../dist/index.js';
 import { median } from './lib.js';
-import { WorkerPeer, gated, python } from './messaging.js';
+import { WorkerHost, gated, python } from './messaging.js';
 
 const quick = process.argv.includes('--quick');
 const passes = quick ? 3 : 5;
 // Per pass; Python, far slower per message, gets fewer so it does not dominate the run.
 const N = quick ? 50_000 : 400_000;
-const N_PY = quick ? 10_000 : 80_000;
-const N_BIG = quick ? 8 : 32;
-const N_BIG_PY = quick ? 4 : 16;
-const PING = quick ? 2000 : 10_000;
-const PING_PEER = quick ? 1000 : 4000;
+const N_PY = quick ? 5_000 : 80_000;
+const N_BIG = quick ? 4 : 32;
+const N_BIG_PY = quick ? 2 : 16;
+const PING = quick ? 500 : 10_000;
+const PING_PEER = quick ? 500 : 4000;
 const WARMUP = 200;
 const BIG = 16 << 20;
 const MIB = 1 << 20;
@@ -90,7 +90,7 @@ function mustBeDrained() {
 // up in an untimed round of their own. Batches stay well inside the kernel's
 // pipe buffer, so sending never blocks with nobody reading. The 16 MiB row
 // spends its time in system calls and copies, not in JavaScript.
-for (let r = 0; r < 500; r++) {
+for (let r = 0; r < 200; r++) {
   sendObjects(writer, 100);
   recvObjects(reader, 100);
   sendBytes(writer, small, 100);
@@ -162,13 +162,16 @@ const obj = (i) => ({ i });
 
 // nodemp cannot fork while a Worker runs (its thread would be half-copied):
 // each pass starts its Workers after the forked rounds and ends them before
-// the next, each with an untimed warm-up round of its own. Each Worker gets
-// its messages on a MessageChannel, the closest thing worker_threads has to a Pipe.
+// the next, each with an untimed warm-up round of its own. The Worker gets its
+// messages on MessageChannels, the closest thing worker_threads has to a Pipe.
 async function workerRounds() {
-  const objectSink = new WorkerPeer({ mode: 'sink', kind: 'obj', n: N }, true);
-  const bytesSink = new WorkerPeer({ mode: 'sink', kind: 'bytes', size: 64, n: N }, true);
-  const bigSink = new WorkerPeer({ mode: 'sink', kind: 'bytes', size: BIG, n: N_BIG }, true);
-  const echo = new WorkerPeer({ mode: 'echo' }, true);
+  const host = new WorkerHost([
+    { mode: 'sink', kind: 'obj', n: N },
+    { mode: 'sink', kind: 'bytes', size: 64, n: N },
+    { mode: 'sink', kind: 'bytes', size: BIG, n: N_BIG },
+    { mode: 'echo' },
+  ]);
+  const [objectSink, bytesSink, bigSink, echo] = host.peers;
   try {
     await objectSink.sink(N, obj);
     objects.workers.push(((await objectSink.sink(N, obj)) * 1e6) / N);
@@ -177,7 +180,7 @@ async function workerRounds() {
     ping.workers.push(...(await echo.pingPong(PING_PEER + WARMUP * 2, WARMUP * 2)));
     large.workers.push((await bigSink.sink(N_BIG, stamp(big))) / (N_BIG * (BIG / MIB)));
   } finally {
-    await Promise.all([objectSink, bytesSink, bigSink, echo].map((peer) => peer.close()));
+    await host.close();
   }
 }
 

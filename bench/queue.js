@@ -8,19 +8,22 @@
 import { Worker } from 'node:worker_threads';
 import { Process, Queue } from '../dist/index.js';
 import { median } from './lib.js';
-import { IpcPeer, WorkerPeer, checkTotals, gated, python } from './messaging.js';
+import { IpcPeer, WorkerHost, checkTotals, gated, python } from './messaging.js';
 
 const quick = process.argv.includes('--quick');
 const passes = quick ? 3 : 5;
-// Per pass. The peers that are far slower get fewer messages: enough to run
-// well past their start-up costs, not so many that they dominate the run.
-const N = quick ? 50_000 : 400_000;
-const N_PY = quick ? 10_000 : 40_000;
-const N_IPC = quick ? 10_000 : 40_000;
+// Per pass. A fresh pair of children runs several times slower for its first
+// few thousand messages (5,000 took 25-55 ms here, the next 45,000 about as
+// long), so nodemp's rounds must be long enough for that not to dominate.
+// The peers that are far slower get fewer messages: enough to run well past
+// their start-up costs, not so many that they dominate the run.
+const N = quick ? 100_000 : 400_000;
+const N_PY = quick ? 5_000 : 40_000;
+const N_IPC = quick ? 5_000 : 40_000;
 const N_MIB = quick ? 32 : 128;
 const N_MIB_PY = quick ? 16 : 64;
-const PING = quick ? 2000 : 10_000;
-const PING_PEER = quick ? 500 : 2000;
+const PING = quick ? 500 : 10_000;
+const PING_PEER = quick ? 300 : 2000;
 const WARMUP = 200;
 const MIB = 1 << 20;
 
@@ -173,7 +176,8 @@ async function nodempPingAsync() {
 // No shared queue to contend on here: four producer Workers each post to a
 // consumer Worker of their own over a MessageChannel, behind the same kind of
 // gate. Words: 0 gate generation (-1: exit), 1 producers ready, 2 consumers
-// done; then one float64 sum per consumer.
+// done, 3 a consumer failed (the main thread waits in Atomics.wait, where no
+// 'error' event can reach it); then one float64 sum per consumer.
 const pairSource = `
 const { workerData: { sab, port, role, index, start, n } } = require('node:worker_threads');
 const w = new Int32Array(sab, 0, 4);
@@ -192,7 +196,11 @@ if (role === 'producer') {
   let count = 0;
   let sum = 0;
   port.on('message', (m) => {
-    if (m.i !== start + count) throw new Error('message ' + m.i + ' arrived where ' + (start + count) + ' was expected');
+    if (m.i !== start + count) {
+      Atomics.store(w, 3, 1);
+      Atomics.notify(w, 2);
+      throw new Error('message ' + m.i + ' arrived where ' + (start + count) + ' was expected');
+    }
     sum += m.i;
     if (++count === n) {
       sums[index] = sum;
@@ -219,6 +227,8 @@ class WorkerPairs {
         new Worker(pairSource, { eval: true, workerData: { ...common, port: port2, role: 'consumer' }, transferList: [port2] }),
       );
     }
+    // Kept for the timeout's message: while the main thread waits in
+    // Atomics.wait no 'error' event is delivered.
     this.errors = [];
     for (const wk of this.workers) wk.on('error', (e) => this.errors.push(e));
   }
@@ -226,8 +236,8 @@ class WorkerPairs {
   #await(index, value) {
     const deadline = performance.now() + 120_000;
     for (let seen; (seen = Atomics.load(this.w, index)) < value; ) {
-      if (this.errors.length > 0) throw this.errors[0];
-      if (performance.now() > deadline) throw new Error('worker_threads 4P/4C round never finished');
+      if (Atomics.load(this.w, 3) !== 0) throw new Error('worker_threads 4P/4C: a consumer got a message out of order');
+      if (performance.now() > deadline) throw new Error(`worker_threads 4P/4C round never finished ${this.errors[0] ?? ''}`);
       Atomics.wait(this.w, index, seen, 100);
     }
   }
@@ -276,10 +286,13 @@ await ipcEcho.pingPong(WARMUP, WARMUP);
 // each pass starts its Workers after the forked rounds and ends them before
 // the next, each with an untimed warm-up round of its own.
 async function workerRounds() {
-  const objectSink = new WorkerPeer({ mode: 'sink', kind: 'obj', n: N });
-  const bytesSink = new WorkerPeer({ mode: 'sink', kind: 'bytes', size: 64, n: N });
-  const mibSink = new WorkerPeer({ mode: 'sink', kind: 'bytes', size: MIB, n: N_MIB });
-  const echo = new WorkerPeer({ mode: 'echo' });
+  const host = new WorkerHost([
+    { mode: 'sink', kind: 'obj', n: N },
+    { mode: 'sink', kind: 'bytes', size: 64, n: N },
+    { mode: 'sink', kind: 'bytes', size: MIB, n: N_MIB },
+    { mode: 'echo' },
+  ]);
+  const [objectSink, bytesSink, mibSink, echo] = host.peers;
   const pairs = new WorkerPairs();
   try {
     await objectSink.sink(N, obj);
@@ -292,7 +305,7 @@ async function workerRounds() {
     await mibSink.sink(N_MIB, stamp(big));
     mib.workers.push((await mibSink.sink(N_MIB, stamp(big))) / N_MIB);
   } finally {
-    await Promise.all([objectSink, bytesSink, mibSink, echo, pairs].map((peer) => peer.close()));
+    await Promise.all([host.close(), pairs.close()]);
   }
 }
 
@@ -337,7 +350,7 @@ console.log(JSON.stringify({
     unit: 'ns/msg',
     nodemp: median(objects.nodemp),
     'python mp.Queue': py(objects.python),
-    'worker_threads postMessage to a Worker': median(objects.workers),
+    'worker_threads postMessage to a Worker (MessageChannel)': median(objects.workers),
     'child_process IPC (process.send)': median(objects.ipc),
   },
   'Queue 1 producer/1 consumer, 64-byte Buffers, time per message (lower is better)': {

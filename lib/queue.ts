@@ -526,11 +526,11 @@ export class Queue<T = unknown> {
       const ring = this.#open('put()');
       const message = ring.encode(item);
       if (ring.maxsize === 0) {
-        deadlineOf(`${this.constructor.name}.put`, options);
+        if (options !== undefined) deadlineOf(`${this.constructor.name}.put`, options);
         ring.putUnbounded(message);
         return Promise.resolve();
       }
-      const deadline = deadlineOf(`${this.constructor.name}.put`, options);
+      const deadline = options === undefined ? Infinity : deadlineOf(`${this.constructor.name}.put`, options);
       if (ring.tryPut(message.tag, message.body)) return Promise.resolve();
       // The encoding is reused by the next encode(), and this put may wait.
       return runAsync(ring.putSteps(message.tag, Uint8Array.from(message.body), deadline));
@@ -542,7 +542,7 @@ export class Queue<T = unknown> {
   /** Puts a message, blocking while a bounded queue is full. */
   putSync(item: T, options?: PutOptions): void {
     const ring = this.#open('putSync()');
-    const deadline = deadlineOf(`${this.constructor.name}.putSync`, options);
+    const deadline = options === undefined ? Infinity : deadlineOf(`${this.constructor.name}.putSync`, options);
     const message = ring.encode(item);
     if (ring.maxsize === 0) ring.putUnbounded(message);
     else runSync(ring.putSteps(message.tag, message.body, deadline));
@@ -559,7 +559,7 @@ export class Queue<T = unknown> {
       const ring = this.#open('get()');
       const value = ring.tryGet();
       if (value !== NOTHING) return Promise.resolve(value as T);
-      const deadline = deadlineOf(`${this.constructor.name}.get`, options);
+      const deadline = options === undefined ? Infinity : deadlineOf(`${this.constructor.name}.get`, options);
       return runAsync(ring.getSteps(deadline)) as Promise<T>;
     } catch (error) {
       return Promise.reject(error);
@@ -571,7 +571,7 @@ export class Queue<T = unknown> {
     const ring = this.#open('getSync()');
     const value = ring.tryGet();
     if (value !== NOTHING) return value as T;
-    return runSync(ring.getSteps(deadlineOf(`${this.constructor.name}.getSync`, options))) as T;
+    return runSync(ring.getSteps(options === undefined ? Infinity : deadlineOf(`${this.constructor.name}.getSync`, options))) as T;
   }
 
   /** getSync({ block: false }): throws QueueEmpty if nothing is there. */

@@ -27,8 +27,8 @@ export type Steps<T> = Generator<Sleep, T, number>;
 export const OWNER_CHECK_MS = 100;
 
 /**
- * How many times a waiter re-reads the word before it sleeps (about 10 µs
- * here). A lock held for a few instructions, or a partner that answers at
+ * How many times a waiter re-reads the word before it sleeps (10 to 30 µs
+ * here: each Atomics call is a builtin call on Node 20). A lock held for a few instructions, or a partner that answers at
  * once, is then seen without the two system calls and the scheduler round
  * trip of a futex sleep and wake; with one CPU the other side cannot run
  * while we spin, so there is no spinning at all.

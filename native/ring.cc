@@ -49,6 +49,9 @@ static std::condition_variable* changed = new std::condition_variable;
 static std::vector<Feed*> feeds;   // guarded by mu; a feed lives as long as the process
 static size_t waiting = 0;         // messages in all feeds, guarded by mu
 static bool thread_running = false;
+// The thread is created and not yet running its loop: fork() waits (see
+// waiter.cc: a starting thread may hold runtime locks the child would inherit).
+static bool thread_starting = false;
 static uv_async_t* drained_async = nullptr;
 
 static int32_t* Word(Feed* f, uint32_t byte_offset) { return reinterpret_cast<int32_t*>(f->base + byte_offset); }
@@ -150,6 +153,8 @@ constexpr int64_t kFullWaitNs = 20 * 1000 * 1000;
 
 static void* Feeder(void*) {
   std::unique_lock<std::mutex> lock(*mu);
+  thread_starting = false;
+  changed->notify_all();
   for (;;) {
     while (waiting == 0) changed->wait(lock);
     bool progressed = false;
@@ -213,12 +218,17 @@ static void OnDrained(uv_async_t* handle) {
   }
 }
 
-static void AtForkPrepare() { mu->lock(); }
+static void AtForkPrepare() {
+  std::unique_lock<std::mutex> lock(*mu);
+  changed->wait(lock, [] { return !thread_starting; });
+  lock.release();
+}
 static void AtForkParent() { mu->unlock(); }
 static void AtForkChild() {
   mu = new std::mutex;
   changed = new std::condition_variable;
   thread_running = false;
+  thread_starting = false;
   waiting = 0;
   // The parent's messages are the parent's; the feeds' references are
   // dropped by RingAfterFork on the event-loop thread.
@@ -303,6 +313,7 @@ static Napi::Value FeedMessage(const Napi::CallbackInfo& info) {
     pthread_t thread;
     int err = pthread_create(&thread, &attr, Feeder, nullptr);
     pthread_attr_destroy(&attr);
+    if (err == 0) thread_starting = true;
     if (err != 0) {
       f->messages.pop_back();
       waiting--;

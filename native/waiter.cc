@@ -39,9 +39,14 @@ constexpr size_t kThreadStack = 256 * 1024;
 
 static std::mutex* mu = new std::mutex;
 static std::condition_variable* cv = new std::condition_variable;
+static std::condition_variable* started = new std::condition_variable;
 static std::deque<Job*> queued;
 static std::vector<Job*> finished;
 static int idle_threads = 0;
+// Threads created and not yet waiting for work: fork() waits for them, since a
+// thread that is still starting may hold locks of the C library or of a
+// sanitizer runtime that the child would then find locked forever.
+static int starting = 0;
 
 // Event-loop thread only.
 static uv_async_t* async = nullptr;
@@ -50,6 +55,8 @@ static std::unordered_set<Job*> in_flight;
 
 static void* Work(void*) {
   std::unique_lock<std::mutex> lock(*mu);
+  starting--;
+  started->notify_all();
   for (;;) {
     idle_threads++;
     while (queued.empty()) {
@@ -91,13 +98,19 @@ static void OnFinished(uv_async_t*) {
   }
 }
 
-static void AtForkPrepare() { mu->lock(); }
+static void AtForkPrepare() {
+  std::unique_lock<std::mutex> lock(*mu);
+  started->wait(lock, [] { return starting == 0; });
+  lock.release();
+}
 static void AtForkParent() { mu->unlock(); }
 static void AtForkChild() {
   // The copied mutex and condition variable may describe threads that do not
   // exist here; start from new ones (the old ones are abandoned, not freed).
   mu = new std::mutex;
   cv = new std::condition_variable;
+  started = new std::condition_variable;
+  starting = 0;
   queued.clear();
   finished.clear();
   idle_threads = 0;
@@ -157,12 +170,15 @@ static Napi::Value WaitAsync(const Napi::CallbackInfo& info) {
     std::lock_guard<std::mutex> lock(*mu);
     queued.push_back(job);
     need_thread = idle_threads < static_cast<int>(queued.size());
+    if (need_thread) starting++;
   }
   if (need_thread && !StartThread()) {
     int err = errno;
     bool withdrawn = false;
     {
       std::lock_guard<std::mutex> lock(*mu);
+      starting--;
+      started->notify_all();
       for (auto it = queued.begin(); it != queued.end(); ++it) {
         if (*it == job) {
           queued.erase(it);

@@ -242,3 +242,27 @@ export function python(commands) {
   if (r.error || r.status !== 0) throw new Error(`py_queue.py failed: ${r.error ?? `status ${r.status}`}`);
   return JSON.parse(r.stdout);
 }
+
+/** Runs `echo` in a forked daemon child around `measure()`; fails loudly if the child did not exit cleanly. */
+export async function withEchoChild(echo, measure) {
+  const child = new Process({ daemon: true, target: echo });
+  child.start();
+  const samples = await measure();
+  child.joinSync();
+  if (child.exitCode !== 0) throw new Error(`echo child exited with ${child.exitCode}`);
+  return samples;
+}
+
+/** Round trips in µs of `send({ i })` then `await recv()`, checking each answer; the first `warmup` are dropped. */
+export async function asyncRoundTrips(rounds, warmup, send, recv) {
+  const samples = [];
+  for (let i = 0; i < rounds + warmup; i++) {
+    const t0 = performance.now();
+    send({ i });
+    const m = await recv();
+    const t = performance.now();
+    if (m.i !== i) throw new Error(`ping-pong answer ${m.i} where ${i} was expected`);
+    if (i >= warmup) samples.push((t - t0) * 1000);
+  }
+  return samples;
+}

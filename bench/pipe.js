@@ -5,9 +5,9 @@
 // pipe, as Python's Pipe(duplex=False)) from a producer child to a consumer
 // child, both started behind one gate (forks outside the clock), from the gate
 // opening to the last message received and checked. Prints one JSON object.
-import { Pipe, Process } from '../dist/index.js';
+import { Pipe } from '../dist/index.js';
 import { median } from './lib.js';
-import { WorkerHost, gated, python } from './messaging.js';
+import { WorkerHost, asyncRoundTrips, gated, python, withEchoChild } from './messaging.js';
 
 const quick = process.argv.includes('--quick');
 const passes = quick ? 3 : 5;
@@ -116,34 +116,16 @@ function nodempBytes(buf, n) {
 }
 
 function nodempPing() {
-  const child = new Process({ daemon: true, target: () => echoLoop(far, PING + WARMUP) });
-  child.start();
-  const samples = pingLoop(near, PING + WARMUP);
-  child.joinSync();
-  if (child.exitCode !== 0) throw new Error(`echo child exited with ${child.exitCode}`);
-  return samples;
+  return withEchoChild(() => echoLoop(far, PING + WARMUP), () => pingLoop(near, PING + WARMUP));
 }
 
-async function nodempPingAsync() {
-  const child = new Process({
-    daemon: true,
-    target: async () => {
+function nodempPingAsync() {
+  return withEchoChild(
+    async () => {
       for (let i = 0; i < PING + WARMUP; i++) far.send(await far.recv());
     },
-  });
-  child.start();
-  const samples = [];
-  for (let i = 0; i < PING + WARMUP; i++) {
-    const t0 = performance.now();
-    near.send({ i });
-    const m = await near.recv();
-    const t = performance.now();
-    if (m.i !== i) throw new Error(`ping-pong answer ${m.i} where ${i} was expected`);
-    if (i >= WARMUP) samples.push((t - t0) * 1000);
-  }
-  child.joinSync();
-  if (child.exitCode !== 0) throw new Error(`echo child exited with ${child.exitCode}`);
-  return samples;
+    () => asyncRoundTrips(PING, WARMUP, (m) => near.send(m), () => near.recv()),
+  );
 }
 
 // ---- the passes ---------------------------------------------------------------
@@ -189,7 +171,7 @@ async function workerRounds() {
 for (let p = 0; p < passes; p++) {
   objects.nodemp.push(nodempObjects());
   bytes64.nodemp.push(nodempBytes(small, N));
-  ping.nodemp.push(...nodempPing());
+  ping.nodemp.push(...(await nodempPing()));
   ping.nodempAsync.push(...(await nodempPingAsync()));
   large.nodemp.push(nodempBytes(big, N_BIG) / 1e6 / (BIG / MIB));
 

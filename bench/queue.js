@@ -6,9 +6,9 @@
 // the gate opening to the last message consumed; consumers check what they
 // get, in order where there is one producer. Prints one JSON object.
 import { Worker } from 'node:worker_threads';
-import { Process, Queue } from '../dist/index.js';
+import { Queue } from '../dist/index.js';
 import { median } from './lib.js';
-import { IpcPeer, WorkerHost, checkTotals, gated, python } from './messaging.js';
+import { IpcPeer, WorkerHost, asyncRoundTrips, checkTotals, gated, python, withEchoChild } from './messaging.js';
 
 const quick = process.argv.includes('--quick');
 const passes = quick ? 3 : 5;
@@ -141,34 +141,16 @@ function nodempMany() {
 }
 
 function nodempPing() {
-  const child = new Process({ daemon: true, target: () => echoLoop(qa, qb, PING + WARMUP) });
-  child.start();
-  const samples = pingLoop(qa, qb, PING + WARMUP);
-  child.joinSync();
-  if (child.exitCode !== 0) throw new Error(`echo child exited with ${child.exitCode}`);
-  return samples;
+  return withEchoChild(() => echoLoop(qa, qb, PING + WARMUP), () => pingLoop(qa, qb, PING + WARMUP));
 }
 
-async function nodempPingAsync() {
-  const child = new Process({
-    daemon: true,
-    target: async () => {
+function nodempPingAsync() {
+  return withEchoChild(
+    async () => {
       for (let i = 0; i < PING + WARMUP; i++) qb.putSync(await qa.get());
     },
-  });
-  child.start();
-  const samples = [];
-  for (let i = 0; i < PING + WARMUP; i++) {
-    const t0 = performance.now();
-    qa.putSync({ i });
-    const m = await qb.get();
-    const t = performance.now();
-    if (m.i !== i) throw new Error(`ping-pong answer ${m.i} where ${i} was expected`);
-    if (i >= WARMUP) samples.push((t - t0) * 1000);
-  }
-  child.joinSync();
-  if (child.exitCode !== 0) throw new Error(`echo child exited with ${child.exitCode}`);
-  return samples;
+    () => asyncRoundTrips(PING, WARMUP, (m) => qa.putSync(m), () => qb.get()),
+  );
 }
 
 // ---- worker_threads, 4 producers and 4 consumers --------------------------
@@ -315,7 +297,7 @@ for (let p = 0; p < passes; p++) {
   objects.nodemp.push(nodempObjects());
   bytes64.nodemp.push(nodempBytes(q, small, N));
   many.nodemp.push(nodempMany());
-  ping.nodemp.push(...nodempPing());
+  ping.nodemp.push(...(await nodempPing()));
   ping.nodempAsync.push(...(await nodempPingAsync()));
   mib.nodemp.push(nodempBytes(q, big, N_MIB) / 1e6);
   mib.wide.push(nodempBytes(wide, big, N_MIB) / 1e6);

@@ -236,11 +236,16 @@ describe('ShareableList across processes', () => {
        setInterval(() => {}, 1000);`,
     );
     const creator = spawn(process.execPath, ['--single-threaded', file, name], { stdio: ['ignore', 'pipe', 'inherit'] });
-    await new Promise((resolve) => creator.stdout.once('data', resolve));
-    const other = new ShareableList(null, { name });
-    expect(other.toArray()).toEqual(['kept', 1, 2]);
-    creator.kill('SIGKILL');
-    await new Promise((resolve) => creator.once('exit', resolve));
+    const exited = new Promise((resolve) => creator.once('exit', resolve));
+    let other: ShareableList;
+    try {
+      await new Promise((resolve) => creator.stdout.once('data', resolve));
+      other = new ShareableList(null, { name });
+      expect(other.toArray()).toEqual(['kept', 1, 2]);
+    } finally {
+      creator.kill('SIGKILL');
+      await exited;
+    }
     expect(await waitUntil(() => !existsSync(`/dev/shm/${name}`), 5000)).toBe(true);
     // A mapping outlives the name.
     expect(other.get(0)).toBe('kept');

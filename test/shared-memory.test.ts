@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { randomBytes } from 'node:crypto';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { FileExistsError, FileNotFoundError, OSError, Process, SharedMemory } from '../dist/index.js';
 import { childrenOf, dist, root, running, runScript, shmEntries, waitUntil } from './helpers.js';
 
@@ -23,12 +23,28 @@ function source(text: string): string {
   return text.replaceAll('NODEMP', JSON.stringify(dist)).replaceAll('NATIVE', JSON.stringify(nativeJs));
 }
 
+const scripts = new Set<number>();
+
+afterEach(() => {
+  for (const group of scripts) {
+    try {
+      process.kill(-group, 'SIGKILL');
+    } catch {
+      // The whole group has already exited.
+    }
+  }
+  scripts.clear();
+});
+
 /** A script in a fresh `node` whose stdout lines the test reads while it runs. */
 function start(text: string, args: string[] = []): { child: ChildProcess; line(): Promise<string>; exited: Promise<unknown> } {
   const dir = mkdtempSync(join(tmpdir(), 'nodemp-shm-'));
   const file = join(dir, 'script.mjs');
   writeFileSync(file, source(text));
-  const child = spawn(process.execPath, ['--single-threaded', file, ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  // A group of its own, so that afterEach can end the script and every
+  // process it forked even when the test failed halfway.
+  const child = spawn(process.execPath, ['--single-threaded', file, ...args], { stdio: ['ignore', 'pipe', 'inherit'], detached: true });
+  if (child.pid !== undefined) scripts.add(child.pid);
   const lines: string[] = [];
   let wake = (): void => {};
   let ended = false;

@@ -7,7 +7,7 @@ import { Condition } from './condition.js';
 import { Lock, acquireSteps } from './lock.js';
 import { BrokenBarrierError } from './errors.js';
 import { checkInteger, invalidType } from './args.js';
-import { deadlineAfter, runAsync, runSync, type Steps } from './waiting.js';
+import { deadlineAfter, runAsyncFrom, runSync, type Steps } from './waiting.js';
 
 const FILLING = 0;
 const DRAINING = 1;
@@ -120,13 +120,7 @@ export class Barrier {
   }
 
   wait(timeout?: number): Promise<number> {
-    let deadline: number;
-    try {
-      deadline = this.#deadline('Barrier.wait', timeout);
-    } catch (error) {
-      return Promise.reject(error);
-    }
-    return runAsync(this.#waitSteps(deadline));
+    return runAsyncFrom(() => this.#waitSteps(this.#deadline('Barrier.wait', timeout)));
   }
 
   /** Returns the barrier to its empty state; parties waiting now get BrokenBarrierError. */

@@ -10,7 +10,7 @@ import { CELL_SIZE, COND_CELLS, COND_SEQ, COND_SLEEPERS, COND_TOKENS, COND_WAITE
 import { Lock, RLock, isMine, reacquireSteps, releaseAll, type Held } from './lock.js';
 import { SyncError } from './errors.js';
 import { invalidType } from './args.js';
-import { TIMED_OUT, deadlineAfter, runAsync, runSync, sleep, timeLeft, type Steps, type WaitOptions } from './waiting.js';
+import { TIMED_OUT, deadlineAfter, runAsyncFrom, runSync, sleep, timeLeft, type Steps, type WaitOptions } from './waiting.js';
 
 export class Condition {
   readonly #buffer: ArrayBuffer;
@@ -101,12 +101,10 @@ export class Condition {
 
   /** Like waitSync, without blocking the event loop while it waits. */
   wait(timeout?: number): Promise<boolean> {
-    try {
+    return runAsyncFrom(() => {
       this.#mustHold('wait()');
-      return runAsync(this.waitSteps(deadlineAfter('Condition.wait', timeout)));
-    } catch (error) {
-      return Promise.reject(error);
-    }
+      return this.waitSteps(deadlineAfter('Condition.wait', timeout));
+    });
   }
 
   *waitForSteps<T>(predicate: () => T, deadline: number): Steps<T> {
@@ -127,13 +125,11 @@ export class Condition {
   }
 
   waitFor<T>(predicate: () => T, timeout?: number): Promise<T> {
-    try {
+    return runAsyncFrom(() => {
       this.#mustHold('waitFor()');
       if (typeof predicate !== 'function') throw invalidType('Condition.waitFor(predicate)', 'a function', predicate);
-      return runAsync(this.waitForSteps(predicate, deadlineAfter('Condition.waitFor', timeout)));
-    } catch (error) {
-      return Promise.reject(error);
-    }
+      return this.waitForSteps(predicate, deadlineAfter('Condition.waitFor', timeout));
+    });
   }
 
   /** Wakes up to `n` waiters (in any process). The caller must hold the lock. */

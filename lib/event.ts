@@ -5,7 +5,7 @@
 import { native } from './native.js';
 import { allocCells } from './arena.js';
 import { CELL_SIZE, EVENT_CELLS, EVENT_SLEEPERS, EVENT_WORD } from './layout.js';
-import { deadlineAfter, runAsync, runSync, sleep, spinWhileEqual, timeLeft, type Steps } from './waiting.js';
+import { deadlineAfter, runAsyncFrom, runSync, sleep, spinWhileEqual, timeLeft, type Steps } from './waiting.js';
 
 export class Event {
   readonly #buffer: ArrayBuffer;
@@ -70,13 +70,7 @@ export class Event {
   /** Resolves true once the flag is set, false if `timeout` ms pass first; the event loop keeps running. */
   wait(timeout?: number): Promise<boolean> {
     if (this.isSet()) return Promise.resolve(true);
-    let deadline: number;
-    try {
-      deadline = deadlineAfter('Event.wait', timeout);
-    } catch (error) {
-      return Promise.reject(error);
-    }
-    return runAsync(this.#waitSteps(deadline));
+    return runAsyncFrom(() => this.#waitSteps(deadlineAfter('Event.wait', timeout)));
   }
 
   [Symbol.for('nodejs.util.inspect.custom')](): string {

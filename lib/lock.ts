@@ -16,7 +16,7 @@ import {
   SPIN_LIMIT,
   TIMED_OUT,
   deadlineOf,
-  runAsync,
+  runAsyncFrom,
   runSync,
   sleep,
   slice,
@@ -105,13 +105,7 @@ abstract class LockBase {
 
   protected acquireSlow(options: WaitOptions | undefined): Promise<boolean> {
     if (options === undefined && this.#spinAndTake()) return Promise.resolve(true);
-    let deadline: number;
-    try {
-      deadline = deadlineOf(`${this.kind}.acquire`, options);
-    } catch (error) {
-      return Promise.reject(error);
-    }
-    return runAsync(this[acquireSteps](deadline));
+    return runAsyncFrom(() => this[acquireSteps](deadlineOf(`${this.kind}.acquire`, options)));
   }
 
   *[acquireSteps](deadline: number): Steps<boolean> {

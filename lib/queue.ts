@@ -30,6 +30,7 @@ import {
   deadlineAfter,
   deadlineOf,
   runAsync,
+  runAsyncFrom,
   runSync,
   sleep,
   slice,
@@ -93,6 +94,23 @@ interface Encoded {
   body: Uint8Array;
 }
 
+/** How many slots a message of `len` bytes takes. */
+function slotsFor(len: number): number {
+  return len === 0 ? 1 : Math.ceil(len / SLOT_SIZE);
+}
+
+// native.drain() empties every queue's feed, so one exit listener per
+// process is enough however many queues overflow (a forked child drops the
+// parent's listeners and installs its own).
+let drainAtExitPid = 0;
+
+function drainAtExit(): void {
+  if (drainAtExitPid === selfPid) return;
+  drainAtExitPid = selfPid;
+  // Python joins its feeder thread at exit; process.exit() must not drop messages either.
+  process.on('exit', () => native.drain());
+}
+
 function powerOfTwoAtLeast(n: number): number {
   let p = MIN_RING_BYTES;
   while (p < n) p *= 2;
@@ -114,7 +132,6 @@ class Ring {
   // The native feeder's handle for this queue in this process (-1: none yet).
   #feed = -1;
   #feedPid = 0;
-  #exitHook = false;
 
   constructor(what: string, options: QueueOptions, joinable: boolean) {
     if (typeof options !== 'object' || options === null) throw invalidType(`${what}: options`, 'an object', options);
@@ -238,7 +255,7 @@ class Ring {
   tryPut(tag: number, body: Uint8Array): boolean {
     const w = this.words;
     const len = body.length;
-    const used = len === 0 ? 1 : Math.ceil(len / SLOT_SIZE);
+    const used = slotsFor(len);
     if (this.maxsize > 0) {
       for (;;) {
         const puts = Atomics.load(w, PUTS);
@@ -253,11 +270,7 @@ class Ring {
     let pos: number;
     for (;;) {
       pos = Atomics.load(w, TAIL);
-      let ahead = 0;
-      for (let j = 0; j < used && ahead === 0; j++) {
-        const p = (pos + j) | 0;
-        ahead = (Atomics.load(meta, (p & mask) * META_WORDS + META_SEQ) - p) | 0;
-      }
+      const ahead = this.#ahead(pos, used);
       if (ahead < 0) {
         // The ring is full: a consumer has not handed these slots back yet.
         Atomics.sub(w, PUTS, 1);
@@ -304,7 +317,7 @@ class Ring {
       const info = meta[i + META_INFO];
       const len = info & LENGTH_MASK;
       const tag = info >>> 24;
-      const used = len === 0 ? 1 : Math.ceil(len / SLOT_SIZE);
+      const used = slotsFor(len);
       this.#record(GETTING, pos, used);
       if (Atomics.compareExchange(w, HEAD, pos, (pos + used) | 0) !== pos) continue;
       let value: unknown = NOTHING;
@@ -407,16 +420,24 @@ class Ring {
     }
   }
 
+  /**
+   * For the `used` slots from position `pos`: 0 if all are free for it, < 0
+   * if one is still held from the previous lap (the ring is full), > 0 if
+   * someone reserved past `pos` meanwhile.
+   */
+  #ahead(pos: number, used: number): number {
+    const mask = this.slots - 1;
+    let ahead = 0;
+    for (let j = 0; j < used && ahead === 0; j++) {
+      const p = (pos + j) | 0;
+      ahead = (Atomics.load(this.meta, (p & mask) * META_WORDS + META_SEQ) - p) | 0;
+    }
+    return ahead;
+  }
+
   #roomFor(len: number): boolean {
     if (this.maxsize > 0 && this.count() >= this.maxsize) return false;
-    const pos = Atomics.load(this.words, TAIL);
-    const used = len === 0 ? 1 : Math.ceil(len / SLOT_SIZE);
-    const mask = this.slots - 1;
-    for (let j = 0; j < used; j++) {
-      const p = (pos + j) | 0;
-      if (((Atomics.load(this.meta, (p & mask) * META_WORDS + META_SEQ) - p) | 0) < 0) return false;
-    }
-    return true;
+    return this.#ahead(Atomics.load(this.words, TAIL), slotsFor(len)) >= 0;
   }
 
   // ---- encoding -------------------------------------------------------------
@@ -463,11 +484,7 @@ class Ring {
       }
     }
     if (this.#feed < 0) this.#feed = native.feedOpen(this.buffer, this.slots, this.#feederRow(), this.joinable);
-    if (!this.#exitHook) {
-      this.#exitHook = true;
-      // Python joins its feeder thread at exit; process.exit() must not drop messages either.
-      process.on('exit', () => native.drain());
-    }
+    drainAtExit();
     native.feed(this.#feed, this.buffer, message.tag, message.body);
   }
 
@@ -652,11 +669,7 @@ export class JoinableQueue<T = unknown> extends Queue<T> {
 
   /** Resolves true once every message put has been marked done (false if `timeout` ms pass first). */
   join(timeout?: number): Promise<boolean> {
-    try {
-      return runAsync(this.#joinSteps(deadlineAfter('JoinableQueue.join', timeout)));
-    } catch (error) {
-      return Promise.reject(error);
-    }
+    return runAsyncFrom(() => this.#joinSteps(deadlineAfter('JoinableQueue.join', timeout)));
   }
 
   joinSync(timeout?: number): boolean {

@@ -29,7 +29,7 @@ import {
   OWNER_CHECK_MS,
   TIMED_OUT,
   deadlineOf,
-  runAsync,
+  runAsyncFrom,
   runSync,
   sleep,
   slice,
@@ -180,13 +180,7 @@ export class Semaphore {
   /** Like acquireSync, without blocking the event loop while it waits. */
   acquire(options?: WaitOptions): Promise<boolean> {
     if (this.#tryTake()) return Promise.resolve(true);
-    let deadline: number;
-    try {
-      deadline = deadlineOf(`${this.constructor.name}.acquire`, options);
-    } catch (error) {
-      return Promise.reject(error);
-    }
-    return runAsync(this.#acquireSteps(deadline));
+    return runAsyncFrom(() => this.#acquireSteps(deadlineOf(`${this.constructor.name}.acquire`, options)));
   }
 
   /** Gives back `n` slots (any process may release). */

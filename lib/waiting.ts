@@ -77,6 +77,15 @@ export async function runAsync<T>(steps: Steps<T>): Promise<T> {
   return step.value;
 }
 
+/** runAsync() of the steps `make` returns; what `make` throws (a bad argument) becomes the rejection. */
+export function runAsyncFrom<T>(make: () => Steps<T>): Promise<T> {
+  try {
+    return runAsync(make());
+  } catch (error) {
+    return Promise.reject(error);
+  }
+}
+
 export interface WaitOptions {
   /** false: do not wait at all (Python's `block=False`). */
   block?: boolean;

@@ -5,6 +5,25 @@ import { native } from '../dist/native.js';
 import { openFds, shared, shmEntries } from './helpers.js';
 import { busySleep, loopTicksDuring, spawnChild } from './sync-helpers.js';
 
+const L = native.layout;
+const PUTTING = 1;
+const GETTING = 2;
+
+/** The queue's shared header as words, and its slot count. */
+function header(q: Queue<unknown>): { w: Int32Array; slots: number } {
+  const ring = (q as unknown as Record<symbol, () => { buffer: ArrayBuffer; slots: number }>)[Symbol.for('nodemp.queue.ring')]();
+  return { w: new Int32Array(ring.buffer, 0, L.kQueueHeaderSize / 4), slots: ring.slots };
+}
+
+/** Writes this process into party row `row` as doing `kind` on one slot at `pos`, as put() and get() do. */
+function recordParty(w: Int32Array, row: number, kind: number, pos: number): void {
+  const base = (L.kQueueParties + row * L.kQueuePartySize) / 4;
+  Atomics.store(w, base + L.kQueuePartyPid / 4, process.pid);
+  w[base + L.kQueuePartyPos / 4] = pos;
+  w[base + L.kQueuePartySlotsUsed / 4] = 1;
+  Atomics.store(w, base + L.kQueuePartyKind / 4, kind);
+}
+
 describe('Queue', () => {
   it('round-trips values with their types, and bytes as bytes', () => {
     const q = new Queue();
@@ -188,17 +207,11 @@ describe('Queue', () => {
 
   it('a producer that dies between reserving and publishing does not wedge consumers', () => {
     const q = new Queue<string>({ ringSize: 4096 });
-    const { buffer } = (q as unknown as Record<symbol, () => { buffer: ArrayBuffer }>)[Symbol.for('nodemp.queue.ring')]();
-    const L = native.layout;
-    const w = new Int32Array(buffer, 0, L.kQueueHeaderSize / 4);
+    const { w } = header(q);
     // A child reserves a slot the way put() does and is killed before publishing.
     const child = spawnChild(() => {
       const pos = Atomics.load(w, L.kQueueTail / 4);
-      const row = (L.kQueueParties + 5 * L.kQueuePartySize) / 4;
-      Atomics.store(w, row + L.kQueuePartyPid / 4, process.pid);
-      w[row + L.kQueuePartyPos / 4] = pos;
-      w[row + L.kQueuePartySlotsUsed / 4] = 1;
-      Atomics.store(w, row + L.kQueuePartyKind / 4, 1);
+      recordParty(w, 5, PUTTING, pos);
       Atomics.add(w, L.kQueuePuts / 4, 1);
       Atomics.store(w, L.kQueueTail / 4, pos + 1);
       process.kill(process.pid, 'SIGKILL');
@@ -217,18 +230,12 @@ describe('Queue', () => {
     ['bounded (put itself waits)', 1000],
   ])('a consumer that dies holding claimed slots does not wedge producers: %s', (_, maxsize) => {
     const q = new Queue<number>({ ringSize: 4096, maxsize });
-    const { buffer, slots } = (q as unknown as Record<symbol, () => { buffer: ArrayBuffer; slots: number }>)[Symbol.for('nodemp.queue.ring')]();
-    const L = native.layout;
-    const w = new Int32Array(buffer, 0, L.kQueueHeaderSize / 4);
+    const { w, slots } = header(q);
     q.putSync(1);
     // A child claims the message the way get() does and is killed before handing the slot back.
     const child = spawnChild(() => {
       const pos = Atomics.load(w, L.kQueueHead / 4);
-      const row = (L.kQueueParties + 7 * L.kQueuePartySize) / 4;
-      Atomics.store(w, row + L.kQueuePartyPid / 4, process.pid);
-      w[row + L.kQueuePartyPos / 4] = pos;
-      w[row + L.kQueuePartySlotsUsed / 4] = 1;
-      Atomics.store(w, row + L.kQueuePartyKind / 4, 2);
+      recordParty(w, 7, GETTING, pos);
       Atomics.store(w, L.kQueueHead / 4, pos + 1);
       process.kill(process.pid, 'SIGKILL');
     });

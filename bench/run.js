@@ -1,6 +1,7 @@
 // npm run bench: runs every workload with its peers in this run, prints the
 // table and writes bench/results/latest.json.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
@@ -9,27 +10,59 @@ const quick = process.argv.includes('--quick');
 const here = fileURLToPath(new URL('.', import.meta.url));
 const flags = quick ? ['--quick'] : [];
 
-function runWorkload(script, args = [], nodeArgs = []) {
-  const r = spawnSync(process.execPath, ['--single-threaded', ...nodeArgs, `${here}${script}`, ...args, ...flags], {
-    encoding: 'utf8',
+// A workload that has not finished by then has hung: CI must end with a
+// failure that says where, not run out its clock.
+const WORKLOAD_TIMEOUT_MS = quick ? 180_000 : 900_000;
+
+/**
+ * Runs one workload script in its own process group and returns the JSON
+ * object it printed last. On a timeout it prints what every process of the
+ * group is doing (state and kernel wait channel), kills the group and throws.
+ */
+async function runWorkload(script, args = [], nodeArgs = []) {
+  const name = [script, ...args].join(' ');
+  const started = performance.now();
+  const child = spawn(process.execPath, ['--single-threaded', ...nodeArgs, `${here}${script}`, ...args, ...flags], {
     stdio: ['ignore', 'pipe', 'inherit'],
+    detached: true,
   });
-  if (r.status !== 0) throw new Error(`${script} failed with status ${r.status}`);
-  return JSON.parse(r.stdout.trim().split('\n').pop());
+  let out = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk) => (out += chunk));
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    const ps = spawnSync('ps', ['-o', 'pid,ppid,stat,wchan:24,etime,args', '-g', String(child.pid)], { encoding: 'utf8' });
+    process.stderr.write(`bench: ${name} still running after ${WORKLOAD_TIMEOUT_MS / 1000} s; its processes:\n${ps.stdout ?? ps.error}\n`);
+    process.kill(-child.pid, 'SIGKILL');
+  }, WORKLOAD_TIMEOUT_MS);
+  const [code, signal] = await once(child, 'close');
+  clearTimeout(timer);
+  // Whatever the workload forked and left behind goes with it.
+  try {
+    process.kill(-child.pid, 'SIGKILL');
+  } catch {}
+  process.stderr.write(`bench: ${name} took ${((performance.now() - started) / 1000).toFixed(1)} s\n`);
+  if (timedOut) throw new Error(`${name} timed out`);
+  if (code !== 0) throw new Error(`${name} failed with ${signal ?? `status ${code}`}`);
+  return JSON.parse(out.trim().split('\n').pop());
 }
 
-const results = { ...runWorkload('process-start.js') };
+const results = { ...(await runWorkload('process-start.js')) };
 
 // Python's fork with the same resident size, as a measure of what the kernel
 // itself costs on this machine for copying that many page tables.
 function pythonForkAt(rssMb) {
-  const r = spawnSync('python3', [`${here}peers/py_fork_heap.py`, String(rssMb), quick ? '5' : '15'], { encoding: 'utf8' });
+  const r = spawnSync('python3', [`${here}peers/py_fork_heap.py`, String(rssMb), quick ? '5' : '15'], {
+    encoding: 'utf8',
+    timeout: WORKLOAD_TIMEOUT_MS,
+  });
   return r.status === 0 ? JSON.parse(r.stdout).median_ms : null;
 }
-const heap = [50, 500, 1024].map((mb) => {
-  const h = runWorkload('fork-heap.js', [String(mb)], ['--max-old-space-size=4096']);
-  return { ...h, pythonMs: pythonForkAt(h.rssMb) };
-});
+const heap = [];
+for (const mb of [50, 500, 1024]) {
+  const h = await runWorkload('fork-heap.js', [String(mb)], ['--max-old-space-size=4096']);
+  heap.push({ ...h, pythonMs: pythonForkAt(h.rssMb) });
+}
 for (const h of heap) {
   results[`fork start->join, parent heap ${h.mb} MB (RSS ${h.rssMb} MB)`] = {
     unit: 'ms',
@@ -49,14 +82,14 @@ results['fork cost growth per GB of parent RSS'] = {
 // Synchronization primitives (issue #3). Every row is a time, so every
 // peer / nodemp ratio above 1 means nodemp is faster.
 for (const script of ['sync-lock.js', 'sync-value.js', 'sync-event.js', 'sync-semaphore.js']) {
-  Object.assign(results, runWorkload(script));
+  Object.assign(results, await runWorkload(script));
 }
 
 // Queues and pipes (issue #4): throughput, round trips and bandwidth, also
 // all times, beside Python's mp.Queue and mp.Pipe, worker_threads and
 // child_process IPC.
 for (const script of ['queue.js', 'pipe.js']) {
-  Object.assign(results, runWorkload(script));
+  Object.assign(results, await runWorkload(script));
 }
 
 const python = spawnSync('python3', ['--version'], { encoding: 'utf8' }).stdout.trim();

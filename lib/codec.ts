@@ -68,8 +68,12 @@ export interface Codec {
 /** Decodes what a codec encoded under `tag` (BYTES: a copy of the bytes themselves). */
 export function decode(tag: number, body: Uint8Array): unknown {
   switch (tag) {
-    case BYTES:
-      return Buffer.from(body);
+    case BYTES: {
+      // Buffer.from(typedArray) copies element by element; set() is a memcpy.
+      const copy = Buffer.allocUnsafe(body.length);
+      copy.set(body);
+      return copy;
+    }
     case PLAIN:
       return plain.unpack(body);
     case STRUCTURED:

@@ -9,6 +9,7 @@
 import { Packr } from 'msgpackr';
 import { deserialize, serialize } from 'node:v8';
 import { invalidType } from './args.js';
+import { SerializationError } from './errors.js';
 
 export type Serializer = 'msgpack' | 'v8';
 
@@ -22,23 +23,55 @@ const structured = new Packr({ structuredClone: true, copyBuffers: true });
 // Larger graphs go to the structured encoder without further looking.
 const WALK_LIMIT = 256;
 
-/** Whether the plain encoder reproduces `value` exactly: no Map, Set, cycle or shared reference. */
+/**
+ * Whether the plain encoder reproduces `value` exactly: no Map, Set, cycle or
+ * shared reference. Throws SerializationError for what no codec can copy
+ * (msgpackr would turn a function into undefined without a word).
+ */
 function plainEnough(value: unknown): boolean {
-  if (typeof value !== 'object' || value === null) return true;
+  if (typeof value !== 'object' || value === null) {
+    checkCopyable(value);
+    return true;
+  }
   if (shallowPlain(value)) return true;
+  let plain = true;
   const seen: object[] = [];
   const stack: object[] = [value];
   while (stack.length > 0) {
     const item = stack.pop() as object;
-    if (seen.includes(item)) return false;
+    if (seen.includes(item)) {
+      plain = false;
+      continue;
+    }
     seen.push(item);
     if (seen.length > WALK_LIMIT) return false;
-    if (item instanceof Map || item instanceof Set) return false;
-    if (ArrayBuffer.isView(item) || item instanceof Date || item instanceof RegExp || item instanceof Error) continue;
-    const values = Array.isArray(item) ? item : Object.values(item);
-    for (const v of values) if (typeof v === 'object' && v !== null) stack.push(v);
+    if (item instanceof WeakMap || item instanceof WeakSet || item instanceof WeakRef || item instanceof Promise) {
+      throw new SerializationError(`nodemp: a ${item.constructor.name} cannot be sent to another process`);
+    }
+    let values: Iterable<unknown>;
+    if (item instanceof Map) {
+      plain = false;
+      values = [...item.keys(), ...item.values()];
+    } else if (item instanceof Set) {
+      plain = false;
+      values = item;
+    } else if (ArrayBuffer.isView(item) || item instanceof Date || item instanceof RegExp || item instanceof Error) continue;
+    else values = Array.isArray(item) ? item : Object.values(item);
+    for (const v of values) {
+      if (typeof v === 'object' && v !== null) stack.push(v);
+      else checkCopyable(v);
+    }
   }
-  return true;
+  return plain;
+}
+
+function checkCopyable(v: unknown): void {
+  if (typeof v === 'function') {
+    throw new SerializationError(
+      `nodemp: a function (${v.name || 'anonymous'}) cannot be sent to another process; send data, or pass the function itself to Pool/Process`,
+    );
+  }
+  if (typeof v === 'symbol') throw new SerializationError(`nodemp: a symbol (${String(v)}) cannot be sent to another process`);
 }
 
 /** Encoding tag for raw bytes, which take no codec at all. */
@@ -50,7 +83,7 @@ function shallowPlain(value: object): boolean {
   if (proto !== Object.prototype && proto !== Array.prototype && proto !== null) return false;
   for (const key in value) {
     const v = (value as Record<string, unknown>)[key];
-    if (typeof v === 'object' && v !== null) return false;
+    if ((typeof v === 'object' && v !== null) || typeof v === 'function' || typeof v === 'symbol') return false;
   }
   return true;
 }

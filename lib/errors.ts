@@ -151,3 +151,48 @@ export class DirectionError extends Error {
     this.name = 'DirectionError';
   }
 }
+
+/** A value cannot cross processes: a function, a symbol, or something else no codec can copy. */
+export class SerializationError extends TypeError {
+  readonly code = 'ERR_NOT_SERIALIZABLE';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'SerializationError';
+  }
+}
+
+/**
+ * A Pool was used after close() or terminate(), after its initializer failed,
+ * from a process other than its creator, or misused (join() while it still
+ * runs, successful() before the result is ready).
+ */
+export class PoolError extends Error {
+  readonly code: 'ERR_POOL_CLOSED' | 'ERR_POOL_RUNNING' | 'ERR_RESULT_NOT_READY' | 'ERR_POOL_TERMINATED' | 'ERR_POOL_BROKEN' | 'ERR_NOT_POOL_OWNER';
+  constructor(code: PoolError['code'], message: string) {
+    super(message);
+    this.name = 'PoolError';
+    this.code = code;
+  }
+}
+
+/** The pool worker running a task died (killed, out of memory, process.exit) before answering. */
+export class WorkerDiedError extends Error {
+  readonly code = 'ERR_WORKER_DIED';
+  readonly pid: number;
+  readonly exitCode: number | null;
+  constructor(message: string, pid: number, exitCode: number | null) {
+    super(message);
+    this.name = 'WorkerDiedError';
+    this.pid = pid;
+    this.exitCode = exitCode;
+  }
+}
+
+/** The `cause` of an error rethrown from a pool worker: the worker's own stack. */
+export class RemoteTraceback extends Error {
+  constructor(stack: string) {
+    super(stack.split('\n', 1)[0]);
+    this.name = 'RemoteTraceback';
+    this.stack = `RemoteTraceback (from the pool worker):\n${stack}`;
+  }
+}

@@ -28,6 +28,10 @@ export {
   EOFError,
   BufferTooShort,
   DirectionError,
+  SerializationError,
+  PoolError,
+  WorkerDiedError,
+  RemoteTraceback,
 } from './errors.js';
 export type { ProcessErrorCode, SyncErrorCode } from './errors.js';
 export { isSingleThreaded } from './fork-safety.js';
@@ -38,4 +42,6 @@ export type { ShareableValue, ShareableListOptions } from './shareable-list.js';
 export { Pipe, Connection } from './connection.js';
 export type { PipeOptions, ConnectionOptions } from './connection.js';
 export { wait, waitSync } from './wait.js';
+export { Pool, AsyncResult } from './pool.js';
+export type { PoolOptions, TaskOptions, MapOptions, AsyncOptions } from './pool.js';
 export type { Waitable } from './wait.js';

@@ -48,6 +48,14 @@ function installExitHook(): void {
   });
 }
 
+// Internal: what Pool calls when one of its workers ends, however it ends,
+// without holding the event loop open as a pending join() would.
+const exitListeners = new WeakMap<Process, (code: number) => void>();
+
+export function setExitListener(child: Process, listener: (code: number) => void): void {
+  exitListeners.set(child, listener);
+}
+
 /** The process that started this one, seen from a child. */
 export class ParentProcess {
   readonly pid: number;
@@ -286,6 +294,7 @@ export class Process<A extends unknown[] = unknown[]> {
       waiter.resolve(code);
     }
     this.#waiters.clear();
+    exitListeners.get(this as unknown as Process)?.(code);
   }
 
   #sendSignal(signal: number, method: string): void {

@@ -76,6 +76,24 @@ const SKIP = 0x7f;
 const LENGTH_MASK = 0xffffff;
 
 const NOTHING = Symbol('nothing');
+const TAKE = Symbol('take');
+const READABLE = Symbol('readable');
+
+/** What takeNowait() returns from an empty queue. */
+export const EMPTY: unique symbol = NOTHING as never;
+
+/** Internal (Pool): the oldest message, or EMPTY, without the cost of a QueueEmpty throw. */
+export function takeNowait(q: Queue<unknown>): unknown {
+  return q[TAKE]();
+}
+
+/**
+ * Internal (Pool): resolves once a message may be there to take, without
+ * taking it, so that whoever acts on it takes it in the same tick.
+ */
+export function whenReadable(q: Queue<unknown>): Promise<boolean> {
+  return runAsync(q[READABLE]());
+}
 const DEFAULT_RING_BYTES = 1 << 20;
 const MIN_RING_BYTES = 4096;
 const MAX_RING_BYTES = 1 << 24;
@@ -369,23 +387,31 @@ class Ring {
   // ---- waiting --------------------------------------------------------------
 
   *getSteps(deadline: number): Steps<unknown> {
-    const w = this.words;
     for (;;) {
       const value = this.tryGet();
       if (value !== NOTHING) return value;
       if (deadline === -Infinity) throw new QueueEmpty();
-      if (this.#spinForMessage()) continue;
-      if (timeLeft(deadline) === 0) throw new QueueEmpty(`the queue stayed empty for the whole timeout`);
+      if (!(yield* this.publishedSteps(deadline))) throw new QueueEmpty(`the queue stayed empty for the whole timeout`);
+    }
+  }
+
+  /** Until the head message looks published (true), or the deadline passes (false); takes nothing. */
+  *publishedSteps(deadline: number): Steps<boolean> {
+    const w = this.words;
+    for (;;) {
+      if (this.#spinForMessage()) return true;
+      if (timeLeft(deadline) === 0) return false;
       Atomics.add(w, GET_SLEEPERS, 1);
       let result: number;
       try {
         const seq = Atomics.load(w, PUT_SEQ);
-        if (this.#headPublished()) continue;
+        if (this.#headPublished()) return true;
         result = yield sleep(this.buffer, PUT_SEQ * 4, seq, slice(deadline, OWNER_CHECK_MS));
       } finally {
         Atomics.sub(w, GET_SLEEPERS, 1);
       }
-      if (result === TIMED_OUT) this.recoverHead();
+      if (result !== TIMED_OUT) return true;
+      this.recoverHead();
     }
   }
 
@@ -625,6 +651,14 @@ export class Queue<T = unknown> {
   /** Blocks until every message this process buffered is in the ring (Python's join_thread()). */
   joinThread(): void {
     native.drain();
+  }
+
+  [TAKE](): unknown {
+    return this.#open('getNowait()').tryGet();
+  }
+
+  [READABLE](): Steps<boolean> {
+    return this.#open('get()').publishedSteps(Infinity);
   }
 
   /** The shared ring, for diagnostics and the crash tests: { buffer, slots }. */

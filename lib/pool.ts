@@ -1,0 +1,1172 @@
+// Pool: forked worker processes that run functions of this program.
+//
+// How a function reaches a worker: a worker is a fork of this process, so it
+// holds a copy of every function that existed when it was forked. The pool
+// gives each function it is handed a number, and a worker forked after that
+// finds the function by its number in its copy of the table below. Workers
+// are forked at the first task (not in the constructor), so the functions
+// of that first call are known to them at no cost. A task whose function is
+// newer than every worker retires the workers (each finishes what it was
+// given) and forks fresh ones, which know it: one fork per worker, measured
+// by `npm run bench`. Closures work either way, with what they captured as
+// it was at the fork.
+//
+// Transport: each worker reads its own task Queue and every worker answers on
+// one shared result Queue. The pool sends each worker a few tasks ahead, so it
+// knows at all times which tasks a worker holds and in which order it runs
+// them; when a worker dies, the first task it held (the one it was running)
+// fails with WorkerDiedError and the rest go to other workers.
+import { inspect } from 'node:util';
+import { native } from './native.js';
+import { Process, cpuCount, setExitListener } from './process.js';
+import { EMPTY, Queue, takeNowait, whenReadable } from './queue.js';
+import { PoolError, QueueEmpty, RemoteTraceback, SerializationError, TimeoutError, WorkerDiedError } from './errors.js';
+import { checkInteger, invalidType, invalidValue } from './args.js';
+import { SPIN_LIMIT, deadlineAfter, timeLeft } from './waiting.js';
+import { selfPid } from './self.js';
+
+// ---- the function table ------------------------------------------------------
+
+const fnIds = new Map<Function, number>();
+const fnsById = new Map<number, Function>();
+let nextFnId = 1;
+// Functions the pool has not seen for this many newer ones are dropped (a
+// program that passes a fresh closure on every call would otherwise grow the
+// table forever); one in use by a task is kept.
+const FN_TABLE_LIMIT = 1024;
+const fnUses = new Map<number, number>();
+
+function fnIdOf(fn: Function): number {
+  let id = fnIds.get(fn);
+  if (id === undefined) {
+    id = nextFnId++;
+    fnIds.set(fn, id);
+    fnsById.set(id, fn);
+    if (fnsById.size > FN_TABLE_LIMIT) {
+      for (const [old, f] of fnsById) {
+        if (fnsById.size <= FN_TABLE_LIMIT) break;
+        if ((fnUses.get(old) ?? 0) > 0) continue;
+        fnsById.delete(old);
+        fnIds.delete(f);
+      }
+    }
+  }
+  return id;
+}
+
+function useFn(id: number, delta: number): void {
+  const n = (fnUses.get(id) ?? 0) + delta;
+  if (n > 0) fnUses.set(id, n);
+  else fnUses.delete(id);
+}
+
+// ---- messages --------------------------------------------------------------------
+
+const APPLY = 0;
+const MAP = 1;
+const STARMAP = 2;
+
+/** [batch id, function id, APPLY | MAP | STARMAP, args or items]; null tells a worker to exit. */
+type TaskMessage = [number, number, number, unknown] | null;
+/** [batch id, true, value or values] | [batch id, false, failure]; batch 0: the initializer failed. */
+type ResultMessage = [number, boolean, unknown] | typeof WAKE;
+/** Sent to the result queue by the pool itself, to end a wait that has nothing left to wait for. */
+const WAKE = -1;
+const WORKER_POLL_MS = 0.2;
+
+interface Failure {
+  error: SentError | { thrown: unknown };
+  /** Index within the batch of the item that failed; the values before it are in `done`. */
+  index: number;
+  done: unknown[];
+}
+
+interface SentError {
+  name: string;
+  message: string;
+  stack: string;
+  code?: unknown;
+}
+
+function describe(error: unknown): Failure['error'] {
+  if (error instanceof Error) {
+    const sent: SentError = { name: error.name, message: error.message, stack: String(error.stack ?? `${error.name}: ${error.message}`) };
+    const code = (error as { code?: unknown }).code;
+    if (typeof code === 'string' || typeof code === 'number') sent.code = code;
+    return sent;
+  }
+  return { thrown: typeof error === 'object' && error !== null ? inspect(error) : error };
+}
+
+const errorClasses: Record<string, ErrorConstructor> = {
+  Error,
+  TypeError,
+  RangeError,
+  SyntaxError,
+  ReferenceError,
+  EvalError,
+  URIError,
+};
+
+/** The worker's error as an error of the same name and message here, its stack as `cause`. */
+function rebuild(sent: Failure['error']): unknown {
+  if ('thrown' in sent) return sent.thrown;
+  const Class = errorClasses[sent.name] ?? Error;
+  const error = new Class(sent.message, { cause: new RemoteTraceback(sent.stack) });
+  if (error.name !== sent.name) Object.defineProperty(error, 'name', { value: sent.name, configurable: true, writable: true });
+  if (sent.code !== undefined) Object.assign(error, { code: sent.code });
+  return error;
+}
+
+function isThenable(v: unknown): v is PromiseLike<unknown> {
+  return (typeof v === 'object' || typeof v === 'function') && v !== null && typeof (v as { then?: unknown }).then === 'function';
+}
+
+// ---- the worker's side ----------------------------------------------------------
+
+interface WorkerSetup {
+  tasks: Queue<TaskMessage>;
+  results: Queue<ResultMessage>;
+  running: Int32Array;
+  initializer: ((...args: unknown[]) => unknown) | null;
+  initargs: unknown[];
+  maxtasks: number;
+}
+
+/**
+ * The next task. A pool's tasks tend to come in runs: a worker polls for a
+ * while before it sleeps, so that the next task of a run finds it awake
+ * (a futex wake-up costs 30 to 100 µs here, the poll a fraction of a core).
+ */
+function nextTask(tasks: Queue<TaskMessage>): TaskMessage {
+  let task = takeNowait(tasks);
+  if (task !== EMPTY) return task as TaskMessage;
+  if (SPIN_LIMIT > 0) {
+    const until = performance.now() + WORKER_POLL_MS;
+    do {
+      for (let i = 0; i < 64; i++) {
+        task = takeNowait(tasks);
+        if (task !== EMPTY) return task as TaskMessage;
+      }
+    } while (performance.now() < until);
+  }
+  return tasks.getSync();
+}
+
+/** A worker's life: the initializer, then tasks until told to stop or maxtasksperchild is reached. */
+async function serve(s: WorkerSetup): Promise<void> {
+  if (s.initializer !== null) {
+    try {
+      const r = s.initializer(...s.initargs);
+      if (isThenable(r)) await r;
+    } catch (error) {
+      s.results.putSync([0, false, { error: describe(error), index: 0, done: [] } satisfies Failure]);
+      return;
+    }
+  }
+  for (let served = 0; s.maxtasks === 0 || served < s.maxtasks; served++) {
+    const task = nextTask(s.tasks);
+    if (task === null) return;
+    const [batch, fnId, kind, payload] = task;
+    Atomics.store(s.running, 0, batch);
+    const fn = fnsById.get(fnId) as (...args: unknown[]) => unknown;
+    let reply: ResultMessage;
+    if (kind === APPLY) {
+      try {
+        let r = fn(...(payload as unknown[]));
+        if (isThenable(r)) r = await r;
+        reply = [batch, true, r];
+      } catch (error) {
+        reply = [batch, false, { error: describe(error), index: 0, done: [] } satisfies Failure];
+      }
+    } else {
+      const items = payload as unknown[];
+      const out = new Array<unknown>(items.length);
+      let i = 0;
+      try {
+        for (; i < items.length; i++) {
+          let r = kind === MAP ? fn(items[i]) : fn(...(items[i] as unknown[]));
+          if (isThenable(r)) r = await r;
+          out[i] = r;
+        }
+        reply = [batch, true, out];
+      } catch (error) {
+        reply = [batch, false, { error: describe(error), index: i, done: out.slice(0, i) } satisfies Failure];
+      }
+    }
+    Atomics.store(s.running, 0, 0);
+    try {
+      s.results.putSync(reply);
+    } catch (error) {
+      const failure = new SerializationError(`the result of a task could not be sent back: ${(error as Error).message}`);
+      s.results.putSync([batch, false, { error: describe(failure), index: 0, done: [] } satisfies Failure]);
+    }
+  }
+}
+
+// ---- jobs --------------------------------------------------------------------------
+
+/** A unit of work sent to one worker: one apply(), or one chunk of a map. */
+interface Batch {
+  id: number;
+  fnId: number;
+  kind: number;
+  payload: unknown;
+  job: Job;
+  /** Position of the batch's first item in the job's input. */
+  start: number;
+  count: number;
+  worker: Worker | null;
+}
+
+let nextBatchId = 1;
+
+/** What a call submitted: it hands out batches and takes their outcomes. */
+abstract class Job {
+  settled = false;
+  /** Called once when the job ends, however it ends. */
+  onFinish: (() => void) | null = null;
+  readonly fnId: number;
+  readonly what: string;
+  constructor(fnId: number, what: string) {
+    this.fnId = fnId;
+    this.what = what;
+    useFn(fnId, 1);
+  }
+  abstract nextBatch(): Batch | null;
+  abstract succeeded(batch: Batch, value: unknown): void;
+  abstract failed(batch: Batch, error: unknown, done: unknown[]): void;
+  /** Ends the job with `error` unless it already ended. */
+  abstract abort(error: unknown): void;
+  protected finish(): void {
+    if (this.settled) return;
+    this.settled = true;
+    useFn(this.fnId, -1);
+    this.onFinish?.();
+  }
+  batch(kind: number, payload: unknown, start: number, count: number): Batch {
+    return { id: nextBatchId++, fnId: this.fnId, kind, payload, job: this, start, count, worker: null };
+  }
+}
+
+interface Settler<T> {
+  resolve(value: T): void;
+  reject(error: unknown): void;
+}
+
+class ApplyJob extends Job {
+  #args: unknown[] | null;
+  #out: Settler<unknown>;
+  constructor(fnId: number, args: unknown[], out: Settler<unknown>) {
+    super(fnId, 'apply()');
+    this.#args = args;
+    this.#out = out;
+  }
+  nextBatch(): Batch | null {
+    if (this.#args === null || this.settled) return null;
+    const b = this.batch(APPLY, this.#args, 0, 1);
+    this.#args = null;
+    return b;
+  }
+  succeeded(_b: Batch, value: unknown): void {
+    if (this.settled) return;
+    this.finish();
+    this.#out.resolve(value);
+  }
+  failed(_b: Batch, error: unknown): void {
+    this.abort(error);
+  }
+  abort(error: unknown): void {
+    if (this.settled) return;
+    this.#args = null;
+    this.finish();
+    this.#out.reject(error);
+  }
+}
+
+/** Pulls chunks of `chunksize` items from an iterator; an error it throws is remembered with its position. */
+class Chunker {
+  #it: Iterator<unknown> | null;
+  #chunksize: number;
+  position = 0;
+  error: { at: number; error: unknown } | null = null;
+  constructor(it: Iterator<unknown>, chunksize: number) {
+    this.#it = it;
+    this.#chunksize = chunksize;
+  }
+  get done(): boolean {
+    return this.#it === null;
+  }
+  next(): unknown[] | null {
+    if (this.#it === null) return null;
+    const chunk: unknown[] = [];
+    try {
+      while (chunk.length < this.#chunksize) {
+        const r = this.#it.next();
+        if (r.done) {
+          this.#it = null;
+          break;
+        }
+        chunk.push(r.value);
+      }
+    } catch (error) {
+      this.error = { at: this.position + chunk.length, error };
+      this.#it = null;
+    }
+    if (chunk.length === 0) return null;
+    this.position += chunk.length;
+    return chunk;
+  }
+  stop(): void {
+    this.#it = null;
+  }
+}
+
+/** map(), starmap() and their Async forms: every result in input order, or the first error. */
+class MapJob extends Job {
+  #chunks: Chunker;
+  #kind: number;
+  #results: unknown[];
+  #pending = 0;
+  #out: Settler<unknown[]>;
+  constructor(fnId: number, kind: number, items: unknown[], chunksize: number, out: Settler<unknown[]>, what: string) {
+    super(fnId, what);
+    this.#kind = kind;
+    this.#chunks = new Chunker(items[Symbol.iterator](), chunksize);
+    this.#results = new Array(items.length);
+    this.#out = out;
+    if (items.length === 0) {
+      this.finish();
+      out.resolve([]);
+    }
+  }
+  nextBatch(): Batch | null {
+    if (this.settled) return null;
+    const start = this.#chunks.position;
+    const chunk = this.#chunks.next();
+    if (chunk === null) return null;
+    this.#pending++;
+    return this.batch(this.#kind, chunk, start, chunk.length);
+  }
+  succeeded(b: Batch, values: unknown): void {
+    if (this.settled) return;
+    const vs = values as unknown[];
+    for (let i = 0; i < vs.length; i++) this.#results[b.start + i] = vs[i];
+    if (--this.#pending === 0 && this.#chunks.done) {
+      this.finish();
+      this.#out.resolve(this.#results);
+    }
+  }
+  failed(_b: Batch, error: unknown): void {
+    this.abort(error);
+  }
+  abort(error: unknown): void {
+    if (this.settled) return;
+    this.#chunks.stop();
+    this.finish();
+    this.#out.reject(error);
+  }
+}
+
+/** imap() and imapUnordered(): results stream out as they come, in input order or as they finish. */
+class IMapJob extends Job implements AsyncIterableIterator<unknown> {
+  #chunks: Chunker;
+  #kind: number;
+  #ordered: boolean;
+  #ready = new Map<number, { ok: boolean; value: unknown }>();
+  #arrivals: { ok: boolean; value: unknown }[] = [];
+  #next = 0;
+  #inFlight = 0;
+  #reader: Settler<IteratorResult<unknown>> | null = null;
+  /** Asks the pool for more work: results are being read, so more input may be pulled. */
+  #pull: () => void;
+  constructor(fnId: number, kind: number, it: Iterator<unknown>, chunksize: number, ordered: boolean, pull: () => void) {
+    super(fnId, ordered ? 'imap()' : 'imapUnordered()');
+    this.#kind = kind;
+    this.#ordered = ordered;
+    this.#chunks = new Chunker(it, chunksize);
+    this.#pull = pull;
+  }
+  nextBatch(): Batch | null {
+    if (this.settled) return null;
+    const start = this.#chunks.position;
+    const chunk = this.#chunks.next();
+    this.#noteInputError();
+    if (chunk === null) {
+      this.#deliver();
+      return null;
+    }
+    this.#inFlight += chunk.length;
+    return this.batch(this.#kind, chunk, start, chunk.length);
+  }
+  #noteInputError(): void {
+    const e = this.#chunks.error;
+    if (e === null) return;
+    this.#chunks.error = null;
+    this.#put(e.at, false, e.error);
+  }
+  #put(index: number, ok: boolean, value: unknown): void {
+    if (this.#ordered) this.#ready.set(index, { ok, value });
+    else this.#arrivals.push({ ok, value });
+  }
+  succeeded(b: Batch, values: unknown): void {
+    if (this.settled) return;
+    const vs = values as unknown[];
+    this.#inFlight -= b.count;
+    for (let i = 0; i < vs.length; i++) this.#put(b.start + i, true, vs[i]);
+    this.#deliver();
+  }
+  failed(b: Batch, error: unknown, done: unknown[]): void {
+    if (this.settled) return;
+    this.#inFlight -= b.count;
+    for (let i = 0; i < done.length; i++) this.#put(b.start + i, true, done[i]);
+    this.#put(b.start + done.length, false, error);
+    // The items after the failed one in its batch were never run: like an
+    // error in the input, the failure ends the stream at its position.
+    this.#chunks.stop();
+    this.#deliver();
+  }
+  abort(error: unknown): void {
+    if (this.settled) return;
+    this.#chunks.stop();
+    this.#ready.clear();
+    this.#arrivals = [];
+    this.#put(this.#ordered ? this.#next : 0, false, error);
+    this.finish();
+    this.#deliver();
+  }
+  #take(): { ok: boolean; value: unknown } | undefined {
+    if (!this.#ordered) return this.#arrivals.shift();
+    const r = this.#ready.get(this.#next);
+    if (r !== undefined) {
+      this.#ready.delete(this.#next);
+      this.#next++;
+    }
+    return r;
+  }
+  get #exhausted(): boolean {
+    return this.#chunks.done && this.#inFlight === 0 && this.#ready.size === 0 && this.#arrivals.length === 0;
+  }
+  #deliver(): void {
+    const reader = this.#reader;
+    if (reader === null) {
+      if (this.#exhausted) this.finish();
+      return;
+    }
+    const r = this.#take();
+    if (r !== undefined) {
+      this.#reader = null;
+      if (r.ok) reader.resolve({ value: r.value, done: false });
+      else {
+        this.#end();
+        reader.reject(r.value);
+      }
+    } else if (this.#exhausted) {
+      this.#reader = null;
+      this.#end();
+      reader.resolve({ value: undefined, done: true });
+    }
+  }
+  #end(): void {
+    this.#chunks.stop();
+    this.#ready.clear();
+    this.#arrivals = [];
+    this.finish();
+  }
+  next(): Promise<IteratorResult<unknown>> {
+    if (this.#reader !== null) return Promise.reject(invalidValue('Pool.imap(): next() called again before the previous next() settled'));
+    if (this.settled && this.#ready.size === 0 && this.#arrivals.length === 0) return Promise.resolve({ value: undefined, done: true });
+    return new Promise((resolve, reject) => {
+      this.#reader = { resolve, reject };
+      this.#deliver();
+      this.#pull();
+    });
+  }
+  return(): Promise<IteratorResult<unknown>> {
+    this.#end();
+    return Promise.resolve({ value: undefined, done: true });
+  }
+  [Symbol.asyncIterator](): this {
+    return this;
+  }
+}
+
+// ---- AsyncResult -----------------------------------------------------------------
+
+/** The pending outcome of applyAsync(), mapAsync() or starmapAsync(). */
+export class AsyncResult<T = unknown> {
+  #state: 'pending' | 'ok' | 'failed' = 'pending';
+  #value: unknown;
+  #settled: Promise<void>;
+  #settle!: () => void;
+  #drive: (done: () => boolean, deadline: number) => boolean;
+
+  /** @internal */
+  constructor(drive: (done: () => boolean, deadline: number) => boolean) {
+    this.#drive = drive;
+    this.#settled = new Promise((resolve) => (this.#settle = resolve));
+  }
+
+  /** @internal */
+  resolve(value: T): void {
+    this.#finish('ok', value);
+  }
+
+  /** @internal */
+  reject(error: unknown): void {
+    this.#finish('failed', error);
+  }
+
+  #finish(state: 'ok' | 'failed', value: unknown): void {
+    if (this.#state !== 'pending') return;
+    this.#state = state;
+    this.#value = value;
+    this.#settle();
+  }
+
+  /** Whether the call has finished (succeeded or failed). */
+  ready(): boolean {
+    return this.#state !== 'pending';
+  }
+
+  /** Whether it finished without an error; throws PoolError if it has not finished. */
+  successful(): boolean {
+    if (this.#state === 'pending') throw new PoolError('ERR_RESULT_NOT_READY', 'AsyncResult.successful(): the result is not ready yet');
+    return this.#state === 'ok';
+  }
+
+  /** The result; rejects with the task's error, or with TimeoutError if `timeout` ms pass first. */
+  async get(timeout?: number): Promise<T> {
+    if (!(await this.wait(timeout))) throw new TimeoutError(`AsyncResult.get(): no result within ${timeout} ms`);
+    if (this.#state === 'failed') throw this.#value;
+    return this.#value as T;
+  }
+
+  /** get(), blocking this thread (and running the pool's bookkeeping on it meanwhile). */
+  getSync(timeout?: number): T {
+    if (!this.waitSync(timeout)) throw new TimeoutError(`AsyncResult.getSync(): no result within ${timeout} ms`);
+    if (this.#state === 'failed') throw this.#value;
+    return this.#value as T;
+  }
+
+  /** Resolves true once the result is ready, or false when `timeout` ms pass first. */
+  async wait(timeout?: number): Promise<boolean> {
+    const deadline = deadlineAfter('AsyncResult.wait', timeout);
+    if (this.#state !== 'pending') return true;
+    if (deadline === Infinity) {
+      await this.#settled;
+      return true;
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const expired = new Promise<boolean>((resolve) => (timer = setTimeout(resolve, timeLeft(deadline), false)));
+    try {
+      return await Promise.race([this.#settled.then(() => true), expired]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** wait(), blocking this thread. */
+  waitSync(timeout?: number): boolean {
+    const deadline = deadlineAfter('AsyncResult.waitSync', timeout);
+    return this.#drive(() => this.#state !== 'pending', deadline);
+  }
+}
+
+// ---- the pool ----------------------------------------------------------------------
+
+export interface PoolOptions {
+  /** Worker processes (default: cpuCount()). */
+  processes?: number;
+  /** Runs once in each worker before its first task; may return a Promise. */
+  initializer?: ((...args: any[]) => unknown) | null;
+  initargs?: unknown[];
+  /** Tasks (chunks) a worker runs before it is replaced by a fresh one; absent: no limit. */
+  maxtasksperchild?: number | null;
+  /** Only 'fork' for now. */
+  startMethod?: 'fork';
+}
+
+export interface TaskOptions {
+  /** Aborting rejects the call; a worker running one of its tasks is killed and replaced. */
+  signal?: AbortSignal;
+}
+
+export interface MapOptions extends TaskOptions {
+  /** Items sent to a worker at once (map: about len / (4 × processes); imap: 1). */
+  chunksize?: number;
+}
+
+export interface AsyncOptions<T> {
+  callback?: (value: T) => void;
+  errorCallback?: (error: unknown) => void;
+}
+
+interface Worker {
+  proc: Process;
+  pid: number;
+  tasks: Queue<TaskMessage>;
+  running: Int32Array;
+  /** Functions numbered below this were in the table when it was forked. */
+  knowsBelow: number;
+  /** Batches sent to it and not answered, in the order it runs them. */
+  held: Batch[];
+  assigned: number;
+  retiring: boolean;
+  /** How many batches it may hold. */
+  ahead: number;
+}
+
+const RUN = 0;
+const CLOSE = 1;
+const TERMINATE = 2;
+
+// Batches sent ahead to each worker. A worker that ran out of work before
+// the pool noticed its answers gets twice as many (tiny tasks end up 256
+// deep, so the pool's wake-ups are amortized over many); a worker never left
+// without work stays at 2, so long tasks spread evenly over the workers.
+const AHEAD_MIN = 2;
+const AHEAD_MAX = 256;
+const TASK_RING_BYTES = 256 * 1024;
+// How often a blocking call looks for workers that died.
+const EXIT_POLL_MS = 100;
+const TERMINATE_GRACE_MS = 1000;
+let workerCounter = 0;
+
+function checkFunction(what: string, fn: unknown): asserts fn is (...args: any[]) => unknown {
+  if (typeof fn !== 'function') throw invalidType(`${what}: fn`, 'a function', fn);
+}
+
+function checkIterable(what: string, items: unknown): asserts items is Iterable<unknown> {
+  if (items === null || items === undefined || typeof (items as Iterable<unknown>)[Symbol.iterator] !== 'function') {
+    throw invalidType(`${what}: iterable`, 'an iterable (an array, a Set, a generator...)', items);
+  }
+}
+
+/**
+ * A pool of forked worker processes (Python's multiprocessing.Pool). Any
+ * function can be a task, closures included; see the top of this file for
+ * how it reaches the workers.
+ */
+export class Pool {
+  readonly #processes: number;
+  readonly #initializer: ((...args: unknown[]) => unknown) | null;
+  readonly #initargs: unknown[];
+  readonly #maxtasks: number;
+  readonly #results: Queue<ResultMessage>;
+  #workers: Worker[] = [];
+  #jobs: Job[] = [];
+  /** Batches taken back from a worker that died, sent again before anything new. */
+  #again: Batch[] = [];
+  #sent = new Map<number, Batch>();
+  #state = RUN;
+  #broken: unknown = null;
+  #pumping = false;
+  #idleWaiters: (() => void)[] = [];
+  readonly #owner = selfPid;
+  #terminated: Promise<void> | null = null;
+  #exitHook = (): void => {
+    // A worker inherits this listener with the rest of the process; only the pool's own process acts on it.
+    if (selfPid === this.#owner) for (const w of this.#workers) w.proc.kill();
+  };
+
+  constructor(options: PoolOptions = {}) {
+    if (typeof options !== 'object' || options === null) throw invalidType('Pool(options)', 'an object', options);
+    const { processes = cpuCount(), initializer = null, initargs = [], maxtasksperchild = null, startMethod = 'fork' } = options;
+    this.#processes = checkInteger('Pool: processes', processes, 1, 4096);
+    if (initializer !== null) checkFunction('Pool: initializer', initializer);
+    if (!Array.isArray(initargs)) throw invalidType('Pool: initargs', 'an array', initargs);
+    this.#maxtasks = maxtasksperchild === null ? 0 : checkInteger('Pool: maxtasksperchild', maxtasksperchild, 1);
+    if (startMethod !== 'fork') throw invalidValue(`Pool: startMethod ${inspect(startMethod)} is not available yet; only 'fork' is`);
+    this.#initializer = initializer as ((...args: unknown[]) => unknown) | null;
+    this.#initargs = initargs;
+    this.#results = new Queue<ResultMessage>();
+    // Workers are daemons: a killed parent takes them along (PR_SET_PDEATHSIG),
+    // and at a normal exit they are killed rather than waited for.
+    process.prependListener('exit', this.#exitHook);
+  }
+
+  get processes(): number {
+    return this.#processes;
+  }
+
+  /** The pids of the current workers (none before the first task). */
+  get pids(): number[] {
+    return this.#workers.filter((w) => !w.retiring).map((w) => w.pid);
+  }
+
+  // ---- submitting ----
+
+  #checkOwner(call: string): void {
+    if (selfPid !== this.#owner) {
+      throw new PoolError('ERR_NOT_POOL_OWNER', `Pool: ${call} can only be made by the process that created the pool (pid ${this.#owner}), not by ${selfPid}`);
+    }
+  }
+
+  #checkRunning(call: string): void {
+    this.#checkOwner(`Pool.${call}`);
+    if (this.#state !== RUN) {
+      throw new PoolError(this.#state === CLOSE ? 'ERR_POOL_CLOSED' : 'ERR_POOL_TERMINATED', `Pool.${call}: the pool is ${this.#state === CLOSE ? 'closed' : 'terminated'}`);
+    }
+    if (this.#broken !== null) throw this.#broken;
+  }
+
+  #submit(job: Job, signal: AbortSignal | undefined): void {
+    if (signal !== undefined) {
+      if (signal.aborted) {
+        job.abort(signal.reason);
+        return;
+      }
+      const onAbort = (): void => this.#abort(job, signal.reason);
+      signal.addEventListener('abort', onAbort, { once: true });
+      job.onFinish = () => signal.removeEventListener('abort', onAbort);
+    }
+    if (job.settled) return;
+    this.#jobs.push(job);
+    this.#dispatch();
+  }
+
+  /** Runs fn(...args) in a worker; resolves with what it returns (awaited if a Promise). */
+  apply<R>(fn: (...args: any[]) => R | Promise<R>, args: unknown[] = [], options: TaskOptions = {}): Promise<Awaited<R>> {
+    return new Promise((resolve, reject) => {
+      this.#applyJob('apply()', fn, args, options, { resolve: resolve as (v: unknown) => void, reject });
+    });
+  }
+
+  /** apply(), blocking this thread until the result is in. */
+  applySync<R>(fn: (...args: any[]) => R, args: unknown[] = []): Awaited<R> {
+    return this.applyAsync(fn, args).getSync() as Awaited<R>;
+  }
+
+  /** Starts fn(...args) in a worker and returns an AsyncResult at once. */
+  applyAsync<R>(fn: (...args: any[]) => R | Promise<R>, args: unknown[] = [], options: TaskOptions & AsyncOptions<Awaited<R>> = {}): AsyncResult<Awaited<R>> {
+    const result = new AsyncResult<Awaited<R>>((done, deadline) => this.#driveUntil(done, deadline));
+    this.#applyJob('applyAsync()', fn, args, options, withCallbacks(result, options));
+    return result;
+  }
+
+  #applyJob(call: string, fn: unknown, args: unknown, options: TaskOptions, out: Settler<unknown>): void {
+    this.#checkRunning(call);
+    checkFunction(`Pool.${call}`, fn);
+    if (!Array.isArray(args)) throw invalidType(`Pool.${call}: args`, 'an array', args);
+    this.#submit(new ApplyJob(fnIdOf(fn), args, out), checkOptions(call, options).signal);
+  }
+
+  /** fn(item) for every item, in a worker each; resolves with the results in order, or rejects with the first error. */
+  map<T, R>(fn: (item: T) => R | Promise<R>, iterable: Iterable<T>, options: MapOptions = {}): Promise<Awaited<R>[]> {
+    return new Promise((resolve, reject) => this.#mapJob('map()', MAP, fn, iterable, options, { resolve: resolve as (v: unknown[]) => void, reject }));
+  }
+
+  /** map(), blocking this thread. */
+  mapSync<T, R>(fn: (item: T) => R, iterable: Iterable<T>, options: Omit<MapOptions, 'signal'> = {}): Awaited<R>[] {
+    return this.mapAsync(fn, iterable, options).getSync();
+  }
+
+  /** map() returning an AsyncResult. */
+  mapAsync<T, R>(fn: (item: T) => R | Promise<R>, iterable: Iterable<T>, options: MapOptions & AsyncOptions<Awaited<R>[]> = {}): AsyncResult<Awaited<R>[]> {
+    const result = new AsyncResult<Awaited<R>[]>((done, deadline) => this.#driveUntil(done, deadline));
+    this.#mapJob('mapAsync()', MAP, fn, iterable, options, withCallbacks(result, options) as Settler<unknown[]>);
+    return result;
+  }
+
+  /** fn(...args) for every args array; results in order. */
+  starmap<R>(fn: (...args: any[]) => R | Promise<R>, iterable: Iterable<unknown[]>, options: MapOptions = {}): Promise<Awaited<R>[]> {
+    return new Promise((resolve, reject) => this.#mapJob('starmap()', STARMAP, fn, iterable, options, { resolve: resolve as (v: unknown[]) => void, reject }));
+  }
+
+  /** starmap(), blocking this thread. */
+  starmapSync<R>(fn: (...args: any[]) => R, iterable: Iterable<unknown[]>, options: Omit<MapOptions, 'signal'> = {}): Awaited<R>[] {
+    return this.starmapAsync(fn, iterable, options).getSync();
+  }
+
+  /** starmap() returning an AsyncResult. */
+  starmapAsync<R>(fn: (...args: any[]) => R | Promise<R>, iterable: Iterable<unknown[]>, options: MapOptions & AsyncOptions<Awaited<R>[]> = {}): AsyncResult<Awaited<R>[]> {
+    const result = new AsyncResult<Awaited<R>[]>((done, deadline) => this.#driveUntil(done, deadline));
+    this.#mapJob('starmapAsync()', STARMAP, fn, iterable, options, withCallbacks(result, options) as Settler<unknown[]>);
+    return result;
+  }
+
+  #mapJob(call: string, kind: number, fn: unknown, iterable: unknown, options: MapOptions, out: Settler<unknown[]>): void {
+    this.#checkRunning(call);
+    checkFunction(`Pool.${call}`, fn);
+    checkIterable(`Pool.${call}`, iterable);
+    const { chunksize, signal } = checkOptions(call, options);
+    // Python's map() makes a list of its input first, and so does this one:
+    // an error from the input surfaces here, before any task runs.
+    const items = Array.from(iterable);
+    if (kind === STARMAP) {
+      for (const [i, args] of items.entries()) {
+        if (!Array.isArray(args)) throw invalidType(`Pool.${call}: item ${i}`, 'an array of arguments', args);
+      }
+    }
+    const size = chunksize ?? defaultChunksize(items.length, this.#processes);
+    this.#submit(new MapJob(fnIdOf(fn), kind, items, size, out, call), signal);
+  }
+
+  /** fn(item) for every item, as an async iterable of the results in input order; they stream while later tasks run. */
+  imap<T, R>(fn: (item: T) => R | Promise<R>, iterable: Iterable<T>, options: MapOptions = {}): AsyncIterableIterator<Awaited<R>> {
+    return this.#imapJob('imap()', fn, iterable, options, true) as AsyncIterableIterator<Awaited<R>>;
+  }
+
+  /** imap(), results in the order they finish. */
+  imapUnordered<T, R>(fn: (item: T) => R | Promise<R>, iterable: Iterable<T>, options: MapOptions = {}): AsyncIterableIterator<Awaited<R>> {
+    return this.#imapJob('imapUnordered()', fn, iterable, options, false) as AsyncIterableIterator<Awaited<R>>;
+  }
+
+  #imapJob(call: string, fn: unknown, iterable: unknown, options: MapOptions, ordered: boolean): IMapJob {
+    this.#checkRunning(call);
+    checkFunction(`Pool.${call}`, fn);
+    checkIterable(`Pool.${call}`, iterable);
+    const { chunksize = 1, signal } = checkOptions(call, options);
+    const job = new IMapJob(fnIdOf(fn), MAP, iterable[Symbol.iterator](), chunksize, ordered, () => this.#dispatch());
+    this.#submit(job, signal);
+    return job;
+  }
+
+  // ---- dispatching ----
+
+  #nextBatch(): Batch | null {
+    if (this.#again.length > 0) return this.#again[0];
+    while (this.#jobs.length > 0) {
+      const job = this.#jobs[0];
+      const b = job.nextBatch();
+      if (b !== null) {
+        this.#again.push(b);
+        return b;
+      }
+      this.#jobs.shift();
+    }
+    return null;
+  }
+
+  /** Sends batches to workers that know their function and have room, forking workers as needed. */
+  #dispatch(): void {
+    if (this.#state === TERMINATE || this.#broken !== null) return;
+    for (;;) {
+      const b = this.#nextBatch();
+      if (b === null) break;
+      if (b.job.settled) {
+        this.#again.shift();
+        continue;
+      }
+      if (!this.#workers.some((x) => !x.retiring && x.knowsBelow > b.fnId)) {
+        for (const x of this.#workers) if (!x.retiring) this.#retire(x);
+      }
+      const w = this.#pick(b.fnId);
+      if (w === null) break;
+      this.#again.shift();
+      b.worker = w;
+      w.held.push(b);
+      w.assigned++;
+      this.#sent.set(b.id, b);
+      try {
+        w.tasks.putSync([b.id, b.fnId, b.kind, b.payload]);
+      } catch (error) {
+        w.held.pop();
+        w.assigned--;
+        this.#sent.delete(b.id);
+        b.job.abort(error);
+        continue;
+      }
+      if (this.#maxtasks > 0 && w.assigned === this.#maxtasks) this.#retire(w);
+    }
+    if (this.#sent.size > 0 && !this.#pumping) void this.#pump();
+    if (this.#idle()) this.#becameIdle();
+  }
+
+  /** An idle worker, else a new one while there are fewer than `processes`, else the least busy with room. */
+  #pick(fnId: number): Worker | null {
+    let best: Worker | null = null;
+    for (const w of this.#workers) {
+      if (w.retiring || w.knowsBelow <= fnId || w.held.length >= w.ahead) continue;
+      if (best === null || w.held.length < best.held.length) best = w;
+    }
+    if ((best === null || best.held.length > 0) && this.#active() < this.#processes) return this.#spawn();
+    return best;
+  }
+
+  #active(): number {
+    let n = 0;
+    for (const w of this.#workers) if (!w.retiring) n++;
+    return n;
+  }
+
+  #retire(w: Worker): void {
+    w.retiring = true;
+    if (this.#maxtasks === 0 || w.assigned < this.#maxtasks) w.tasks.putSync(null);
+  }
+
+  #spawn(): Worker {
+    const tasks = new Queue<TaskMessage>({ ringSize: TASK_RING_BYTES });
+    const running = new Int32Array(native.mapShared(4));
+    const setup: WorkerSetup = { tasks, results: this.#results, running, initializer: this.#initializer, initargs: this.#initargs, maxtasks: this.#maxtasks };
+    const proc = new Process({ daemon: true, name: `PoolWorker-${++workerCounter}`, target: () => serve(setup) });
+    proc.start();
+    const w: Worker = { proc, pid: proc.pid as number, tasks, running, knowsBelow: nextFnId, held: [], assigned: 0, retiring: false, ahead: AHEAD_MIN };
+    this.#workers.push(w);
+    setExitListener(proc, (code) => this.#exited(w, code));
+    return w;
+  }
+
+  // ---- results ----
+
+  #handle(m: ResultMessage): void {
+    if (m === WAKE) return;
+    const [id, ok, value] = m;
+    if (id === 0) {
+      this.#breakPool(value as Failure);
+      return;
+    }
+    const b = this.#sent.get(id);
+    if (b === undefined) return;
+    this.#sent.delete(id);
+    const w = b.worker as Worker;
+    const held = w.held;
+    if (held[0] === b) held.shift();
+    else held.splice(held.indexOf(b), 1);
+    if (held.length === 0 && w.ahead < AHEAD_MAX) w.ahead *= 2;
+    if (ok) b.job.succeeded(b, value);
+    else {
+      const f = value as Failure;
+      b.job.failed(b, rebuild(f.error), f.done);
+    }
+  }
+
+  #drain(): void {
+    for (let m = takeNowait(this.#results); m !== EMPTY; m = takeNowait(this.#results)) this.#handle(m as ResultMessage);
+  }
+
+  /**
+   * Handles answers as they come while any are due. It takes them only in the
+   * tick it handles them, so a blocking call (which handles them on its own)
+   * never waits for an answer the pump holds.
+   */
+  async #pump(): Promise<void> {
+    this.#pumping = true;
+    try {
+      while (this.#sent.size > 0) {
+        await whenReadable(this.#results);
+        this.#drain();
+        this.#dispatch();
+      }
+    } finally {
+      this.#pumping = false;
+    }
+  }
+
+  /** The pump waits for answers that will no longer come: give it a message that says so. */
+  #wakePump(): void {
+    if (this.#pumping && this.#sent.size === 0) this.#results.putSync(WAKE);
+  }
+
+  /** The blocking forms: does the pump's work on this thread until `done()` or the deadline. */
+  #driveUntil(done: () => boolean, deadline: number): boolean {
+    this.#checkOwner('a blocking call');
+    while (!done()) {
+      this.#dispatch();
+      if (done()) break;
+      const left = timeLeft(deadline);
+      if (left === 0) return false;
+      try {
+        this.#handle(this.#results.getSync({ timeout: Math.min(left ?? EXIT_POLL_MS, EXIT_POLL_MS) }));
+        this.#drain();
+      } catch (error) {
+        if (!(error instanceof QueueEmpty)) throw error;
+        // Exit notices come through the event loop, which is blocked now.
+        for (const w of [...this.#workers]) w.proc.isAlive();
+      }
+    }
+    this.#wakePump();
+    return true;
+  }
+
+  #exited(w: Worker, code: number): void {
+    const at = this.#workers.indexOf(w);
+    if (at >= 0) this.#workers.splice(at, 1);
+    // It may have answered before it died.
+    this.#drain();
+    const [running, ...unstarted] = w.held;
+    w.held = [];
+    if (running !== undefined) {
+      this.#sent.delete(running.id);
+      const how = code < 0 ? `was killed by signal ${-code}` : `exited with code ${code}`;
+      running.job.failed(
+        running,
+        new WorkerDiedError(`Pool worker ${w.pid} ${how} while running a task of ${running.job.what}`, w.pid, code),
+        [],
+      );
+    }
+    for (const b of unstarted) this.#sent.delete(b.id);
+    this.#again.unshift(...unstarted);
+    if (this.#state === TERMINATE) return;
+    this.#dispatch();
+    this.#wakePump();
+  }
+
+  #breakPool(f: Failure): void {
+    if (this.#broken !== null) return;
+    const cause = rebuild(f.error);
+    this.#broken = new PoolError('ERR_POOL_BROKEN', `the pool's initializer failed in a worker, so no task can run: ${(cause as Error)?.message ?? String(cause)}`);
+    Object.assign(this.#broken as object, { cause });
+    this.#failEverything(this.#broken);
+    for (const w of this.#workers) w.proc.kill();
+  }
+
+  #failEverything(error: unknown): void {
+    const jobs = new Set<Job>([...this.#jobs, ...this.#again.map((b) => b.job), ...[...this.#sent.values()].map((b) => b.job)]);
+    this.#jobs = [];
+    this.#again = [];
+    this.#sent.clear();
+    for (const w of this.#workers) w.held = [];
+    for (const job of jobs) job.abort(error);
+    this.#wakePump();
+    this.#becameIdle();
+  }
+
+  #abort(job: Job, reason: unknown): void {
+    if (job.settled) return;
+    job.abort(reason);
+    for (const b of this.#sent.values()) {
+      if (b.job === job && Atomics.load((b.worker as Worker).running, 0) === b.id) (b.worker as Worker).proc.kill();
+    }
+  }
+
+  #idle(): boolean {
+    return this.#jobs.length === 0 && this.#again.length === 0 && this.#sent.size === 0;
+  }
+
+  /** Nothing is left to do: a closed pool lets its workers go, and join() can wait for them. */
+  #becameIdle(): void {
+    if (this.#state === CLOSE) for (const w of this.#workers) if (!w.retiring) this.#retire(w);
+    for (const resolve of this.#idleWaiters.splice(0)) resolve();
+  }
+
+  // ---- shutting down ----
+
+  /** No more tasks; the workers exit once the submitted ones are done. */
+  close(): void {
+    if (this.#state !== RUN) return;
+    this.#state = CLOSE;
+    this.#dispatch();
+  }
+
+  /** Waits for every worker to exit; call close() or terminate() first. */
+  async join(): Promise<void> {
+    this.#checkJoinable('join()');
+    for (;;) {
+      if (this.#terminated !== null) return this.#terminated;
+      // Until then the pump's wait holds the event loop open; after, the workers' joins do.
+      if (!this.#idle()) await new Promise<void>((resolve) => this.#idleWaiters.push(resolve));
+      else if (this.#workers.length > 0) await Promise.all(this.#workers.map((w) => w.proc.join()));
+      else return;
+    }
+  }
+
+  /** join(), blocking this thread. */
+  joinSync(): void {
+    this.#checkJoinable('joinSync()');
+    this.#driveUntil(() => this.#idle(), Infinity);
+    for (const w of [...this.#workers]) w.proc.joinSync();
+  }
+
+  #checkJoinable(call: string): void {
+    this.#checkOwner(`Pool.${call}`);
+    if (this.#state === RUN) throw new PoolError('ERR_POOL_RUNNING', `Pool.${call}: call close() or terminate() first`);
+  }
+
+  /** Stops at once: pending calls reject, workers get SIGTERM and, after a second, SIGKILL. */
+  terminate(): Promise<void> {
+    this.#checkOwner('Pool.terminate()');
+    if (this.#terminated === null) this.#terminated = this.#terminate();
+    return this.#terminated;
+  }
+
+  async #terminate(): Promise<void> {
+    this.#stopAll();
+    const workers = [...this.#workers];
+    for (const w of workers) w.proc.terminate();
+    const deadline = performance.now() + TERMINATE_GRACE_MS;
+    for (const w of workers) {
+      if ((await w.proc.join(timeLeft(deadline))) === null) {
+        w.proc.kill();
+        await w.proc.join();
+      }
+    }
+    this.#workers = [];
+    process.removeListener('exit', this.#exitHook);
+  }
+
+  /** terminate(), blocking this thread until the workers are gone. */
+  terminateSync(): void {
+    this.#checkOwner('Pool.terminateSync()');
+    if (this.#terminated !== null) return;
+    this.#stopAll();
+    const workers = [...this.#workers];
+    for (const w of workers) w.proc.terminate();
+    const deadline = performance.now() + TERMINATE_GRACE_MS;
+    for (const w of workers) {
+      if (w.proc.joinSync(timeLeft(deadline)) === null) {
+        w.proc.kill();
+        w.proc.joinSync();
+      }
+    }
+    this.#workers = [];
+    process.removeListener('exit', this.#exitHook);
+    this.#terminated ??= Promise.resolve();
+  }
+
+  #stopAll(): void {
+    if (this.#state === TERMINATE) return;
+    this.#state = TERMINATE;
+    this.#failEverything(new PoolError('ERR_POOL_TERMINATED', 'the pool was terminated before this task finished'));
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.terminate();
+  }
+
+  [inspect.custom](): string {
+    const state = ['running', 'closed', 'terminated'][this.#state];
+    return `Pool { processes: ${this.#processes}, state: '${state}', workers: [${this.pids.join(', ')}] }`;
+  }
+}
+
+function checkOptions(call: string, options: MapOptions): MapOptions {
+  if (typeof options !== 'object' || options === null) throw invalidType(`Pool.${call}: options`, 'an object', options);
+  const { chunksize, signal } = options;
+  if (chunksize !== undefined) checkInteger(`Pool.${call}: chunksize`, chunksize, 1);
+  if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalidType(`Pool.${call}: signal`, 'an AbortSignal', signal);
+  return options;
+}
+
+/** Python's rule: about four chunks per worker. */
+function defaultChunksize(n: number, processes: number): number {
+  return Math.max(1, Math.ceil(n / (processes * 4)));
+}
+
+/** Settles `result` and calls the user's callbacks; a callback that throws is reported as an uncaught exception. */
+function withCallbacks<T>(result: AsyncResult<T>, options: AsyncOptions<T>): Settler<unknown> {
+  const { callback, errorCallback } = options;
+  if (callback !== undefined && typeof callback !== 'function') throw invalidType('Pool: callback', 'a function', callback);
+  if (errorCallback !== undefined && typeof errorCallback !== 'function') throw invalidType('Pool: errorCallback', 'a function', errorCallback);
+  const call = (fn: ((v: never) => void) | undefined, v: unknown): void => {
+    if (fn === undefined) return;
+    try {
+      fn(v as never);
+    } catch (error) {
+      process.nextTick(() => {
+        throw error;
+      });
+    }
+  };
+  return {
+    resolve(value) {
+      result.resolve(value as T);
+      call(callback, value);
+    },
+    reject(error) {
+      result.reject(error);
+      call(errorCallback, error);
+    },
+  };
+}

@@ -1,0 +1,415 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import {
+  AsyncResult,
+  Pool,
+  PoolError,
+  RemoteTraceback,
+  SerializationError,
+  TimeoutError,
+  WorkerDiedError,
+} from '../dist/index.js';
+import { childrenOf, openFds, running, runScript, shared, shmEntries, waitUntil } from './helpers.js';
+import { busySleep } from './sync-helpers.js';
+
+const square = (x: number): number => x * x;
+const add = (a: number, b: number): number => a + b;
+const pid = (): number => process.pid;
+
+let pools: Pool[] = [];
+function pool(options?: ConstructorParameters<typeof Pool>[0]): Pool {
+  const p = new Pool(options);
+  pools.push(p);
+  return p;
+}
+
+afterEach(async () => {
+  for (const p of pools) await p.terminate();
+  pools = [];
+});
+
+async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const v of it) out.push(v);
+  return out;
+}
+
+describe('Pool: results', () => {
+  it('apply, map, starmap, imap and imapUnordered, in both forms', async () => {
+    const p = pool({ processes: 2 });
+    expect(await p.apply(add, [2, 3])).toBe(5);
+    expect(p.applySync(add, [4, 5])).toBe(9);
+    const xs = Array.from({ length: 101 }, (_, i) => i);
+    expect(await p.map(square, xs)).toEqual(xs.map(square));
+    expect(await p.map(square, new Set([3, 4]), { chunksize: 1 })).toEqual([9, 16]);
+    expect(p.mapSync(square, xs, { chunksize: 7 })).toEqual(xs.map(square));
+    expect(await p.starmap(add, [[1, 2], [3, 4]])).toEqual([3, 7]);
+    expect(p.starmapSync(add, [[5, 6]])).toEqual([11]);
+    expect(await collect(p.imap(square, xs, { chunksize: 3 }))).toEqual(xs.map(square));
+    expect((await collect(p.imapUnordered(square, xs))).sort((a, b) => a - b)).toEqual(xs.map(square));
+    expect(await p.mapAsync(square, [2]).get()).toEqual([4]);
+    expect(await p.starmapAsync(add, [[2, 2]]).get()).toEqual([4]);
+  });
+
+  it('an empty input gives an empty result without running anything', async () => {
+    const p = pool({ processes: 1 });
+    expect(await p.map(square, [])).toEqual([]);
+    expect(await p.starmap(add, [])).toEqual([]);
+    expect(await collect(p.imap(square, []))).toEqual([]);
+    expect(p.pids).toEqual([]);
+  });
+
+  it('runs closures, async functions, and functions created after the workers were forked', async () => {
+    const p = pool({ processes: 2 });
+    const base = 100;
+    const addBase = (x: number): number => x + base;
+    expect(await p.map(addBase, [1, 2])).toEqual([101, 102]);
+    const before = p.pids;
+    // A function the workers cannot have: they were forked before it existed.
+    const late = new Function('x', 'return x * 3') as (x: number) => number;
+    expect(await p.map(late, [1, 2, 3])).toEqual([3, 6, 9]);
+    expect(p.pids.some((x) => before.includes(x))).toBe(false);
+    expect(await p.apply(async (x: number) => (await Promise.resolve(x)) + 1, [1])).toBe(2);
+    // Known functions keep running on the current workers.
+    const now = p.pids;
+    expect(await p.map(addBase, [1])).toEqual([101]);
+    expect(await p.apply(late, [2])).toBe(6);
+    expect(p.pids.filter((x) => now.includes(x)).length).toBeGreaterThan(0);
+  });
+
+  it('a CPU-bound map runs on several workers at once', async () => {
+    const p = pool({ processes: 2 });
+    const spans = await p.map(
+      () => {
+        const start = performance.timeOrigin + performance.now();
+        let x = 0;
+        for (let i = 0; i < 3e7; i++) x = (x + i) % 1000003;
+        return { pid: process.pid, start, end: performance.timeOrigin + performance.now(), x };
+      },
+      [0, 1, 2, 3],
+      { chunksize: 1 },
+    );
+    expect(new Set(spans.map((s) => s.pid)).size).toBe(2);
+    const overlap = spans.some((a) => spans.some((b) => a.pid !== b.pid && a.start < b.end && b.start < a.end));
+    expect(overlap).toBe(true);
+  });
+
+  it('imap streams results while later tasks still run', async () => {
+    const p = pool({ processes: 2 });
+    const started = shared(1);
+    const n = 12;
+    let seenAtFirst = -1;
+    for await (const _ of p.imap(
+      () => {
+        Atomics.add(started, 0, 1);
+        busySleep(30);
+      },
+      Array.from({ length: n }, (_, i) => i),
+    )) {
+      if (seenAtFirst < 0) seenAtFirst = Atomics.load(started, 0);
+    }
+    expect(seenAtFirst).toBeGreaterThan(0);
+    expect(seenAtFirst).toBeLessThan(n);
+    expect(Atomics.load(started, 0)).toBe(n);
+  });
+});
+
+describe('Pool: AsyncResult', () => {
+  it('get, wait, ready, successful, callback and errorCallback', async () => {
+    const p = pool({ processes: 1 });
+    let called: unknown = null;
+    const r = p.applyAsync(add, [1, 2], { callback: (v) => (called = v) });
+    expect(r).toBeInstanceOf(AsyncResult);
+    expect(await r.get()).toBe(3);
+    expect(r.ready()).toBe(true);
+    expect(r.successful()).toBe(true);
+    expect(called).toBe(3);
+    let failed: unknown = null;
+    const bad = p.applyAsync(
+      () => {
+        throw new Error('nope');
+      },
+      [],
+      { errorCallback: (e) => (failed = e) },
+    );
+    expect(await bad.wait()).toBe(true);
+    expect(bad.successful()).toBe(false);
+    await expect(bad.get()).rejects.toThrow('nope');
+    expect((failed as Error).message).toBe('nope');
+    expect(p.applyAsync(add, [3, 4]).getSync()).toBe(7);
+  });
+
+  it('times out without losing the result, and successful() before it is ready throws', async () => {
+    const p = pool({ processes: 1 });
+    const r = p.applyAsync(() => {
+      busySleep(300);
+      return 'late';
+    });
+    expect(() => r.successful()).toThrow(PoolError);
+    await expect(r.get(20)).rejects.toThrow(TimeoutError);
+    expect(await r.wait(10)).toBe(false);
+    expect(r.waitSync(10)).toBe(false);
+    expect(() => r.getSync(10)).toThrow(TimeoutError);
+    expect(await r.get()).toBe('late');
+  });
+});
+
+describe('Pool: errors', () => {
+  it('a task that throws rejects with an error of the same name and message, the worker stack as cause', async () => {
+    const p = pool({ processes: 2 });
+    const error = await p
+      .apply(function explode() {
+        throw new RangeError('out of range in the worker');
+      })
+      .catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(RangeError);
+    expect((error as Error).message).toBe('out of range in the worker');
+    const cause = (error as Error).cause as Error;
+    expect(cause).toBeInstanceOf(RemoteTraceback);
+    expect(cause.stack).toContain('explode');
+    const custom = await p
+      .apply(() => {
+        throw Object.assign(new Error('with a code'), { name: 'CustomError', code: 'E_CUSTOM' });
+      })
+      .catch((e: unknown) => e);
+    expect(custom).toMatchObject({ name: 'CustomError', message: 'with a code', code: 'E_CUSTOM' });
+    await expect(p.map((x: number) => (x === 3 ? JSON.parse('{') : x), [1, 2, 3, 4], { chunksize: 1 })).rejects.toThrow(SyntaxError);
+    // The other tasks went on, and the pool still works.
+    expect(await p.map(square, [1, 2, 3])).toEqual([1, 4, 9]);
+  });
+
+  it('a worker that dies fails its task with WorkerDiedError and is replaced; nothing hangs', async () => {
+    const p = pool({ processes: 2 });
+    const exit = await p.apply(() => process.exit(7)).catch((e: unknown) => e);
+    expect(exit).toBeInstanceOf(WorkerDiedError);
+    expect(exit).toMatchObject({ code: 'ERR_WORKER_DIED', exitCode: 7 });
+    const killed = await p.apply(() => process.kill(process.pid, 'SIGKILL')).catch((e: unknown) => e);
+    expect(killed).toMatchObject({ name: 'WorkerDiedError', exitCode: -9 });
+    expect((killed as Error).message).toMatch(/killed by signal 9/);
+    await expect(
+      p.map((x: number) => (x === 5 ? process.kill(process.pid, 'SIGKILL') : x), Array.from({ length: 20 }, (_, i) => i), { chunksize: 1 }),
+    ).rejects.toThrow(WorkerDiedError);
+    expect(() => p.applySync(() => process.exit(1))).toThrow(WorkerDiedError);
+    expect(await p.map(square, [1, 2, 3, 4, 5, 6], { chunksize: 1 })).toEqual([1, 4, 9, 16, 25, 36]);
+    for (const x of p.pids) expect(running(x)).toBe(true);
+  });
+
+  it('tasks queued behind a dying task still run, on other workers', async () => {
+    const p = pool({ processes: 1 });
+    const results = await Promise.allSettled([
+      p.apply(() => {
+        busySleep(50);
+        process.kill(process.pid, 'SIGKILL');
+      }),
+      p.apply(add, [1, 1]),
+      p.apply(add, [2, 2]),
+    ]);
+    expect(results[0]).toMatchObject({ status: 'rejected', reason: { name: 'WorkerDiedError' } });
+    expect(results.slice(1)).toEqual([
+      { status: 'fulfilled', value: 2 },
+      { status: 'fulfilled', value: 4 },
+    ]);
+  });
+
+  it('an error from the input surfaces at its position', async () => {
+    const p = pool({ processes: 2 });
+    function* items(): Generator<number> {
+      yield 1;
+      yield 2;
+      yield 3;
+      throw new Error('input broke at 3');
+    }
+    await expect(p.map(square, items())).rejects.toThrow('input broke at 3');
+    const got: number[] = [];
+    const error = await (async () => {
+      for await (const v of p.imap(square, items())) got.push(v);
+    })().catch((e: unknown) => e);
+    expect(got).toEqual([1, 4, 9]);
+    expect((error as Error).message).toBe('input broke at 3');
+    const failing = p.imap((x: number) => {
+      if (x === 2) throw new TypeError('task 2 failed');
+      return x;
+    }, [0, 1, 2, 3], { chunksize: 4 });
+    const seen: number[] = [];
+    await expect(
+      (async () => {
+        for await (const v of failing) seen.push(v);
+      })(),
+    ).rejects.toThrow('task 2 failed');
+    expect(seen).toEqual([0, 1]);
+  });
+
+  it('unserializable arguments or results give a clear error and keep the worker', async () => {
+    const p = pool({ processes: 1 });
+    // One function for every call, so that no call needs a fresh worker.
+    const probe = (x: unknown): unknown => (x === 'pid' ? process.pid : x === 'fn' ? { f: () => 1 } : x);
+    const first = await p.apply(probe, ['pid']);
+    await expect(p.apply(probe, [() => 1])).rejects.toThrow(SerializationError);
+    await expect(p.map(probe, [1, Symbol('s')])).rejects.toThrow(/symbol/);
+    const result = await p.apply(probe, ['fn']).catch((e: unknown) => e);
+    expect(result).toMatchObject({ name: 'SerializationError', code: 'ERR_NOT_SERIALIZABLE' });
+    expect((result as Error).message).toMatch(/could not be sent back.*function/);
+    expect(await p.apply(probe, ['pid'])).toBe(first);
+  });
+
+  it('rejects bad arguments with clear errors', () => {
+    expect(() => new Pool({ processes: 0 })).toThrow(RangeError);
+    expect(() => new Pool({ processes: -1 })).toThrow(RangeError);
+    expect(() => new Pool({ processes: 1.5 })).toThrow(RangeError);
+    expect(() => new Pool({ processes: '2' as unknown as number })).toThrow(TypeError);
+    expect(() => new Pool({ maxtasksperchild: 0 })).toThrow(RangeError);
+    expect(() => new Pool({ initializer: 5 as unknown as () => void })).toThrow(TypeError);
+    const p = pool({ processes: 1 });
+    expect(() => p.applyAsync(5 as unknown as () => void)).toThrow(TypeError);
+    expect(() => p.applyAsync(add, 5 as unknown as [])).toThrow(TypeError);
+    expect(() => p.mapAsync(square, 5 as unknown as number[])).toThrow(TypeError);
+    expect(() => p.mapAsync(square, [1], { chunksize: 0 })).toThrow(RangeError);
+    expect(() => p.starmapAsync(add, [5 as unknown as number[]])).toThrow(TypeError);
+  });
+
+  it('a worker cannot use the pool it belongs to', async () => {
+    const p = pool({ processes: 1 });
+    const e = await p.apply(() => p.applySync(square, [2])).catch((x: unknown) => x);
+    expect(e).toMatchObject({ name: 'PoolError', code: 'ERR_NOT_POOL_OWNER' });
+  });
+});
+
+describe('Pool: cancellation and limits', () => {
+  it('an AbortSignal rejects the call and replaces the worker running it', async () => {
+    const p = pool({ processes: 1 });
+    const before = await p.apply(pid);
+    const ac = new AbortController();
+    const call = p.apply(() => busySleep(10_000), [], { signal: ac.signal });
+    await waitUntil(() => false, 100);
+    ac.abort();
+    await expect(call).rejects.toMatchObject({ name: 'AbortError' });
+    expect(await waitUntil(() => !running(before))).toBe(true);
+    const after = await p.apply(pid);
+    expect(after).not.toBe(before);
+    await expect(p.apply(pid, [], { signal: AbortSignal.abort() })).rejects.toMatchObject({ name: 'AbortError' });
+    await expect(p.map(square, [1, 2], { signal: AbortSignal.abort(new Error('mine')) })).rejects.toThrow('mine');
+    expect(await p.apply(pid)).toBe(after);
+  });
+
+  it('maxtasksperchild recycles workers', async () => {
+    const p = pool({ processes: 2, maxtasksperchild: 1 });
+    const pids = await p.map(pid, [0, 1, 2, 3, 4, 5], { chunksize: 1 });
+    expect(new Set(pids).size).toBe(6);
+    const q = pool({ processes: 1, maxtasksperchild: 2 });
+    const two = await q.map(pid, [0, 1, 2, 3], { chunksize: 1 });
+    expect(new Set(two).size).toBe(2);
+  });
+
+  it('initializer and initargs run in each worker before its tasks; one that throws breaks the pool', async () => {
+    const p = pool({
+      processes: 2,
+      initializer: (tag: string) => {
+        (globalThis as Record<string, unknown>).poolTag = `${tag}:${process.pid}`;
+      },
+      initargs: ['init'],
+    });
+    const tags = await p.map(() => (globalThis as Record<string, unknown>).poolTag, [1, 2, 3, 4], { chunksize: 1 });
+    for (const t of tags) expect(t).toMatch(/^init:\d+$/);
+    expect((globalThis as Record<string, unknown>).poolTag).toBeUndefined();
+    const broken = pool({
+      processes: 1,
+      initializer: () => {
+        throw new Error('cannot start');
+      },
+    });
+    const e = await broken.apply(square, [2]).catch((x: unknown) => x);
+    expect(e).toMatchObject({ name: 'PoolError', code: 'ERR_POOL_BROKEN' });
+    expect((e as Error).message).toContain('cannot start');
+    expect(() => broken.applyAsync(square, [2])).toThrow(PoolError);
+  });
+});
+
+describe('Pool: shutting down', () => {
+  it('close() lets the work finish, join() waits for the workers; use after close throws', async () => {
+    const p = pool({ processes: 2 });
+    await expect(p.join()).rejects.toMatchObject({ code: 'ERR_POOL_RUNNING' });
+    const work = p.map(square, [1, 2, 3, 4], { chunksize: 1 });
+    const workers = p.pids;
+    p.close();
+    expect(() => p.applyAsync(square, [1])).toThrow(PoolError);
+    await expect(p.apply(square, [1])).rejects.toMatchObject({ code: 'ERR_POOL_CLOSED' });
+    await p.join();
+    expect(await work).toEqual([1, 4, 9, 16]);
+    for (const x of workers) expect(running(x)).toBe(false);
+    const q = pool({ processes: 1 });
+    q.applySync(square, [1]);
+    q.close();
+    q.joinSync();
+    expect(childrenOf(process.pid).filter((x) => running(x))).toEqual([]);
+  });
+
+  it('terminate() kills workers even when tasks hang, and rejects what was pending', async () => {
+    const p = pool({ processes: 2 });
+    const hung = p.map(() => {
+      for (;;);
+    }, [1, 2], { chunksize: 1 });
+    const outcome = hung.catch((e: unknown) => e);
+    await waitUntil(() => p.pids.length === 2);
+    const workers = p.pids;
+    await p.terminate();
+    expect(await outcome).toMatchObject({ name: 'PoolError', code: 'ERR_POOL_TERMINATED' });
+    for (const x of workers) expect(running(x)).toBe(false);
+    expect(() => p.applyAsync(square, [1])).toThrow(PoolError);
+    await p.join();
+    const q = pool({ processes: 1 });
+    const deaf = shared(1);
+    const r = q.applyAsync(() => {
+      process.on('SIGTERM', () => {});
+      Atomics.store(deaf, 0, 1);
+      for (;;);
+    });
+    const rejected = r.get().catch((e: unknown) => e);
+    await waitUntil(() => Atomics.load(deaf, 0) === 1);
+    const t0 = performance.now();
+    q.terminateSync();
+    // SIGTERM did nothing; SIGKILL came after the grace period.
+    expect(performance.now() - t0).toBeGreaterThan(500);
+    expect(await rejected).toBeInstanceOf(PoolError);
+  });
+
+  it('Symbol.asyncDispose terminates the pool', async () => {
+    const p = new Pool({ processes: 1 });
+    const worker = await p.apply(pid);
+    await p[Symbol.asyncDispose]();
+    expect(running(worker)).toBe(false);
+  });
+
+  it('leaves no processes, descriptors or /dev/shm entries behind', async () => {
+    const fds = openFds().length;
+    const shm = shmEntries();
+    for (let i = 0; i < 5; i++) {
+      const p = new Pool({ processes: 2 });
+      await p.map(square, [1, 2, 3], { chunksize: 1 });
+      await p.map((x: number) => x + i, [1]);
+      await p.terminate();
+    }
+    expect(childrenOf(process.pid).filter((x) => running(x))).toEqual([]);
+    expect(openFds().length).toBeLessThanOrEqual(fds);
+    expect(shmEntries()).toEqual(shm);
+  });
+
+  it('workers die with a parent killed by SIGKILL, and a program whose pool is idle exits', () => {
+    const r = runScript(`
+      import { Pool } from NODEMP;
+      const pool = new Pool({ processes: 2 });
+      const pids = await pool.map(() => process.pid, [1, 2, 3, 4], { chunksize: 1 });
+      console.log('workers', [...new Set(pids)].join(' '));
+      if (process.argv[2] === 'kill') process.kill(process.pid, 'SIGKILL');
+    `, { args: ['kill'] });
+    expect(r.signal).toBe('SIGKILL');
+    const killedWorkers = r.stdout.match(/workers ([\d ]+)/)![1].split(' ').map(Number);
+    const normal = runScript(`
+      import { Pool } from NODEMP;
+      const pool = new Pool({ processes: 2 });
+      const pids = await pool.map(() => process.pid, [1, 2, 3, 4], { chunksize: 1 });
+      console.log('workers', [...new Set(pids)].join(' '));
+    `);
+    expect(normal.status).toBe(0);
+    const exitedWorkers = normal.stdout.match(/workers ([\d ]+)/)![1].split(' ').map(Number);
+    return waitUntil(() => [...killedWorkers, ...exitedWorkers].every((x) => !running(x))).then((gone) => expect(gone).toBe(true));
+  });
+});

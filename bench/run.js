@@ -92,6 +92,9 @@ for (const script of ['queue.js', 'pipe.js']) {
   Object.assign(results, await runWorkload(script));
 }
 
+// Pool (issue #5): beside Python's mp.Pool, piscina, tinypool and workerpool.
+Object.assign(results, await runWorkload('pool.js'));
+
 const python = spawnSync('python3', ['--version'], { encoding: 'utf8' }).stdout.trim();
 const meta = {
   date: new Date().toISOString().slice(0, 10),

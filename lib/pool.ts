@@ -662,6 +662,7 @@ export class Pool {
   #state = RUN;
   #broken: unknown = null;
   #pumping = false;
+  #dispatchQueued = false;
   #idleWaiters: (() => void)[] = [];
   readonly #owner = selfPid;
   #terminated: Promise<void> | null = null;
@@ -723,7 +724,16 @@ export class Pool {
     }
     if (job.settled) return;
     this.#jobs.push(job);
-    this.#dispatch();
+    // In a microtask, so that every function submitted in this tick is in the
+    // table before a worker is forked: a program that submits f and then g
+    // gets workers that know both, not a fork for each.
+    if (!this.#dispatchQueued) {
+      this.#dispatchQueued = true;
+      queueMicrotask(() => {
+        this.#dispatchQueued = false;
+        this.#dispatch();
+      });
+    }
   }
 
   /** Runs fn(...args) in a worker; resolves with what it returns (awaited if a Promise). */
@@ -874,26 +884,27 @@ export class Pool {
     if (this.#idle()) this.#becameIdle();
   }
 
-  /** An idle worker, else a new one while there are fewer than `processes`, else the least busy with room. */
+  /**
+   * An idle worker, else a new one while there are fewer than `processes`,
+   * else the least busy with room. Retiring workers count: a pool never has
+   * more than `processes` processes, as in Python.
+   */
   #pick(fnId: number): Worker | null {
     let best: Worker | null = null;
     for (const w of this.#workers) {
       if (w.retiring || w.knowsBelow <= fnId || w.held.length >= w.ahead) continue;
       if (best === null || w.held.length < best.held.length) best = w;
     }
-    if ((best === null || best.held.length > 0) && this.#active() < this.#processes) return this.#spawn();
+    if ((best === null || best.held.length > 0) && this.#workers.length < this.#processes) return this.#spawn();
     return best;
-  }
-
-  #active(): number {
-    let n = 0;
-    for (const w of this.#workers) if (!w.retiring) n++;
-    return n;
   }
 
   #retire(w: Worker): void {
     w.retiring = true;
     if (this.#maxtasks === 0 || w.assigned < this.#maxtasks) w.tasks.putSync(null);
+    // A worker's exit watch does not hold the event loop open, but work may
+    // be waiting for this one to make room: a pending join() holds it.
+    void w.proc.join();
   }
 
   #spawn(): Worker {

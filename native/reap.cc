@@ -55,10 +55,16 @@ uv_loop_t* LoopOf(Napi::Env env) {
 void CallFromLoop(Napi::Env env, const Napi::FunctionReference& fn, std::initializer_list<napi_value> args) {
   Napi::HandleScope scope(env);
   static Napi::AsyncContext* context = new Napi::AsyncContext(env, "nodemp");
-  fn.MakeCallback(Napi::Object::New(env), args, *context);
+  // The C call, not FunctionReference::MakeCallback: while Node tears the
+  // environment down it still runs pending loop callbacks but refuses to call
+  // into JS, and node-addon-api would turn that refusal into a fatal error.
+  napi_value recv;
+  napi_value result;
+  if (napi_create_object(env, &recv) != napi_ok) return;
+  napi_status status = napi_make_callback(env, *context, recv, fn.Value(), args.size(), args.begin(), &result);
   // An exception here was already reported through process 'uncaughtException'
   // by MakeCallback; nothing is left to unwind on the native side.
-  if (env.IsExceptionPending()) env.GetAndClearPendingException();
+  if (status == napi_pending_exception || env.IsExceptionPending()) env.GetAndClearPendingException();
 }
 
 static int ExitCodeOf(int status) {

@@ -96,4 +96,22 @@ describe('CommonJS consumers', () => {
   it('queue-timeout: QueueEmpty at once and after the timeout', () => {
     expect(run('queue-timeout.mjs')).toBe('block: false -> QueueEmpty\ntimeout: 300 -> QueueEmpty after the timeout\n');
   });
+
+  it('pool-map: squares in order, and the workers\' sums', () => {
+    const out = run('pool-map.mjs');
+    expect(out).toContain('[ 1, 4, 9, 16, 25 ]');
+    expect(out.trimEnd().split('\n').slice(-3)).toEqual(['1225', '4950', '11175']);
+    expect(out.match(/\(\d+\) summed/g)).toHaveLength(3);
+  });
+
+  it('pool-apply-async: ten tasks on at most five processes, then close and join', () => {
+    const out = run('pool-apply-async.mjs');
+    const lines = out.trimEnd().split('\n');
+    expect(lines.filter((l) => l.startsWith('123 '))).toHaveLength(5);
+    expect(lines.filter((l) => l.startsWith('abc '))).toHaveLength(5);
+    const pids = new Set(lines.slice(0, -1).map((l) => l.match(/\((\d+)\)/)![1]));
+    expect(pids.size).toBeLessThanOrEqual(5);
+    expect(pids.has(String(process.pid))).toBe(false);
+    expect(lines.at(-1)).toBe('all done');
+  });
 });

@@ -50,6 +50,24 @@ describe('Pool: results', () => {
     expect(await p.starmapAsync(add, [[2, 2]]).get()).toEqual([4]);
   });
 
+  it('imap reads an endless input lazily, and stops when the loop does', async () => {
+    const p = pool({ processes: 2 });
+    let pulled = 0;
+    function* naturals(): Generator<number> {
+      for (let i = 0; ; i++, pulled++) yield i;
+    }
+    const got: number[] = [];
+    for await (const v of p.imap(square, naturals())) {
+      got.push(v);
+      if (got.length === 5) break;
+    }
+    expect(got).toEqual([0, 1, 4, 9, 16]);
+    const after = pulled;
+    expect(after).toBeLessThan(2000);
+    expect(await p.map(square, [3])).toEqual([9]);
+    expect(pulled).toBe(after);
+  });
+
   it('an empty input gives an empty result without running anything', async () => {
     const p = pool({ processes: 1 });
     expect(await p.map(square, [])).toEqual([]);
@@ -73,7 +91,7 @@ describe('Pool: results', () => {
     const now = p.pids;
     expect(await p.map(addBase, [1])).toEqual([101]);
     expect(await p.apply(late, [2])).toBe(6);
-    expect(p.pids.filter((x) => now.includes(x)).length).toBeGreaterThan(0);
+    expect(p.pids.filter((x) => now.includes(x)).length, `before ${now}, after ${p.pids}`).toBeGreaterThan(0);
   });
 
   it('a CPU-bound map runs on several workers at once', async () => {

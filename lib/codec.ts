@@ -33,7 +33,7 @@ function plainEnough(value: unknown): boolean {
     checkCopyable(value);
     return true;
   }
-  if (shallowPlain(value)) return true;
+  if (chainPlain(value, 0)) return true;
   let plain = true;
   const seen: object[] = [];
   const stack: object[] = [value];
@@ -77,16 +77,39 @@ function checkCopyable(v: unknown): void {
 /** Encoding tag for raw bytes, which take no codec at all. */
 export const BYTES = 0;
 
-/** The common case without allocating: a plain object or array whose values are all primitives. */
-function shallowPlain(value: object): boolean {
-  const proto = Object.getPrototypeOf(value);
-  if (proto !== Object.prototype && proto !== Array.prototype && proto !== null) return false;
-  for (const key in value) {
-    const v = (value as Record<string, unknown>)[key];
-    if ((typeof v === 'object' && v !== null) || typeof v === 'function' || typeof v === 'symbol') return false;
+/**
+ * The common cases without allocating: plain objects and arrays whose values
+ * are primitives but for at most one, itself such a container ({ i: 1 },
+ * [id, [arg]], { a: 1, b: { c: 2 } }). Nothing in such a chain can be shared
+ * or cyclic short of the depth limit, so the plain encoder is exact for it.
+ */
+function chainPlain(value: object, depth: number): boolean {
+  if (depth > CHAIN_LIMIT) return false;
+  let child: object | null = null;
+  if (Array.isArray(value)) {
+    if (Object.getPrototypeOf(value) !== Array.prototype) return false;
+    for (let i = 0; i < value.length; i++) {
+      const v: unknown = value[i];
+      if (typeof v === 'object' && v !== null) {
+        if (child !== null) return false;
+        child = v;
+      } else if (typeof v === 'function' || typeof v === 'symbol') return false;
+    }
+  } else {
+    const proto = Object.getPrototypeOf(value);
+    if (proto !== Object.prototype && proto !== null) return false;
+    for (const key in value) {
+      const v = (value as Record<string, unknown>)[key];
+      if (typeof v === 'object' && v !== null) {
+        if (child !== null) return false;
+        child = v;
+      } else if (typeof v === 'function' || typeof v === 'symbol') return false;
+    }
   }
-  return true;
+  return child === null || chainPlain(child, depth + 1);
 }
+
+const CHAIN_LIMIT = 8;
 
 export interface Codec {
   readonly serializer: Serializer;

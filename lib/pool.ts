@@ -1069,8 +1069,9 @@ export class Pool {
       // Until then the pump's wait holds the event loop open; after, the workers' joins do.
       if (!this.#idle()) await new Promise<void>((resolve) => this.#idleWaiters.push(resolve));
       else if (this.#workers.length > 0) await Promise.all(this.#workers.map((w) => w.proc.join()));
-      else return;
+      else break;
     }
+    process.removeListener('exit', this.#exitHook);
   }
 
   /** join(), blocking this thread. */
@@ -1078,6 +1079,7 @@ export class Pool {
     this.#checkJoinable('joinSync()');
     this.#driveUntil(() => this.#idle(), Infinity);
     for (const w of [...this.#workers]) w.proc.joinSync();
+    process.removeListener('exit', this.#exitHook);
   }
 
   #checkJoinable(call: string): void {

@@ -51,6 +51,7 @@ const PUT_SEQ = W(L.kQueuePutSeq);
 const GET_SEQ = W(L.kQueueGetSeq);
 const UNFINISHED = W(L.kQueueUnfinished);
 const JOIN_SLEEPERS = W(L.kQueueJoinSleepers);
+const GET_SLEEP_SEQ = W(L.kQueueGetSleepSeq);
 const PARTIES = W(L.kQueueParties);
 const PARTY_SLOTS = L.kQueuePartySlots;
 const PARTY_WORDS = W(L.kQueuePartySize);
@@ -314,9 +315,16 @@ class Ring {
     return true;
   }
 
+  /**
+   * Wakes every consumer asleep on the current PUT_SEQ, once: when no consumer
+   * went to sleep since the last bump, there is nobody to wake (see
+   * kQueueGetSleepSeq in native/layout.h; the feeder does the same).
+   */
   #wakeConsumers(): void {
-    Atomics.add(this.words, PUT_SEQ, 1);
-    native.futexWake(this.buffer, PUT_SEQ * 4, 1);
+    const w = this.words;
+    const seq = Atomics.load(w, PUT_SEQ);
+    if (Atomics.load(w, GET_SLEEP_SEQ) !== seq) return;
+    if (Atomics.compareExchange(w, PUT_SEQ, seq, (seq + 1) | 0) === seq) native.futexWake(this.buffer, PUT_SEQ * 4, 0x7fffffff);
   }
 
   // ---- getting --------------------------------------------------------------
@@ -405,6 +413,7 @@ class Ring {
       let result: number;
       try {
         const seq = Atomics.load(w, PUT_SEQ);
+        this.#announceSleep(seq);
         if (this.#headPublished()) return true;
         result = yield sleep(this.buffer, PUT_SEQ * 4, seq, slice(deadline, OWNER_CHECK_MS));
       } finally {
@@ -412,6 +421,15 @@ class Ring {
       }
       if (result !== TIMED_OUT) return true;
       this.recoverHead();
+    }
+  }
+
+  /** GET_SLEEP_SEQ = seq, unless a consumer already announced a newer one (it must never go back). */
+  #announceSleep(seq: number): void {
+    const w = this.words;
+    for (;;) {
+      const cur = Atomics.load(w, GET_SLEEP_SEQ);
+      if (((seq - cur) | 0) <= 0 || Atomics.compareExchange(w, GET_SLEEP_SEQ, cur, seq) === cur) return;
     }
   }
 

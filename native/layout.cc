@@ -63,6 +63,7 @@ void InitLayout(Napi::Env env, Napi::Object exports) {
   NODEMP_EXPORT(kQueueGetSeq);
   NODEMP_EXPORT(kQueueUnfinished);
   NODEMP_EXPORT(kQueueJoinSleepers);
+  NODEMP_EXPORT(kQueueGetSleepSeq);
   NODEMP_EXPORT(kQueueParties);
   NODEMP_EXPORT(kQueuePartySlots);
   NODEMP_EXPORT(kQueuePartySize);

@@ -95,6 +95,12 @@ constexpr uint32_t kQueuePutSeq = 140;        // bumped when a message is publis
 constexpr uint32_t kQueueGetSeq = 144;        // bumped when room is made and a producer sleeps
 constexpr uint32_t kQueueUnfinished = 148;    // JoinableQueue: put and not yet taskDone(); join() sleeps on it
 constexpr uint32_t kQueueJoinSleepers = 152;
+// The newest kQueuePutSeq value a consumer read before going to sleep. A
+// producer wakes consumers only while it equals kQueuePutSeq: once a wake has
+// bumped the sequence, every consumer asleep on the old value has been woken
+// (all of them are), and the puts that follow need no system call until a
+// consumer goes to sleep again.
+constexpr uint32_t kQueueGetSleepSeq = 156;
 constexpr uint32_t kQueueParties = 192;       // cells 3..: what each process is doing, for recovery after its death
 constexpr uint32_t kQueuePartySlots = 32;
 constexpr uint32_t kQueuePartySize = 16;

@@ -110,8 +110,12 @@ static bool TryPut(Feed* f, const Message& m) {
   Store(meta + kQueueMetaSeq / 4, static_cast<int32_t>(static_cast<uint32_t>(pos) + 1));
   if (f->party_row >= 0) Store(Word(f, kQueueParties + f->party_row * kQueuePartySize + kQueuePartyKind), 0);
   if (Load(Word(f, kQueueGetSleepers)) > 0) {
-    Add(Word(f, kQueuePutSeq), 1);
-    WakeWord(reinterpret_cast<uint32_t*>(Word(f, kQueuePutSeq)), 1);
+    // As Ring.#wakeConsumers in lib/queue.ts (see kQueueGetSleepSeq).
+    int32_t* put_seq = Word(f, kQueuePutSeq);
+    int32_t seq = Load(put_seq);
+    if (Load(Word(f, kQueueGetSleepSeq)) == seq && Cas(put_seq, seq, static_cast<int32_t>(static_cast<uint32_t>(seq) + 1))) {
+      WakeWord(reinterpret_cast<uint32_t*>(put_seq), INT32_MAX);
+    }
   }
   return true;
 }

@@ -358,6 +358,14 @@ describe('Pool: shutting down', () => {
     q.close();
     q.joinSync();
     expect(childrenOf(process.pid).filter((x) => running(x))).toEqual([]);
+    // A pool that is done leaves no 'exit' listener behind.
+    const listeners = process.listenerCount('exit');
+    const r = new Pool({ processes: 1 });
+    expect(process.listenerCount('exit')).toBe(listeners + 1);
+    await r.apply(square, [1]);
+    r.close();
+    await r.join();
+    expect(process.listenerCount('exit')).toBe(listeners);
   });
 
   it('terminate() kills workers even when tasks hang, and rejects what was pending', async () => {

@@ -20,10 +20,11 @@ import { inspect } from 'node:util';
 import { native } from './native.js';
 import { Process, cpuCount, setExitListener } from './process.js';
 import { EMPTY, Queue, takeNowait, whenReadable } from './queue.js';
-import { PoolError, QueueEmpty, RemoteTraceback, SerializationError, TimeoutError, WorkerDiedError } from './errors.js';
+import { ForkSafetyError, PoolError, QueueEmpty, RemoteTraceback, SerializationError, TimeoutError, WorkerDiedError } from './errors.js';
 import { checkInteger, invalidType, invalidValue } from './args.js';
 import { SPIN_LIMIT, deadlineAfter, timeLeft } from './waiting.js';
 import { selfPid } from './self.js';
+import { forkSafetyProblem } from './fork-safety.js';
 
 // ---- the function table ------------------------------------------------------
 
@@ -679,6 +680,10 @@ export class Pool {
     if (!Array.isArray(initargs)) throw invalidType('Pool: initargs', 'an array', initargs);
     this.#maxtasks = maxtasksperchild === null ? 0 : checkInteger('Pool: maxtasksperchild', maxtasksperchild, 1);
     if (startMethod !== 'fork') throw invalidValue(`Pool: startMethod ${inspect(startMethod)} is not available yet; only 'fork' is`);
+    // Workers are forked later, at the first task; a program that cannot fork
+    // learns it here, as a Python program does from Pool().
+    const problem = forkSafetyProblem();
+    if (problem !== null) throw new ForkSafetyError(problem);
     this.#initializer = initializer as ((...args: unknown[]) => unknown) | null;
     this.#initargs = initargs;
     this.#results = new Queue<ResultMessage>();
@@ -862,7 +867,15 @@ export class Pool {
       if (!this.#workers.some((x) => !x.retiring && x.knowsBelow > b.fnId)) {
         for (const x of this.#workers) if (!x.retiring) this.#retire(x);
       }
-      const w = this.#pick(b.fnId);
+      let w: Worker | null;
+      try {
+        w = this.#pick(b.fnId);
+      } catch (error) {
+        // The fork failed (no memory, a thread started since, a daemon's pool): the call fails, not the program.
+        this.#again.shift();
+        b.job.abort(error);
+        continue;
+      }
       if (w === null) break;
       this.#again.shift();
       b.worker = w;

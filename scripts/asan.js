@@ -24,6 +24,7 @@ const nativeHeavy = [
   'test/shared-memory.test.ts',
   'test/queue.test.ts',
   'test/pipe.test.ts',
+  'test/pool.test.ts',
   'test/wait.test.ts',
 ];
 run('npx', ['vitest', 'run', ...nativeHeavy], {

@@ -284,6 +284,22 @@ describe('Pool: errors', () => {
     expect(() => p.starmapAsync(add, [5 as unknown as number[]])).toThrow(TypeError);
   });
 
+  it('a program that cannot fork learns it from the constructor; a failed fork fails the call, not the program', async () => {
+    const r = runScript(
+      `
+      import { Pool, ForkSafetyError } from NODEMP;
+      try { new Pool(); } catch (e) { console.log(e instanceof ForkSafetyError, e.code); }
+    `,
+      { nodeArgs: [] },
+    );
+    expect(r.stdout.trim()).toBe('true ERR_FORK_UNSAFE');
+    const p = pool({ processes: 1 });
+    // A task that makes a pool of its own: a daemon (a pool worker) cannot have children.
+    const inner = await p.apply(() => new Pool({ processes: 1 }).apply(Math.abs, [-1])).catch((e: unknown) => e);
+    expect(inner).toMatchObject({ name: 'ProcessError', code: 'ERR_DAEMON_CHILDREN' });
+    expect(await p.apply(Math.abs, [-2])).toBe(2);
+  });
+
   it('a worker cannot use the pool it belongs to', async () => {
     const p = pool({ processes: 1 });
     const e = await p.apply(() => p.applySync(square, [2])).catch((x: unknown) => x);

@@ -20,7 +20,7 @@ import { inspect } from 'node:util';
 import { native } from './native.js';
 import { Process, cpuCount, setExitListener } from './process.js';
 import { EMPTY, Queue, takeNowait, whenReadable } from './queue.js';
-import { ForkSafetyError, PoolError, QueueEmpty, RemoteTraceback, SerializationError, TimeoutError, WorkerDiedError } from './errors.js';
+import { ForkSafetyError, PoolError, QueueEmpty, QueueFull, RemoteTraceback, SerializationError, TimeoutError, WorkerDiedError } from './errors.js';
 import { checkInteger, invalidType, invalidValue } from './args.js';
 import { SPIN_LIMIT, deadlineAfter, timeLeft } from './waiting.js';
 import { selfPid } from './self.js';
@@ -46,7 +46,7 @@ function fnIdOf(fn: Function): number {
     if (fnsById.size > FN_TABLE_LIMIT) {
       for (const [old, f] of fnsById) {
         if (fnsById.size <= FN_TABLE_LIMIT) break;
-        if ((fnUses.get(old) ?? 0) > 0) continue;
+        if (old === id || (fnUses.get(old) ?? 0) > 0) continue;
         fnsById.delete(old);
         fnIds.delete(f);
       }
@@ -128,6 +128,7 @@ function isThenable(v: unknown): v is PromiseLike<unknown> {
 interface WorkerSetup {
   tasks: Queue<TaskMessage>;
   results: Queue<ResultMessage>;
+  /** The batch it is running; minus the batch once that is finished and its answer is being sent. */
   running: Int32Array;
   initializer: ((...args: unknown[]) => unknown) | null;
   initargs: unknown[];
@@ -195,7 +196,8 @@ async function serve(s: WorkerSetup): Promise<void> {
         reply = [batch, false, { error: describe(error), index: i, done: out.slice(0, i) } satisfies Failure];
       }
     }
-    Atomics.store(s.running, 0, 0);
+    // Finished: if this worker dies before the answer is out, the task is not run again.
+    Atomics.store(s.running, 0, -batch);
     try {
       s.results.putSync(reply);
     } catch (error) {
@@ -218,6 +220,7 @@ interface Batch {
   start: number;
   count: number;
   worker: Worker | null;
+  sentAt: number;
 }
 
 let nextBatchId = 1;
@@ -246,7 +249,7 @@ abstract class Job {
     this.onFinish?.();
   }
   batch(kind: number, payload: unknown, start: number, count: number): Batch {
-    return { id: nextBatchId++, fnId: this.fnId, kind, payload, job: this, start, count, worker: null };
+    return { id: nextBatchId++, fnId: this.fnId, kind, payload, job: this, start, count, worker: null, sentAt: 0 };
   }
 }
 
@@ -614,8 +617,12 @@ interface Worker {
   held: Batch[];
   assigned: number;
   retiring: boolean;
+  /** Retiring, and its stop message did not fit in its queue yet. */
+  stopPending: boolean;
   /** How many batches it may hold. */
   ahead: number;
+  /** The batch an abort killed it for: whatever else it was running goes to another worker. */
+  killedFor: number;
 }
 
 const RUN = 0;
@@ -628,7 +635,13 @@ const TERMINATE = 2;
 // without work stays at 2, so long tasks spread evenly over the workers.
 const AHEAD_MIN = 2;
 const AHEAD_MAX = 256;
+// A worker's task queue is bounded (AHEAD_MAX batches and a stop message) and
+// is only ever put to without blocking: what does not fit waits in the pool,
+// never in a feeder thread that would keep retrying a worker that died.
 const TASK_RING_BYTES = 256 * 1024;
+// A batch answered later than this after it was sent halves its worker's
+// `ahead`: long tasks must not queue up behind each other on one worker.
+const AHEAD_LATENCY_MS = 2;
 // How often a blocking call looks for workers that died.
 const EXIT_POLL_MS = 100;
 const TERMINATE_GRACE_MS = 1000;
@@ -664,6 +677,8 @@ export class Pool {
   #broken: unknown = null;
   #pumping = false;
   #dispatchQueued = false;
+  #dispatching = false;
+  #dispatchAgain = false;
   #idleWaiters: (() => void)[] = [];
   readonly #owner = selfPid;
   #terminated: Promise<void> | null = null;
@@ -718,6 +733,7 @@ export class Pool {
   }
 
   #submit(job: Job, signal: AbortSignal | undefined): void {
+    if (job.settled) return;
     if (signal !== undefined) {
       if (signal.aborted) {
         job.abort(signal.reason);
@@ -727,7 +743,6 @@ export class Pool {
       signal.addEventListener('abort', onAbort, { once: true });
       job.onFinish = () => signal.removeEventListener('abort', onAbort);
     }
-    if (job.settled) return;
     this.#jobs.push(job);
     // In a microtask, so that every function submitted in this tick is in the
     // table before a worker is forked: a program that submits f and then g
@@ -856,10 +871,29 @@ export class Pool {
 
   /** Sends batches to workers that know their function and have room, forking workers as needed. */
   #dispatch(): void {
+    // Exit notices and forks can come back into the pool from inside this loop; they ask for another pass.
+    if (this.#dispatching) {
+      this.#dispatchAgain = true;
+      return;
+    }
+    this.#dispatching = true;
+    try {
+      do {
+        this.#dispatchAgain = false;
+        this.#dispatchPass();
+      } while (this.#dispatchAgain);
+    } finally {
+      this.#dispatching = false;
+    }
+    if (this.#sent.size > 0 && !this.#pumping) void this.#pump();
+    if (this.#idle()) this.#becameIdle();
+  }
+
+  #dispatchPass(): void {
     if (this.#state === TERMINATE || this.#broken !== null) return;
     for (;;) {
       const b = this.#nextBatch();
-      if (b === null) break;
+      if (b === null) return;
       if (b.job.settled) {
         this.#again.shift();
         continue;
@@ -876,25 +910,27 @@ export class Pool {
         b.job.abort(error);
         continue;
       }
-      if (w === null) break;
-      this.#again.shift();
-      b.worker = w;
-      w.held.push(b);
-      w.assigned++;
-      this.#sent.set(b.id, b);
+      if (w === null) return;
       try {
-        w.tasks.putSync([b.id, b.fnId, b.kind, b.payload]);
+        w.tasks.putSync([b.id, b.fnId, b.kind, b.payload], { block: false });
       } catch (error) {
-        w.held.pop();
-        w.assigned--;
-        this.#sent.delete(b.id);
+        if (error instanceof QueueFull && w.held.length > 0) {
+          // Its ring is full of earlier batches: no more for it until it answers some.
+          w.ahead = Math.max(AHEAD_MIN, w.held.length);
+          continue;
+        }
+        this.#again.shift();
         b.job.abort(error);
         continue;
       }
+      this.#again.shift();
+      b.worker = w;
+      b.sentAt = performance.now();
+      w.held.push(b);
+      w.assigned++;
+      this.#sent.set(b.id, b);
       if (this.#maxtasks > 0 && w.assigned === this.#maxtasks) this.#retire(w);
     }
-    if (this.#sent.size > 0 && !this.#pumping) void this.#pump();
-    if (this.#idle()) this.#becameIdle();
   }
 
   /**
@@ -914,19 +950,32 @@ export class Pool {
 
   #retire(w: Worker): void {
     w.retiring = true;
-    if (this.#maxtasks === 0 || w.assigned < this.#maxtasks) w.tasks.putSync(null);
+    if (this.#maxtasks === 0 || w.assigned < this.#maxtasks) {
+      w.stopPending = true;
+      this.#sendStop(w);
+    }
     // A worker's exit watch does not hold the event loop open, but work may
-    // be waiting for this one to make room: a pending join() holds it.
-    void w.proc.join();
+    // be waiting for this one to make room: a pending join() holds it. Not
+    // now: join() may reap it at once and run #exited inside a dispatch.
+    queueMicrotask(() => void w.proc.join());
+  }
+
+  #sendStop(w: Worker): void {
+    try {
+      w.tasks.putSync(null, { block: false });
+      w.stopPending = false;
+    } catch (error) {
+      if (!(error instanceof QueueFull)) throw error;
+    }
   }
 
   #spawn(): Worker {
-    const tasks = new Queue<TaskMessage>({ ringSize: TASK_RING_BYTES });
+    const tasks = new Queue<TaskMessage>({ ringSize: TASK_RING_BYTES, maxsize: AHEAD_MAX + 1 });
     const running = new Int32Array(native.mapShared(4));
     const setup: WorkerSetup = { tasks, results: this.#results, running, initializer: this.#initializer, initargs: this.#initargs, maxtasks: this.#maxtasks };
     const proc = new Process({ daemon: true, name: `PoolWorker-${++workerCounter}`, target: () => serve(setup) });
     proc.start();
-    const w: Worker = { proc, pid: proc.pid as number, tasks, running, knowsBelow: nextFnId, held: [], assigned: 0, retiring: false, ahead: AHEAD_MIN };
+    const w: Worker = { proc, pid: proc.pid as number, tasks, running, knowsBelow: nextFnId, held: [], assigned: 0, retiring: false, stopPending: false, ahead: AHEAD_MIN, killedFor: 0 };
     this.#workers.push(w);
     setExitListener(proc, (code) => this.#exited(w, code));
     return w;
@@ -948,7 +997,13 @@ export class Pool {
     const held = w.held;
     if (held[0] === b) held.shift();
     else held.splice(held.indexOf(b), 1);
-    if (held.length === 0 && w.ahead < AHEAD_MAX) w.ahead *= 2;
+    if (w.stopPending) this.#sendStop(w);
+    if (held.length === 0) {
+      // It ran dry: while work is waiting it may hold more; with none, the next job starts small again.
+      w.ahead = this.#again.length > 0 || this.#jobs.length > 0 ? Math.min(AHEAD_MAX, w.ahead * 2) : AHEAD_MIN;
+    } else if (w.ahead > AHEAD_MIN && performance.now() - b.sentAt > AHEAD_LATENCY_MS) {
+      w.ahead = Math.max(AHEAD_MIN, w.ahead >> 1);
+    }
     if (ok) b.job.succeeded(b, value);
     else {
       const f = value as Failure;
@@ -1000,6 +1055,7 @@ export class Pool {
         for (const w of [...this.#workers]) w.proc.isAlive();
       }
     }
+    this.#dispatch();
     this.#wakePump();
     return true;
   }
@@ -1009,20 +1065,25 @@ export class Pool {
     if (at >= 0) this.#workers.splice(at, 1);
     // It may have answered before it died.
     this.#drain();
-    const [running, ...unstarted] = w.held;
+    const held = w.held;
     w.held = [];
-    if (running !== undefined) {
-      this.#sent.delete(running.id);
-      const how = code < 0 ? `was killed by signal ${-code}` : `exited with code ${code}`;
-      running.job.failed(
-        running,
-        new WorkerDiedError(`Pool worker ${w.pid} ${how} while running a task of ${running.job.what}`, w.pid, code),
-        [],
-      );
+    for (const b of held) this.#sent.delete(b.id);
+    if (this.#state === TERMINATE || this.#broken !== null) {
+      for (const b of held) b.job.abort(this.#broken ?? new PoolError('ERR_POOL_TERMINATED', 'the pool was terminated before this task finished'));
+      this.#wakePump();
+      return;
     }
-    for (const b of unstarted) this.#sent.delete(b.id);
-    this.#again.unshift(...unstarted);
-    if (this.#state === TERMINATE) return;
+    // The first batch it held died with it if it was running it or had
+    // finished it (the answer was lost); one killed for another call's abort
+    // was not this one's fault; the rest never started.
+    const first = held[0];
+    const state = Atomics.load(w.running, 0);
+    if (first !== undefined && (state === first.id || state === -first.id) && (w.killedFor === 0 || w.killedFor === first.id)) {
+      held.shift();
+      const how = code < 0 ? `was killed by signal ${-code}` : `exited with code ${code}`;
+      first.job.failed(first, new WorkerDiedError(`Pool worker ${w.pid} ${how} while running a task of ${first.job.what}`, w.pid, code), []);
+    }
+    this.#again.unshift(...held);
     this.#dispatch();
     this.#wakePump();
   }
@@ -1051,7 +1112,11 @@ export class Pool {
     if (job.settled) return;
     job.abort(reason);
     for (const b of this.#sent.values()) {
-      if (b.job === job && Atomics.load((b.worker as Worker).running, 0) === b.id) (b.worker as Worker).proc.kill();
+      const w = b.worker as Worker;
+      if (b.job === job && Atomics.load(w.running, 0) === b.id) {
+        w.killedFor = b.id;
+        w.proc.kill();
+      }
     }
   }
 

@@ -505,6 +505,14 @@ class Ring {
     return { tag: tag | SIDE, body: name };
   }
 
+  /** A message that was encoded but never put: removes the segment a large one was written to. */
+  discard(message: Encoded): void {
+    if ((message.tag & SIDE) === 0) return;
+    const shm = new SharedMemory({ name: Buffer.from(message.body).toString('utf8') });
+    shm.close();
+    shm.unlink();
+  }
+
   // ---- the unbounded queue's overflow --------------------------------------
 
   /**
@@ -585,16 +593,18 @@ export class Queue<T = unknown> {
   put(item: T, options?: PutOptions): Promise<void> {
     try {
       const ring = this.#open('put()');
+      const deadline = options === undefined ? Infinity : deadlineOf(`${this.constructor.name}.put`, options);
       const message = ring.encode(item);
       if (ring.maxsize === 0) {
-        if (options !== undefined) deadlineOf(`${this.constructor.name}.put`, options);
         ring.putUnbounded(message);
         return Promise.resolve();
       }
-      const deadline = options === undefined ? Infinity : deadlineOf(`${this.constructor.name}.put`, options);
       if (ring.tryPut(message.tag, message.body)) return Promise.resolve();
       // The encoding is reused by the next encode(), and this put may wait.
-      return runAsync(ring.putSteps(message.tag, Uint8Array.from(message.body), deadline));
+      return runAsync(ring.putSteps(message.tag, Uint8Array.from(message.body), deadline)).catch((error: unknown) => {
+        ring.discard(message);
+        throw error;
+      });
     } catch (error) {
       return Promise.reject(error);
     }
@@ -605,8 +615,16 @@ export class Queue<T = unknown> {
     const ring = this.#open('putSync()');
     const deadline = options === undefined ? Infinity : deadlineOf(`${this.constructor.name}.putSync`, options);
     const message = ring.encode(item);
-    if (ring.maxsize === 0) ring.putUnbounded(message);
-    else runSync(ring.putSteps(message.tag, message.body, deadline));
+    if (ring.maxsize === 0) {
+      ring.putUnbounded(message);
+      return;
+    }
+    try {
+      runSync(ring.putSteps(message.tag, message.body, deadline));
+    } catch (error) {
+      ring.discard(message);
+      throw error;
+    }
   }
 
   /** putSync(item, { block: false }): throws QueueFull if a bounded queue is full. */

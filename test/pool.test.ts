@@ -307,6 +307,37 @@ describe('Pool: errors', () => {
   });
 });
 
+describe('Pool: scheduling', () => {
+  it('long tasks spread over the workers even after tiny ones grew how far ahead they are sent', async () => {
+    const p = pool({ processes: 2 });
+    const task = (long: boolean): { pid: number; long: boolean } => {
+      busySleep(long ? 100 : 5);
+      return { pid: process.pid, long };
+    };
+    // Submitted in one tick, so the workers forked for them know both functions.
+    await Promise.all([p.map(square, Array.from({ length: 20_000 }, (_, i) => i), { chunksize: 1 }), p.apply(task, [false])]);
+    const ran = await p.map(task, [true, false, true, false, true, false, true, false], { chunksize: 1 });
+    const longPerPid = new Map<number, number>();
+    for (const r of ran) if (r.long) longPerPid.set(r.pid, (longPerPid.get(r.pid) ?? 0) + 1);
+    expect(Math.max(...longPerPid.values())).toBeLessThanOrEqual(3);
+  });
+
+  it('a worker that died between tasks is replaced without running a task twice', async () => {
+    const p = pool({ processes: 3 });
+    await p.map(square, [1, 2], { chunksize: 1 });
+    expect(p.pids).toHaveLength(2);
+    const [victim] = p.pids;
+    process.kill(victim, 'SIGKILL');
+    busySleep(100);
+    const runs = shared(1);
+    const once = (): number => Atomics.add(runs, 0, 1);
+    await p.apply(once);
+    await waitUntil(() => false, 100);
+    expect(Atomics.load(runs, 0)).toBe(1);
+    expect(await p.map(square, [5, 6, 7], { chunksize: 1 })).toEqual([25, 36, 49]);
+  });
+});
+
 describe('Pool: cancellation and limits', () => {
   it('an AbortSignal rejects the call and replaces the worker running it', async () => {
     const p = pool({ processes: 1 });
@@ -382,6 +413,37 @@ describe('Pool: shutting down', () => {
     r.close();
     await r.join();
     expect(process.listenerCount('exit')).toBe(listeners);
+  });
+
+  it('joinSync() after mapAsync() and close() lets the workers go', () => {
+    const p = pool({ processes: 2 });
+    const r = p.mapAsync(square, [1, 2, 3, 4, 5, 6, 7, 8], { chunksize: 1 });
+    const workers = p.pids;
+    p.close();
+    p.joinSync();
+    expect(r.ready()).toBe(true);
+    expect(r.getSync()).toEqual([1, 4, 9, 16, 25, 36, 49, 64]);
+    for (const x of [...workers, ...p.pids]) expect(running(x)).toBe(false);
+  });
+
+  it('terminate() with large batches still waiting for a hung worker, then process.exit(), ends', () => {
+    const r = runScript(
+      `
+      import { Pool } from NODEMP;
+      const task = (s) => { if (s === 'hang') for (;;); return s.length; };
+      const pool = new Pool({ processes: 1 });
+      // Tiny tasks first, so the worker is sent far ahead; then more 8 KB tasks than its queue holds.
+      const items = [...Array(2000).fill('a'), 'hang', ...Array.from({ length: 300 }, (_, i) => String(i).padEnd(8192, 'x'))];
+      const work = pool.map(task, items, { chunksize: 1 }).catch((e) => e.code);
+      await new Promise((r) => setTimeout(r, 200));
+      await pool.terminate();
+      console.log('terminated', await work);
+      process.exit(0);
+    `,
+      { timeout: 15000 },
+    );
+    expect(r.stdout).toContain('terminated ERR_POOL_TERMINATED');
+    expect(r.status).toBe(0);
   });
 
   it('terminate() kills workers even when tasks hang, and rejects what was pending', async () => {

@@ -85,6 +85,17 @@ describe('Queue', () => {
     expect([q.getSync(), q.getSync()]).toEqual([2, 3]);
   });
 
+  it('a large message that a full queue refuses leaves no segment behind', async () => {
+    const before = shmEntries();
+    const q = new Queue<Uint8Array>({ maxsize: 1, ringSize: 4096 });
+    q.putSync(new Uint8Array(1));
+    const big = new Uint8Array(8192);
+    expect(() => q.putNowait(big)).toThrow(QueueFull);
+    expect(() => q.putSync(big, { timeout: 10 })).toThrow(QueueFull);
+    await expect(q.put(big, { timeout: 10 })).rejects.toThrow(QueueFull);
+    expect(shmEntries()).toEqual(before);
+  });
+
   it('rejects bad options and arguments', () => {
     expect(() => new Queue({ maxsize: -1 })).toThrow(RangeError);
     expect(() => new Queue({ maxsize: 1.5 })).toThrow(RangeError);

@@ -7,6 +7,7 @@
 // get, in order where there is one producer. Prints one JSON object.
 import { Worker } from 'node:worker_threads';
 import { Queue } from '../dist/index.js';
+import { native } from '../dist/native.js';
 import { median } from './lib.js';
 import { IpcPeer, WorkerHost, asyncRoundTrips, checkTotals, gated, python, withEchoChild } from './messaging.js';
 
@@ -131,6 +132,52 @@ function nodempBytes(queue, buf, n) {
   return (ms * 1e6) / n;
 }
 
+// The floor under the 64-byte row: the least any ring costs here. One
+// producer, one consumer, no compare-and-swap, no counters, each side reading
+// the other's index only when it has to, one Atomics.store per message per
+// side. 'copy' gives the consumer a fresh Buffer per message, as Queue.get()
+// must; 'in place' only reads each message where it lies.
+const FLOOR_SLOTS = 1 << 14;
+const floorMem = native.mapShared(128 + FLOOR_SLOTS * 64);
+const floorIdx = new Int32Array(floorMem, 0, 32);
+const floorData = new Uint8Array(floorMem, 128);
+const TAIL = 0;
+const HEAD = 16;
+
+function floorPut(buf, n) {
+  let head = 0;
+  for (let tail = 0; tail < n; ) {
+    while (tail - head >= FLOOR_SLOTS) head = Atomics.load(floorIdx, HEAD);
+    buf.writeUInt32LE(tail, 0);
+    floorData.set(buf, (tail & (FLOOR_SLOTS - 1)) * 64);
+    Atomics.store(floorIdx, TAIL, ++tail);
+  }
+}
+
+function floorGet(n, copy) {
+  let tail = 0;
+  let sum = 0;
+  for (let head = 0; head < n; ) {
+    while (head === tail) tail = Atomics.load(floorIdx, TAIL);
+    const at = (head & (FLOOR_SLOTS - 1)) * 64;
+    if (copy) {
+      const m = Buffer.allocUnsafe(64);
+      m.set(floorData.subarray(at, at + 64));
+      sum += m.readUInt32LE(0);
+    } else {
+      sum += (floorData[at] | (floorData[at + 1] << 8) | (floorData[at + 2] << 16) | (floorData[at + 3] << 24)) >>> 0;
+    }
+    Atomics.store(floorIdx, HEAD, ++head);
+  }
+  return { count: n, sum };
+}
+
+function floorRound(copy) {
+  Atomics.store(floorIdx, TAIL, 0);
+  Atomics.store(floorIdx, HEAD, 0);
+  return (gated([() => floorPut(small, N)], [() => floorGet(N, copy)], N) * 1e6) / N;
+}
+
 function nodempMany() {
   const share = N / 4;
   const producers = [0, 1, 2, 3].map((p) => () => putObjects(q, p * share, share));
@@ -248,7 +295,7 @@ class WorkerPairs {
 // ---- the passes ---------------------------------------------------------------
 
 const objects = { nodemp: [], python: [], workers: [], ipc: [] };
-const bytes64 = { nodemp: [], python: [], workers: [] };
+const bytes64 = { nodemp: [], python: [], workers: [], floorCopy: [], floorInPlace: [] };
 const many = { nodemp: [], python: [], workers: [] };
 const ping = { nodemp: [], nodempAsync: [], python: [], workers: [], ipc: [] };
 const mib = { nodemp: [], wide: [], python: [], workers: [] };
@@ -296,6 +343,8 @@ async function workerRounds() {
 for (let p = 0; p < passes; p++) {
   objects.nodemp.push(nodempObjects());
   bytes64.nodemp.push(nodempBytes(q, small, N));
+  bytes64.floorCopy.push(floorRound(true));
+  bytes64.floorInPlace.push(floorRound(false));
   many.nodemp.push(nodempMany());
   ping.nodemp.push(...(await nodempPing()));
   ping.nodempAsync.push(...(await nodempPingAsync()));
@@ -340,6 +389,8 @@ console.log(JSON.stringify({
     nodemp: median(bytes64.nodemp),
     'python mp.Queue, 64-byte bytes': py(bytes64.python),
     'worker_threads postMessage of a Uint8Array copy': median(bytes64.workers),
+    'floor: bare 1P/1C ring, no CAS or counters, a fresh Buffer per message': median(bytes64.floorCopy),
+    'floor: the same ring, each message read in place (no copy)': median(bytes64.floorInPlace),
   },
   'Queue 4 producers/4 consumers (8 processes), small objects, time per message (lower is better)': {
     unit: 'ns/msg',

@@ -123,19 +123,28 @@ export interface Codec {
 
 /** Decodes what a codec encoded under `tag` (BYTES: a copy of the bytes themselves). */
 export function decode(tag: number, body: Uint8Array): unknown {
+  return decodeRange(tag, body, 0, body.length);
+}
+
+/**
+ * decode() of source[start, end). Given the same long-lived `source` each
+ * time (a queue's ring), msgpackr keeps one DataView on it instead of making
+ * a view and a DataView per message.
+ */
+export function decodeRange(tag: number, source: Uint8Array, start: number, end: number): unknown {
   switch (tag) {
     case BYTES: {
       // Buffer.from(typedArray) copies element by element; set() is a memcpy.
-      const copy = Buffer.allocUnsafe(body.length);
-      copy.set(body);
+      const copy = Buffer.allocUnsafe(end - start);
+      copy.set(source.subarray(start, end));
       return copy;
     }
     case PLAIN:
-      return plain.unpack(body);
+      return plain.unpack(source, { start, end });
     case STRUCTURED:
-      return structured.unpack(body);
+      return structured.unpack(source, { start, end });
     case V8:
-      return deserialize(body);
+      return deserialize(source.subarray(start, end));
     default:
       throw new TypeError(`nodemp: a message with unknown encoding ${tag}`);
   }

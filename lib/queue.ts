@@ -19,7 +19,7 @@
 // died takes them back (that message is lost with its consumer).
 import { native } from './native.js';
 import { selfPid } from './self.js';
-import { codecFor, decode, BYTES, type Codec, type Serializer } from './codec.js';
+import { codecFor, decode, decodeRange, BYTES, type Codec, type Serializer } from './codec.js';
 import { ClosedError, QueueEmpty, QueueFull, SyncError } from './errors.js';
 import { checkInteger, invalidType } from './args.js';
 import { SharedMemory } from './shared-memory.js';
@@ -363,6 +363,7 @@ class Ring {
   #read(pos: number, tag: number, len: number): unknown {
     const start = (pos & (this.slots - 1)) * SLOT_SIZE;
     const room = this.data.length - start;
+    if (len <= room && (tag & SIDE) === 0) return decodeRange(tag, this.data, start, start + len);
     let body: Uint8Array;
     if (len <= room) body = this.data.subarray(start, start + len);
     else {

@@ -131,6 +131,32 @@ describe('Pool: results', () => {
   });
 });
 
+describe('Pool: values', () => {
+  it('carries undefined, rejections of async tasks, Buffers and megabyte arguments and results', async () => {
+    const shm = shmEntries();
+    const p = pool({ processes: 2 });
+    const echo = (x: unknown): unknown => x;
+    const size = (x: string): number => x.length;
+    const make = (n: number): Buffer => Buffer.alloc(n, 7);
+    const fail = async (): Promise<never> => {
+      await Promise.resolve();
+      throw new URIError('async failure');
+    };
+    const results = await Promise.all([
+      p.apply(echo, [undefined]),
+      p.apply(size, ['x'.repeat(1 << 20)]),
+      p.apply(make, [1 << 20]),
+      p.apply(fail).catch((e: unknown) => e),
+    ]);
+    expect(results[0]).toBeUndefined();
+    expect(results[1]).toBe(1 << 20);
+    expect(Buffer.isBuffer(results[2]) && results[2].length === 1 << 20 && results[2][12345] === 7).toBe(true);
+    expect(results[3]).toBeInstanceOf(URIError);
+    expect((results[3] as Error).message).toBe('async failure');
+    expect(shmEntries()).toEqual(shm);
+  });
+});
+
 describe('Pool: AsyncResult', () => {
   it('get, wait, ready, successful, callback and errorCallback', async () => {
     const p = pool({ processes: 1 });
@@ -353,6 +379,44 @@ describe('Pool: cancellation and limits', () => {
     await expect(p.apply(pid, [], { signal: AbortSignal.abort() })).rejects.toMatchObject({ name: 'AbortError' });
     await expect(p.map(square, [1, 2], { signal: AbortSignal.abort(new Error('mine')) })).rejects.toThrow('mine');
     expect(await p.apply(pid)).toBe(after);
+  });
+
+  it('an imap in progress ends with the error when aborted or when the pool is terminated', async () => {
+    const p = pool({ processes: 2 });
+    const slow = (x: number): number => {
+      busySleep(20);
+      return x;
+    };
+    const ac = new AbortController();
+    const seen: number[] = [];
+    const aborted = (async () => {
+      for await (const v of p.imap(slow, [0, 1, 2, 3, 4, 5, 6, 7], { signal: ac.signal })) {
+        seen.push(v);
+        if (seen.length === 2) ac.abort();
+      }
+    })().catch((e: unknown) => e);
+    expect(await aborted).toMatchObject({ name: 'AbortError' });
+    expect(seen).toEqual([0, 1]);
+    const q = pool({ processes: 1 });
+    const got: number[] = [];
+    const ended = (async () => {
+      for await (const v of q.imap(slow, [0, 1, 2, 3, 4, 5])) {
+        got.push(v);
+        if (got.length === 1) void q.terminate();
+      }
+    })().catch((e: unknown) => e);
+    expect(await ended).toMatchObject({ name: 'PoolError', code: 'ERR_POOL_TERMINATED' });
+    expect(got).toEqual([0]);
+  });
+
+  it('close() during an imap lets it finish', async () => {
+    const p = pool({ processes: 2 });
+    const out: number[] = [];
+    const it = p.imap(square, [1, 2, 3, 4, 5]);
+    p.close();
+    for await (const v of it) out.push(v);
+    expect(out).toEqual([1, 4, 9, 16, 25]);
+    await p.join();
   });
 
   it('maxtasksperchild recycles workers', async () => {

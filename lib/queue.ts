@@ -148,6 +148,7 @@ class Ring {
   readonly joinable: boolean;
   #row = NO_ROW;
   #rowPid = 0;
+  #stride = 0;
   // The native feeder's handle for this queue in this process (-1: none yet).
   #feed = -1;
   #feedPid = 0;
@@ -169,7 +170,19 @@ class Ring {
     this.meta = new Int32Array(this.buffer, HEADER_SIZE, this.slots * META_WORDS);
     this.data = new Uint8Array(this.buffer, HEADER_SIZE + metaBytes, dataBytes);
     // Slot i starts out free for position i.
-    for (let i = 0; i < this.slots; i++) this.meta[i * META_WORDS + META_SEQ] = i;
+    this.#stride = this.slots / 8;
+    for (let i = 0; i < this.slots; i++) this.meta[this.metaOf(i) + META_SEQ] = i;
+  }
+
+  /**
+   * Where position `pos`'s metadata is (an index into `meta`). Consecutive
+   * slots' metadata lie in different cache lines, a stride apart, so that a
+   * consumer handing back one slot does not take from the producer the line
+   * it is about to write the next one into (see kQueueMetaSize).
+   */
+  metaOf(pos: number): number {
+    const slot = pos & (this.slots - 1);
+    return ((slot & 7) * this.#stride + (slot >>> 3)) * META_WORDS;
   }
 
   get sideThreshold(): number {
@@ -242,7 +255,7 @@ class Ring {
   /** The head message's producer died before publishing it: publish it as skipped. */
   recoverHead(): void {
     const pos = Atomics.load(this.words, HEAD);
-    const i = (pos & (this.slots - 1)) * META_WORDS;
+    const i = this.metaOf(pos);
     if (((Atomics.load(this.meta, i + META_SEQ) - pos) | 0) !== 0) return;
     if (Atomics.load(this.words, TAIL) === pos) return;
     const [live, dead] = this.#claimants(PUTTING, pos);
@@ -255,10 +268,9 @@ class Ring {
 
   /** A slot producers need is still held by a consumer that died: give its message's slots back. */
   recoverSlot(): void {
-    const mask = this.slots - 1;
     let pos = Atomics.load(this.words, TAIL);
     for (let j = 0; j < this.slots; j++, pos = (pos + 1) | 0) {
-      if (((Atomics.load(this.meta, (pos & mask) * META_WORDS + META_SEQ) - pos) | 0) < 0) break;
+      if (((Atomics.load(this.meta, this.metaOf(pos) + META_SEQ) - pos) | 0) < 0) break;
     }
     const [live, dead] = this.#claimants(GETTING, (pos - this.slots) | 0);
     if (live > 0 || dead.length === 0) return;
@@ -306,7 +318,7 @@ class Ring {
       this.data.set(body.subarray(0, room), start);
       this.data.set(body.subarray(room), 0);
     }
-    const i = (pos & mask) * META_WORDS;
+    const i = this.metaOf(pos);
     meta[i + META_INFO] = (tag << 24) | len;
     if (this.joinable) Atomics.add(w, UNFINISHED, 1);
     Atomics.store(meta, i + META_SEQ, (pos + 1) | 0);
@@ -333,10 +345,9 @@ class Ring {
   tryGet(): unknown {
     const w = this.words;
     const meta = this.meta;
-    const mask = this.slots - 1;
     for (;;) {
       const pos = Atomics.load(w, HEAD);
-      const i = (pos & mask) * META_WORDS;
+      const i = this.metaOf(pos);
       const ahead = (Atomics.load(meta, i + META_SEQ) - ((pos + 1) | 0)) | 0;
       if (ahead < 0) return NOTHING;
       if (ahead > 0) continue;
@@ -382,10 +393,9 @@ class Ring {
   }
 
   #release(pos: number, used: number): void {
-    const mask = this.slots - 1;
     for (let j = 0; j < used; j++) {
       const p = (pos + j) | 0;
-      Atomics.store(this.meta, (p & mask) * META_WORDS + META_SEQ, (p + this.slots) | 0);
+      Atomics.store(this.meta, this.metaOf(p) + META_SEQ, (p + this.slots) | 0);
     }
     if (Atomics.load(this.words, PUT_SLEEPERS) > 0) {
       Atomics.add(this.words, GET_SEQ, 1);
@@ -436,7 +446,7 @@ class Ring {
 
   #headPublished(): boolean {
     const pos = Atomics.load(this.words, HEAD);
-    const seq = Atomics.load(this.meta, (pos & (this.slots - 1)) * META_WORDS + META_SEQ);
+    const seq = Atomics.load(this.meta, this.metaOf(pos) + META_SEQ);
     return ((seq - pos) | 0) > 0;
   }
 
@@ -471,11 +481,10 @@ class Ring {
    * someone reserved past `pos` meanwhile.
    */
   #ahead(pos: number, used: number): number {
-    const mask = this.slots - 1;
     let ahead = 0;
     for (let j = 0; j < used && ahead === 0; j++) {
       const p = (pos + j) | 0;
-      ahead = (Atomics.load(this.meta, (p & mask) * META_WORDS + META_SEQ) - p) | 0;
+      ahead = (Atomics.load(this.meta, this.metaOf(p) + META_SEQ) - p) | 0;
     }
     return ahead;
   }

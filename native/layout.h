@@ -109,6 +109,9 @@ constexpr uint32_t kQueuePartyKind = 4;       // 0 idle, 1 putting, 2 getting
 constexpr uint32_t kQueuePartyPos = 8;        // the position it is reserving or has claimed
 constexpr uint32_t kQueuePartySlotsUsed = 12; // how many slots that message takes
 constexpr uint32_t kQueueHeaderSize = 704;
+// Slot s's metadata is entry (s % 8) * (slots / 8) + s / 8: consecutive slots
+// use different cache lines, so a consumer handing back slot p does not pull
+// away the line a producer writes slot p + 1's sequence word into.
 constexpr uint32_t kQueueMetaSize = 8;
 constexpr uint32_t kQueueMetaSeq = 0;         // within a slot's metadata
 constexpr uint32_t kQueueMetaInfo = 4;        // first slot of a message: (encoding tag << 24) | byte length

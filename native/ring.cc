@@ -55,8 +55,10 @@ static bool thread_starting = false;
 static uv_async_t* drained_async = nullptr;
 
 static int32_t* Word(Feed* f, uint32_t byte_offset) { return reinterpret_cast<int32_t*>(f->base + byte_offset); }
+// As Ring.metaOf in lib/queue.ts: consecutive slots' metadata a stride apart.
 static int32_t* Meta(Feed* f, uint32_t slot) {
-  return reinterpret_cast<int32_t*>(f->base + kQueueHeaderSize + slot * kQueueMetaSize);
+  uint32_t at = (slot & 7) * (f->slots / 8) + (slot >> 3);
+  return reinterpret_cast<int32_t*>(f->base + kQueueHeaderSize + at * kQueueMetaSize);
 }
 static uint8_t* Data(Feed* f) { return f->base + kQueueHeaderSize + f->slots * kQueueMetaSize; }
 

@@ -89,6 +89,11 @@ interface SentError {
   code?: unknown;
 }
 
+/** The answer for `error` thrown at item `index` of a batch, after the values `done` before it. */
+function failure(error: unknown, index = 0, done: unknown[] = []): Failure {
+  return { error: describe(error), index, done };
+}
+
 function describe(error: unknown): Failure['error'] {
   if (error instanceof Error) {
     const sent: SentError = { name: error.name, message: error.message, stack: String(error.stack ?? `${error.name}: ${error.message}`) };
@@ -162,7 +167,7 @@ async function serve(s: WorkerSetup): Promise<void> {
       const r = s.initializer(...s.initargs);
       if (isThenable(r)) await r;
     } catch (error) {
-      s.results.putSync([0, false, { error: describe(error), index: 0, done: [] } satisfies Failure]);
+      s.results.putSync([0, false, failure(error)]);
       return;
     }
   }
@@ -179,7 +184,7 @@ async function serve(s: WorkerSetup): Promise<void> {
         if (isThenable(r)) r = await r;
         reply = [batch, true, r];
       } catch (error) {
-        reply = [batch, false, { error: describe(error), index: 0, done: [] } satisfies Failure];
+        reply = [batch, false, failure(error)];
       }
     } else {
       const items = payload as unknown[];
@@ -193,7 +198,7 @@ async function serve(s: WorkerSetup): Promise<void> {
         }
         reply = [batch, true, out];
       } catch (error) {
-        reply = [batch, false, { error: describe(error), index: i, done: out.slice(0, i) } satisfies Failure];
+        reply = [batch, false, failure(error, i, out.slice(0, i))];
       }
     }
     // Finished: if this worker dies before the answer is out, the task is not run again.
@@ -201,8 +206,8 @@ async function serve(s: WorkerSetup): Promise<void> {
     try {
       s.results.putSync(reply);
     } catch (error) {
-      const failure = new SerializationError(`the result of a task could not be sent back: ${(error as Error).message}`);
-      s.results.putSync([batch, false, { error: describe(failure), index: 0, done: [] } satisfies Failure]);
+      const unsent = new SerializationError(`the result of a task could not be sent back: ${(error as Error).message}`);
+      s.results.putSync([batch, false, failure(unsent)]);
     }
   }
 }
@@ -681,6 +686,8 @@ export class Pool {
   #dispatchAgain = false;
   #idleWaiters: (() => void)[] = [];
   readonly #owner = selfPid;
+  /** What an AsyncResult's blocking forms call. */
+  readonly #drive = (done: () => boolean, deadline: number): boolean => this.#driveUntil(done, deadline);
   #terminated: Promise<void> | null = null;
   #exitHook = (): void => {
     // A worker inherits this listener with the rest of the process; only the pool's own process acts on it.
@@ -770,7 +777,7 @@ export class Pool {
 
   /** Starts fn(...args) in a worker and returns an AsyncResult at once. */
   applyAsync<R>(fn: (...args: any[]) => R | Promise<R>, args: unknown[] = [], options: TaskOptions & AsyncOptions<Awaited<R>> = {}): AsyncResult<Awaited<R>> {
-    const result = new AsyncResult<Awaited<R>>((done, deadline) => this.#driveUntil(done, deadline));
+    const result = new AsyncResult<Awaited<R>>(this.#drive);
     this.#applyJob('applyAsync()', fn, args, options, withCallbacks(result, options));
     return result;
   }
@@ -794,7 +801,7 @@ export class Pool {
 
   /** map() returning an AsyncResult. */
   mapAsync<T, R>(fn: (item: T) => R | Promise<R>, iterable: Iterable<T>, options: MapOptions & AsyncOptions<Awaited<R>[]> = {}): AsyncResult<Awaited<R>[]> {
-    const result = new AsyncResult<Awaited<R>[]>((done, deadline) => this.#driveUntil(done, deadline));
+    const result = new AsyncResult<Awaited<R>[]>(this.#drive);
     this.#mapJob('mapAsync()', MAP, fn, iterable, options, withCallbacks(result, options) as Settler<unknown[]>);
     return result;
   }
@@ -811,7 +818,7 @@ export class Pool {
 
   /** starmap() returning an AsyncResult. */
   starmapAsync<R>(fn: (...args: any[]) => R | Promise<R>, iterable: Iterable<unknown[]>, options: MapOptions & AsyncOptions<Awaited<R>[]> = {}): AsyncResult<Awaited<R>[]> {
-    const result = new AsyncResult<Awaited<R>[]>((done, deadline) => this.#driveUntil(done, deadline));
+    const result = new AsyncResult<Awaited<R>[]>(this.#drive);
     this.#mapJob('starmapAsync()', STARMAP, fn, iterable, options, withCallbacks(result, options) as Settler<unknown[]>);
     return result;
   }
@@ -1069,7 +1076,7 @@ export class Pool {
     w.held = [];
     for (const b of held) this.#sent.delete(b.id);
     if (this.#state === TERMINATE || this.#broken !== null) {
-      for (const b of held) b.job.abort(this.#broken ?? new PoolError('ERR_POOL_TERMINATED', 'the pool was terminated before this task finished'));
+      for (const b of held) b.job.abort(this.#broken ?? terminatedError());
       this.#wakePump();
       return;
     }
@@ -1209,7 +1216,7 @@ export class Pool {
   #stopAll(): void {
     if (this.#state === TERMINATE) return;
     this.#state = TERMINATE;
-    this.#failEverything(new PoolError('ERR_POOL_TERMINATED', 'the pool was terminated before this task finished'));
+    this.#failEverything(terminatedError());
   }
 
   async [Symbol.asyncDispose](): Promise<void> {
@@ -1220,6 +1227,10 @@ export class Pool {
     const state = ['running', 'closed', 'terminated'][this.#state];
     return `Pool { processes: ${this.#processes}, state: '${state}', workers: [${this.pids.join(', ')}] }`;
   }
+}
+
+function terminatedError(): PoolError {
+  return new PoolError('ERR_POOL_TERMINATED', 'the pool was terminated before this task finished');
 }
 
 function checkOptions(call: string, options: MapOptions): MapOptions {

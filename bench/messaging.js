@@ -72,6 +72,13 @@ export function gated(producers, consumers, expected) {
   return ms;
 }
 
+/** The peers' message makers: { i }, or `buf` with i in its first four bytes (the same Buffer each time). */
+export const obj = (i) => ({ i });
+export const stamp = (buf) => (i) => {
+  buf.writeUInt32LE(i, 0);
+  return buf;
+};
+
 /** Messages 0..n-1 in all: n of them, summing to n(n-1)/2. */
 export function checkTotals(what, got, n) {
   if (got.count !== n || got.sum !== (n * (n - 1)) / 2) {

@@ -7,7 +7,7 @@
 // opening to the last message received and checked. Prints one JSON object.
 import { Pipe } from '../dist/index.js';
 import { median } from './lib.js';
-import { WorkerHost, asyncRoundTrips, gated, python, withEchoChild } from './messaging.js';
+import { WorkerHost, asyncRoundTrips, gated, obj, python, stamp, withEchoChild } from './messaging.js';
 
 const quick = process.argv.includes('--quick');
 const passes = quick ? 3 : 5;
@@ -135,12 +135,6 @@ const bytes64 = { nodemp: [], python: [], workers: [] };
 const ping = { nodemp: [], nodempAsync: [], python: [], workers: [] };
 const large = { nodemp: [], python: [], workers: [] };
 let havePython = true;
-
-const stamp = (buf) => (i) => {
-  buf.writeUInt32LE(i, 0);
-  return buf;
-};
-const obj = (i) => ({ i });
 
 // nodemp cannot fork while a Worker runs (its thread would be half-copied):
 // each pass starts its Workers after the forked rounds and ends them before

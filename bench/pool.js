@@ -11,6 +11,8 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Pool, cpuCount } from '../dist/index.js';
 import { median } from './lib.js';
+// The very functions the worker_threads pools run, so every pool does the same work.
+import { burn, square } from './peers/pool-task.mjs';
 
 const quick = process.argv.includes('--quick');
 const here = fileURLToPath(new URL('.', import.meta.url));
@@ -25,12 +27,6 @@ const CPU_ITERS = quick ? 2_000_000 : 10_000_000;
 const CPU_ITERS_PY = quick ? 200_000 : 1_000_000;
 const processes = cpuCount();
 
-const square = (x) => x * x;
-function burn(n) {
-  let x = 0;
-  for (let i = 0; i < n; i++) x = (x + i * i) % 1000003;
-  return x;
-}
 
 const pool = new Pool({ processes });
 const items = Array.from({ length: N }, (_, i) => i);

@@ -9,7 +9,7 @@ import { Worker } from 'node:worker_threads';
 import { Queue } from '../dist/index.js';
 import { native } from '../dist/native.js';
 import { median } from './lib.js';
-import { IpcPeer, WorkerHost, asyncRoundTrips, checkTotals, gated, python, withEchoChild } from './messaging.js';
+import { IpcPeer, WorkerHost, asyncRoundTrips, checkTotals, gated, obj, python, stamp, withEchoChild } from './messaging.js';
 
 const quick = process.argv.includes('--quick');
 const passes = quick ? 3 : 5;
@@ -303,11 +303,6 @@ let havePython = true;
 
 const ipcSink = await IpcPeer.start('sink', N_IPC);
 const ipcEcho = await IpcPeer.start('echo', 0);
-const stamp = (buf) => (i) => {
-  buf.writeUInt32LE(i, 0);
-  return buf;
-};
-const obj = (i) => ({ i });
 await ipcSink.sink(N_IPC, obj);
 await ipcEcho.pingPong(WARMUP, WARMUP);
 

@@ -31,3 +31,21 @@ export function checkInteger(what: string, value: unknown, min: number, max = Nu
   }
   return value;
 }
+
+/** The bytes of a Buffer, TypedArray, DataView or ArrayBuffer, as a Uint8Array over the same memory. */
+export function bytesOf(method: string, buf: unknown): Uint8Array {
+  if (buf instanceof Uint8Array) return buf;
+  if (ArrayBuffer.isView(buf)) return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+  if (buf instanceof ArrayBuffer || buf instanceof SharedArrayBuffer) return new Uint8Array(buf);
+  throw invalidType(`${method}(buf)`, 'a Buffer, TypedArray, DataView or ArrayBuffer', buf);
+}
+
+/** An offset into a buffer of `length` bytes (0 if absent). */
+export function checkOffset(method: string, offset: unknown, length: number): number {
+  if (offset === undefined) return 0;
+  if (typeof offset !== 'number') throw invalidType(`${method}(offset)`, 'an integer', offset);
+  if (!Number.isInteger(offset) || offset < 0 || offset > length) {
+    throw outOfRange(`${method}(offset)`, `an integer from 0 to the buffer's byte length ${length}`, offset);
+  }
+  return offset;
+}

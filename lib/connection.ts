@@ -21,7 +21,7 @@ import { inspect } from 'node:util';
 import { native } from './native.js';
 import { BYTES, codecFor, decode, type Codec, type Serializer } from './codec.js';
 import { BufferTooShort, ClosedError, DirectionError, EOFError } from './errors.js';
-import { invalidType, invalidValue, outOfRange } from './args.js';
+import { bytesOf, checkOffset, invalidType, invalidValue, outOfRange } from './args.js';
 import { selfPid } from './self.js';
 
 // How long recv() re-reads for a message before it leaves the wait to the event loop.
@@ -112,22 +112,6 @@ function checkMaxLength(method: string, maxLength: unknown): number {
 }
 
 /** A writable byte view over `buf` (any TypedArray, DataView, ArrayBuffer or SharedArrayBuffer). */
-function bytesOf(method: string, buf: unknown): Uint8Array {
-  if (buf instanceof Uint8Array) return buf;
-  if (ArrayBuffer.isView(buf)) return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
-  if (buf instanceof ArrayBuffer || buf instanceof SharedArrayBuffer) return new Uint8Array(buf);
-  throw invalidType(`${method}(buf)`, 'a Buffer, TypedArray, DataView or ArrayBuffer', buf);
-}
-
-function checkOffset(method: string, offset: unknown, length: number): number {
-  if (offset === undefined) return 0;
-  if (typeof offset !== 'number') throw invalidType(`${method}(offset)`, 'an integer', offset);
-  if (!Number.isInteger(offset) || offset < 0 || offset > length) {
-    throw outOfRange(`${method}(offset)`, `an integer from 0 to the buffer's byte length ${length}`, offset);
-  }
-  return offset;
-}
-
 function checkTimeout(method: string, timeoutMs: unknown): number {
   if (timeoutMs === null || timeoutMs === Infinity) return Infinity;
   if (typeof timeoutMs !== 'number') throw invalidType(`${method}(timeoutMs)`, 'a number of milliseconds or null', timeoutMs);

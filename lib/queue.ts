@@ -20,8 +20,8 @@
 import { native } from './native.js';
 import { selfPid } from './self.js';
 import { codecFor, decode, decodeRange, BYTES, type Codec, type Serializer } from './codec.js';
-import { ClosedError, QueueEmpty, QueueFull, SyncError } from './errors.js';
-import { checkInteger, invalidType } from './args.js';
+import { BufferTooShort, ClosedError, QueueEmpty, QueueFull, SyncError } from './errors.js';
+import { bytesOf, checkInteger, checkOffset, invalidType } from './args.js';
 import { SharedMemory } from './shared-memory.js';
 import {
   OWNER_CHECK_MS,
@@ -108,10 +108,31 @@ export interface QueueOptions {
   ringSize?: number;
 }
 
+/** A message ready for the ring: its bytes are body[start, end). */
 interface Encoded {
   tag: number;
   body: Uint8Array;
+  start: number;
+  end: number;
 }
+
+// Up to this many bytes, getBytesInto() copies a word at a time rather than
+// pay Buffer.copy()'s call into C++.
+const WORD_COPY_MAX = 256;
+
+const copyBytes = Buffer.prototype.copy;
+
+function notBytes(): TypeError {
+  const error = new TypeError(
+    'Queue.getBytesInto(): the next message was put as a value, not as a Buffer or Uint8Array; take it with get()',
+  );
+  (error as TypeError & { code: string }).code = 'ERR_QUEUE_NOT_BYTES';
+  return error;
+}
+
+// Up to this many bytes, a loop copies into the ring faster than set() with
+// the view it needs. Such a message takes one slot, so it never wraps.
+const LOOP_COPY_MAX = 32;
 
 /** How many slots a message of `len` bytes takes. */
 function slotsFor(len: number): number {
@@ -142,6 +163,7 @@ class Ring {
   readonly words: Int32Array;
   readonly meta: Int32Array;
   readonly data: Uint8Array;
+  readonly dataWords: Int32Array;
   readonly slots: number;
   readonly maxsize: number;
   readonly codec: Codec;
@@ -152,6 +174,9 @@ class Ring {
   // The native feeder's handle for this queue in this process (-1: none yet).
   #feed = -1;
   #feedPid = 0;
+  // getBytesInto()'s last target, and the memory under it as words.
+  #intoView: Uint8Array | null = null;
+  #intoWords: Int32Array<ArrayBufferLike> = new Int32Array(0);
 
   constructor(what: string, options: QueueOptions, joinable: boolean) {
     if (typeof options !== 'object' || options === null) throw invalidType(`${what}: options`, 'an object', options);
@@ -169,6 +194,7 @@ class Ring {
     this.words = new Int32Array(this.buffer, 0, HEADER_SIZE / 4);
     this.meta = new Int32Array(this.buffer, HEADER_SIZE, this.slots * META_WORDS);
     this.data = new Uint8Array(this.buffer, HEADER_SIZE + metaBytes, dataBytes);
+    this.dataWords = new Int32Array(this.buffer, HEADER_SIZE + metaBytes, dataBytes / 4);
     // Slot i starts out free for position i.
     this.#stride = this.slots / 8;
     for (let i = 0; i < this.slots; i++) this.meta[this.metaOf(i) + META_SEQ] = i;
@@ -283,9 +309,9 @@ class Ring {
   // ---- putting --------------------------------------------------------------
 
   /** Reserves, writes and publishes one message; false if there is no room now. */
-  tryPut(tag: number, body: Uint8Array): boolean {
+  tryPut(message: Encoded): boolean {
     const w = this.words;
-    const len = body.length;
+    const len = message.end - message.start;
     const used = slotsFor(len);
     if (this.maxsize > 0) {
       for (;;) {
@@ -311,20 +337,30 @@ class Ring {
       this.#record(PUTTING, pos, used);
       if (Atomics.compareExchange(w, TAIL, pos, (pos + used) | 0) === pos) break;
     }
-    const start = (pos & mask) * SLOT_SIZE;
-    const room = this.data.length - start;
-    if (len <= room) this.data.set(body, start);
-    else {
-      this.data.set(body.subarray(0, room), start);
-      this.data.set(body.subarray(room), 0);
-    }
+    this.#copyIn(message, (pos & mask) * SLOT_SIZE, len);
     const i = this.metaOf(pos);
-    meta[i + META_INFO] = (tag << 24) | len;
+    meta[i + META_INFO] = (message.tag << 24) | len;
     if (this.joinable) Atomics.add(w, UNFINISHED, 1);
     Atomics.store(meta, i + META_SEQ, (pos + 1) | 0);
     this.#idle();
     if (Atomics.load(w, GET_SLEEPERS) > 0) this.#wakeConsumers();
     return true;
+  }
+
+  #copyIn(message: Encoded, at: number, len: number): void {
+    const { body, start } = message;
+    const data = this.data;
+    if (len <= LOOP_COPY_MAX) {
+      for (let k = 0; k < len; k++) data[at + k] = body[start + k];
+      return;
+    }
+    const bytes = start === 0 && len === body.length ? body : body.subarray(start, start + len);
+    const room = data.length - at;
+    if (len <= room) data.set(bytes, at);
+    else {
+      data.set(bytes.subarray(0, room), at);
+      data.set(bytes.subarray(room), 0);
+    }
   }
 
   /**
@@ -341,8 +377,12 @@ class Ring {
 
   // ---- getting --------------------------------------------------------------
 
-  /** Takes the head message if one is published; NOTHING otherwise. */
-  tryGet(): unknown {
+  /**
+   * Takes the head message if one is published; NOTHING otherwise. With
+   * `into`, the message must be bytes; they are written there from `offset`
+   * and their length is returned.
+   */
+  tryGet(into: Uint8Array | null = null, offset = 0): unknown {
     const w = this.words;
     const meta = this.meta;
     for (;;) {
@@ -354,12 +394,16 @@ class Ring {
       const info = meta[i + META_INFO];
       const len = info & LENGTH_MASK;
       const tag = info >>> 24;
+      if (into !== null && (tag & ~SIDE) !== BYTES && tag !== SKIP) {
+        // Left where it is: a consumer that takes values with get() may come for it.
+        throw notBytes();
+      }
       const used = slotsFor(len);
       this.#record(GETTING, pos, used);
       if (Atomics.compareExchange(w, HEAD, pos, (pos + used) | 0) !== pos) continue;
       let value: unknown = NOTHING;
       try {
-        if (tag !== SKIP) value = this.#read(pos, tag, len);
+        if (tag !== SKIP) value = into === null ? this.#read(pos, tag, len) : this.#readInto(pos, tag, len, into, offset);
       } finally {
         // Count first: a producer woken by the release must find the room.
         Atomics.add(w, GETS, 1);
@@ -392,6 +436,48 @@ class Ring {
     }
   }
 
+  #readInto(pos: number, tag: number, len: number, into: Uint8Array, offset: number): number {
+    const space = into.length - offset;
+    if ((tag & SIDE) !== 0 || len > space) {
+      const data = this.#read(pos, tag, len) as Buffer;
+      if (data.length > space) {
+        throw new BufferTooShort(`Queue.getBytesInto(): the message is ${data.length} bytes long; the buffer has ${space} from offset ${offset}`, data);
+      }
+      into.set(data, offset);
+      return data.length;
+    }
+    const at = (pos & (this.slots - 1)) * SLOT_SIZE;
+    const room = this.data.length - at;
+    const to = into.byteOffset + offset;
+    if (len <= WORD_COPY_MAX && len <= room && (to & 3) === 0) {
+      // Slots start on 64-byte boundaries: whole words, then the odd bytes.
+      const words = this.#wordsOf(into, to + len);
+      const from = at >> 2;
+      const n = len >> 2;
+      for (let k = 0; k < n; k++) words[(to >> 2) + k] = this.dataWords[from + k];
+      for (let k = n << 2; k < len; k++) into[offset + k] = this.data[at + k];
+    } else if (len <= room) copyBytes.call(this.data, into, offset, at, at + len);
+    else {
+      copyBytes.call(this.data, into, offset, at, at + room);
+      copyBytes.call(this.data, into, offset + room, 0, len - room);
+    }
+    return len;
+  }
+
+  /**
+   * An Int32Array over the memory under `view`, up to byte `bytes` at least,
+   * kept for the next call with the same view (reading `.buffer` is a call
+   * into C++; a resizable buffer may have grown since).
+   */
+  #wordsOf(view: Uint8Array, bytes: number): Int32Array<ArrayBufferLike> {
+    if (this.#intoView !== view || this.#intoWords.length * 4 < bytes) {
+      const buffer = view.buffer;
+      this.#intoWords = new Int32Array(buffer, 0, buffer.byteLength >> 2);
+      this.#intoView = view;
+    }
+    return this.#intoWords;
+  }
+
   #release(pos: number, used: number): void {
     for (let j = 0; j < used; j++) {
       const p = (pos + j) | 0;
@@ -405,9 +491,9 @@ class Ring {
 
   // ---- waiting --------------------------------------------------------------
 
-  *getSteps(deadline: number): Steps<unknown> {
+  *getSteps(deadline: number, into: Uint8Array | null = null, offset = 0): Steps<unknown> {
     for (;;) {
-      const value = this.tryGet();
+      const value = this.tryGet(into, offset);
       if (value !== NOTHING) return value;
       if (deadline === -Infinity) throw new QueueEmpty();
       if (!(yield* this.publishedSteps(deadline))) throw new QueueEmpty(`the queue stayed empty for the whole timeout`);
@@ -456,17 +542,17 @@ class Ring {
   }
 
   /** Room for a message of `len` bytes, or this producer sleeps until consumers make some. */
-  *putSteps(tag: number, body: Uint8Array, deadline: number): Steps<void> {
+  *putSteps(message: Encoded, deadline: number): Steps<void> {
     const w = this.words;
     for (;;) {
-      if (this.tryPut(tag, body)) return;
+      if (this.tryPut(message)) return;
       if (deadline === -Infinity) throw new QueueFull();
       if (timeLeft(deadline) === 0) throw new QueueFull('the queue stayed full for the whole timeout');
       Atomics.add(w, PUT_SLEEPERS, 1);
       let result: number;
       try {
         const seq = Atomics.load(w, GET_SEQ);
-        if (this.#roomFor(body.length)) continue;
+        if (this.#roomFor(message.end - message.start)) continue;
         result = yield sleep(this.buffer, GET_SEQ * 4, seq, slice(deadline, OWNER_CHECK_MS));
       } finally {
         Atomics.sub(w, PUT_SLEEPERS, 1);
@@ -498,21 +584,24 @@ class Ring {
 
   /** The message as it goes into the ring: bytes as they are, values encoded, large ones by segment. */
   encode(value: unknown): Encoded {
-    let tag: number;
-    let body: Uint8Array;
-    if (value instanceof Uint8Array) {
-      tag = BYTES;
-      body = value;
-    } else {
-      body = this.codec.encode(value);
-      tag = this.codec.tag;
-    }
-    if (body.length <= this.sideThreshold) return { tag, body };
-    const shm = new SharedMemory({ create: true, size: Math.max(1, body.length) });
-    shm.buf.set(body);
+    if (value instanceof Uint8Array) return this.#placed(BYTES, value, 0, value.length);
+    const codec = this.codec;
+    const body = codec.encodeRange(value);
+    return this.#placed(codec.tag, body, codec.start, codec.end);
+  }
+
+  #placed(tag: number, body: Uint8Array, start: number, end: number): Encoded {
+    if (end - start <= this.sideThreshold) return { tag, body, start, end };
+    const shm = new SharedMemory({ create: true, size: Math.max(1, end - start) });
+    shm.buf.set(body.subarray(start, end));
     const name = Buffer.from(shm.name, 'utf8');
     shm.close();
-    return { tag: tag | SIDE, body: name };
+    return { tag: tag | SIDE, body: name, start: 0, end: name.length };
+  }
+
+  /** The message's bytes, in memory of their own (they may wait while the caller's buffer changes). */
+  detach(message: Encoded): Encoded {
+    return { ...message, body: message.body.slice(message.start, message.end), start: 0, end: message.end - message.start };
   }
 
   /** A message that was encoded but never put: removes the segment a large one was written to. */
@@ -538,16 +627,16 @@ class Ring {
       this.#feedPid = selfPid;
     }
     if (this.#feed < 0 || native.feedPending(this.#feed) === 0) {
-      if (this.tryPut(message.tag, message.body)) return;
+      if (this.tryPut(message)) return;
       // A busy consumer usually makes room within microseconds; handing the
       // message to the feeder thread costs more than waiting for that.
       for (let i = 0; i < SPIN_LIMIT; i++) {
-        if (this.#roomFor(message.body.length) && this.tryPut(message.tag, message.body)) return;
+        if (this.#roomFor(message.end - message.start) && this.tryPut(message)) return;
       }
     }
     if (this.#feed < 0) this.#feed = native.feedOpen(this.buffer, this.slots, this.#feederRow(), this.joinable);
     drainAtExit();
-    native.feed(this.#feed, this.buffer, message.tag, message.body);
+    native.feed(this.#feed, this.buffer, message.tag, message.body.subarray(message.start, message.end));
   }
 
   /** A party row of its own for the feeder thread, which may put while this thread gets. */
@@ -609,9 +698,8 @@ export class Queue<T = unknown> {
         ring.putUnbounded(message);
         return Promise.resolve();
       }
-      if (ring.tryPut(message.tag, message.body)) return Promise.resolve();
-      // The encoding is reused by the next encode(), and this put may wait.
-      return runAsync(ring.putSteps(message.tag, Uint8Array.from(message.body), deadline)).catch((error: unknown) => {
+      if (ring.tryPut(message)) return Promise.resolve();
+      return runAsync(ring.putSteps(ring.detach(message), deadline)).catch((error: unknown) => {
         ring.discard(message);
         throw error;
       });
@@ -630,7 +718,7 @@ export class Queue<T = unknown> {
       return;
     }
     try {
-      runSync(ring.putSteps(message.tag, message.body, deadline));
+      runSync(ring.putSteps(message, deadline));
     } catch (error) {
       ring.discard(message);
       throw error;
@@ -661,6 +749,39 @@ export class Queue<T = unknown> {
     const value = ring.tryGet();
     if (value !== NOTHING) return value as T;
     return runSync(ring.getSteps(options === undefined ? Infinity : deadlineOf(`${this.constructor.name}.getSync`, options))) as T;
+  }
+
+  /**
+   * Takes the oldest message, which must have been put as a Buffer or
+   * Uint8Array, into `buf` from byte `offset`, and resolves with its length:
+   * no Buffer is made for it, which is most of what a small message costs.
+   * One that does not fit rejects with BufferTooShort, whose `data` holds it
+   * (it is taken); one put as a value rejects with a TypeError
+   * (ERR_QUEUE_NOT_BYTES) and stays in the queue.
+   */
+  getBytesInto(buf: ArrayBufferView | ArrayBuffer | SharedArrayBuffer, offset?: number, options?: WaitOptions): Promise<number> {
+    try {
+      const ring = this.#open('getBytesInto()');
+      const into = buf instanceof Uint8Array ? buf : bytesOf(`${this.constructor.name}.getBytesInto`, buf);
+      const at = offset === undefined ? 0 : checkOffset(`${this.constructor.name}.getBytesInto`, offset, into.length);
+      const length = ring.tryGet(into, at);
+      if (length !== NOTHING) return Promise.resolve(length as number);
+      const deadline = options === undefined ? Infinity : deadlineOf(`${this.constructor.name}.getBytesInto`, options);
+      return runAsync(ring.getSteps(deadline, into, at)) as Promise<number>;
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /** getBytesInto(), blocking until there is a message (or QueueEmpty after the timeout). */
+  getBytesIntoSync(buf: ArrayBufferView | ArrayBuffer | SharedArrayBuffer, offset?: number, options?: WaitOptions): number {
+    const ring = this.#open('getBytesIntoSync()');
+    const into = buf instanceof Uint8Array ? buf : bytesOf(`${this.constructor.name}.getBytesIntoSync`, buf);
+    const at = offset === undefined ? 0 : checkOffset(`${this.constructor.name}.getBytesIntoSync`, offset, into.length);
+    const length = ring.tryGet(into, at);
+    if (length !== NOTHING) return length as number;
+    const deadline = options === undefined ? Infinity : deadlineOf(`${this.constructor.name}.getBytesIntoSync`, options);
+    return runSync(ring.getSteps(deadline, into, at)) as number;
   }
 
   /** getSync({ block: false }): throws QueueEmpty if nothing is there. */

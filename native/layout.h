@@ -101,14 +101,16 @@ constexpr uint32_t kQueueJoinSleepers = 152;
 // (all of them are), and the puts that follow need no system call until a
 // consumer goes to sleep again.
 constexpr uint32_t kQueueGetSleepSeq = 156;
+// Each process writes its entry twice per message; one cache line per entry
+// keeps a producer's writes from stealing the line a consumer writes to.
 constexpr uint32_t kQueueParties = 192;       // cells 3..: what each process is doing, for recovery after its death
 constexpr uint32_t kQueuePartySlots = 32;
-constexpr uint32_t kQueuePartySize = 16;
+constexpr uint32_t kQueuePartySize = 64;
 constexpr uint32_t kQueuePartyPid = 0;        // within an entry: 0 free
 constexpr uint32_t kQueuePartyKind = 4;       // 0 idle, 1 putting, 2 getting
 constexpr uint32_t kQueuePartyPos = 8;        // the position it is reserving or has claimed
 constexpr uint32_t kQueuePartySlotsUsed = 12; // how many slots that message takes
-constexpr uint32_t kQueueHeaderSize = 704;
+constexpr uint32_t kQueueHeaderSize = kQueueParties + kQueuePartySlots * kQueuePartySize;
 // Slot s's metadata is entry (s % 8) * (slots / 8) + s / 8: consecutive slots
 // use different cache lines, so a consumer handing back slot p does not pull
 // away the line a producer writes slot p + 1's sequence word into.

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { ClosedError, JoinableQueue, Queue, QueueEmpty, QueueFull, SimpleQueue, SyncError } from '../dist/index.js';
+import { BufferTooShort, ClosedError, JoinableQueue, Queue, QueueEmpty, QueueFull, SimpleQueue, SyncError } from '../dist/index.js';
 import { native } from '../dist/native.js';
 import { openFds, shared, shmEntries } from './helpers.js';
 import { busySleep, loopTicksDuring, spawnChild } from './sync-helpers.js';
@@ -94,6 +94,93 @@ describe('Queue', () => {
     expect(() => q.putSync(big, { timeout: 10 })).toThrow(QueueFull);
     await expect(q.put(big, { timeout: 10 })).rejects.toThrow(QueueFull);
     expect(shmEntries()).toEqual(before);
+  });
+
+  it('getBytesInto writes each message where it is asked to, whatever its size, target or place in the ring', () => {
+    // 64 slots of 64 bytes: the 200-byte messages below wrap around the ring's end.
+    const q = new Queue({ ringSize: 4096 });
+    const sizes = [0, 3, 64, 65, 200, 255, 256, 257, 900, 1024, 3000];
+    const pattern = (size: number, seed: number): Buffer => Buffer.from(Array.from({ length: size }, (_, i) => (i * 7 + seed) & 0xff));
+    const pooled = Buffer.allocUnsafe(3100);
+    const targets = [
+      { view: Buffer.alloc(3100), offset: 0 },
+      { view: Buffer.alloc(3100), offset: 5 },
+      { view: pooled.subarray(1), offset: 3 },
+      { view: new DataView(new ArrayBuffer(3104), 4), offset: 4 },
+      { view: new Float64Array(400), offset: 8 },
+    ];
+    let seed = 0;
+    for (let lap = 0; lap < 6; lap++) {
+      for (const size of sizes) {
+        for (const { view, offset } of targets) {
+          const bytes = new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
+          bytes.fill(0xee);
+          const message = pattern(size, ++seed);
+          q.putSync(message);
+          expect(q.getBytesIntoSync(view, offset)).toBe(size);
+          expect(Buffer.from(bytes.subarray(offset, offset + size)).equals(message)).toBe(true);
+          expect(bytes.subarray(0, offset).every((b) => b === 0xee)).toBe(true);
+          expect(bytes.subarray(offset + size).every((b) => b === 0xee)).toBe(true);
+        }
+      }
+    }
+    // Larger than a quarter of the ring: through a segment of its own, which is removed.
+    const before = shmEntries();
+    const big = pattern(5000, 1);
+    q.putSync(big);
+    const into = new ArrayBuffer(6000);
+    expect(q.getBytesIntoSync(into, 1000)).toBe(5000);
+    expect(Buffer.from(into, 1000, 5000).equals(big)).toBe(true);
+    expect(shmEntries()).toEqual(before);
+    expect(q.empty()).toBe(true);
+  });
+
+  it('getBytesInto: a message too long is taken and carried by BufferTooShort; a value stays for get()', async () => {
+    const q = new Queue();
+    q.putSync(Buffer.from('0123456789'));
+    q.putSync(Buffer.from('next'));
+    const small = Buffer.alloc(8);
+    let error: unknown;
+    try {
+      q.getBytesIntoSync(small, 2);
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(BufferTooShort);
+    expect((error as BufferTooShort).code).toBe('ERR_BUFFER_TOO_SHORT');
+    expect((error as BufferTooShort).data.toString()).toBe('0123456789');
+    expect(q.getBytesIntoSync(small)).toBe(4);
+    expect(small.subarray(0, 4).toString()).toBe('next');
+
+    q.putSync({ not: 'bytes' });
+    expect(() => q.getBytesIntoSync(small)).toThrow(expect.objectContaining({ name: 'TypeError', code: 'ERR_QUEUE_NOT_BYTES' }));
+    await expect(q.getBytesInto(small)).rejects.toThrow(/put as a value/);
+    expect(q.qsize()).toBe(1);
+    expect(q.getSync()).toEqual({ not: 'bytes' });
+
+    expect(() => q.getBytesIntoSync('text' as unknown as Uint8Array)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
+    expect(() => q.getBytesIntoSync(small, 9)).toThrow(RangeError);
+    expect(() => q.getBytesIntoSync(small, 0, { block: false })).toThrow(QueueEmpty);
+    await expect(q.getBytesInto(small, 0, { timeout: 20 })).rejects.toThrow(QueueEmpty);
+    q.close();
+    expect(() => q.getBytesIntoSync(small)).toThrow(ClosedError);
+    await expect(q.getBytesInto(small)).rejects.toThrow(ClosedError);
+  });
+
+  it('getBytesInto waits for another process without blocking the event loop', async () => {
+    const q = new Queue();
+    const child = spawnChild(() => {
+      busySleep(150);
+      q.putSync(Buffer.from('from the child'));
+      q.putSync(Buffer.from('and again'));
+    });
+    const into = Buffer.alloc(32);
+    const { value, ticks } = await loopTicksDuring(q.getBytesInto(into, 1));
+    expect(ticks).toBeGreaterThan(3);
+    expect(into.subarray(1, 1 + value).toString()).toBe('from the child');
+    expect(q.getBytesIntoSync(into, 0, { timeout: 10_000 })).toBe(9);
+    expect(into.subarray(0, 9).toString()).toBe('and again');
+    await child.join();
   });
 
   it('rejects bad options and arguments', () => {

@@ -21,10 +21,11 @@ const reports = new Queue();
 /**
  * Forks one child per producer and consumer, opens the gate once all of them
  * wait at it, and returns the milliseconds from then to the last consumer's
- * return. Forks and joins are outside the clock. A consumer returns
+ * return. Forks and joins are outside the clock, and so is `warmup`, which
+ * each child runs before it goes to the gate. A consumer returns
  * { count, sum } of what it received (or throws), checked against `expected`.
  */
-export function gated(producers, consumers, expected) {
+export function gated(producers, consumers, expected, warmup = () => {}) {
   gate.clear();
   const consumer = (fn) => () => {
     let report;
@@ -41,6 +42,7 @@ export function gated(producers, consumers, expected) {
   const children = targets.map((fn) => new Process({
     daemon: true,
     target: () => {
+      warmup();
       ready.release();
       gate.waitSync();
       fn();

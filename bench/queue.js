@@ -13,10 +13,7 @@ import { IpcPeer, WorkerHost, asyncRoundTrips, checkTotals, gated, obj, python, 
 
 const quick = process.argv.includes('--quick');
 const passes = quick ? 3 : 5;
-// Per pass. A fresh pair of children runs several times slower for its first
-// few thousand messages (5,000 took 25-55 ms here, the next 45,000 about as
-// long), so nodemp's rounds must be long enough for that not to dominate.
-// The peers that are far slower get fewer messages: enough to run well past
+// Per pass; nodemp's children warm up first (see warmChild). The peers that are far slower get fewer messages: enough to run well past
 // their start-up costs, not so many that they dominate the run.
 const N = quick ? 100_000 : 400_000;
 const N_PY = quick ? 5_000 : 40_000;
@@ -65,6 +62,19 @@ function getBytes(q, n, size) {
   return { count: n, sum };
 }
 
+// The same check without a Buffer per message: each is written into `into`.
+function getBytesInto(q, n, into) {
+  let sum = 0;
+  for (let k = 0; k < n; k++) {
+    const length = q.getBytesIntoSync(into);
+    if (length !== into.length) throw new Error(`a message of ${length} bytes where ${into.length} were sent`);
+    const i = into.readUInt32LE(0);
+    if (i !== k) throw new Error(`message ${i} arrived where ${k} was expected`);
+    sum += i;
+  }
+  return { count: n, sum };
+}
+
 function pingLoop(qa, qb, total) {
   const samples = [];
   for (let i = 0; i < total; i++) {
@@ -89,7 +99,27 @@ const wide = new Queue({ ringSize: 16 << 20 });
 const qa = new Queue();
 const qb = new Queue();
 const small = Buffer.alloc(64);
+const smallInto = Buffer.alloc(64);
 const big = Buffer.alloc(MIB);
+
+// A forked child starts with the parent's optimized code, but the first put
+// or get of each queue in a new process takes branches that code never saw
+// (this process's party entry, its feeder), and V8 drops it and compiles
+// again: a fresh child runs its first 10,000 or so messages several times
+// slower. Each child first moves messages of every kind through a queue of
+// its own, outside the clock, so the rows are steady-state rates, as the
+// Worker peers' are after their untimed round.
+function warmChild() {
+  const own = new Queue();
+  for (let r = 0; r < 10; r++) {
+    putObjects(own, 0, 1000);
+    getObjects(own, 1000, true);
+    putBytes(own, small, 1000);
+    getBytes(own, 1000, 64);
+    putBytes(own, small, 1000);
+    getBytesInto(own, 1000, smallInto);
+  }
+}
 
 function mustBeEmpty(queue) {
   if (queue.qsize() !== 0) throw new Error(`${queue.qsize()} messages left over after a round`);
@@ -103,6 +133,8 @@ for (let r = 0; r < 50; r++) {
   getObjects(q, 1000, true);
   putBytes(q, small, 1000);
   getBytes(q, 1000, 64);
+  putBytes(q, small, 1000);
+  getBytesInto(q, 1000, smallInto);
   putObjects(q, 0, 1000);
   getObjects(q, 1000, false);
   for (let i = 0; i < 1000; i++) {
@@ -121,15 +153,21 @@ mustBeEmpty(q);
 mustBeEmpty(wide);
 
 function nodempObjects() {
-  const ms = gated([() => putObjects(q, 0, N)], [() => getObjects(q, N, true)], N);
+  const ms = gated([() => putObjects(q, 0, N)], [() => getObjects(q, N, true)], N, warmChild);
   mustBeEmpty(q);
   return (ms * 1e6) / N;
 }
 
 function nodempBytes(queue, buf, n) {
-  const ms = gated([() => putBytes(queue, buf, n)], [() => getBytes(queue, n, buf.length)], n);
+  const ms = gated([() => putBytes(queue, buf, n)], [() => getBytes(queue, n, buf.length)], n, warmChild);
   mustBeEmpty(queue);
   return (ms * 1e6) / n;
+}
+
+function nodempBytesInto() {
+  const ms = gated([() => putBytes(q, small, N)], [() => getBytesInto(q, N, smallInto)], N, warmChild);
+  mustBeEmpty(q);
+  return (ms * 1e6) / N;
 }
 
 // The floor under the 64-byte row: the least any ring costs here. One
@@ -182,7 +220,7 @@ function nodempMany() {
   const share = N / 4;
   const producers = [0, 1, 2, 3].map((p) => () => putObjects(q, p * share, share));
   const consumers = [0, 1, 2, 3].map(() => () => getObjects(q, share, false));
-  const ms = gated(producers, consumers, N);
+  const ms = gated(producers, consumers, N, warmChild);
   mustBeEmpty(q);
   return (ms * 1e6) / N;
 }
@@ -295,7 +333,7 @@ class WorkerPairs {
 // ---- the passes ---------------------------------------------------------------
 
 const objects = { nodemp: [], python: [], workers: [], ipc: [] };
-const bytes64 = { nodemp: [], python: [], workers: [], floorCopy: [], floorInPlace: [] };
+const bytes64 = { nodemp: [], into: [], python: [], workers: [], floorCopy: [], floorInPlace: [] };
 const many = { nodemp: [], python: [], workers: [] };
 const ping = { nodemp: [], nodempAsync: [], python: [], workers: [], ipc: [] };
 const mib = { nodemp: [], wide: [], python: [], workers: [] };
@@ -338,6 +376,7 @@ async function workerRounds() {
 for (let p = 0; p < passes; p++) {
   objects.nodemp.push(nodempObjects());
   bytes64.nodemp.push(nodempBytes(q, small, N));
+  bytes64.into.push(nodempBytesInto());
   bytes64.floorCopy.push(floorRound(true));
   bytes64.floorInPlace.push(floorRound(false));
   many.nodemp.push(nodempMany());
@@ -385,7 +424,12 @@ console.log(JSON.stringify({
     'python mp.Queue, 64-byte bytes': py(bytes64.python),
     'worker_threads postMessage of a Uint8Array copy': median(bytes64.workers),
     'floor: bare 1P/1C ring, no CAS or counters, a fresh Buffer per message': median(bytes64.floorCopy),
-    'floor: the same ring, each message read in place (no copy)': median(bytes64.floorInPlace),
+  },
+  'Queue 1 producer/1 consumer, 64-byte Buffers taken with getBytesIntoSync (no Buffer per message), time per message (lower is better)': {
+    unit: 'ns/msg',
+    nodemp: median(bytes64.into),
+    'python mp.Queue, 64-byte bytes (same samples as above)': py(bytes64.python),
+    'floor: bare 1P/1C ring, no CAS or counters, each message read in place (no copy)': median(bytes64.floorInPlace),
   },
   'Queue 4 producers/4 consumers (8 processes), small objects, time per message (lower is better)': {
     unit: 'ns/msg',

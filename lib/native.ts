@@ -30,9 +30,9 @@ export interface Native {
   ): void;
   layout: Layout;
   // The feeder of unbounded queues (native/ring.cc)
-  feedOpen(buffer: ArrayBuffer, slots: number, partyRow: number, joinable: boolean): number;
+  /** `pending`: an int32, the feed's count of waiting messages, kept up to date by the native side. */
+  feedOpen(buffer: ArrayBuffer, slots: number, partyRow: number, joinable: boolean): { handle: number; pending: ArrayBuffer };
   feed(handle: number, buffer: ArrayBuffer, tag: number, bytes: Uint8Array): void;
-  feedPending(handle: number): number;
   drain(): void;
   // Pipe and Connection (native/conn.cc)
   connSetOnReadable(callback: (fd: number) => void): void;

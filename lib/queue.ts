@@ -174,6 +174,7 @@ class Ring {
   // The native feeder's handle for this queue in this process (-1: none yet).
   #feed = -1;
   #feedPid = 0;
+  #feedPending = new Int32Array(1);
   // getBytesInto()'s last target, and the memory under it as words.
   #intoView: Uint8Array | null = null;
   #intoWords: Int32Array<ArrayBufferLike> = new Int32Array(0);
@@ -626,7 +627,7 @@ class Ring {
       this.#feed = -1;
       this.#feedPid = selfPid;
     }
-    if (this.#feed < 0 || native.feedPending(this.#feed) === 0) {
+    if (this.#feed < 0 || Atomics.load(this.#feedPending, 0) === 0) {
       if (this.tryPut(message)) return;
       // A busy consumer usually makes room within microseconds; handing the
       // message to the feeder thread costs more than waiting for that.
@@ -634,7 +635,11 @@ class Ring {
         if (this.#roomFor(message.end - message.start) && this.tryPut(message)) return;
       }
     }
-    if (this.#feed < 0) this.#feed = native.feedOpen(this.buffer, this.slots, this.#feederRow(), this.joinable);
+    if (this.#feed < 0) {
+      const { handle, pending } = native.feedOpen(this.buffer, this.slots, this.#feederRow(), this.joinable);
+      this.#feed = handle;
+      this.#feedPending = new Int32Array(pending);
+    }
     drainAtExit();
     native.feed(this.#feed, this.buffer, message.tag, message.body.subarray(message.start, message.end));
   }
@@ -650,7 +655,7 @@ class Ring {
   }
 
   get buffered(): number {
-    return this.#feed >= 0 && this.#feedPid === selfPid ? native.feedPending(this.#feed) : 0;
+    return this.#feed >= 0 && this.#feedPid === selfPid ? Atomics.load(this.#feedPending, 0) : 0;
   }
 
   /** Messages in the ring (or reserved there), by the two sides' counters. */

@@ -40,6 +40,10 @@ struct Feed {
   int32_t party_row = -1;   // this feeder's row in the party table
   bool joinable = false;
   std::deque<Message> messages;            // guarded by mu
+  // messages.size(), stored on every change, for JS to read with
+  // Atomics.load: a put checks it every time, and a call into C++ for it
+  // would cost more than the put.
+  int32_t pending = 0;
   Napi::Reference<Napi::ArrayBuffer> keep;  // event-loop thread only: the mapping stays while messages wait
   bool kept = false;                        // event-loop thread only
 };
@@ -178,6 +182,7 @@ static void* Feeder(void*) {
           break;
         }
         f->messages.pop_front();
+        Store(&f->pending, static_cast<int32_t>(f->messages.size()));
         waiting--;
         progressed = true;
       }
@@ -238,7 +243,10 @@ static void AtForkChild() {
   waiting = 0;
   // The parent's messages are the parent's; the feeds' references are
   // dropped by RingAfterFork on the event-loop thread.
-  for (Feed* f : feeds) f->messages.clear();
+  for (Feed* f : feeds) {
+    f->messages.clear();
+    f->pending = 0;
+  }
 }
 
 void RingAfterFork() {
@@ -251,7 +259,8 @@ void RingAfterFork() {
   if (drained_async != nullptr) uv_unref(reinterpret_cast<uv_handle_t*>(drained_async));
 }
 
-// feedOpen(buffer, slots, partyRow, joinable) -> handle (an index)
+// feedOpen(buffer, slots, partyRow, joinable) -> { handle (an index), pending:
+// an ArrayBuffer over the feed's count of waiting messages, an int32 }
 static Napi::Value FeedOpen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsArrayBuffer() || !info[1].IsNumber() || !info[2].IsNumber()) {
@@ -276,9 +285,17 @@ static Napi::Value FeedOpen(const Napi::CallbackInfo& info) {
   f->slots = slots;
   f->party_row = info[2].As<Napi::Number>().Int32Value();
   f->joinable = info[3].ToBoolean();
-  std::lock_guard<std::mutex> lock(*mu);
-  feeds.push_back(f);
-  return Napi::Number::New(env, static_cast<double>(feeds.size() - 1));
+  size_t handle;
+  {
+    std::lock_guard<std::mutex> lock(*mu);
+    feeds.push_back(f);
+    handle = feeds.size() - 1;
+  }
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("handle", Napi::Number::New(env, static_cast<double>(handle)));
+  // A feed lives as long as the process, so the buffer needs no finalizer.
+  result.Set("pending", Napi::ArrayBuffer::New(env, &f->pending, sizeof(f->pending)));
+  return result;
 }
 
 static Feed* FeedArg(const Napi::CallbackInfo& info) {
@@ -310,6 +327,7 @@ static Napi::Value FeedMessage(const Napi::CallbackInfo& info) {
   uv_ref(reinterpret_cast<uv_handle_t*>(drained_async));
   std::lock_guard<std::mutex> lock(*mu);
   f->messages.push_back(std::move(m));
+  Store(&f->pending, static_cast<int32_t>(f->messages.size()));
   waiting++;
   if (!thread_running) {
     pthread_attr_t attr;
@@ -322,6 +340,7 @@ static Napi::Value FeedMessage(const Napi::CallbackInfo& info) {
     if (err == 0) thread_starting = true;
     if (err != 0) {
       f->messages.pop_back();
+      Store(&f->pending, static_cast<int32_t>(f->messages.size()));
       waiting--;
       ThrowErrno(env, err, "pthread_create", "no feeder thread for the queue");
       return env.Undefined();
@@ -330,15 +349,6 @@ static Napi::Value FeedMessage(const Napi::CallbackInfo& info) {
   }
   changed->notify_all();
   return env.Undefined();
-}
-
-// feedPending(handle) -> messages of this process still waiting for that queue
-static Napi::Value FeedPending(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  Feed* f = FeedArg(info);
-  if (f == nullptr) return env.Undefined();
-  std::lock_guard<std::mutex> lock(*mu);
-  return Napi::Number::New(env, static_cast<double>(f->messages.size()));
 }
 
 // drain(): blocks until every waiting message of this process is in its ring.
@@ -351,7 +361,6 @@ static Napi::Value Drain(const Napi::CallbackInfo& info) {
 void InitRing(Napi::Env env, Napi::Object exports) {
   exports.Set("feedOpen", Napi::Function::New(env, FeedOpen, "feedOpen"));
   exports.Set("feed", Napi::Function::New(env, FeedMessage, "feed"));
-  exports.Set("feedPending", Napi::Function::New(env, FeedPending, "feedPending"));
   exports.Set("drain", Napi::Function::New(env, Drain, "drain"));
 }
 

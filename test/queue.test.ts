@@ -213,6 +213,8 @@ describe('Queue', () => {
     const t0 = performance.now();
     for (let i = 0; i < n; i++) q.putSync(Buffer.alloc(100, i % 256));
     expect(performance.now() - t0).toBeLessThan(5000);
+    // Those that did not fit wait in this process's feeder, and count.
+    expect(q.qsize()).toBe(n);
     const sum = shared(2);
     const consumer = spawnChild(() => {
       for (let i = 0; i < n; i++) {
@@ -223,6 +225,9 @@ describe('Queue', () => {
     // Blocks this thread: only the feeder thread can deliver the rest.
     consumer.joinSync();
     expect(sum[0]).toBe(n);
+    expect(q.qsize()).toBe(0);
+    q.putSync(Buffer.from('after'));
+    expect(q.getSync().toString()).toBe('after');
   });
 
   it('messages larger than the ring travel whole, up to 64 MiB, and leave no segment behind', () => {

@@ -111,14 +111,17 @@ const big = Buffer.alloc(MIB);
 // Worker peers' are after their untimed round.
 function warmChild() {
   const own = new Queue();
-  for (let r = 0; r < 10; r++) {
-    putObjects(own, 0, 1000);
-    getObjects(own, 1000, true);
-    putBytes(own, small, 1000);
-    getBytes(own, 1000, 64);
-    putBytes(own, small, 1000);
-    getBytesInto(own, 1000, smallInto);
-  }
+  for (let r = 0; r < 10; r++) throughOne(own);
+}
+
+/** 1,000 messages of each kind through `queue`, put then taken. */
+function throughOne(queue) {
+  putObjects(queue, 0, 1000);
+  getObjects(queue, 1000, true);
+  putBytes(queue, small, 1000);
+  getBytes(queue, 1000, 64);
+  putBytes(queue, small, 1000);
+  getBytesInto(queue, 1000, smallInto);
 }
 
 function mustBeEmpty(queue) {
@@ -129,12 +132,7 @@ function mustBeEmpty(queue) {
 // first lets the children start with it optimized, as the Worker peers warm
 // up in an untimed round of their own, so all sides are timed in steady state.
 for (let r = 0; r < 50; r++) {
-  putObjects(q, 0, 1000);
-  getObjects(q, 1000, true);
-  putBytes(q, small, 1000);
-  getBytes(q, 1000, 64);
-  putBytes(q, small, 1000);
-  getBytesInto(q, 1000, smallInto);
+  throughOne(q);
   putObjects(q, 0, 1000);
   getObjects(q, 1000, false);
   for (let i = 0; i < 1000; i++) {

@@ -479,8 +479,14 @@ class Ring {
     return this.#intoWords;
   }
 
+  /**
+   * Hands a message's slots back, the last first: producers reserve in
+   * order, so none can reuse a later slot before the first is back, and a
+   * consumer killed halfway leaves nothing that recoverSlot(), giving all of
+   * them back again, could undo.
+   */
   #release(pos: number, used: number): void {
-    for (let j = 0; j < used; j++) {
+    for (let j = used - 1; j >= 0; j--) {
       const p = (pos + j) | 0;
       Atomics.store(this.meta, this.metaOf(p) + META_SEQ, (p + this.slots) | 0);
     }

@@ -152,7 +152,8 @@ static void RecoverSlot(Feed* f) {
   uint32_t start = static_cast<uint32_t>(party[kQueuePartyPos / 4]);
   uint32_t used = static_cast<uint32_t>(party[kQueuePartySlotsUsed / 4]);
   Add(Word(f, kQueueGets), 1);
-  for (uint32_t j = 0; j < used; j++) Store(Meta(f, (start + j) & mask) + kQueueMetaSeq / 4, static_cast<int32_t>(start + j + f->slots));
+  // Last slot first, as Ring.#release in lib/queue.ts: see there.
+  for (uint32_t j = used; j-- > 0;) Store(Meta(f, (start + j) & mask) + kQueueMetaSeq / 4, static_cast<int32_t>(start + j + f->slots));
   Store(party + kQueuePartyKind / 4, 0);
 }
 

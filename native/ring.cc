@@ -73,20 +73,33 @@ static bool Cas(int32_t* p, int32_t expected, int32_t desired) {
 }
 static void Add(int32_t* p, int32_t v) { __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
 
+static int32_t SlotsFor(const Message& m) {
+  uint32_t len = static_cast<uint32_t>(m.body.size());
+  return len == 0 ? 1 : static_cast<int32_t>((len + kQueueSlotSize - 1) / kQueueSlotSize);
+}
+
+// Ring.#ahead: for the `used` slots from position `pos`, 0 if all are free
+// for it, < 0 if one is still held from the previous lap, > 0 if someone
+// reserved past `pos` meanwhile.
+static int32_t Ahead(Feed* f, int32_t pos, int32_t used) {
+  int32_t ahead = 0;
+  for (int32_t j = 0; j < used && ahead == 0; j++) {
+    uint32_t p = static_cast<uint32_t>(pos) + j;
+    ahead = static_cast<int32_t>(static_cast<uint32_t>(Load(Meta(f, p & (f->slots - 1)) + kQueueMetaSeq / 4)) - p);
+  }
+  return ahead;
+}
+
 // Ring.tryPut for an unbounded queue.
 static bool TryPut(Feed* f, const Message& m) {
   uint32_t len = static_cast<uint32_t>(m.body.size());
-  int32_t used = len == 0 ? 1 : static_cast<int32_t>((len + kQueueSlotSize - 1) / kQueueSlotSize);
+  int32_t used = SlotsFor(m);
   uint32_t mask = f->slots - 1;
   Add(Word(f, kQueuePuts), 1);
   int32_t pos;
   for (;;) {
     pos = Load(Word(f, kQueueTail));
-    int32_t ahead = 0;
-    for (int32_t j = 0; j < used && ahead == 0; j++) {
-      int32_t p = static_cast<int32_t>(static_cast<uint32_t>(pos) + j);
-      ahead = static_cast<int32_t>(static_cast<uint32_t>(Load(Meta(f, p & mask) + kQueueMetaSeq / 4)) - static_cast<uint32_t>(p));
-    }
+    int32_t ahead = Ahead(f, pos, used);
     if (ahead < 0) {
       Add(Word(f, kQueuePuts), -1);
       return false;
@@ -196,10 +209,11 @@ static void* Feeder(void*) {
     if (progressed || full == nullptr) continue;
     // A consumer that is busy makes room within microseconds: look again a
     // few times before paying for a sleep (and making every consumer wake us).
+    // Every slot the message needs counts: only its last may still be held.
+    int32_t used = SlotsFor(full->messages.front());
     bool room = false;
     for (int spin = 0; spin < kSpins && !room; spin++) {
-      uint32_t pos = static_cast<uint32_t>(Load(Word(full, kQueueTail)));
-      room = static_cast<int32_t>(static_cast<uint32_t>(Load(Meta(full, pos & (full->slots - 1)) + kQueueMetaSeq / 4)) - pos) >= 0;
+      room = Ahead(full, Load(Word(full, kQueueTail)), used) >= 0;
       if (!room) sched_yield();
     }
     if (room) continue;

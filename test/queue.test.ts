@@ -15,12 +15,12 @@ function header(q: Queue<unknown>): { w: Int32Array; slots: number } {
   return { w: new Int32Array(ring.buffer, 0, L.kQueueHeaderSize / 4), slots: ring.slots };
 }
 
-/** Writes this process into party row `row` as doing `kind` on one slot at `pos`, as put() and get() do. */
-function recordParty(w: Int32Array, row: number, kind: number, pos: number): void {
+/** Writes this process into party row `row` as doing `kind` on `used` slots from `pos`, as put() and get() do. */
+function recordParty(w: Int32Array, row: number, kind: number, pos: number, used = 1): void {
   const base = (L.kQueueParties + row * L.kQueuePartySize) / 4;
   Atomics.store(w, base + L.kQueuePartyPid / 4, process.pid);
   w[base + L.kQueuePartyPos / 4] = pos;
-  w[base + L.kQueuePartySlotsUsed / 4] = 1;
+  w[base + L.kQueuePartySlotsUsed / 4] = used;
   Atomics.store(w, base + L.kQueuePartyKind / 4, kind);
 }
 
@@ -351,6 +351,41 @@ describe('Queue', () => {
     for (let i = 0; i < slots + 10; i++) q.putSync(i);
     consumer.joinSync();
     expect(drain[0]).toBe(slots + 10);
+  });
+
+  it.each([
+    ['unbounded (the feeder thread puts)', 0],
+    ['bounded (put itself waits)', 1000],
+  ])('a consumer killed while handing back a long message’s slots does not wedge producers: %s', (_, maxsize) => {
+    const q = new Queue<Buffer>({ ringSize: 4096, maxsize });
+    const { w, slots } = header(q);
+    const ring = (q as unknown as Record<symbol, () => { buffer: ArrayBuffer }>)[Symbol.for('nodemp.queue.ring')]();
+    const meta = new Int32Array(ring.buffer, L.kQueueHeaderSize, slots * (L.kQueueMetaSize / 4));
+    const metaOf = (p: number): number => (((p % slots) % 8) * (slots / 8) + Math.floor((p % slots) / 8)) * (L.kQueueMetaSize / 4);
+    q.putSync(Buffer.alloc(150, 1));
+    // A child claims the three-slot message as get() does, hands back its
+    // last two slots (get() goes last first) and is killed before the first.
+    const child = spawnChild(() => {
+      const pos = Atomics.load(w, L.kQueueHead / 4);
+      recordParty(w, 9, GETTING, pos, 3);
+      Atomics.store(w, L.kQueueHead / 4, pos + 3);
+      for (const p of [pos + 2, pos + 1]) Atomics.store(meta, metaOf(p) + L.kQueueMetaSeq / 4, p + slots);
+      process.kill(process.pid, 'SIGKILL');
+    });
+    child.joinSync();
+    expect(child.exitCode).toBe(-9);
+    const drain = shared(2);
+    const consumer = spawnChild(() => {
+      for (let i = 0; i < slots * 2; i++) {
+        const b = q.getSync({ timeout: 10000 });
+        if (b.length === 70 && b[0] === i % 256 && b[69] === i % 256) Atomics.add(drain, 0, 1);
+      }
+    });
+    // Two-slot messages all the way round the ring, twice, over the dead consumer's slots.
+    for (let i = 0; i < slots * 2; i++) q.putSync(Buffer.alloc(70, i % 256));
+    consumer.joinSync();
+    expect(drain[0]).toBe(slots * 2);
+    expect(q.qsize()).toBe(0);
   });
 
   it('survives SIGKILL of producers and consumers mid-stream: the others go on', async () => {

@@ -50,6 +50,7 @@ export interface Native {
   shmClose(buffer: ArrayBuffer): void;
   shmUnlink(name: string): void;
   trackerPid(): number;
+  trackerStart(): void;
 }
 
 /** Offsets and sizes of the shared-memory layouts (native/layout.h). */

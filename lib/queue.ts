@@ -186,6 +186,9 @@ class Ring {
     const ringBytes = options.ringSize ?? DEFAULT_RING_BYTES;
     checkInteger(`${what}: ringSize`, ringBytes, MIN_RING_BYTES, MAX_RING_BYTES);
     this.codec = codecFor(options.serializer ?? 'msgpack');
+    // Large messages travel in segments; they must outlive the producer
+    // that made them (see trackerStart in native/tracker.cc).
+    native.trackerStart();
     const dataBytes = powerOfTwoAtLeast(ringBytes);
     this.slots = dataBytes / SLOT_SIZE;
     this.maxsize = maxsize;

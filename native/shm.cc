@@ -20,7 +20,6 @@
 
 namespace nodemp {
 
-int TrackerStart();
 int TrackerRegister(const std::string& name);
 void TrackerUnregister(const std::string& name);
 
@@ -106,25 +105,28 @@ static Napi::Value ShmOpen(const Napi::CallbackInfo& info) {
       return env.Undefined();
     }
     size = static_cast<size_t>(requested);
-    // Started before the segment exists, so the window in which a SIGKILL
-    // would leave it unguarded is a single write().
-    int err = track ? TrackerStart() : 0;
+    // The tracker hears of the name before it exists, so that no SIGKILL
+    // can leave the segment unguarded (a name it is told of that never comes
+    // to exist costs it nothing).
+    int err = track ? TrackerRegister(name) : 0;
     if (err != 0) {
-      ThrowErrno(env, err, "fork", "starting the shared-memory tracker");
+      ThrowErrno(env, err, "write", "handing '" + name + "' to the shared-memory tracker");
       return env.Undefined();
     }
   }
   int fd = shm_open(path.c_str(), create ? O_CREAT | O_EXCL | O_RDWR : O_RDWR, 0600);
   if (fd < 0) {
-    ThrowErrno(env, errno, "shm_open", "'" + name + "'");
+    int err = errno;
+    // Not ours: the tracker must not remove another's segment of that name.
+    if (create && track) TrackerUnregister(name);
+    ThrowErrno(env, err, "shm_open", "'" + name + "'");
     return env.Undefined();
   }
   int err = 0;
   const char* failed = nullptr;
   std::string detail = "'" + name + "'";
   if (create) {
-    if (track && (err = TrackerRegister(name)) != 0) failed = "write";
-    else if (ftruncate(fd, static_cast<off_t>(size)) != 0) failed = "ftruncate";
+    if (ftruncate(fd, static_cast<off_t>(size)) != 0) failed = "ftruncate";
   } else {
     struct stat st;
     if (fstat(fd, &st) != 0) {

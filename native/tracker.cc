@@ -34,6 +34,8 @@
 #include <utility>
 #include <vector>
 
+#include "errors.h"
+
 #if defined(__linux__)
 #include <sys/prctl.h>
 #endif
@@ -463,8 +465,20 @@ static Napi::Value TrackerPid(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), tracker_fd >= 0 ? tracker_pid : 0);
 }
 
+// trackerStart(): this process (and every process it forks from now on) has
+// a tracker. A Queue starts one when it is made: a large message travels in
+// a segment that the producer registers, and if the producer had a tracker
+// of its own, it would remove the segment when the producer exits, before
+// any consumer took the message.
+static Napi::Value TrackerStartJs(const Napi::CallbackInfo& info) {
+  int err = TrackerStart();
+  if (err != 0) ThrowErrno(info.Env(), err, "fork", "starting the shared-memory tracker");
+  return info.Env().Undefined();
+}
+
 void InitTracker(Napi::Env env, Napi::Object exports) {
   exports.Set("trackerPid", Napi::Function::New(env, TrackerPid, "trackerPid"));
+  exports.Set("trackerStart", Napi::Function::New(env, TrackerStartJs, "trackerStart"));
 }
 
 }  // namespace nodemp

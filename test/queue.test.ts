@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { BufferTooShort, ClosedError, JoinableQueue, Queue, QueueEmpty, QueueFull, SimpleQueue, SyncError } from '../dist/index.js';
 import { native } from '../dist/native.js';
-import { openFds, shared, shmEntries } from './helpers.js';
+import { openFds, runScript, shared, shmEntries } from './helpers.js';
 import { busySleep, loopTicksDuring, spawnChild } from './sync-helpers.js';
 
 const L = native.layout;
@@ -247,6 +247,30 @@ describe('Queue', () => {
     child.joinSync();
     expect(ok[0]).toBe(1);
     expect(shmEntries().filter((n) => n.startsWith('nodemp_') && !before.includes(n))).toEqual([]);
+  });
+
+  it.each([
+    ['unbounded', 0],
+    ['bounded', 4],
+  ])('a large message outlives the child that put it, whether it exits or is killed (%s)', (_, maxsize) => {
+    // A fresh process, with no segment of its own before the queue: each child
+    // then registers its segments with the queue's tracker, not one of its own
+    // that would remove them when the child is gone.
+    const r = runScript(`
+      import { Queue, Process } from NODEMP;
+      const q = new Queue({ maxsize: ${maxsize} });
+      const exits = new Process({ target: () => q.putSync(Buffer.alloc(600 * 1024, 7)) });
+      exits.start();
+      exits.joinSync();
+      const killed = new Process({ target: () => { q.putSync(Buffer.alloc(700 * 1024, 8)); process.kill(process.pid, 'SIGKILL'); } });
+      killed.start();
+      killed.joinSync();
+      const a = q.getSync({ timeout: 5000 });
+      const b = q.getSync({ timeout: 5000 });
+      console.log(JSON.stringify([killed.exitCode, a.length, a[0], a[a.length - 1], b.length, b[0]]));
+    `);
+    expect(r.stderr).toBe('');
+    expect(JSON.parse(r.stdout)).toEqual([-9, 600 * 1024, 7, 7, 700 * 1024, 8]);
   });
 
   it('8 processes at once: no duplicate, no loss, FIFO per producer (counts and checksums)', () => {

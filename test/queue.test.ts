@@ -441,6 +441,80 @@ describe('Queue', () => {
     expect(got[0]).toBe(5000);
   });
 
+  it.each([
+    ['unbounded', 0],
+    ['bounded', 16],
+  ])('messages of every size, with consumers and a producer killed mid-stream: the others get nothing twice, out of order or garbled, and go on (%s)', (_, maxsize) => {
+    const q = new Queue<Buffer>({ ringSize: 8192, maxsize });
+    const stop = shared(1);
+    // One to eighty slots, wrapping round the ring, and segments of their own (over 2 KiB).
+    const sizes = [0, 5, 63, 64, 65, 128, 500, 1500, 2500, 5000];
+    const message = (p: number, i: number): Buffer => {
+      const b = Buffer.alloc(8 + sizes[(i * 7 + p) % sizes.length], (i + p) & 0xff);
+      b.writeUInt32LE(p, 0);
+      b.writeUInt32LE(i, 4);
+      return b;
+    };
+    const END = 0xffffffff;
+    const survivors = [1, 2].map((p) =>
+      spawnChild(() => {
+        let i = 0;
+        while (Atomics.load(stop, 0) === 0) q.putSync(message(p, i++));
+        const end = Buffer.alloc(8);
+        end.writeUInt32LE(p, 0);
+        end.writeUInt32LE(END, 4);
+        q.putSync(end);
+      }),
+    );
+    const victims = [
+      spawnChild(() => {
+        for (;;) q.getSync();
+      }),
+      spawnChild(() => {
+        for (;;) q.getSync();
+      }),
+      spawnChild(() => {
+        for (let i = 0; ; i++) q.putSync(message(9, i));
+      }),
+    ];
+    const last = new Map<number, number>();
+    const ended = new Set<number>();
+    const problems: string[] = [];
+    const take = (timeout: number): void => {
+      const b = q.getSync({ timeout });
+      const p = b.readUInt32LE(0);
+      const i = b.readUInt32LE(4);
+      if (i === END) ended.add(p);
+      else {
+        if (!b.equals(message(p, i))) problems.push(`message ${i} of ${p} garbled`);
+        if (i <= (last.get(p) ?? -1)) problems.push(`message ${i} of ${p} after ${last.get(p)}`);
+        last.set(p, i);
+      }
+    };
+    const until = performance.now() + 150;
+    while (performance.now() < until) {
+      try {
+        take(20);
+      } catch (error) {
+        if (!(error instanceof QueueEmpty)) throw error;
+      }
+    }
+    for (const v of victims) v.kill('SIGKILL');
+    for (const v of victims) v.joinSync();
+    Atomics.store(stop, 0, 1);
+    while (ended.size < 2) take(10_000);
+    for (const s of survivors) s.joinSync();
+    try {
+      for (;;) take(300);
+    } catch (error) {
+      if (!(error instanceof QueueEmpty)) throw error;
+    }
+    expect(problems).toEqual([]);
+    expect(survivors.map((s) => s.exitCode)).toEqual([0, 0]);
+    expect(last.get(1)).toBeGreaterThan(0);
+    expect(last.get(2)).toBeGreaterThan(0);
+  });
+
   it('leaves no descriptors behind', () => {
     const before = openFds();
     const q = new Queue();

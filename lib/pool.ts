@@ -754,13 +754,23 @@ export class Pool {
     // In a microtask, so that every function submitted in this tick is in the
     // table before a worker is forked: a program that submits f and then g
     // gets workers that know both, not a fork for each.
-    if (!this.#dispatchQueued) {
-      this.#dispatchQueued = true;
-      queueMicrotask(() => {
-        this.#dispatchQueued = false;
-        this.#dispatch();
-      });
-    }
+    this.#dispatchSoon();
+  }
+
+  /**
+   * #dispatch() in a microtask of its own. A worker forked there does not
+   * inherit the microtasks queued before it (V8 drops the queue in the child
+   * when the fork happens inside a checkpoint); forked from an event callback,
+   * it would run them too: another job's continuation, say.
+   */
+  #dispatchSoon(): void {
+    if (this.#dispatchQueued) return;
+    this.#dispatchQueued = true;
+    queueMicrotask(() => {
+      this.#dispatchQueued = false;
+      // A process forked from one that had this queued is not the pool's.
+      if (selfPid === this.#owner) this.#dispatch();
+    });
   }
 
   /** Runs fn(...args) in a worker; resolves with what it returns (awaited if a Promise). */
@@ -964,7 +974,9 @@ export class Pool {
     // A worker's exit watch does not hold the event loop open, but work may
     // be waiting for this one to make room: a pending join() holds it. Not
     // now: join() may reap it at once and run #exited inside a dispatch.
-    queueMicrotask(() => void w.proc.join());
+    queueMicrotask(() => {
+      if (selfPid === this.#owner) void w.proc.join();
+    });
   }
 
   #sendStop(w: Worker): void {
@@ -1091,7 +1103,8 @@ export class Pool {
       first.job.failed(first, new WorkerDiedError(`Pool worker ${w.pid} ${how} while running a task of ${first.job.what}`, w.pid, code), []);
     }
     this.#again.unshift(...held);
-    this.#dispatch();
+    // An exit notice comes in an event callback (see #dispatchSoon).
+    this.#dispatchSoon();
     this.#wakePump();
   }
 
@@ -1143,7 +1156,7 @@ export class Pool {
   close(): void {
     if (this.#state !== RUN) return;
     this.#state = CLOSE;
-    this.#dispatch();
+    this.#dispatchSoon();
   }
 
   /** Waits for every worker to exit; call close() or terminate() first. */

@@ -326,6 +326,40 @@ describe('Pool: errors', () => {
     expect(await p.apply(Math.abs, [-2])).toBe(2);
   });
 
+  it('a replacement worker runs none of the pool owner’s pending work: no job’s handler, no join of its predecessor', () => {
+    // Workers die mid-task (the replacement is forked from the exit notice)
+    // and retire after each task (forked while the old one's join is due).
+    const r = runScript(`
+      import { Pool } from NODEMP;
+      const owner = process.pid;
+      const where = () => (process.pid === owner ? 'owner' : 'worker ' + process.pid);
+      const dies = new Pool({ processes: 1 });
+      const jobs = [0, 1, 2, 3].map((i) =>
+        dies.apply((x) => { if (x % 2 === 0) process.kill(process.pid, 'SIGKILL'); return x; }, [i]).then(
+          (v) => console.log(where(), 'ok', v),
+          (e) => console.log(where(), 'failed', i, e.name),
+        ),
+      );
+      await Promise.all(jobs);
+      await dies.close();
+      await dies.join();
+      const retires = new Pool({ processes: 2, maxtasksperchild: 2 });
+      for (let round = 0; round < 3; round++) console.log(where(), 'round', (await retires.map((x) => x * 2, [1, 2, 3, 4, 5, 6, 7, 8], { chunksize: 1 })).join(','));
+      await retires.close();
+      await retires.join();
+    `);
+    expect(r.stderr).toBe('');
+    expect(r.stdout.trim().split('\n')).toEqual([
+      'owner failed 0 WorkerDiedError',
+      'owner ok 1',
+      'owner failed 2 WorkerDiedError',
+      'owner ok 3',
+      'owner round 2,4,6,8,10,12,14,16',
+      'owner round 2,4,6,8,10,12,14,16',
+      'owner round 2,4,6,8,10,12,14,16',
+    ]);
+  });
+
   it('a worker cannot use the pool it belongs to', async () => {
     const p = pool({ processes: 1 });
     const e = await p.apply(() => p.applySync(square, [2])).catch((x: unknown) => x);

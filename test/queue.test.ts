@@ -24,6 +24,12 @@ function recordParty(w: Int32Array, row: number, kind: number, pos: number, used
   Atomics.store(w, base + L.kQueuePartyKind / 4, kind);
 }
 
+// Who puts once the ring is full: an unbounded queue's feeder thread, or a bounded queue's put() itself.
+const PRODUCER_KINDS: [string, number][] = [
+  ['unbounded (the feeder thread puts)', 0],
+  ['bounded (put itself waits)', 1000],
+];
+
 describe('Queue', () => {
   it('round-trips values with their types, and bytes as bytes', () => {
     const q = new Queue();
@@ -352,10 +358,7 @@ describe('Queue', () => {
     expect(q.qsize()).toBe(0);
   });
 
-  it.each([
-    ['unbounded (the feeder thread puts)', 0],
-    ['bounded (put itself waits)', 1000],
-  ])('a consumer that dies holding claimed slots does not wedge producers: %s', (_, maxsize) => {
+  it.each(PRODUCER_KINDS)('a consumer that dies holding claimed slots does not wedge producers: %s', (_, maxsize) => {
     const q = new Queue<number>({ ringSize: 4096, maxsize });
     const { w, slots } = header(q);
     q.putSync(1);
@@ -377,10 +380,7 @@ describe('Queue', () => {
     expect(drain[0]).toBe(slots + 10);
   });
 
-  it.each([
-    ['unbounded (the feeder thread puts)', 0],
-    ['bounded (put itself waits)', 1000],
-  ])('a consumer killed while handing back a long message’s slots does not wedge producers: %s', (_, maxsize) => {
+  it.each(PRODUCER_KINDS)('a consumer killed while handing back a long message’s slots does not wedge producers: %s', (_, maxsize) => {
     const q = new Queue<Buffer>({ ringSize: 4096, maxsize });
     const { w, slots } = header(q);
     const ring = (q as unknown as Record<symbol, () => { buffer: ArrayBuffer }>)[Symbol.for('nodemp.queue.ring')]();

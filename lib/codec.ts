@@ -159,7 +159,8 @@ export function decodeRange(tag: number, source: Uint8Array, start: number, end:
   }
 }
 
-const copyBytes = Buffer.prototype.copy;
+/** Buffer's copy (one memcpy) for any Uint8Array: copyBytes.call(source, target, targetStart, start, end). */
+export const copyBytes = Buffer.prototype.copy;
 
 class MsgpackCodec implements Codec {
   readonly serializer = 'msgpack';

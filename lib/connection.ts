@@ -111,7 +111,6 @@ function checkMaxLength(method: string, maxLength: unknown): number {
   return maxLength;
 }
 
-/** A writable byte view over `buf` (any TypedArray, DataView, ArrayBuffer or SharedArrayBuffer). */
 function checkTimeout(method: string, timeoutMs: unknown): number {
   if (timeoutMs === null || timeoutMs === Infinity) return Infinity;
   if (typeof timeoutMs !== 'number') throw invalidType(`${method}(timeoutMs)`, 'a number of milliseconds or null', timeoutMs);

@@ -19,7 +19,7 @@
 // died takes them back (that message is lost with its consumer).
 import { native } from './native.js';
 import { selfPid } from './self.js';
-import { codecFor, decode, decodeRange, BYTES, type Codec, type Serializer } from './codec.js';
+import { codecFor, copyBytes, decode, decodeRange, BYTES, type Codec, type Serializer } from './codec.js';
 import { BufferTooShort, ClosedError, QueueEmpty, QueueFull, SyncError } from './errors.js';
 import { bytesOf, checkInteger, checkOffset, invalidType } from './args.js';
 import { SharedMemory } from './shared-memory.js';
@@ -119,8 +119,6 @@ interface Encoded {
 // Up to this many bytes, getBytesInto() copies a word at a time rather than
 // pay Buffer.copy()'s call into C++.
 const WORD_COPY_MAX = 256;
-
-const copyBytes = Buffer.prototype.copy;
 
 function notBytes(): TypeError {
   const error = new TypeError(

@@ -16,9 +16,9 @@ const BROKEN = -2;
 
 export interface BarrierOptions {
   /** Run by one of the parties (the last to arrive) each time the barrier opens. */
-  action?: () => void;
+  action?: (() => void) | null;
   /** Default timeout in ms for wait(); a wait that times out breaks the barrier. */
-  timeout?: number;
+  timeout?: number | null;
 }
 
 export class Barrier {
@@ -31,11 +31,11 @@ export class Barrier {
   constructor(parties: number, options: BarrierOptions = {}) {
     checkInteger('Barrier(parties)', parties, 1, 0x7fffffff);
     const { action, timeout } = options;
-    if (action !== undefined && typeof action !== 'function') throw invalidType('Barrier options.action', 'a function', action);
+    if (action !== undefined && action !== null && typeof action !== 'function') throw invalidType('Barrier options.action', 'a function or null', action);
     deadlineAfter('Barrier options', timeout);
     this.#parties = parties;
-    this.#action = action;
-    this.#timeout = timeout;
+    this.#action = action ?? undefined;
+    this.#timeout = timeout ?? undefined;
     const cells = allocCells(BARRIER_CELLS);
     this.#words = new Int32Array(cells.buffer, cells.byteOffset, CELL_SIZE / 4);
   }

@@ -6,10 +6,10 @@
 // mode when it is exact and the structured one otherwise; the first byte of
 // every encoding says which decoder to use. `node:v8` is there for exact
 // structured-clone fidelity (class-less copies of anything v8 can clone).
-import { Packr, REUSE_BUFFER_MODE } from 'msgpackr';
+import { Packr, REUSE_BUFFER_MODE, addExtension } from 'msgpackr';
 import { deserialize, serialize } from 'node:v8';
 import { invalidType } from './args.js';
-import { SerializationError } from './errors.js';
+import { SerializationError, errorState, ownErrorClasses, reviveError, type ErrorState } from './errors.js';
 
 export type Serializer = 'msgpack' | 'v8';
 
@@ -72,6 +72,109 @@ function checkCopyable(v: unknown): void {
     );
   }
   if (typeof v === 'symbol') throw new SerializationError(`nodemp: a symbol (${String(v)}) cannot be sent to another process`);
+}
+
+// ---- nodemp's own objects in a message ------------------------------------
+//
+// A Lock, a Queue, a Value... lives in shared memory that a message cannot
+// carry: copied field by field it would arrive as a dead husk. As in Python
+// ("Lock objects should only be shared between processes through
+// inheritance"), putting one in a message is an error. A SharedMemory (and a
+// ShareableList) crosses by name, as Python pickles it: the receiver attaches
+// to the same segment. nodemp's errors cross as themselves, with their fields.
+// Each such class carries CROSSING on its prototype; one msgpackr extension
+// recognises them all by that mark, so messages without them pay nothing.
+
+const CROSSING = Symbol('nodemp.crossing');
+const INHERITED = 0;
+const BY_NAME = 1;
+const ERROR = 2;
+
+/** Marks classes whose instances must not be put in a message: they are shared by inheritance only. */
+export function sharedByInheritance(...classes: Array<abstract new (...args: never[]) => object>): void {
+  for (const Class of classes) Object.defineProperty(Class.prototype, CROSSING, { value: INHERITED });
+}
+
+const NAME_OF = Symbol('nodemp.nameOf');
+const attachers = new Map<string, (name: string) => unknown>();
+
+/**
+ * Marks `Class` as crossing by name: the message carries `nameOf(obj)`, and
+ * the receiver gets `attach(name)`.
+ */
+export function sharedByName<T extends object>(Class: abstract new (...args: never[]) => T, nameOf: (obj: T) => string, attach: (name: string) => T): void {
+  Object.defineProperty(Class.prototype, CROSSING, { value: BY_NAME });
+  Object.defineProperty(Class.prototype, NAME_OF, { value: { kind: Class.name, nameOf } });
+  attachers.set(Class.name, attach);
+}
+
+for (const Class of ownErrorClasses) Object.defineProperty(Class.prototype, CROSSING, { value: ERROR });
+
+function inheritedOnly(obj: object): SerializationError {
+  const name = obj.constructor.name;
+  return new SerializationError(
+    `nodemp: ${/^[AEIOU]/.test(name) ? 'an' : 'a'} ${name} cannot be put in a Queue or sent through a Pipe: it lives in shared memory that a message cannot carry. ` +
+      `Create it before start() and pass it to the process in args (or let the target capture it), or to a Pool in initargs`,
+  );
+}
+
+// 'N': an ext type msgpackr itself does not use (it registers extensions process-wide).
+const EXT_NODEMP = 0x4e;
+
+type Wire = [typeof BY_NAME, string, string] | [typeof ERROR, ErrorState, unknown];
+
+addExtension({
+  Class: { [Symbol.hasInstance]: (v: unknown) => (v as { [CROSSING]?: number })[CROSSING] !== undefined } as never,
+  type: EXT_NODEMP,
+  write(obj: Record<symbol, unknown> & object): Wire {
+    switch (obj[CROSSING]) {
+      case BY_NAME:
+      {
+        const { kind, nameOf } = obj[NAME_OF] as { kind: string; nameOf(o: object): string };
+        return [BY_NAME, kind, nameOf(obj)];
+      }
+      case ERROR:
+        return [ERROR, errorState(obj as unknown as Error), (obj as unknown as Error).cause];
+      default:
+        throw inheritedOnly(obj);
+    }
+  },
+  read(data: Wire): unknown {
+    if (data[0] === ERROR) {
+      const [, state, cause] = data;
+      const error = reviveError(state, cause);
+      error.stack = state.stack;
+      return error;
+    }
+    const attach = attachers.get(data[1]);
+    if (attach === undefined) throw new TypeError(`nodemp: a message holds a ${data[1]}, which this process cannot attach to`);
+    return attach(data[2]);
+  },
+});
+
+/**
+ * For node:v8, which has no hook for classes: walks the whole value and
+ * refuses what cannot cross this way (nodemp's shared objects), naming it.
+ */
+function checkForV8(value: unknown): void {
+  if (typeof value !== 'object' || value === null) return;
+  const seen = new Set<object>();
+  const stack: object[] = [value];
+  while (stack.length > 0) {
+    const item = stack.pop() as object;
+    if (seen.has(item)) continue;
+    seen.add(item);
+    const crossing = (item as { [CROSSING]?: number })[CROSSING];
+    if (crossing === INHERITED) throw inheritedOnly(item);
+    if (crossing === BY_NAME) {
+      throw new SerializationError(
+        `nodemp: ${item.constructor.name} objects cross processes by name, which the 'v8' serializer cannot do; use the default 'msgpack' serializer, or send its name`,
+      );
+    }
+    if (ArrayBuffer.isView(item) || item instanceof Error) continue;
+    const values: Iterable<unknown> = item instanceof Map ? [...item.keys(), ...item.values()] : item instanceof Set ? item : Object.values(item);
+    for (const v of values) if (typeof v === 'object' && v !== null) stack.push(v);
+  }
 }
 
 /** Encoding tag for raw bytes, which take no codec at all. */
@@ -200,10 +303,12 @@ class V8Codec implements Codec {
   start = 0;
   end = 0;
   encode(value: unknown): Uint8Array {
+    checkForV8(value);
     return serialize(value);
   }
 
   encodeRange(value: unknown): Uint8Array {
+    checkForV8(value);
     const body = serialize(value);
     this.end = body.length;
     return body;

@@ -19,9 +19,9 @@ export class Condition {
   readonly #lock: Lock | RLock;
 
   /** `lock` defaults to a new RLock, as in Python. */
-  constructor(lock?: Lock | RLock) {
-    if (lock !== undefined && !(lock instanceof Lock) && !(lock instanceof RLock)) {
-      throw invalidType('Condition(lock)', 'a Lock or an RLock', lock);
+  constructor(lock?: Lock | RLock | null) {
+    if (lock !== undefined && lock !== null && !(lock instanceof Lock) && !(lock instanceof RLock)) {
+      throw invalidType('Condition(lock)', 'a Lock, an RLock, or null for a new RLock', lock);
     }
     this.#lock = lock ?? new RLock();
     const cells = allocCells(COND_CELLS);

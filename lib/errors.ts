@@ -114,6 +114,18 @@ export class QueueFull extends Error {
   }
 }
 
+/**
+ * A Queue that was shut down (Python 3.13's `queue.ShutDown`): every put()
+ * after shutdown(), and every get() once nothing is left to take.
+ */
+export class ShutDown extends Error {
+  readonly code = 'ERR_QUEUE_SHUT_DOWN';
+  constructor(message = 'the queue was shut down') {
+    super(message);
+    this.name = 'ShutDown';
+  }
+}
+
 /** A Queue or Connection was used after this process closed it. */
 export class ClosedError extends Error {
   readonly code = 'ERR_CLOSED';
@@ -195,4 +207,72 @@ export class RemoteTraceback extends Error {
     this.name = 'RemoteTraceback';
     this.stack = `RemoteTraceback (from the pool worker):\n${stack}`;
   }
+}
+
+type ErrorClass = new (...args: never[]) => Error;
+
+/** nodemp's own error classes: each crosses processes as itself (see lib/codec.ts, and Pool's failures). */
+export const ownErrorClasses: readonly ErrorClass[] = [
+  OSError,
+  FileExistsError,
+  FileNotFoundError,
+  ProcessError,
+  ForkSafetyError,
+  TimeoutError,
+  SyncError,
+  BrokenBarrierError,
+  QueueEmpty,
+  QueueFull,
+  ShutDown,
+  ClosedError,
+  EOFError,
+  BufferTooShort,
+  DirectionError,
+  SerializationError,
+  PoolError,
+  WorkerDiedError,
+  RemoteTraceback,
+];
+
+// What an error received from another process is rebuilt as, by name.
+const errorClasses = new Map<string, ErrorClass>(
+  [Error, TypeError, RangeError, SyntaxError, ReferenceError, EvalError, URIError, AggregateError, ...ownErrorClasses].map((Class) => [Class.name, Class]),
+);
+
+/** An error as it crosses to another process: what reviveError() rebuilds it from. */
+export interface ErrorState {
+  name: string;
+  message: string;
+  stack: string;
+  /** Own enumerable properties that are data (code, errno, pid, data, ...), `name` included. */
+  fields: Record<string, unknown>;
+}
+
+export function errorState(error: Error): ErrorState {
+  const fields: Record<string, unknown> = {};
+  for (const key of Object.keys(error)) {
+    if (key === 'stack' || key === 'message' || key === 'cause') continue;
+    const v = (error as unknown as Record<string, unknown>)[key];
+    // Only data: an error carrying a socket or a function still crosses, without it.
+    if (v === null || v instanceof Uint8Array || (typeof v !== 'object' && typeof v !== 'function' && typeof v !== 'symbol')) fields[key] = v;
+  }
+  return { name: error.name, message: error.message, stack: String(error.stack ?? `${error.name}: ${error.message}`), fields };
+}
+
+/**
+ * The error `state` describes, as an instance of the class of that name
+ * (nodemp's own or a built-in; Error for a class this process does not know,
+ * under the original name), with its fields, and `cause` if given. Its
+ * constructor does not run: the fields come from the sender as they were.
+ */
+export function reviveError(state: ErrorState, cause?: unknown): Error {
+  const Class = errorClasses.get(state.name) ?? Error;
+  const options = cause === undefined ? undefined : { cause };
+  const error: Error = Reflect.construct(Error, [state.message, options], Class);
+  for (const [key, v] of Object.entries(state.fields)) {
+    // Bytes arrive as a Uint8Array; nodemp's errors hold Buffers (BufferTooShort.data).
+    (error as unknown as Record<string, unknown>)[key] = v instanceof Uint8Array && !Buffer.isBuffer(v) ? Buffer.from(v.buffer, v.byteOffset, v.byteLength) : v;
+  }
+  if (error.name !== state.name) Object.defineProperty(error, 'name', { value: state.name, configurable: true, writable: true });
+  return error;
 }

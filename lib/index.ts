@@ -1,3 +1,4 @@
+import './crossing.js';
 export { Process, ParentProcess, currentProcess, parentProcess, activeChildren, cpuCount } from './process.js';
 export type { ProcessOptions } from './process.js';
 export { Lock, RLock } from './lock.js';
@@ -24,6 +25,7 @@ export {
   FileNotFoundError,
   QueueEmpty,
   QueueFull,
+  ShutDown,
   ClosedError,
   EOFError,
   BufferTooShort,

@@ -20,7 +20,19 @@ import { inspect } from 'node:util';
 import { native } from './native.js';
 import { Process, cpuCount, setExitListener } from './process.js';
 import { EMPTY, Queue, takeNowait, whenReadable } from './queue.js';
-import { ForkSafetyError, PoolError, QueueEmpty, QueueFull, RemoteTraceback, SerializationError, TimeoutError, WorkerDiedError } from './errors.js';
+import {
+  ForkSafetyError,
+  PoolError,
+  QueueEmpty,
+  QueueFull,
+  RemoteTraceback,
+  SerializationError,
+  TimeoutError,
+  WorkerDiedError,
+  errorState,
+  reviveError,
+  type ErrorState,
+} from './errors.js';
 import { checkInteger, invalidType, invalidValue } from './args.js';
 import { SPIN_LIMIT, deadlineAfter, timeLeft } from './waiting.js';
 import { selfPid } from './self.js';
@@ -76,17 +88,10 @@ const WAKE = -1;
 const WORKER_POLL_MS = 0.2;
 
 interface Failure {
-  error: SentError | { thrown: unknown };
+  error: ErrorState | { thrown: unknown };
   /** Index within the batch of the item that failed; the values before it are in `done`. */
   index: number;
   done: unknown[];
-}
-
-interface SentError {
-  name: string;
-  message: string;
-  stack: string;
-  code?: unknown;
 }
 
 /** The answer for `error` thrown at item `index` of a batch, after the values `done` before it. */
@@ -95,33 +100,14 @@ function failure(error: unknown, index = 0, done: unknown[] = []): Failure {
 }
 
 function describe(error: unknown): Failure['error'] {
-  if (error instanceof Error) {
-    const sent: SentError = { name: error.name, message: error.message, stack: String(error.stack ?? `${error.name}: ${error.message}`) };
-    const code = (error as { code?: unknown }).code;
-    if (typeof code === 'string' || typeof code === 'number') sent.code = code;
-    return sent;
-  }
+  if (error instanceof Error) return errorState(error);
   return { thrown: typeof error === 'object' && error !== null ? inspect(error) : error };
 }
 
-const errorClasses: Record<string, ErrorConstructor> = {
-  Error,
-  TypeError,
-  RangeError,
-  SyntaxError,
-  ReferenceError,
-  EvalError,
-  URIError,
-};
-
-/** The worker's error as an error of the same name and message here, its stack as `cause`. */
+/** The worker's error as an error of the same class, name, message and fields here, its stack as `cause`. */
 function rebuild(sent: Failure['error']): unknown {
   if ('thrown' in sent) return sent.thrown;
-  const Class = errorClasses[sent.name] ?? Error;
-  const error = new Class(sent.message, { cause: new RemoteTraceback(sent.stack) });
-  if (error.name !== sent.name) Object.defineProperty(error, 'name', { value: sent.name, configurable: true, writable: true });
-  if (sent.code !== undefined) Object.assign(error, { code: sent.code });
-  return error;
+  return reviveError(sent, new RemoteTraceback(sent.stack));
 }
 
 function isThenable(v: unknown): v is PromiseLike<unknown> {
@@ -585,11 +571,11 @@ export class AsyncResult<T = unknown> {
 // ---- the pool ----------------------------------------------------------------------
 
 export interface PoolOptions {
-  /** Worker processes (default: cpuCount()). */
-  processes?: number;
+  /** Worker processes (default, or null: cpuCount()). */
+  processes?: number | null;
   /** Runs once in each worker before its first task; may return a Promise. */
   initializer?: ((...args: any[]) => unknown) | null;
-  initargs?: unknown[];
+  initargs?: unknown[] | null;
   /** Tasks (chunks) a worker runs before it is replaced by a fresh one; absent: no limit. */
   maxtasksperchild?: number | null;
   /** Only 'fork' for now. */
@@ -696,10 +682,11 @@ export class Pool {
 
   constructor(options: PoolOptions = {}) {
     if (typeof options !== 'object' || options === null) throw invalidType('Pool(options)', 'an object', options);
-    const { processes = cpuCount(), initializer = null, initargs = [], maxtasksperchild = null, startMethod = 'fork' } = options;
-    this.#processes = checkInteger('Pool: processes', processes, 1, 4096);
+    // null, as Python's None, means the default.
+    const { processes = null, initializer = null, initargs = null, maxtasksperchild = null, startMethod = 'fork' } = options;
+    this.#processes = checkInteger('Pool: processes', processes ?? cpuCount(), 1, 4096);
     if (initializer !== null) checkFunction('Pool: initializer', initializer);
-    if (!Array.isArray(initargs)) throw invalidType('Pool: initargs', 'an array', initargs);
+    if (initargs !== null && !Array.isArray(initargs)) throw invalidType('Pool: initargs', 'an array', initargs);
     this.#maxtasks = maxtasksperchild === null ? 0 : checkInteger('Pool: maxtasksperchild', maxtasksperchild, 1);
     if (startMethod !== 'fork') throw invalidValue(`Pool: startMethod ${inspect(startMethod)} is not available yet; only 'fork' is`);
     // Workers are forked later, at the first task; a program that cannot fork
@@ -707,7 +694,7 @@ export class Pool {
     const problem = forkSafetyProblem();
     if (problem !== null) throw new ForkSafetyError(problem);
     this.#initializer = initializer as ((...args: unknown[]) => unknown) | null;
-    this.#initargs = initargs;
+    this.#initargs = initargs ?? [];
     this.#results = new Queue<ResultMessage>();
     // Workers are daemons: a killed parent takes them along (PR_SET_PDEATHSIG),
     // and at a normal exit they are killed rather than waited for.

@@ -10,9 +10,9 @@ export interface ProcessOptions<A extends unknown[] = unknown[]> {
   target?: ((...args: A) => unknown) | null;
   args?: A;
   /** Defaults to `Process-N` (`Process-N:M` for a child's children), as in Python. */
-  name?: string;
+  name?: string | null;
   /** Killed when the parent exits or dies. Defaults to the current process's flag. */
-  daemon?: boolean;
+  daemon?: boolean | null;
 }
 
 interface JoinWaiter {
@@ -105,8 +105,9 @@ export class Process<A extends unknown[] = unknown[]> {
       throw new TypeError(`Process: target must be a function, got ${inspect(target)}`);
     }
     if (!Array.isArray(args)) throw new TypeError(`Process: args must be an array, got ${inspect(args)}`);
-    if (name !== undefined && typeof name !== 'string') throw new TypeError(`Process: name must be a string, got ${inspect(name)}`);
-    if (daemon !== undefined && typeof daemon !== 'boolean') {
+    // null, as Python's None, means the default.
+    if (name !== undefined && name !== null && typeof name !== 'string') throw new TypeError(`Process: name must be a string, got ${inspect(name)}`);
+    if (daemon !== undefined && daemon !== null && typeof daemon !== 'boolean') {
       throw new TypeError(`Process: daemon must be a boolean, got ${inspect(daemon)}`);
     }
     this.#target = target;
@@ -242,6 +243,15 @@ export class Process<A extends unknown[] = unknown[]> {
     if (this.#pid === null || this.#exitCode !== null) return false;
     this.#poll();
     return this.#exitCode === null;
+  }
+
+  /**
+   * Sends SIGINT (Python 3.14's Process.interrupt()): a child with no SIGINT
+   * listener of its own ends with exit code -2; one that listens decides.
+   * Does nothing once the process has exited.
+   */
+  interrupt(): void {
+    this.#sendSignal(constants.signals.SIGINT, 'interrupt');
   }
 
   /** Sends SIGTERM. Does nothing once the process has exited. */

@@ -20,7 +20,7 @@
 import { native } from './native.js';
 import { selfPid } from './self.js';
 import { codecFor, copyBytes, decode, decodeRange, BYTES, type Codec, type Serializer } from './codec.js';
-import { BufferTooShort, ClosedError, QueueEmpty, QueueFull, SyncError } from './errors.js';
+import { BufferTooShort, ClosedError, QueueEmpty, QueueFull, ShutDown, SyncError } from './errors.js';
 import { bytesOf, checkInteger, checkOffset, invalidType } from './args.js';
 import { SharedMemory } from './shared-memory.js';
 import {
@@ -44,6 +44,7 @@ const W = (byteOffset: number): number => byteOffset / 4;
 const TAIL = W(L.kQueueTail);
 const HEAD = W(L.kQueueHead);
 const PUTS = W(L.kQueuePuts);
+const SHUTDOWN = W(L.kQueueShutdown);
 const GETS = W(L.kQueueGets);
 const GET_SLEEPERS = W(L.kQueueGetSleepers);
 const PUT_SLEEPERS = W(L.kQueuePutSleepers);
@@ -64,6 +65,11 @@ const META_WORDS = W(L.kQueueMetaSize);
 const META_SEQ = W(L.kQueueMetaSeq);
 const META_INFO = W(L.kQueueMetaInfo);
 const SLOT_SIZE = L.kQueueSlotSize;
+
+// kQueueShutdown
+const RUNNING = 0;
+const SHUT_DOWN = 1;
+const IMMEDIATE = 2;
 
 const IDLE = 0;
 const PUTTING = 1;
@@ -503,6 +509,7 @@ class Ring {
     for (;;) {
       const value = this.tryGet(into, offset);
       if (value !== NOTHING) return value;
+      if (this.shutDown !== RUNNING) throw new ShutDown('the queue was shut down and nothing is left to take');
       if (deadline === -Infinity) throw new QueueEmpty();
       if (!(yield* this.publishedSteps(deadline))) throw new QueueEmpty(`the queue stayed empty for the whole timeout`);
     }
@@ -519,7 +526,7 @@ class Ring {
       try {
         const seq = Atomics.load(w, PUT_SEQ);
         this.#announceSleep(seq);
-        if (this.#headPublished()) return true;
+        if (this.#headPublished() || this.shutDown !== RUNNING) return true;
         result = yield sleep(this.buffer, PUT_SEQ * 4, seq, slice(deadline, OWNER_CHECK_MS));
       } finally {
         Atomics.sub(w, GET_SLEEPERS, 1);
@@ -553,6 +560,7 @@ class Ring {
   *putSteps(message: Encoded, deadline: number): Steps<void> {
     const w = this.words;
     for (;;) {
+      this.checkPut();
       if (this.tryPut(message)) return;
       if (deadline === -Infinity) throw new QueueFull();
       if (timeLeft(deadline) === 0) throw new QueueFull('the queue stayed full for the whole timeout');
@@ -560,7 +568,7 @@ class Ring {
       let result: number;
       try {
         const seq = Atomics.load(w, GET_SEQ);
-        if (this.#roomFor(message.end - message.start)) continue;
+        if (this.#roomFor(message.end - message.start) || this.shutDown !== RUNNING) continue;
         result = yield sleep(this.buffer, GET_SEQ * 4, seq, slice(deadline, OWNER_CHECK_MS));
       } finally {
         Atomics.sub(w, PUT_SLEEPERS, 1);
@@ -586,6 +594,59 @@ class Ring {
   #roomFor(len: number): boolean {
     if (this.maxsize > 0 && this.count() >= this.maxsize) return false;
     return this.#ahead(Atomics.load(this.words, TAIL), slotsFor(len)) >= 0;
+  }
+
+  // ---- shutting down --------------------------------------------------------
+
+  /** kQueueShutdown: RUNNING, SHUT_DOWN or IMMEDIATE. */
+  get shutDown(): number {
+    // A plain read: the word only ever grows, and every put reads it.
+    return this.words[SHUTDOWN];
+  }
+
+  checkPut(): void {
+    if (this.shutDown !== RUNNING) throw new ShutDown('the queue was shut down: it takes no more messages');
+  }
+
+  shutdown(immediate: boolean): void {
+    const w = this.words;
+    const next = immediate ? IMMEDIATE : SHUT_DOWN;
+    for (;;) {
+      const cur = Atomics.load(w, SHUTDOWN);
+      if (cur >= next || Atomics.compareExchange(w, SHUTDOWN, cur, next) === cur) break;
+    }
+    if (immediate) this.#drain();
+    // Every sleeper wakes and finds the word: producers throw, consumers take what is left or throw.
+    Atomics.add(w, PUT_SEQ, 1);
+    native.futexWake(this.buffer, PUT_SEQ * 4, 0x7fffffff);
+    Atomics.add(w, GET_SEQ, 1);
+    native.futexWake(this.buffer, GET_SEQ * 4, 0x7fffffff);
+  }
+
+  /** Takes every message in the ring and drops it; a JoinableQueue counts them as done. */
+  #drain(): void {
+    let taken = 0;
+    for (;;) {
+      let value: unknown;
+      try {
+        value = this.tryGet();
+      } catch {
+        // One that cannot be decoded is taken all the same.
+        taken++;
+        continue;
+      }
+      if (value === NOTHING) break;
+      taken++;
+    }
+    if (!this.joinable || taken === 0) return;
+    const w = this.words;
+    for (;;) {
+      const left = Atomics.load(w, UNFINISHED);
+      const rest = Math.max(0, left - taken);
+      if (Atomics.compareExchange(w, UNFINISHED, left, rest) !== left) continue;
+      if (rest === 0 && left > 0 && Atomics.load(w, JOIN_SLEEPERS) > 0) native.futexWake(this.buffer, UNFINISHED * 4, 0x7fffffff);
+      return;
+    }
   }
 
   // ---- encoding -------------------------------------------------------------
@@ -705,6 +766,7 @@ export class Queue<T = unknown> {
     try {
       const ring = this.#open('put()');
       const deadline = options === undefined ? Infinity : deadlineOf(`${this.constructor.name}.put`, options);
+      ring.checkPut();
       const message = ring.encode(item);
       if (ring.maxsize === 0) {
         ring.putUnbounded(message);
@@ -724,6 +786,7 @@ export class Queue<T = unknown> {
   putSync(item: T, options?: PutOptions): void {
     const ring = this.#open('putSync()');
     const deadline = options === undefined ? Infinity : deadlineOf(`${this.constructor.name}.putSync`, options);
+    ring.checkPut();
     const message = ring.encode(item);
     if (ring.maxsize === 0) {
       ring.putUnbounded(message);
@@ -803,15 +866,16 @@ export class Queue<T = unknown> {
 
   /** About how many messages are in the queue (exact when nothing moves). */
   qsize(): number {
-    return this.#ring.qsize();
+    return this.#open('qsize()').qsize();
   }
 
   empty(): boolean {
-    return this.qsize() === 0;
+    return this.#open('empty()').qsize() === 0;
   }
 
   full(): boolean {
-    return this.#ring.maxsize > 0 && this.qsize() >= this.#ring.maxsize;
+    const ring = this.#open('full()');
+    return ring.maxsize > 0 && ring.qsize() >= ring.maxsize;
   }
 
   get maxsize(): number {
@@ -825,6 +889,28 @@ export class Queue<T = unknown> {
    */
   close(): void {
     this.#closedBy = selfPid;
+  }
+
+  /**
+   * Shuts the queue down for every process (Python 3.13's Queue.shutdown):
+   * later puts throw ShutDown, and so do gets once nothing is left to take;
+   * callers blocked in put() or get() wake and do the same. With `{
+   * immediate: true }` the messages in the queue are dropped as well (a
+   * JoinableQueue counts them as done, so join() returns). Messages a
+   * process's unbounded put() was still holding reach the queue afterwards.
+   */
+  shutdown(options: { immediate?: boolean } = {}): void {
+    if (typeof options !== 'object' || options === null) {
+      throw invalidType(`${this.constructor.name}.shutdown(options)`, 'an object like { immediate }', options);
+    }
+    const { immediate = false } = options;
+    if (typeof immediate !== 'boolean') throw invalidType(`${this.constructor.name}.shutdown: options.immediate`, 'a boolean', immediate);
+    this.#ring.shutdown(immediate);
+  }
+
+  /** Whether shutdown() was called, in any process. */
+  get isShutDown(): boolean {
+    return this.#ring.shutDown !== RUNNING;
   }
 
   /** Blocks until every message this process buffered is in the ring (Python's join_thread()). */
@@ -846,7 +932,7 @@ export class Queue<T = unknown> {
   }
 
   [Symbol.for('nodejs.util.inspect.custom')](): string {
-    return `${this.constructor.name} { size: ${this.qsize()}${this.#ring.maxsize ? `, maxsize: ${this.#ring.maxsize}` : ''} }`;
+    return `${this.constructor.name} { size: ${this.#ring.qsize()}${this.#ring.maxsize ? `, maxsize: ${this.#ring.maxsize}` : ''} }`;
   }
 }
 
@@ -893,28 +979,41 @@ export class JoinableQueue<T = unknown> extends Queue<T> {
 /** Python's SimpleQueue: an unbounded queue with put, get, empty and close only. */
 export class SimpleQueue<T = unknown> {
   readonly #queue: Queue<T>;
+  #closedBy = 0;
 
   constructor(options: Pick<QueueOptions, 'serializer' | 'ringSize'> = {}) {
     this.#queue = new Queue<T>({ ...options, maxsize: 0 });
   }
 
+  // Checked here as well, so that the error names this class rather than the Queue inside.
+  #open(call: string): Queue<T> {
+    if (this.#closedBy === selfPid) throw new ClosedError(`SimpleQueue.${call}: the queue is closed in this process`);
+    return this.#queue;
+  }
+
   put(item: T): void {
-    this.#queue.putSync(item);
+    this.#open('put()').putSync(item);
   }
 
   get(): Promise<T> {
-    return this.#queue.get();
+    try {
+      return this.#open('get()').get();
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 
   getSync(): T {
-    return this.#queue.getSync();
+    return this.#open('getSync()').getSync();
   }
 
   empty(): boolean {
-    return this.#queue.empty();
+    return this.#open('empty()').empty();
   }
 
+  /** This process will put and get no more: later calls here throw ClosedError. */
   close(): void {
+    this.#closedBy = selfPid;
     this.#queue.close();
   }
 }

@@ -97,13 +97,17 @@ function coerce(info: TypeInfo, what: string, typecode: string, x: unknown): num
   return info.kind === 'bigint' && typeof x === 'number' ? BigInt(x) : (x as number | bigint);
 }
 
-type LockOption = boolean | Lock | RLock;
+type LockOption = boolean | Lock | RLock | null;
 
-function lockFor(what: string, option: LockOption | undefined): Lock | RLock | null {
-  if (option === undefined || option === true) return new RLock();
+// As Python's lock=None: null (or nothing) means a new RLock.
+function lockFor(what: string, options: ValueOptions | null | undefined): Lock | RLock | null {
+  if (options === undefined || options === null) return new RLock();
+  if (typeof options !== 'object') throw invalidType(`${what}: options`, 'an object like { lock }', options);
+  const option = options.lock;
+  if (option === undefined || option === null || option === true) return new RLock();
   if (option === false) return null;
   if (option instanceof Lock || option instanceof RLock) return option;
-  throw invalidType(`${what}: options.lock`, 'true, false, a Lock or an RLock', option);
+  throw invalidType(`${what}: options.lock`, 'true, false, null, a Lock or an RLock', option);
 }
 
 /** One number in shared memory, without a lock (Python's `RawValue`). */
@@ -137,7 +141,7 @@ export class RawValue<C extends Typecode = Typecode> {
 }
 
 export interface ValueOptions {
-  /** true (default): a new RLock guards the value; false: none; or the lock to use. */
+  /** true, null or absent: a new RLock guards the value; false: none; or the lock to use. */
   lock?: LockOption;
 }
 
@@ -145,9 +149,9 @@ export interface ValueOptions {
 export class Value<C extends Typecode = Typecode> extends RawValue<C> {
   readonly #lock: Lock | RLock | null;
 
-  constructor(typecode: C, value?: Element<C> | number, options: ValueOptions = {}) {
+  constructor(typecode: C, value?: Element<C> | number, options: ValueOptions | null = {}) {
     super(typecode, value);
-    this.#lock = lockFor('Value()', options.lock);
+    this.#lock = lockFor('Value()', options);
   }
 
   /** The lock guarding the value, or null when made with `{ lock: false }`. */
@@ -230,9 +234,9 @@ export class RawArray<C extends Typecode = Typecode> implements Iterable<Element
 export class SharedArray<C extends Typecode = Typecode> extends RawArray<C> {
   readonly #lock: Lock | RLock | null;
 
-  constructor(typecode: C, sizeOrInit: number | Iterable<Element<C> | number>, options: ValueOptions = {}) {
+  constructor(typecode: C, sizeOrInit: number | Iterable<Element<C> | number>, options: ValueOptions | null = {}) {
     super(typecode, sizeOrInit);
-    this.#lock = lockFor('Array()', options.lock);
+    this.#lock = lockFor('Array()', options);
   }
 
   getLock(): Lock | RLock | null {

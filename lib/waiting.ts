@@ -108,7 +108,7 @@ export function deadlineOf(what: string, options: WaitOptions | undefined): numb
   const { block = true, timeout } = options;
   if (typeof block !== 'boolean') throw invalidType(`${what}: options.block`, 'a boolean', block);
   if (!block) {
-    if (timeout !== undefined) throw invalidValue(`${what}: a timeout cannot be given with { block: false }`);
+    if (timeout !== undefined && timeout !== null) throw invalidValue(`${what}: a timeout cannot be given with { block: false }`);
     return -Infinity;
   }
   return deadlineAfter(what, timeout);

@@ -87,6 +87,10 @@ constexpr uint32_t kListTypeBytes = 6;
 // gets never contend for one counter; the queue's size is their difference.
 constexpr uint32_t kQueueTail = 0;            // cell 0, producers: the next position to reserve
 constexpr uint32_t kQueuePuts = 4;            // messages put (a bounded put counts itself before reserving)
+// 0 running; 1 shut down (no more puts; gets until empty); 2 shut down
+// immediately (drained as well). Only ever grows. In the producers' cell:
+// every put reads it, no get does until the queue looks empty.
+constexpr uint32_t kQueueShutdown = 8;
 constexpr uint32_t kQueueHead = 64;           // cell 1, consumers: the next position to claim
 constexpr uint32_t kQueueGets = 68;           // messages taken (or skipped)
 constexpr uint32_t kQueueGetSleepers = 132;   // consumers asleep (or about to be) on kQueuePutSeq

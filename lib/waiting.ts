@@ -90,7 +90,7 @@ export interface WaitOptions {
   /** false: do not wait at all (Python's `block=False`). */
   block?: boolean;
   /** Milliseconds; absent, undefined or Infinity: wait as long as it takes. */
-  timeout?: number;
+  timeout?: number | null;
 }
 
 /** Validates a timeout in milliseconds; returns the deadline on performance.now()'s clock (Infinity: none). */

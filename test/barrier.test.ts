@@ -4,6 +4,11 @@ import { shared } from './helpers.js';
 import { busySleep, sleepMs, spawnChild } from './sync-helpers.js';
 
 describe('Barrier', () => {
+  it("takes null for action and timeout as Python's None", () => {
+    const b = new Barrier(1, { action: null, timeout: null });
+    expect(b.waitSync()).toBe(0);
+  });
+
   it('validates its arguments', () => {
     expect(() => new Barrier(0)).toThrow(RangeError);
     expect(() => new Barrier(2, { action: 5 as unknown as () => void })).toThrow(TypeError);

@@ -28,6 +28,15 @@ function waiters(c: Condition, count: number, timeoutMs: number) {
 const woken = (results: Int32Array): number => [...results].filter((r) => r === 1).length;
 
 describe('Condition', () => {
+  it("takes null for its lock as Python's None: a new RLock", () => {
+    const c = new Condition(null);
+    expect(c.acquireSync()).toBe(true);
+    expect(c.acquireSync()).toBe(true);
+    c.release();
+    c.release();
+    expect(() => new Condition(5 as unknown as Lock)).toThrow(/a Lock, an RLock, or null/);
+  });
+
   it('wait and notify require holding the lock', async () => {
     const c = new Condition();
     expect(() => c.waitSync(10)).toThrow(SyncError);

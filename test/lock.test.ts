@@ -43,6 +43,8 @@ describe('Lock', () => {
     const lock = new Lock();
     lock.acquireSync();
     expect(() => lock.acquireSync({ block: false, timeout: 5 })).toThrow(/timeout cannot be given with \{ block: false \}/);
+    // Python's get(block=False, timeout=None): null is no timeout at all.
+    expect(lock.acquireSync({ block: false, timeout: null })).toBe(false);
     expect(() => lock.acquireSync({ timeout: -1 })).toThrow(RangeError);
     expect(() => lock.acquireSync({ timeout: '5' as unknown as number })).toThrow(/timeout must be a number of milliseconds, got '5'/);
     expect(() => lock.acquireSync(42 as unknown as object)).toThrow(TypeError);

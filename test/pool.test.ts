@@ -7,6 +7,7 @@ import {
   SerializationError,
   TimeoutError,
   WorkerDiedError,
+  cpuCount,
 } from '../dist/index.js';
 import { childrenOf, openFds, running, runScript, shared, shmEntries, waitUntil } from './helpers.js';
 import { busySleep } from './sync-helpers.js';
@@ -293,6 +294,12 @@ describe('Pool: errors', () => {
     expect(result).toMatchObject({ name: 'SerializationError', code: 'ERR_NOT_SERIALIZABLE' });
     expect((result as Error).message).toMatch(/could not be sent back.*function/);
     expect(await p.apply(probe, ['pid'])).toBe(first);
+  });
+
+  it("takes null as Python's None: processes, initializer, initargs and maxtasksperchild", async () => {
+    const p = pool({ processes: null, initializer: null, initargs: null, maxtasksperchild: null });
+    expect(p.processes).toBe(cpuCount());
+    expect(await p.apply(add, [1, 2])).toBe(3);
   });
 
   it('rejects bad arguments with clear errors', () => {

@@ -129,6 +129,35 @@ describe('Process basics', () => {
     b.kill();
   });
 
+  it('interrupt() sends SIGINT: -2 without a listener, what the listener decides with one', async () => {
+    const plain = new Process({ target: () => setInterval(() => {}, 1000) });
+    const ready = shared(1);
+    const marked = new Process({
+      target: () => {
+        setInterval(() => {}, 1000);
+        process.on('SIGINT', () => process.exit(5));
+        Atomics.store(ready, 0, 1);
+      },
+    });
+    plain.start();
+    marked.start();
+    while (Atomics.load(ready, 0) === 0) await new Promise((r) => setTimeout(r, 2));
+    plain.interrupt();
+    marked.interrupt();
+    expect(await plain.join()).toBe(-2);
+    expect(await marked.join()).toBe(5);
+    plain.interrupt();
+    expect(() => new Process({ target: () => {} }).interrupt()).toThrow(ProcessError);
+  });
+
+  it("takes null for name and daemon as Python's None: the defaults", async () => {
+    const p = new Process({ target: null, name: null, daemon: null });
+    expect(p.name).toMatch(/^Process-\d+$/);
+    expect(p.daemon).toBe(false);
+    p.start();
+    expect(await p.join()).toBe(0);
+  });
+
   it('join(timeout) and joinSync(timeout) return null while the child runs', async () => {
     const g = gate();
     const p = new Process({ target: g.wait });

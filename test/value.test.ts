@@ -59,6 +59,15 @@ describe('Value', () => {
     expect('getLock' in new RawValue('i', 0)).toBe(false);
   });
 
+  it("takes null as Python's None: { lock: null } (and null options) mean a new RLock, for Array too", () => {
+    for (const made of [new Value('i', 0, { lock: null }), new Value('i', 0, null), new SharedArray('d', 2, { lock: null }), new SharedArray('i', [1], null)]) {
+      expect(made.getLock()).toBeInstanceOf(RLock);
+    }
+    expect(new Value('i', 0, { lock: null }).getLock()).not.toBe(new Value('i', 0, { lock: null }).getLock());
+    expect(() => new SharedArray('i', 2, { lock: 0 as unknown as boolean })).toThrow(/true, false, null, a Lock or an RLock/);
+    expect(() => new Value('i', 0, 'lock' as unknown as null)).toThrow(TypeError);
+  });
+
   it('is shared with forked children; the lock makes += safe across 4 processes', () => {
     const v = new Value('i', 0);
     const big = new Value('Q', 0n);

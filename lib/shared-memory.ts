@@ -10,7 +10,7 @@
 // mapped (its mapping stays valid; only the name is gone). `track: false`
 // opts a new segment out: its name then lasts until someone calls unlink().
 import { randomBytes } from 'node:crypto';
-import { FileExistsError } from './errors.js';
+import { ClosedError, FileExistsError } from './errors.js';
 import { native } from './native.js';
 
 export interface SharedMemoryOptions {
@@ -102,7 +102,7 @@ export class SharedMemory {
 
   /** The whole segment. Throws a TypeError after close(). */
   get buf(): Buffer {
-    if (this.#closed) throw new TypeError(`SharedMemory ${JSON.stringify(this.name)} is closed; its buf is gone with the mapping`);
+    if (this.#closed) throw new ClosedError(`SharedMemory ${JSON.stringify(this.name)} is closed; its buf is gone with the mapping`);
     return this.#buf;
   }
 

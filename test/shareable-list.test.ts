@@ -5,7 +5,7 @@ import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { FileExistsError, FileNotFoundError, Process, ShareableList, SharedMemory } from '../dist/index.js';
+import { ClosedError, FileExistsError, FileNotFoundError, Process, ShareableList, SharedMemory } from '../dist/index.js';
 import { dist, runScript, shmEntries, waitUntil } from './helpers.js';
 
 const prefix = `nml_${randomBytes(3).toString('hex')}`;
@@ -174,6 +174,7 @@ describe('ShareableList', () => {
   it('throws a clear error once its segment is closed', () => {
     const list = made([1, 'two']);
     list.shm.close();
+    expect(() => list.get(0)).toThrow(ClosedError);
     expect(() => list.get(0)).toThrow(/is closed/);
     expect(() => list.set(0, 3)).toThrow(/is closed/);
     expect(() => list.format).toThrow(/is closed/);

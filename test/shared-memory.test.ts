@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { randomBytes } from 'node:crypto';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { FileExistsError, FileNotFoundError, OSError, Process, SharedMemory } from '../dist/index.js';
+import { ClosedError, FileExistsError, FileNotFoundError, OSError, Process, SharedMemory } from '../dist/index.js';
 import { childrenOf, dist, root, running, runScript, shmEntries, waitUntil } from './helpers.js';
 
 const nativeJs = join(root, 'dist', 'native.js');
@@ -213,7 +213,7 @@ describe('SharedMemory', () => {
     shm.close();
     expect(view.length).toBe(0);
     expect(words.length).toBe(0);
-    expect(() => shm.buf).toThrow(TypeError);
+    expect(() => shm.buf).toThrow(ClosedError);
     expect(() => shm.buf).toThrow(/is closed/);
     shm.close();
     // Another mapping of the same segment is untouched.

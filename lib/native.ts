@@ -1,4 +1,6 @@
+import { readdirSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { osError } from './errors.js';
 
@@ -73,15 +75,31 @@ function load(): Native {
     const detail = cause instanceof Error ? cause.message : String(cause);
     throw new Error(
       [
-        `nodemp could not load its native addon for ${process.platform}-${process.arch} (Node ${process.version}).`,
-        override ? `NODEMP_ADDON is set to ${override}.` : `Looked in ${packageRoot}prebuilds/ and ${packageRoot}build/Release/.`,
-        'It is built when the package installs; rebuild it with "npm rebuild nodemp" (needs python3, make and a C++17 compiler),',
-        'or from a checkout with "npm run build:native".',
+        `nodemp could not load its native addon for ${process.platform}-${process.arch} (Node ${process.version}, Node-API).`,
+        override ? `NODEMP_ADDON is set to ${override}.` : `Tried: ${candidates().join('; ')}.`,
+        'A prebuilt binary ships for linux-x64 (glibc); elsewhere the addon is built when the package installs, which',
+        'does not happen when install scripts are off (npm --ignore-scripts, pnpm and Bun by default). Build it with',
+        '"npm rebuild nodemp" (needs python3, make and a C++17 compiler), or from a checkout with "npm run build:native".',
         `Loader said: ${detail}`,
       ].join('\n'),
       { cause },
     );
   }
+}
+
+/** Where node-gyp-build looks, and what each place holds. */
+function candidates(): string[] {
+  const dirs = ['build/Release', 'build/Debug', `prebuilds/${process.platform}-${process.arch}`];
+  return dirs.map((dir) => {
+    const path = join(packageRoot, dir);
+    let found: string[] = [];
+    try {
+      found = readdirSync(path).filter((f) => f.endsWith('.node'));
+    } catch {
+      return `${path}/ (missing)`;
+    }
+    return `${path}/ (${found.length > 0 ? found.join(', ') : 'no .node file'})`;
+  });
 }
 
 export const native: Native = load();

@@ -1,7 +1,12 @@
 // The native core: shared mappings, cross-process futex, errors across the boundary.
+import { spawnSync } from 'node:child_process';
+import { cpSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { OSError, Process } from '../dist/index.js';
 import { native } from '../dist/native.js';
+import { root } from './helpers.js';
 
 describe('shared mappings', () => {
   it('maps zero-filled shared memory that a forked child writes and the parent reads', async () => {
@@ -77,5 +82,26 @@ describe('errors crossing the native boundary', () => {
     expect(error).toMatchObject({ code: 'ECHILD', errno: 10, syscall: 'waitpid' });
     expect((error as Error).message).toMatch(/waitpid failed: No child processes \(ECHILD\): pid 1/);
     expect(() => native.execve('/nonexistent/nodemp', ['x'], [])).toThrow(expect.objectContaining({ code: 'ENOENT', syscall: 'execve' }));
+  });
+});
+
+describe('the loader', () => {
+  it('says which places it tried, what each held, and what to run, when no addon fits', () => {
+    const copy = mkdtempSync(join(tmpdir(), 'nodemp-loader-'));
+    try {
+      cpSync(join(root, 'dist'), join(copy, 'dist'), { recursive: true });
+      cpSync(join(root, 'package.json'), join(copy, 'package.json'));
+      mkdirSync(join(copy, 'build', 'Release'), { recursive: true });
+      symlinkSync(join(root, 'node_modules'), join(copy, 'node_modules'));
+      const r = spawnSync(process.execPath, ['-e', `import(${JSON.stringify(join(copy, 'dist', 'index.js'))}).catch((e) => { console.log(e.message); process.exit(3); })`], {
+        encoding: 'utf8',
+      });
+      expect(r.status).toBe(3);
+      expect(r.stdout).toContain(`Tried: ${copy}/build/Release/ (no .node file); ${copy}/build/Debug/ (missing); ${copy}/prebuilds/${process.platform}-${process.arch}/ (missing).`);
+      expect(r.stdout).toContain('npm rebuild nodemp');
+      expect(r.stdout).toMatch(/Loader said: No native build was found/);
+    } finally {
+      rmSync(copy, { recursive: true, force: true });
+    }
   });
 });

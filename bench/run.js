@@ -5,10 +5,25 @@ import { once } from 'node:events';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
+import { chart } from './chart.js';
 
 const quick = process.argv.includes('--quick');
 const here = fileURLToPath(new URL('.', import.meta.url));
 const flags = quick ? ['--quick'] : [];
+
+// Every workload this run starts, in order, so that progress can say how far it is.
+const HEAP_MB = [50, 500, 1024];
+const WORKLOADS = 1 + HEAP_MB.length * 2 + 4 + 2 + 1;
+let started = 0;
+const runStarted = performance.now();
+// A long workload says it still runs this often, so a run never goes quiet for minutes.
+const HEARTBEAT_MS = 20_000;
+
+function progress(name) {
+  started += 1;
+  const elapsed = ((performance.now() - runStarted) / 1000).toFixed(0);
+  process.stderr.write(`bench: [${started}/${WORKLOADS}] ${name} (${elapsed} s into the run)\n`);
+}
 
 // A workload that has not finished by then has hung: CI must end with a
 // failure that says where, not run out its clock.
@@ -21,7 +36,11 @@ const WORKLOAD_TIMEOUT_MS = quick ? 180_000 : 900_000;
  */
 async function runWorkload(script, args = [], nodeArgs = []) {
   const name = [script, ...args].join(' ');
-  const started = performance.now();
+  progress(name);
+  const startedAt = performance.now();
+  const heartbeat = setInterval(() => {
+    process.stderr.write(`bench:     ${name} still running, ${((performance.now() - startedAt) / 1000).toFixed(0)} s so far\n`);
+  }, HEARTBEAT_MS);
   const child = spawn(process.execPath, ['--single-threaded', ...nodeArgs, `${here}${script}`, ...args, ...flags], {
     stdio: ['ignore', 'pipe', 'inherit'],
     detached: true,
@@ -37,11 +56,12 @@ async function runWorkload(script, args = [], nodeArgs = []) {
   }, WORKLOAD_TIMEOUT_MS);
   const [code, signal] = await once(child, 'close');
   clearTimeout(timer);
+  clearInterval(heartbeat);
   // Whatever the workload forked and left behind goes with it.
   try {
     process.kill(-child.pid, 'SIGKILL');
   } catch {}
-  process.stderr.write(`bench: ${name} took ${((performance.now() - started) / 1000).toFixed(1)} s\n`);
+  process.stderr.write(`bench: ${name} took ${((performance.now() - startedAt) / 1000).toFixed(1)} s\n`);
   if (timedOut) throw new Error(`${name} timed out`);
   if (code !== 0) throw new Error(`${name} failed with ${signal ?? `status ${code}`}`);
   return JSON.parse(out.trim().split('\n').pop());
@@ -52,6 +72,7 @@ const results = { ...(await runWorkload('process-start.js')) };
 // Python's fork with the same resident size, as a measure of what the kernel
 // itself costs on this machine for copying that many page tables.
 function pythonForkAt(rssMb) {
+  progress(`python fork at ${rssMb} MB`);
   const r = spawnSync('python3', [`${here}peers/py_fork_heap.py`, String(rssMb), quick ? '5' : '15'], {
     encoding: 'utf8',
     timeout: WORKLOAD_TIMEOUT_MS,
@@ -59,7 +80,7 @@ function pythonForkAt(rssMb) {
   return r.status === 0 ? JSON.parse(r.stdout).median_ms : null;
 }
 const heap = [];
-for (const mb of [50, 500, 1024]) {
+for (const mb of HEAP_MB) {
   const h = await runWorkload('fork-heap.js', [String(mb)], ['--max-old-space-size=4096']);
   heap.push({ ...h, pythonMs: pythonForkAt(h.rssMb) });
 }
@@ -123,4 +144,12 @@ const table = lines.join('\n');
 console.log(table);
 mkdirSync(`${here}results`, { recursive: true });
 writeFileSync(`${here}results/latest.json`, JSON.stringify({ meta, results }, null, 2) + '\n');
-if (!quick) writeFileSync(`${here}RESULTS.md`, `# Benchmark results\n\nRecorded by \`npm run bench\` (medians; ratios are peer time / nodemp time, measured in the same run).\n\n${table}\n`);
+// The chart of the headline rows: bench/chart.svg (embedded in the README) from a full run.
+const svg = chart(results, `nodemp against its peers, ${meta.date}, ${meta.machine}, Node ${meta.node}${quick ? ' (quick mode)' : ''}`);
+if (svg !== null) writeFileSync(quick ? `${here}results/chart.svg` : `${here}chart.svg`, svg);
+if (!quick) {
+  writeFileSync(
+    `${here}RESULTS.md`,
+    `# Benchmark results\n\nRecorded by \`npm run bench\` (medians; ratios are peer time / nodemp time, measured in the same run).\n\n![The headline rows as a chart](chart.svg)\n\n${table}\n`,
+  );
+}

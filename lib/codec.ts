@@ -127,17 +127,11 @@ addExtension({
   Class: { [Symbol.hasInstance]: (v: unknown) => (v as { [CROSSING]?: number })[CROSSING] !== undefined } as never,
   type: EXT_NODEMP,
   write(obj: Record<symbol, unknown> & object): Wire {
-    switch (obj[CROSSING]) {
-      case BY_NAME:
-      {
-        const { kind, nameOf } = obj[NAME_OF] as { kind: string; nameOf(o: object): string };
-        return [BY_NAME, kind, nameOf(obj)];
-      }
-      case ERROR:
-        return [ERROR, errorState(obj as unknown as Error), (obj as unknown as Error).cause];
-      default:
-        throw inheritedOnly(obj);
-    }
+    const crossing = obj[CROSSING];
+    if (crossing === ERROR) return [ERROR, errorState(obj as unknown as Error), (obj as unknown as Error).cause];
+    if (crossing !== BY_NAME) throw inheritedOnly(obj);
+    const { kind, nameOf } = obj[NAME_OF] as { kind: string; nameOf(o: object): string };
+    return [BY_NAME, kind, nameOf(obj)];
   },
   read(data: Wire): unknown {
     if (data[0] === ERROR) {

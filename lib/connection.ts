@@ -1,8 +1,7 @@
 // Pipe() and Connection: Python's multiprocessing.connection for forked
 // processes. A duplex Pipe is a socketpair, a one-way Pipe an OS pipe
-// ([readEnd, writeEnd], as in Python). Both ends exist in the creating process;
-// after a fork each process usually closes the end it does not use, and
-// close() only ever closes this process's own descriptor.
+// ([readEnd, writeEnd], as in Python). Both ends exist in the creating process; after a fork each process usually closes the end it does
+// not use, and close() only ever closes this process's own descriptor.
 //
 // Wire format (native/conn.cc writes it): [tag u8][length u32 LE][body], with
 // length 0xFFFFFFFF followed by the real length as u64 LE. The tag says how
@@ -10,25 +9,35 @@
 // send() of a Buffer/Uint8Array). send() is one writev() per message and blocks
 // only while the kernel buffer is full.
 //
-// Receiving: reads pull everything available (up to 64 KiB) into one buffer
-// per connection, parsed here; a frame longer than that buffer is read
-// straight into a buffer of its own size, which recvBytes() then returns
-// without copying. An async receive that finds nothing re-reads for up to
-// READ_SPIN_MS, then watches the descriptor with a uv_poll handle
-// that runs only while a receive (or a wait()) is pending, so an idle
-// connection neither keeps the event loop alive nor wakes it.
+// Receiving takes from the kernel exactly the one frame it returns and
+// nothing after it, so whatever this process does not receive stays in the
+// socket for every other process holding the same end (poll() and wait() only
+// ask the kernel). On a socket (a SOCK_SEQPACKET one on Linux, where a frame
+// goes as records: native/conn.cc says why), one native call peeks at the
+// header and reads header and body: a small body into one scratch buffer shared by all
+// connections (decoded or copied out at once), a long one into a buffer of its
+// own (which recvBytes() returns without copying), recvBytesInto()'s into the
+// caller's buffer. A value frame asked for as bytes is refused before anything
+// is taken. A frame only partly there is taken as far as it goes and finished
+// by later reads of exactly its rest: this process owns it meanwhile, as a
+// CPython recv() in progress would. A descriptor that cannot peek (a one-way
+// Pipe's OS pipe, or a pipe given to `new Connection(fd)`) reads each header,
+// then its body; a value refused as bytes there has had its header taken, so
+// it stays with this process, for its recv().
+//
+// An async receive that finds nothing re-reads for up to READ_SPIN_MS, then
+// watches the descriptor with a uv_poll handle that runs only while a receive
+// (or a wait()) is pending, so an idle connection neither keeps the event
+// loop alive nor wakes it.
 import { inspect } from 'node:util';
 import { native } from './native.js';
-import { BYTES, codecFor, decode, type Codec, type Serializer } from './codec.js';
-import { BufferTooShort, ClosedError, DirectionError, EOFError } from './errors.js';
+import { BYTES, codecFor, decodeRange, type Codec, type Serializer } from './codec.js';
+import { BufferTooShort, ClosedError, DirectionError, EOFError, OSError } from './errors.js';
 import { bytesOf, checkOffset, invalidType, invalidValue, outOfRange } from './args.js';
 import { selfPid } from './self.js';
 
 // How long recv() re-reads for a message before it leaves the wait to the event loop.
 const READ_SPIN_MS = 0.02;
-const CHUNK = 64 * 1024;
-// Compact the receive buffer before a read that would have less room than this.
-const COMPACT_BELOW = 4096;
 const HEADER = 5;
 const LONG_HEADER = 13;
 const LONG = 0xffffffff;
@@ -38,7 +47,50 @@ const OBJECT = 0;
 const RAW = 1;
 const INTO = 2;
 
+// What native.connRecv found (native/conn.cc's RecvResult).
+const R_NONE = -1;
+const R_END = 0;
+const R_FRAME = 1;
+const R_PARTIAL = 2;
+const R_TOO_LONG = 3;
+const R_NOT_BYTES = 4;
+
+// How native.connRecv takes a frame (native/conn.cc's RecvMode).
+const WHOLE_RECORD = 0;
+const PEEK_ANY = 1;
+const PEEK_BYTES = 2;
+
+// Bodies up to this long are read into `scratch`, longer ones into a buffer
+// of their own. At least native/conn.cc's kRecord, the most a record holds.
+const SCRATCH_SIZE = 64 * 1024;
+const scratch = Buffer.allocUnsafeSlow(SCRATCH_SIZE);
+// [tag, body length, body bytes taken, where the body starts]: what connRecv found.
+const frameInfo = native.connFrameInfo();
+
+/** A receive found no whole frame in time. */
+const NOTHING = Symbol('nothing');
+
+function notBytes(method: string): TypeError {
+  const error = new TypeError(
+    `${method}(): the next message was sent with send() as a value, not as bytes (sendBytes(), or send() of a Buffer or Uint8Array); take it with recv()`,
+  );
+  (error as TypeError & { code: string }).code = 'ERR_CONNECTION_NOT_BYTES';
+  return error;
+}
+
+// Nothing the process can do makes the stream whole again for it: the rest of
+// its parent's message is the parent's to read.
+function forkedMidMessage(method: string): Error {
+  const error = new Error(
+    `${method}(): this process was forked while its parent was in the middle of receiving a message on this connection; ` +
+      'the rest of that message is the parent\'s, so this end cannot receive here (receive in one process, or wait for the message before forking)',
+  );
+  (error as Error & { code: string }).code = 'ERR_CONNECTION_FORKED_MID_MESSAGE';
+  return error;
+}
+
 interface Pending {
+  method: string;
   kind: number;
   maxLength: number;
   target: Uint8Array | null;
@@ -100,7 +152,12 @@ const finalizer = new FinalizationRegistry<number>((fd) => {
   }
 });
 
-let creatingPipe = false;
+// What native.connAdopt says a descriptor is.
+const OTHER = 0;
+const RECORDS = 2;
+
+// The kind of the descriptors Pipe() is wrapping; -1: not in Pipe().
+let creatingPipe = -1;
 
 function checkMaxLength(method: string, maxLength: unknown): number {
   if (maxLength === undefined || maxLength === null) return Infinity;
@@ -118,7 +175,7 @@ function checkTimeout(method: string, timeoutMs: unknown): number {
   return timeoutMs;
 }
 
-/** For wait(): calls `listener` once `conn` has a whole message or its end to receive; returns the cancel function. */
+/** For wait(): calls `listener` once `conn` has data or its end to receive; returns the cancel function. */
 export let whenReady: (conn: Connection, listener: () => void) => () => void;
 
 export interface ConnectionOptions {
@@ -141,21 +198,25 @@ export class Connection {
   readonly #readable: boolean;
   readonly #writable: boolean;
   readonly #codec: Codec;
+  // Whether receives can peek at the descriptor (a socket).
+  readonly #peek: boolean;
+  // Whether frames go as records (SOCK_SEQPACKET, native/conn.cc).
+  readonly #records: boolean;
   // The process whose receive state this is: a forked child starts afresh.
   #owner = selfPid;
+  // In a child forked while its parent had taken part of a frame.
+  #forkedMidFrame = false;
 
-  // Unparsed received bytes are #buf[#start, #end).
-  #buf: Buffer | null = null;
-  #start = 0;
-  #end = 0;
-  // A frame longer than the buffer goes straight into a buffer of its own.
-  #big: Buffer | null = null;
-  #bigTag = 0;
-  #bigFilled = 0;
-  // The complete frame #complete() found at #start.
-  #frameHeader = 0;
-  #frameLength = 0;
-  #eof = false;
+  // The frame this process has begun to take from the kernel: #headGot bytes
+  // of its header (0: none begun), then, once #tag >= 0, #bodyGot bytes of
+  // its body at #body[#bodyAt...].
+  #head: Buffer | null = null;
+  #headGot = 0;
+  #tag = -1;
+  #length = 0;
+  #body: Uint8Array | null = null;
+  #bodyAt = 0;
+  #bodyGot = 0;
 
   #pending: Pending[] = [];
   #listeners = new Set<() => void>();
@@ -182,7 +243,9 @@ export class Connection {
     if (typeof writable !== 'boolean') throw invalidType('Connection: options.writable', 'a boolean', writable);
     if (!readable && !writable) throw invalidValue('Connection: at least one of readable and writable must be true');
     this.#codec = codecFor(serializer);
-    if (!creatingPipe) native.connAdopt(fd);
+    const kind = creatingPipe >= 0 ? creatingPipe : native.connAdopt(fd);
+    this.#peek = kind !== OTHER;
+    this.#records = kind === RECORDS;
     this.#fd = fd;
     this.#readable = readable;
     this.#writable = writable;
@@ -218,12 +281,12 @@ export class Connection {
   send(obj: unknown): void {
     const fd = this.#writeFd('send');
     if (obj instanceof Uint8Array) {
-      native.connSend(fd, BYTES, obj, 0, obj.byteLength);
+      native.connSend(fd, BYTES, obj, 0, obj.byteLength, this.#records);
       return;
     }
     const codec = this.#codec;
     const body = codec.encode(obj);
-    native.connSend(fd, codec.tag, body, 0, body.byteLength);
+    native.connSend(fd, codec.tag, body, 0, body.byteLength, this.#records);
   }
 
   /**
@@ -246,24 +309,27 @@ export class Connection {
       }
       count = size;
     }
-    native.connSend(fd, BYTES, data, start, count);
+    native.connSend(fd, BYTES, data, start, count, this.#records);
   }
 
-  /** Resolves with the next message; rejects with EOFError once the other end is closed and nothing is left. */
+  /**
+   * Resolves with the next message (a Buffer for one sent as bytes); rejects
+   * with EOFError once the other end is closed and nothing is left.
+   */
   recv<T = unknown>(): Promise<T> {
     return this.#recvAsync('recv', OBJECT, Infinity, null, 0) as Promise<T>;
   }
 
   /** Blocks until the next message comes and returns it; EOFError once the other end is closed and nothing is left. */
   recvSync<T = unknown>(): T {
-    this.#checkRead('recvSync');
-    this.#awaitFrame('recvSync');
-    return this.#result(OBJECT, Infinity, null, 0) as T;
+    return this.#recvSync('recvSync', OBJECT, Infinity, null, 0) as T;
   }
 
   /**
-   * Resolves with the next message as a Buffer (a message sent with send()
-   * gives its encoded bytes). A message longer than `maxLength` rejects with
+   * Resolves with the next message, which must have been sent as bytes
+   * (sendBytes(), or send() of a Buffer or Uint8Array), as a Buffer. A message
+   * sent as a value rejects with TypeError ERR_CONNECTION_NOT_BYTES and stays
+   * where it is, for recv(). A message longer than `maxLength` rejects with
    * BufferTooShort, whose `data` holds the whole message; it is consumed.
    */
   recvBytes(maxLength?: number): Promise<Buffer> {
@@ -279,15 +345,14 @@ export class Connection {
   /** recvBytes(), blocking this thread. */
   recvBytesSync(maxLength?: number): Buffer {
     const max = checkMaxLength('recvBytesSync', maxLength);
-    this.#checkRead('recvBytesSync');
-    this.#awaitFrame('recvBytesSync');
-    return this.#result(RAW, max, null, 0) as Buffer;
+    return this.#recvSync('recvBytesSync', RAW, max, null, 0) as Buffer;
   }
 
   /**
-   * Resolves with the byte length of the next message once it has been
-   * written into `buf` from byte `offset`. If it does not fit, rejects with
-   * BufferTooShort, whose `data` holds the whole message (it is consumed).
+   * Resolves with the byte length of the next message, which must have been
+   * sent as bytes (as for recvBytes()), once it has been written into `buf`
+   * from byte `offset`. If it does not fit, rejects with BufferTooShort, whose
+   * `data` holds the whole message (it is consumed).
    */
   recvBytesInto(buf: ArrayBufferView | ArrayBuffer | SharedArrayBuffer, offset?: number): Promise<number> {
     let target: Uint8Array;
@@ -305,28 +370,40 @@ export class Connection {
   recvBytesIntoSync(buf: ArrayBufferView | ArrayBuffer | SharedArrayBuffer, offset?: number): number {
     const target = bytesOf('recvBytesIntoSync', buf);
     const start = checkOffset('recvBytesIntoSync', offset, target.byteLength);
-    this.#checkRead('recvBytesIntoSync');
-    this.#awaitFrame('recvBytesIntoSync');
-    return this.#result(INTO, Infinity, target, start) as number;
+    return this.#recvSync('recvBytesIntoSync', INTO, Infinity, target, start) as number;
   }
 
   /**
-   * Whether a whole message can be received without blocking (true also once
-   * the other end is closed: recv() then raises EOFError). Waits up to
-   * `timeoutMs` for one, blocking this thread; the default 0 only looks, and
-   * null or Infinity waits as long as it takes. To wait without blocking the
-   * event loop, use `await wait([conn], timeoutMs)`.
+   * Whether there is data to receive (true also once the other end is
+   * closed: recv() then raises EOFError), as Python's poll(): a query that
+   * reads nothing, so the data stays for whichever process receives it.
+   * Receives this process has pending take what comes first. Waits up to
+   * `timeoutMs`, blocking this thread; the default 0 only looks, and null or
+   * Infinity waits as long as it takes. To wait without blocking the event
+   * loop, use `await wait([conn], timeoutMs)`.
    */
   poll(timeoutMs: number | null = 0): boolean {
     const timeout = checkTimeout('poll', timeoutMs);
     this.#checkRead('poll');
+    const fd = this.#fd;
+    if (this.#pending.length === 0) return native.connPoll(fd, timeout === Infinity ? -1 : timeout);
     const deadline = timeout === Infinity ? Infinity : performance.now() + timeout;
-    return this.#serveAndWait(deadline) || this.#eof;
+    for (;;) {
+      const left = deadline === Infinity ? -1 : Math.max(0, deadline - performance.now());
+      this.#servePending(left);
+      this.#updateWatch();
+      if (this.#pending.length === 0) {
+        return native.connPoll(fd, deadline === Infinity ? -1 : Math.max(0, deadline - performance.now()));
+      }
+      if (left === 0) return false;
+    }
   }
 
   /**
    * Closes this process's descriptor (other processes' copies stay open).
-   * Pending receives reject with ClosedError. Closing twice does nothing.
+   * Pending receives reject with ClosedError; of a message this process had
+   * begun to take (one longer than the socket buffer, still arriving), the
+   * rest stays unread. Closing twice does nothing.
    */
   close(): void {
     const fd = this.#fd;
@@ -339,9 +416,7 @@ export class Connection {
     this.#pending = [];
     this.#listeners = new Set();
     this.#watching = false;
-    this.#buf = null;
-    this.#big = null;
-    this.#start = this.#end = this.#bigFilled = 0;
+    this.#dropFrame();
     if (mine) handlers.delete(fd);
     native.connClose(fd);
     if (!mine) return;
@@ -370,111 +445,27 @@ export class Connection {
     if (this.#fd < 0) throw new ClosedError(`${method}(): the connection is closed`);
     if (!this.#readable) throw new DirectionError(`${method}(): this end of a one-way Pipe is write-only`);
     if (this.#owner !== selfPid) this.#forked();
+    if (this.#forkedMidFrame) throw forkedMidMessage(method);
   }
 
-  // In a forked child: the parent's pending receives and read-ahead are the
-  // parent's (what it had buffered, it has read), not this process's.
+  // In a forked child: the parent's pending receives are the parent's, and so
+  // is a frame it had begun to take (its rest is still in the socket).
   #forked(): void {
     this.#owner = selfPid;
     this.#pending = [];
     this.#listeners = new Set();
     this.#watching = false;
-    this.#start = this.#end = this.#bigFilled = 0;
-    this.#big = null;
+    this.#forkedMidFrame = this.#headGot > 0;
+    this.#dropFrame();
   }
 
-  /** Whether a whole frame is buffered. Sets #frameHeader/#frameLength, or moves a long frame to its own buffer. */
-  #complete(): boolean {
-    const big = this.#big;
-    if (big !== null) return this.#bigFilled === big.length;
-    const avail = this.#end - this.#start;
-    if (avail < HEADER) return false;
-    const buf = this.#buf as Buffer;
-    const s = this.#start;
-    let length = buf[s + 1] + buf[s + 2] * 0x100 + buf[s + 3] * 0x10000 + buf[s + 4] * 0x1000000;
-    let header = HEADER;
-    if (length === LONG) {
-      if (avail < LONG_HEADER) return false;
-      length = Number(buf.readBigUInt64LE(s + HEADER));
-      header = LONG_HEADER;
-    }
-    if (avail >= header + length) {
-      this.#frameHeader = header;
-      this.#frameLength = length;
-      return true;
-    }
-    if (header + length <= buf.length) return false;
-    const own = Buffer.allocUnsafe(length);
-    buf.copy(own, 0, s + header, this.#end);
-    this.#big = own;
-    this.#bigTag = buf[s];
-    this.#bigFilled = avail - header;
-    this.#start = this.#end = 0;
-    return false;
+  #dropFrame(): void {
+    this.#headGot = this.#bodyGot = this.#bodyAt = this.#length = 0;
+    this.#tag = -1;
+    this.#body = null;
   }
 
-  /** Reads what is available (waiting up to timeoutMs; < 0 forever): bytes read, 0 at end of stream, -1 none. */
-  #fill(timeoutMs: number): number {
-    const big = this.#big;
-    if (big !== null) {
-      const n = native.connRead(this.#fd, big, this.#bigFilled, big.length - this.#bigFilled, timeoutMs);
-      if (n > 0) this.#bigFilled += n;
-      return n;
-    }
-    let buf = this.#buf;
-    if (buf === null) {
-      buf = this.#buf = Buffer.allocUnsafeSlow(CHUNK);
-    } else if (this.#start > 0 && buf.length - this.#end < COMPACT_BELOW) {
-      buf.copyWithin(0, this.#start, this.#end);
-      this.#end -= this.#start;
-      this.#start = 0;
-    }
-    const n = native.connRead(this.#fd, buf, this.#end, buf.length - this.#end, timeoutMs);
-    if (n > 0) this.#end += n;
-    return n;
-  }
-
-  /** Reads without waiting until a whole frame is buffered (true), or nothing more is available (false). */
-  #pull(): boolean {
-    for (;;) {
-      if (this.#complete()) return true;
-      if (this.#eof) return false;
-      const n = this.#fill(0);
-      if (n < 0) return false;
-      if (n === 0) this.#eof = true;
-    }
-  }
-
-  /**
-   * Blocks until a whole frame is buffered for this caller (true), the
-   * deadline passes or the stream ends (false). Pending async receives asked
-   * first, so they are served first.
-   */
-  #serveAndWait(deadline: number): boolean {
-    for (;;) {
-      if (this.#complete()) {
-        if (this.#pending.length === 0) return true;
-        this.#deliver(this.#pending.shift() as Pending);
-        if (this.#pending.length === 0) this.#updateWatch();
-        continue;
-      }
-      if (this.#eof) {
-        this.#failPending();
-        return false;
-      }
-      const left = deadline === Infinity ? -1 : Math.max(0, deadline - performance.now());
-      const n = this.#fill(left);
-      if (n === 0) this.#eof = true;
-      else if (n < 0) return false;
-    }
-  }
-
-  #awaitFrame(method: string): void {
-    if (!this.#serveAndWait(Infinity)) throw this.#eofError(method);
-  }
-
-  #eofError(method: string): EOFError {
-    const partial = this.#big !== null || this.#end > this.#start;
+  #eofError(method: string, partial: boolean): EOFError {
     return new EOFError(
       partial
         ? `${method}(): the other end closed in the middle of a message`
@@ -482,90 +473,193 @@ export class Connection {
     );
   }
 
-  /** Consumes the complete frame and turns it into what `kind` asks for; throws for a message that does not fit. */
-  #result(kind: number, maxLength: number, target: Uint8Array | null, offset: number): unknown {
-    let tag: number;
-    let body: Buffer;
-    let owned: boolean;
-    const big = this.#big;
-    if (big !== null) {
-      tag = this.#bigTag;
-      body = big;
-      owned = true;
-      this.#big = null;
-      this.#bigFilled = 0;
-    } else {
-      const buf = this.#buf as Buffer;
-      const s = this.#start;
-      const from = s + this.#frameHeader;
-      const to = from + this.#frameLength;
-      tag = buf[s];
-      body = buf.subarray(from, to);
-      owned = false;
-      if (to === this.#end) this.#start = this.#end = 0;
-      else this.#start = to;
+  /**
+   * Takes the next frame for a receive of `kind` and returns what that
+   * receive returns; NOTHING if no whole frame came within `timeoutMs` (0: do
+   * not wait, < 0: forever). Throws EOFError at the end of the stream,
+   * ERR_CONNECTION_NOT_BYTES (taking nothing more), BufferTooShort.
+   */
+  #receive(method: string, kind: number, maxLength: number, target: Uint8Array | null, offset: number, timeoutMs: number): unknown {
+    if (this.#headGot > 0 || !this.#peek) return this.#continue(method, kind, maxLength, target, offset, timeoutMs);
+    let dest: Uint8Array = scratch;
+    let at = 0;
+    let capacity = SCRATCH_SIZE;
+    if (kind === INTO) {
+      dest = target as Uint8Array;
+      at = offset;
+      capacity = dest.byteLength - offset;
     }
-    if (kind === OBJECT) {
-      if (tag !== BYTES) return decode(tag, body);
-      return owned ? body : Buffer.from(body);
+    // A value may be taken without a look first; bytes are looked at, so
+    // that a value stays where it is for recv().
+    const mode = kind !== OBJECT ? PEEK_BYTES : this.#records ? WHOLE_RECORD : PEEK_ANY;
+    for (;;) {
+      const found = native.connRecv(this.#fd, dest, at, capacity, timeoutMs, mode);
+      switch (found) {
+        case R_FRAME:
+          return this.#result(kind, maxLength, target, offset, frameInfo[0], dest, at + frameInfo[3], frameInfo[1]);
+        case R_NONE:
+          return NOTHING;
+        case R_END:
+          throw this.#eofError(method, false);
+        case R_NOT_BYTES:
+          throw notBytes(method);
+        case R_TOO_LONG:
+          // Peeked, not taken: read it again into a buffer of its size.
+          capacity = frameInfo[1];
+          dest = Buffer.allocUnsafe(capacity);
+          at = 0;
+          continue;
+        case R_PARTIAL: {
+          const length = frameInfo[1];
+          const got = frameInfo[2];
+          const start = at + frameInfo[3];
+          this.#headGot = HEADER;
+          this.#tag = frameInfo[0];
+          this.#length = length;
+          this.#bodyGot = got;
+          if (dest === scratch) {
+            // The scratch buffer is every connection's: the frame moves to one of its own.
+            const own = Buffer.allocUnsafe(length);
+            scratch.copy(own, 0, start, start + got);
+            this.#body = own;
+            this.#bodyAt = 0;
+          } else {
+            this.#body = dest;
+            this.#bodyAt = start;
+          }
+          return this.#continue(method, kind, maxLength, target, offset, timeoutMs);
+        }
+        default:
+          // R_SHORT_HEAD: less than a header has come; take it, so that a
+          // level-triggered watch does not report it again and again.
+          return this.#continue(method, kind, maxLength, target, offset, timeoutMs);
+      }
     }
+  }
+
+  /**
+   * #receive() by reads of no more than the rest of the current frame: for a
+   * frame begun here, and for descriptors that cannot peek.
+   */
+  #continue(method: string, kind: number, maxLength: number, target: Uint8Array | null, offset: number, timeoutMs: number): unknown {
+    const fd = this.#fd;
+    const deadline = timeoutMs > 0 ? performance.now() + timeoutMs : timeoutMs;
+    const left = (): number => (deadline <= 0 ? deadline : Math.max(0, deadline - performance.now()));
+    while (this.#tag < 0) {
+      const head = (this.#head ??= Buffer.alloc(LONG_HEADER));
+      const need = this.#headGot < HEADER ? HEADER : LONG_HEADER;
+      const n = native.connRead(fd, head, this.#headGot, need - this.#headGot, left());
+      if (n < 0) return NOTHING;
+      if (n === 0) throw this.#eofError(method, this.#headGot > 0);
+      this.#headGot += n;
+      if (this.#headGot < HEADER) continue;
+      const short = head.readUInt32LE(1);
+      if (short !== LONG) this.#length = short;
+      else if (this.#headGot === LONG_HEADER) this.#length = Number(head.readBigUInt64LE(HEADER));
+      else continue;
+      this.#tag = head[0];
+    }
+    const length = this.#length;
+    if (this.#body === null) {
+      if (kind !== OBJECT && this.#tag !== BYTES) throw notBytes(method);
+      if (kind === INTO && length <= (target as Uint8Array).byteLength - offset) {
+        this.#body = target;
+        this.#bodyAt = offset;
+      } else {
+        this.#body = Buffer.allocUnsafe(length);
+        this.#bodyAt = 0;
+      }
+    }
+    const body = this.#body as Uint8Array;
+    const at = this.#bodyAt;
+    while (this.#bodyGot < length) {
+      const n = native.connRead(fd, body, at + this.#bodyGot, length - this.#bodyGot, left());
+      if (n < 0) return NOTHING;
+      if (n === 0) throw this.#eofError(method, true);
+      this.#bodyGot += n;
+    }
+    const tag = this.#tag;
+    this.#dropFrame();
+    return this.#result(kind, maxLength, target, offset, tag, body, at, length);
+  }
+
+  /**
+   * What a receive of `kind` returns for the frame whose body is
+   * body[at, at + length): `body` is the shared scratch buffer, the caller's
+   * target, or a buffer of the frame's own.
+   */
+  #result(kind: number, maxLength: number, target: Uint8Array | null, offset: number, tag: number, body: Uint8Array, at: number, length: number): unknown {
+    const own = body !== scratch && body !== target;
+    if (kind === OBJECT) return tag === BYTES && own ? body : decodeRange(tag, body, at, at + length);
     if (kind === RAW) {
-      const data = owned ? body : Buffer.from(body);
-      if (data.length > maxLength) {
-        throw new BufferTooShort(`the message is ${data.length} bytes long, more than maxLength ${maxLength}`, data);
+      const data = own ? (body as Buffer) : (decodeRange(BYTES, body, at, at + length) as Buffer);
+      if (length > maxLength) {
+        throw new BufferTooShort(`the message is ${length} bytes long, more than maxLength ${maxLength}`, data);
       }
       return data;
     }
-    const into = target as Uint8Array;
-    if (offset + body.length > into.byteLength) {
-      throw new BufferTooShort(
-        `the message is ${body.length} bytes long; the buffer has ${into.byteLength - offset} bytes from offset ${offset}`,
-        owned ? body : Buffer.from(body),
-      );
+    if (own) {
+      const room = (target as Uint8Array).byteLength - offset;
+      throw new BufferTooShort(`the message is ${length} bytes long; the buffer has ${room} bytes from offset ${offset}`, body as Buffer);
     }
-    into.set(body, offset);
-    return body.length;
+    return length;
   }
 
-  #deliver(p: Pending): void {
-    let value: unknown;
-    try {
-      value = this.#result(p.kind, p.maxLength, p.target, p.offset);
-    } catch (error) {
-      p.reject(error);
-      return;
+  #recvSync(method: string, kind: number, maxLength: number, target: Uint8Array | null, offset: number): unknown {
+    this.#checkRead(method);
+    // Receives asked for earlier are served first.
+    if (this.#pending.length > 0) {
+      this.#servePending(-1);
+      this.#updateWatch();
     }
-    p.resolve(value);
+    return this.#receive(method, kind, maxLength, target, offset, -1);
   }
 
-  #failPending(error?: unknown): void {
+  /** Serves pending receives in order, waiting up to timeoutMs (< 0: forever) for each. */
+  #servePending(timeoutMs: number): void {
+    while (this.#pending.length > 0) {
+      const p = this.#pending[0];
+      let value: unknown;
+      try {
+        value = this.#receive(p.method, p.kind, p.maxLength, p.target, p.offset, timeoutMs);
+      } catch (error) {
+        // The end of the stream, or a failing descriptor, fails every receive;
+        // a message one receive cannot take fails that one.
+        if (error instanceof EOFError || error instanceof OSError) {
+          this.#failPending(error);
+          return;
+        }
+        this.#pending.shift();
+        p.reject(error);
+        continue;
+      }
+      if (value === NOTHING) return;
+      this.#pending.shift();
+      p.resolve(value);
+    }
+  }
+
+  #failPending(error: unknown): void {
     const pending = this.#pending;
-    if (pending.length === 0) return;
     this.#pending = [];
-    for (const p of pending) p.reject(error ?? this.#eofError('recv'));
-    this.#updateWatch();
+    for (const p of pending) p.reject(error);
   }
 
   #recvAsync(method: string, kind: number, maxLength: number, target: Uint8Array | null, offset: number): Promise<unknown> {
     try {
       this.#checkRead(method);
       if (this.#pending.length === 0) {
-        if (this.#pull()) return Promise.resolve(this.#result(kind, maxLength, target, offset));
-        if (!this.#eof) {
-          // A partner that answers within microseconds is read now, without a
-          // trip through the event loop's poll and its wake-up (tens of
-          // microseconds each way here): the loop waits at most READ_SPIN_MS.
-          const n = this.#fill(READ_SPIN_MS);
-          if (n === 0) this.#eof = true;
-          else if (n > 0 && this.#pull()) return Promise.resolve(this.#result(kind, maxLength, target, offset));
-        }
-        if (this.#eof) throw this.#eofError(method);
+        // A partner that answers within microseconds is read now, without a
+        // trip through the event loop's poll and its wake-up (tens of
+        // microseconds each way here): the loop waits at most READ_SPIN_MS.
+        const value = this.#receive(method, kind, maxLength, target, offset, READ_SPIN_MS);
+        if (value !== NOTHING) return Promise.resolve(value);
       }
     } catch (error) {
       return Promise.reject(error);
     }
     return new Promise((resolve, reject) => {
-      const p: Pending = { kind, maxLength, target, offset, resolve, reject };
+      const p: Pending = { method, kind, maxLength, target, offset, resolve, reject };
       this.#pending.push(p);
       try {
         this.#updateWatch();
@@ -576,27 +670,21 @@ export class Connection {
     });
   }
 
-  // From the event loop: the descriptor is readable (or hung up).
+  // From the event loop: the descriptor is readable (or hung up). Pending
+  // receives take what came; wait()'s listeners hear of what is left.
   #readyEvent(): void {
     if (this.#fd < 0) return;
-    let failed = false;
+    let ready = this.#pending.length === 0;
     try {
-      for (;;) {
-        while (this.#pending.length > 0 && this.#complete()) this.#deliver(this.#pending.shift() as Pending);
-        if (this.#pending.length === 0 && (this.#listeners.size === 0 || this.#complete())) break;
-        if (this.#eof) {
-          this.#failPending();
-          break;
-        }
-        const n = this.#fill(0);
-        if (n < 0) break;
-        if (n === 0) this.#eof = true;
+      if (!ready) {
+        this.#servePending(0);
+        ready = this.#pending.length === 0 && this.#listeners.size > 0 && native.connPoll(this.#fd, 0);
       }
     } catch (error) {
-      failed = true;
+      ready = true;
       this.#failPending(error);
     }
-    if (this.#listeners.size > 0 && (failed || this.#eof || this.#complete())) {
+    if (ready && this.#listeners.size > 0) {
       const listeners = [...this.#listeners];
       this.#listeners.clear();
       for (const listener of listeners) listener();
@@ -612,7 +700,7 @@ export class Connection {
     this.#watching = want;
   }
 
-  // wait(): call `listener` once a whole message (or the end) can be received.
+  // wait(): call `listener` once there is data (or the end) to receive.
   #whenReady(listener: () => void): () => void {
     this.#checkRead('wait');
     this.#listeners.add(listener);
@@ -648,14 +736,14 @@ export function Pipe(options: PipeOptions | boolean = {}): [Connection, Connecti
   const { duplex = true, serializer = 'msgpack' } = options;
   if (typeof duplex !== 'boolean') throw invalidType('Pipe: options.duplex', 'a boolean', duplex);
   codecFor(serializer);
-  const [fd0, fd1] = native.connPipe(duplex);
-  creatingPipe = true;
+  const [fd0, fd1, kind] = native.connPipe(duplex);
+  creatingPipe = kind;
   try {
     return [
       new Connection(fd0, { readable: true, writable: duplex, serializer }),
       new Connection(fd1, { readable: duplex, writable: true, serializer }),
     ];
   } finally {
-    creatingPipe = false;
+    creatingPipe = -1;
   }
 }

@@ -38,10 +38,16 @@ export interface Native {
   drain(): void;
   // Pipe and Connection (native/conn.cc)
   connSetOnReadable(callback: (fd: number) => void): void;
-  connPipe(duplex: boolean): [number, number];
-  connAdopt(fd: number): void;
-  connSend(fd: number, tag: number, data: ArrayBufferView | ArrayBuffer, byteOffset: number, byteLength: number): void;
+  /** The two descriptors and what they are (as connAdopt). */
+  connPipe(duplex: boolean): [number, number, number];
+  /** Returns what the descriptor is: 0 not a socket, 1 a stream socket, 2 a SOCK_SEQPACKET socket. */
+  connAdopt(fd: number): number;
+  connSend(fd: number, tag: number, data: ArrayBufferView | ArrayBuffer, byteOffset: number, byteLength: number, records: boolean): void;
   connRead(fd: number, buffer: Uint8Array, offset: number, length: number, timeoutMs: number): number;
+  /** The Float64Array [tag, body length, body bytes taken, body start] connRecv reports in. */
+  connFrameInfo(): Float64Array;
+  connRecv(fd: number, buffer: Uint8Array, offset: number, capacity: number, timeoutMs: number, mode: number): number;
+  connPoll(fd: number, timeoutMs: number): boolean;
   connWatch(fd: number, on: boolean): void;
   connClose(fd: number): void;
   connPollFds(fds: Int32Array, timeoutMs: number): number;

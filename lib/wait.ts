@@ -1,6 +1,7 @@
 // wait(): Python's multiprocessing.connection.wait for Connections and
-// Processes. A Connection is ready when a whole message (or its end of
-// stream) can be received without blocking, a Process once it has exited.
+// Processes. A Connection is ready when it has data (or its end of stream)
+// to receive, as in Python; looking reads nothing, so the data stays for
+// whichever process receives it. A Process is ready once it has exited.
 // Processes are watched through a descriptor of their own that becomes
 // readable at exit (pidfd on Linux, kqueue EVFILT_PROC on macOS), which never
 // reaps: the exit status is collected by Process itself (isAlive()), so
@@ -136,7 +137,7 @@ function sleepAsync(list: Waitable[], deadline: number): Promise<void> {
 
 /**
  * Resolves with the objects that are ready, in the order given: Connections
- * with a whole message (or their end) to receive, Processes that have exited.
+ * with data (or their end) to receive, Processes that have exited.
  * Waits, without blocking the event loop, until at least one is ready or
  * `timeoutMs` passes (then the array is empty); undefined waits as long as it
  * takes.

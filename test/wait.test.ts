@@ -1,6 +1,6 @@
 import { writeSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { ClosedError, DirectionError, Pipe, Process, ProcessError, wait, waitSync } from '../dist/index.js';
+import { ClosedError, type Connection, DirectionError, EOFError, Pipe, Process, ProcessError, wait, waitSync } from '../dist/index.js';
 import { openFds, shared } from './helpers.js';
 import { busySleep, loopTicksDuring, sleepMs, spawnChild } from './sync-helpers.js';
 
@@ -69,15 +69,59 @@ describe('wait() on connections', () => {
     b.close();
   });
 
-  it('counts a connection ready only once a whole message is there', async () => {
+  it('counts a connection ready once data is there, as Python; the receive then waits for the rest', async () => {
     const [a, b] = Pipe();
     const frame = Buffer.from([0, 3, 0, 0, 0, 7, 8, 9]);
     writeSync(b.fileno(), frame.subarray(0, 6));
-    expect(await wait([a], 60)).toEqual([]);
-    expect(waitSync([a], 60)).toEqual([]);
-    setTimeout(() => writeSync(b.fileno(), frame.subarray(6)), 50);
     expect(await wait([a], 5000)).toEqual([a]);
-    expect([...a.recvBytesSync()]).toEqual([7, 8, 9]);
+    expect(waitSync([a], 5000)).toEqual([a]);
+    const receiving = a.recvBytes();
+    // The receive took what had come; nothing more is there until the rest is sent.
+    expect(waitSync([a], 30)).toEqual([]);
+    setTimeout(() => writeSync(b.fileno(), frame.subarray(6)), 50);
+    expect([...(await receiving)]).toEqual([7, 8, 9]);
+    a.close();
+    b.close();
+  });
+
+  for (const form of ['wait', 'waitSync'] as const) {
+    it(`${form}([r], 5000) in a child that then exits leaves the messages in the pipe (CPython test_boundaries)`, async () => {
+      for (const duplex of [false, true]) {
+        const [r, w] = Pipe({ duplex });
+        const p = new Process({
+          target: async (conn: Connection) => {
+            if (form === 'wait') await wait([conn], 5000);
+            else waitSync([conn], 5000);
+          },
+          args: [r],
+        });
+        p.start();
+        await sleepMs(300);
+        w.sendBytes(Buffer.from('first'));
+        w.sendBytes(Buffer.from('second'));
+        w.close();
+        await p.join();
+        expect(p.exitCode).toBe(0);
+        expect((await r.recvBytes()).toString()).toBe('first');
+        expect(r.recvBytesSync().toString()).toBe('second');
+        expect(() => r.recvBytesSync()).toThrow(EOFError);
+        r.close();
+      }
+    });
+  }
+
+  it('a connection with a receive pending is ready only for what that receive leaves', async () => {
+    const [a, b] = Pipe();
+    const pending = a.recv();
+    b.send('for the pending receive');
+    expect(waitSync([a], 1000)).toEqual([]);
+    expect(await pending).toBe('for the pending receive');
+    const second = a.recv();
+    b.send(1);
+    b.send(2);
+    expect(await wait([a], 5000)).toEqual([a]);
+    expect(await second).toBe(1);
+    expect(a.recvSync()).toBe(2);
     a.close();
     b.close();
   });

@@ -79,14 +79,13 @@ function notBytes(method: string): TypeError {
 }
 
 // Nothing the process can do makes the stream whole again for it: the rest of
-// its parent's message is the parent's to read.
-function forkedMidMessage(method: string): Error {
-  const error = new Error(
+// its parent's message is the parent's to read. For this process the end is
+// as good as closed.
+function forkedMidMessage(method: string): ClosedError {
+  return new ClosedError(
     `${method}(): this process was forked while its parent was in the middle of receiving a message on this connection; ` +
-      'the rest of that message is the parent\'s, so this end cannot receive here (receive in one process, or wait for the message before forking)',
+      "the rest of that message is the parent's, so this end cannot receive here (receive in one process, or wait for the message before forking)",
   );
-  (error as Error & { code: string }).code = 'ERR_CONNECTION_FORKED_MID_MESSAGE';
-  return error;
 }
 
 interface Pending {

@@ -126,7 +126,7 @@ export class ShutDown extends Error {
   }
 }
 
-/** A Queue or Connection was used after this process closed it. */
+/** A Queue, Connection or SharedMemory was used after this process closed it (or a Connection end a child inherited halfway through a message). */
 export class ClosedError extends Error {
   readonly code = 'ERR_CLOSED';
   constructor(message: string) {

@@ -654,6 +654,48 @@ describe('Pipe: a receive takes its one message and nothing else', () => {
   });
 });
 
+describe('Pipe: a message halfway received', () => {
+  // A frame's first record written by hand: a header announcing 100 bytes, 10 of them there.
+  const header = (tag: number, length: number): Buffer => Buffer.from([tag, length & 0xff, (length >> 8) & 0xff, 0, 0]);
+
+  it("belongs to the process that began it: a child forked meanwhile gets ClosedError on that end, the parent the whole message", async () => {
+    const [a, b] = Pipe();
+    writeSync(a.fileno(), Buffer.concat([header(0, 100), Buffer.alloc(10, 1)]));
+    const pending = b.recvBytes();
+    // The receive has taken the first part and waits on the event loop for the rest.
+    await new Promise((r) => setTimeout(r, 20));
+    const child = new Process({
+      target: () => {
+        try {
+          b.recvSync();
+        } catch (e) {
+          process.exit(e instanceof ClosedError && /forked while its parent was in the middle/.test((e as Error).message) ? 7 : 8);
+        }
+      },
+    });
+    child.start();
+    expect(await child.join()).toBe(7);
+    writeSync(a.fileno(), Buffer.alloc(90, 2));
+    const got = await pending;
+    expect(got.length).toBe(100);
+    expect([got[0], got[9], got[10], got[99]]).toEqual([1, 1, 2, 2]);
+    a.send('next');
+    expect(b.recvSync()).toBe('next');
+    a.close();
+    b.close();
+  });
+
+  it('close() while a receive holds part of a message rejects it with ClosedError and leaves the rest unread', async () => {
+    const [a, b] = Pipe();
+    writeSync(a.fileno(), Buffer.concat([header(0, 100), Buffer.alloc(10)]));
+    const pending = b.recvBytes();
+    await new Promise((r) => setTimeout(r, 20));
+    b.close();
+    await expect(pending).rejects.toThrow(ClosedError);
+    a.close();
+  });
+});
+
 describe('Pipe: resources', () => {
   it('leaves no descriptors behind', async () => {
     const before = openFds();

@@ -89,27 +89,40 @@ constexpr uint32_t kQueueTail = 0;            // cell 0, producers: the next pos
 constexpr uint32_t kQueuePuts = 4;            // messages put (a bounded put counts itself before reserving)
 constexpr uint32_t kQueueHead = 64;           // cell 1, consumers: the next position to claim
 constexpr uint32_t kQueueGets = 68;           // messages taken (or skipped)
-constexpr uint32_t kQueueGetSleepers = 132;   // consumers asleep (or about to be) on kQueuePutSeq
-constexpr uint32_t kQueuePutSleepers = 136;   // producers asleep (or about to be) on kQueueGetSeq
+// The recovery lock (8 bytes): 0, or the identity (see kQueuePartyPid) of
+// the one process that is recovering a position; taken over once it is dead.
+constexpr uint32_t kQueueRecoverer = 128;
 constexpr uint32_t kQueuePutSeq = 140;        // bumped when a message is published and a consumer sleeps
 constexpr uint32_t kQueueGetSeq = 144;        // bumped when room is made and a producer sleeps
 constexpr uint32_t kQueueUnfinished = 148;    // JoinableQueue: put and not yet taskDone(); join() sleeps on it
 constexpr uint32_t kQueueJoinSleepers = 152;
-// The newest kQueuePutSeq value a consumer read before going to sleep. A
-// producer wakes consumers only while it equals kQueuePutSeq: once a wake has
-// bumped the sequence, every consumer asleep on the old value has been woken
-// (all of them are), and the puts that follow need no system call until a
-// consumer goes to sleep again.
+// Sleepers announce themselves by sequence, not by count (a count of
+// sleepers drifts up for good with every sleeper killed): the newest
+// kQueuePutSeq value a consumer read before going to sleep. A producer wakes
+// consumers only while it equals kQueuePutSeq: once a wake has bumped the
+// sequence, every consumer asleep on the old value has been woken (all of
+// them are), and the puts that follow need no system call until a consumer
+// goes to sleep again. A sleeper killed leaves at most one needless wake.
 constexpr uint32_t kQueueGetSleepSeq = 156;
+constexpr uint32_t kQueuePutSleepSeq = 160;   // the same for producers, on kQueueGetSeq
 // Each process writes its entry twice per message; one cache line per entry
 // keeps a producer's writes from stealing the line a consumer writes to.
+// A row's owner is an identity, (pid, start time) as one 8-byte word, so
+// that a pid the system reuses is never taken for the dead owner's; it is
+// claimed and taken over with one 8-byte compare-and-swap (see the recovery
+// protocol below). A process owns one row, and one more for its feeder thread.
 constexpr uint32_t kQueueParties = 192;       // cells 3..: what each process is doing, for recovery after its death
 constexpr uint32_t kQueuePartySlots = 32;
 constexpr uint32_t kQueuePartySize = 64;
 constexpr uint32_t kQueuePartyPid = 0;        // within an entry: 0 free
-constexpr uint32_t kQueuePartyKind = 4;       // 0 idle, 1 putting, 2 getting
-constexpr uint32_t kQueuePartyPos = 8;        // the position it is reserving or has claimed
-constexpr uint32_t kQueuePartySlotsUsed = 12; // how many slots that message takes
+constexpr uint32_t kQueuePartyStart = 4;      // the owner's start time (0: unknown, judged by its pid alone)
+constexpr uint32_t kQueuePartyKind = 8;       // a kQueueKind code
+constexpr uint32_t kQueuePartyPos = 12;       // the position it is reserving or has claimed
+constexpr uint32_t kQueuePartySlotsUsed = 16; // how many slots that message takes
+constexpr uint32_t kQueueKindIdle = 0;
+constexpr uint32_t kQueueKindPutting = 1;     // from before counting itself in kQueuePuts until published (or given up)
+constexpr uint32_t kQueueKindGetting = 2;     // from before claiming until counted in kQueueGets
+constexpr uint32_t kQueueKindReleasing = 3;   // counted, handing the slots back
 constexpr uint32_t kQueueHeaderSize = kQueueParties + kQueuePartySlots * kQueuePartySize;
 // Slot s's metadata is entry (s % 8) * (slots / 8) + s / 8: consecutive slots
 // use different cache lines, so a consumer handing back slot p does not pull
@@ -118,6 +131,9 @@ constexpr uint32_t kQueueMetaSize = 8;
 constexpr uint32_t kQueueMetaSeq = 0;         // within a slot's metadata
 constexpr uint32_t kQueueMetaInfo = 4;        // first slot of a message: (encoding tag << 24) | byte length
 constexpr uint32_t kQueueSlotSize = 64;
+// A first slot's sequence word while the recovery lock's holder rewrites
+// that message (p - 1 for position p: no side acts on it).
+constexpr uint32_t kQueueSeqRecovering = 1;
 
 }  // namespace layout
 }  // namespace nodemp

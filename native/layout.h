@@ -83,6 +83,50 @@ constexpr uint32_t kListTypeBytes = 6;
 // for position p (== p), published at p (== p + 1), or still in use by the
 // previous lap. Positions count slots and wrap at 2^32; they are compared by
 // 32-bit difference.
+//
+// Queue recovery: the protocol's invariants (native/ring.cc implements the
+// recovery for lib/queue.ts and the feeder alike).
+//  1. Rows. A row belongs to the identity in its owner word, (pid, start
+//     time), claimed with one 8-byte compare-and-swap; a row is written only
+//     by its owner. A row whose owner is dead (gone, a zombie, or its pid now
+//     a different process) is free to claim whatever state it was left in:
+//     recovery never needs a dead process's row.
+//  2. Intent. A process marks its row busy (putting, getting, releasing)
+//     before every count change and every compare-and-swap on the tail or
+//     head, records the position it is after before that compare-and-swap,
+//     and marks it idle again on every way out: published, released, or
+//     given up (no room, nothing to take, a value where bytes were asked).
+//     So a live process's reservation or claim is always visible in its row
+//     to anyone who saw the tail or head already past it.
+//  3. What recovery may rewrite. A position is recovered only when the ring
+//     itself shows it stuck (the head reserved and not published; a slot
+//     still held a lap behind the tail by a message the head is past) and
+//     no live row is busy at it. Rows of dead processes only decide whether
+//     a taken-back message had already been counted as taken.
+//  4. Exclusion. Only the holder of the recovery lock (kQueueRecoverer, an
+//     identity; taken over once its holder is dead) recovers, and it first
+//     moves the message's first sequence word from the value it judged stuck
+//     to p - kQueueSeqRecovering with a compare-and-swap, so a position is
+//     recovered once, and never after its owner published or released it.
+//     A holder that dies halfway leaves that mark; the next one finishes.
+//  5. Skips. A dead producer's reservation at the head is published as a
+//     message of tag SKIP covering its slots (up to the next live
+//     reservation, published message or the tail; a dead producer's row
+//     starting further on splits it), taken and counted like any message:
+//     each reservation was counted once in kQueuePuts and is counted once in
+//     kQueueGets.
+//  6. Counts. kQueuePuts - kQueueGets is the queue's size but for processes
+//     busy now and those killed between a count and the ring (or during a
+//     recovery); when a waiter finds the ring idle and empty (head == tail,
+//     every slot free for its next lap, no live row busy, nothing moved
+//     during the check) it sets kQueuePuts to kQueueGets, so such errors do
+//     not add up.
+//  7. Sleepers announce the sequence they sleep on (kQueueGetSleepSeq,
+//     kQueuePutSleepSeq), not a count: a killed sleeper costs one wake.
+//  8. Limits: 32 rows, one per process plus one per process whose feeder
+//     thread runs; a process that finds no row works unrecorded and is not
+//     recovered should it die mid-operation. The JoinableQueue count is not
+//     repaired.
 // Each side counts its own messages on its own cache line, so that puts and
 // gets never contend for one counter; the queue's size is their difference.
 constexpr uint32_t kQueueTail = 0;            // cell 0, producers: the next position to reserve

@@ -324,11 +324,15 @@ enum Side { kConsumer = 0, kProducer = 1 };
 
 // One recovery attempt for a side that has waited a while: a consumer on an
 // empty head, a producer on a full ring (or a bounded queue's count). A
-// consumer also takes back a dead consumer's slots, so that an idle queue
-// ends up with every slot free and its counts repaired.
+// consumer also takes back a dead consumer's slots while the counts say a
+// message is missing (its dead consumer never counted it), so that an idle
+// queue ends up with every slot free and its counts repaired; with the counts
+// equal it spares itself the scan of the ring every wait.
 static bool Recover(const RingView& r, uint64_t self, Side side) {
   if (!LockRecovery(r, self)) return false;
-  bool changed = (side == kConsumer && RecoverHead(r)) || RecoverSlot(r) || RepairCounts(r);
+  bool changed = side == kConsumer ? RecoverHead(r) || (Load(Word(r, kQueuePuts)) != Load(Word(r, kQueueGets)) && RecoverSlot(r))
+                                   : RecoverSlot(r);
+  if (!changed) changed = RepairCounts(r);
   UnlockRecovery(r);
   return changed;
 }

@@ -49,24 +49,31 @@ describe('Queue recovery under repeated kills', () => {
     const q = new Queue<number | string>({ ringSize: 4096 });
     const { w, slots } = header(q);
     const n = slots * 3;
-    // One producer at a time, each overflowing the ring, so that its feeder thread puts.
+    // One producer at a time, each putting three rings' worth before anyone
+    // takes a message, so that its feeder thread puts most of them.
     for (let generation = 0; generation < 40; generation++) {
+      const put = shared(1);
       const child = spawnChild(() => {
         for (let i = 0; i < n; i++) q.putSync(i);
+        Atomics.store(put, 0, 1);
       });
+      while (Atomics.load(put, 0) === 0) busySleep(1);
       for (let i = 0; i < n; i++) expect(q.getSync({ timeout: 10000 })).toBe(i);
       child.joinSync();
       expect(child.exitCode).toBe(0);
     }
-    const rows = shared(1);
+    const rows = shared(2);
     const last = spawnChild(() => {
       for (let i = 0; i < n; i++) q.putSync(i);
-      q.joinThread();
       const mine = rowsOf(w, process.pid);
       Atomics.store(rows, 0, mine.length);
-      // Its feeder's row says what a feeder killed between reserving and publishing leaves.
-      reserveAndDie(w, mine[mine.length - 1]);
+      Atomics.store(rows, 1, 1);
+      q.joinThread();
+      // What a feeder killed between reserving and publishing leaves: its
+      // row (the one taken after the JS thread's) says so, if it has one.
+      reserveAndDie(w, mine.length > 1 ? mine[mine.length - 1] : undefined);
     });
+    while (Atomics.load(rows, 1) === 0) busySleep(1);
     for (let i = 0; i < n; i++) expect(q.getSync({ timeout: 10000 })).toBe(i);
     last.joinSync();
     expect(last.exitCode).toBe(-9);

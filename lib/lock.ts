@@ -71,11 +71,18 @@ abstract class LockBase {
   }
 
   /**
-   * True when the last acquire that had to wait took the lock over from a
-   * holder that had died (a warning of type OwnerDiedWarning is emitted too).
+   * True when the latest acquire took the lock over from a holder that had
+   * died (a warning of type OwnerDiedWarning is emitted too); an acquire that
+   * finds the lock free sets it back to false.
    */
   get ownerDied(): boolean {
     return this.#ownerDied;
+  }
+
+  /** The lock was taken without waiting: nobody died for this acquire. */
+  protected takenAtOnce(): true {
+    this.#ownerDied = false;
+    return true;
   }
 
   /** Whether any process holds the lock now. */
@@ -187,13 +194,13 @@ export class Lock extends LockBase {
 
   /** true once acquired; false if `{ block: false }` or `{ timeout }` gave up. */
   acquireSync(options?: WaitOptions): boolean {
-    if (Atomics.compareExchange(this.words, LOCK_WORD, 0, selfPid) === 0) return true;
+    if (Atomics.compareExchange(this.words, LOCK_WORD, 0, selfPid) === 0) return this.takenAtOnce();
     return this.acquireSlowSync(options);
   }
 
   /** Like acquireSync, without blocking the event loop while it waits. */
   acquire(options?: WaitOptions): Promise<boolean> {
-    if (Atomics.compareExchange(this.words, LOCK_WORD, 0, selfPid) === 0) return Promise.resolve(true);
+    if (Atomics.compareExchange(this.words, LOCK_WORD, 0, selfPid) === 0) return Promise.resolve(this.takenAtOnce());
     return this.acquireSlow(options);
   }
 
@@ -238,11 +245,11 @@ export class RLock extends LockBase {
     const w = this.words;
     if (Atomics.compareExchange(w, LOCK_WORD, 0, selfPid) === 0) {
       w[LOCK_DEPTH] = 1;
-      return true;
+      return this.takenAtOnce();
     }
     if (this[isMine]()) {
       w[LOCK_DEPTH]++;
-      return true;
+      return this.takenAtOnce();
     }
     if (!this.acquireSlowSync(options)) return false;
     w[LOCK_DEPTH] = 1;
@@ -253,11 +260,11 @@ export class RLock extends LockBase {
     const w = this.words;
     if (Atomics.compareExchange(w, LOCK_WORD, 0, selfPid) === 0) {
       w[LOCK_DEPTH] = 1;
-      return Promise.resolve(true);
+      return Promise.resolve(this.takenAtOnce());
     }
     if (this[isMine]()) {
       w[LOCK_DEPTH]++;
-      return Promise.resolve(true);
+      return Promise.resolve(this.takenAtOnce());
     }
     return this.acquireSlow(options).then((taken) => {
       if (taken) w[LOCK_DEPTH] = 1;

@@ -6,8 +6,8 @@
 // sequence word; consumers claim a published message with one compare-and-
 // swap on the head, decode it in place and hand the slots back by advancing
 // their sequence words a lap. Nobody sleeps unless the ring is empty (or
-// full): a sleeper announces itself in a counter first, and only then does
-// the other side pay for a wake.
+// full): a sleeper announces the sequence it sleeps on first, and only then
+// does the other side pay for a wake.
 //
 // Messages larger than a quarter of the ring travel in a named SharedMemory
 // segment of their own (the ring carries its name); the segment tracker
@@ -16,7 +16,9 @@
 // A process that dies halfway leaves a record of what it was doing in the
 // party table: a consumer stuck behind a reservation whose producer died
 // skips it, and a producer stuck behind slots claimed by a consumer that
-// died takes them back (that message is lost with its consumer).
+// died takes them back (that message is lost with its consumer). Recovery
+// itself is native (queueRecover in native/ring.cc, shared with the feeder);
+// the protocol's invariants are in native/layout.h.
 import { native } from './native.js';
 import { selfPid } from './self.js';
 import { codecFor, copyBytes, decode, decodeRange, BYTES, type Codec, type Serializer } from './codec.js';
@@ -46,17 +48,14 @@ const HEAD = W(L.kQueueHead);
 const PUTS = W(L.kQueuePuts);
 const SHUTDOWN = W(L.kQueueShutdown);
 const GETS = W(L.kQueueGets);
-const GET_SLEEPERS = W(L.kQueueGetSleepers);
-const PUT_SLEEPERS = W(L.kQueuePutSleepers);
 const PUT_SEQ = W(L.kQueuePutSeq);
 const GET_SEQ = W(L.kQueueGetSeq);
 const UNFINISHED = W(L.kQueueUnfinished);
 const JOIN_SLEEPERS = W(L.kQueueJoinSleepers);
 const GET_SLEEP_SEQ = W(L.kQueueGetSleepSeq);
+const PUT_SLEEP_SEQ = W(L.kQueuePutSleepSeq);
 const PARTIES = W(L.kQueueParties);
-const PARTY_SLOTS = L.kQueuePartySlots;
 const PARTY_WORDS = W(L.kQueuePartySize);
-const PARTY_PID = W(L.kQueuePartyPid);
 const PARTY_KIND = W(L.kQueuePartyKind);
 const PARTY_POS = W(L.kQueuePartyPos);
 const PARTY_USED = W(L.kQueuePartySlotsUsed);
@@ -71,10 +70,13 @@ const RUNNING = 0;
 const SHUT_DOWN = 1;
 const IMMEDIATE = 2;
 
-const IDLE = 0;
-const PUTTING = 1;
-const GETTING = 2;
+const IDLE = L.kQueueKindIdle;
+const PUTTING = L.kQueueKindPutting;
+const GETTING = L.kQueueKindGetting;
+const RELEASING = L.kQueueKindReleasing;
 const NO_ROW = -1;
+const CONSUMER = 0;
+const PRODUCER = 1;
 
 // Encoding tags beyond the codec's own: the body is a segment name, or the
 // slots were abandoned by a producer that died and hold nothing.
@@ -225,93 +227,30 @@ class Ring {
 
   // ---- the party table ----------------------------------------------------
 
+  /** This process's row (claimed natively, reclaiming a dead process's if need be), or NO_ROW. */
   #myRow(): number {
     if (this.#rowPid === selfPid) return this.#row;
-    const w = this.words;
-    let row = NO_ROW;
-    for (let i = 0; i < PARTY_SLOTS && row === NO_ROW; i++) {
-      if (Atomics.load(w, PARTIES + i * PARTY_WORDS + PARTY_PID) === selfPid) row = i;
-    }
-    for (let i = 0; i < PARTY_SLOTS && row === NO_ROW; i++) {
-      const at = PARTIES + i * PARTY_WORDS + PARTY_PID;
-      const pid = Atomics.load(w, at);
-      // A dead process's row is free again, once nothing needs recovering from it.
-      const reusable = pid === 0 || (Atomics.load(w, PARTIES + i * PARTY_WORDS + PARTY_KIND) === IDLE && !native.pidAlive(pid));
-      if (reusable && Atomics.compareExchange(w, at, pid, selfPid) === pid) {
-        Atomics.store(w, PARTIES + i * PARTY_WORDS + PARTY_KIND, IDLE);
-        row = i;
-      }
-    }
-    this.#row = row;
+    this.#row = native.queueRow(this.buffer, this.slots);
     this.#rowPid = selfPid;
-    return row;
+    return this.#row;
   }
 
-  #record(kind: number, pos: number, used: number): void {
+  /** Marks this process's row busy with `kind`: before the count or the compare-and-swap it covers. */
+  #busy(kind: number): number {
     const row = this.#myRow();
-    if (row === NO_ROW) return;
+    if (row === NO_ROW) return -1;
     const base = PARTIES + row * PARTY_WORDS;
-    const w = this.words;
-    // Plain stores: the compare-and-swap that follows orders them before the
-    // reservation or claim it records.
-    w[base + PARTY_POS] = pos;
-    w[base + PARTY_USED] = used;
-    w[base + PARTY_KIND] = kind;
+    this.words[base + PARTY_KIND] = kind;
+    return base;
   }
 
   #idle(): void {
     if (this.#row !== NO_ROW) this.words[PARTIES + this.#row * PARTY_WORDS + PARTY_KIND] = IDLE;
   }
 
-  /** Processes recorded as doing `kind` on a message that covers position `pos`: [live count, dead ones]. */
-  #claimants(kind: number, pos: number): [number, { row: number; pos: number; used: number }[]] {
-    const w = this.words;
-    let live = 0;
-    const dead: { row: number; pos: number; used: number }[] = [];
-    for (let i = 0; i < PARTY_SLOTS; i++) {
-      const base = PARTIES + i * PARTY_WORDS;
-      const pid = Atomics.load(w, base + PARTY_PID);
-      if (pid === 0 || Atomics.load(w, base + PARTY_KIND) !== kind) continue;
-      const start = w[base + PARTY_POS];
-      const used = w[base + PARTY_USED];
-      const offset = (pos - start) | 0;
-      if (offset < 0 || offset >= used) continue;
-      if (pid !== selfPid && !native.pidAlive(pid)) dead.push({ row: i, pos: start, used });
-      else live++;
-    }
-    return [live, dead];
-  }
-
-  #forget(rows: { row: number }[]): void {
-    for (const { row } of rows) Atomics.store(this.words, PARTIES + row * PARTY_WORDS + PARTY_KIND, IDLE);
-  }
-
-  /** The head message's producer died before publishing it: publish it as skipped. */
-  recoverHead(): void {
-    const pos = Atomics.load(this.words, HEAD);
-    const i = this.metaOf(pos);
-    if (((Atomics.load(this.meta, i + META_SEQ) - pos) | 0) !== 0) return;
-    if (Atomics.load(this.words, TAIL) === pos) return;
-    const [live, dead] = this.#claimants(PUTTING, pos);
-    if (live > 0 || dead.length === 0) return;
-    const used = Math.max(1, ...dead.filter((d) => d.pos === pos).map((d) => d.used));
-    this.meta[i + META_INFO] = (SKIP << 24) | (used * SLOT_SIZE);
-    if (Atomics.compareExchange(this.meta, i + META_SEQ, pos, (pos + 1) | 0) === pos) this.#wakeConsumers();
-    this.#forget(dead);
-  }
-
-  /** A slot producers need is still held by a consumer that died: give its message's slots back. */
-  recoverSlot(): void {
-    let pos = Atomics.load(this.words, TAIL);
-    for (let j = 0; j < this.slots; j++, pos = (pos + 1) | 0) {
-      if (((Atomics.load(this.meta, this.metaOf(pos) + META_SEQ) - pos) | 0) < 0) break;
-    }
-    const [live, dead] = this.#claimants(GETTING, (pos - this.slots) | 0);
-    if (live > 0 || dead.length === 0) return;
-    const { pos: start, used } = dead[0];
-    Atomics.add(this.words, GETS, 1);
-    this.#release(start, used);
-    this.#forget(dead);
+  /** After a wait: one attempt at recovering what a dead process left (see queueRecover). */
+  recover(side: typeof CONSUMER | typeof PRODUCER): void {
+    native.queueRecover(this.buffer, this.slots, side);
   }
 
   // ---- putting --------------------------------------------------------------
@@ -321,10 +260,15 @@ class Ring {
     const w = this.words;
     const len = message.end - message.start;
     const used = slotsFor(len);
+    // Busy before the count: a count changes only under a busy row (see RepairCounts in native/ring.cc).
+    const base = this.#busy(PUTTING);
     if (this.maxsize > 0) {
       for (;;) {
         const puts = Atomics.load(w, PUTS);
-        if (((puts - Atomics.load(w, GETS)) | 0) >= this.maxsize) return false;
+        if (((puts - Atomics.load(w, GETS)) | 0) >= this.maxsize) {
+          this.#idle();
+          return false;
+        }
         if (Atomics.compareExchange(w, PUTS, puts, (puts + 1) | 0) === puts) break;
       }
     } else {
@@ -339,10 +283,15 @@ class Ring {
       if (ahead < 0) {
         // The ring is full: a consumer has not handed these slots back yet.
         Atomics.sub(w, PUTS, 1);
+        this.#idle();
         return false;
       }
       if (ahead > 0) continue;
-      this.#record(PUTTING, pos, used);
+      if (base >= 0) {
+        // Plain stores: the compare-and-swap that follows orders them before the reservation.
+        w[base + PARTY_POS] = pos;
+        w[base + PARTY_USED] = used;
+      }
       if (Atomics.compareExchange(w, TAIL, pos, (pos + used) | 0) === pos) break;
     }
     this.#copyIn(message, (pos & mask) * SLOT_SIZE, len);
@@ -351,7 +300,7 @@ class Ring {
     if (this.joinable) Atomics.add(w, UNFINISHED, 1);
     Atomics.store(meta, i + META_SEQ, (pos + 1) | 0);
     this.#idle();
-    if (Atomics.load(w, GET_SLEEPERS) > 0) this.#wakeConsumers();
+    this.#wakeConsumers();
     return true;
   }
 
@@ -383,6 +332,14 @@ class Ring {
     if (Atomics.compareExchange(w, PUT_SEQ, seq, (seq + 1) | 0) === seq) native.futexWake(this.buffer, PUT_SEQ * 4, 0x7fffffff);
   }
 
+  /** As #wakeConsumers, for producers asleep on GET_SEQ (kQueuePutSleepSeq). */
+  #wakeProducers(): void {
+    const w = this.words;
+    const seq = Atomics.load(w, GET_SEQ);
+    if (Atomics.load(w, PUT_SLEEP_SEQ) !== seq) return;
+    if (Atomics.compareExchange(w, GET_SEQ, seq, (seq + 1) | 0) === seq) native.futexWake(this.buffer, GET_SEQ * 4, 0x7fffffff);
+  }
+
   // ---- getting --------------------------------------------------------------
 
   /**
@@ -393,21 +350,31 @@ class Ring {
   tryGet(into: Uint8Array | null = null, offset = 0): unknown {
     const w = this.words;
     const meta = this.meta;
+    let base = -2;
     for (;;) {
       const pos = Atomics.load(w, HEAD);
       const i = this.metaOf(pos);
       const ahead = (Atomics.load(meta, i + META_SEQ) - ((pos + 1) | 0)) | 0;
-      if (ahead < 0) return NOTHING;
+      if (ahead < 0) {
+        if (base !== -2) this.#idle();
+        return NOTHING;
+      }
       if (ahead > 0) continue;
       const info = meta[i + META_INFO];
       const len = info & LENGTH_MASK;
       const tag = info >>> 24;
       if (into !== null && (tag & ~SIDE) !== BYTES && tag !== SKIP) {
+        if (base !== -2) this.#idle();
         // Left where it is: a consumer that takes values with get() may come for it.
         throw notBytes();
       }
       const used = slotsFor(len);
-      this.#record(GETTING, pos, used);
+      if (base === -2) base = this.#busy(GETTING);
+      if (base >= 0) {
+        // Plain stores: the compare-and-swap that follows orders them before the claim.
+        w[base + PARTY_POS] = pos;
+        w[base + PARTY_USED] = used;
+      }
       if (Atomics.compareExchange(w, HEAD, pos, (pos + used) | 0) !== pos) continue;
       let value: unknown = NOTHING;
       try {
@@ -415,10 +382,15 @@ class Ring {
       } finally {
         // Count first: a producer woken by the release must find the room.
         Atomics.add(w, GETS, 1);
+        // Counted: recovery after this process's death must not count it again.
+        if (base >= 0) w[base + PARTY_KIND] = RELEASING;
         this.#release(pos, used);
         this.#idle();
       }
-      if (tag === SKIP) continue;
+      if (tag === SKIP) {
+        base = -2;
+        continue;
+      }
       return value;
     }
   }
@@ -497,10 +469,7 @@ class Ring {
       const p = (pos + j) | 0;
       Atomics.store(this.meta, this.metaOf(p) + META_SEQ, (p + this.slots) | 0);
     }
-    if (Atomics.load(this.words, PUT_SLEEPERS) > 0) {
-      Atomics.add(this.words, GET_SEQ, 1);
-      native.futexWake(this.buffer, GET_SEQ * 4, 0x7fffffff);
-    }
+    this.#wakeProducers();
   }
 
   // ---- waiting --------------------------------------------------------------
@@ -521,27 +490,21 @@ class Ring {
     for (;;) {
       if (this.#spinForMessage()) return true;
       if (timeLeft(deadline) === 0) return false;
-      Atomics.add(w, GET_SLEEPERS, 1);
-      let result: number;
-      try {
-        const seq = Atomics.load(w, PUT_SEQ);
-        this.#announceSleep(seq);
-        if (this.#headPublished() || this.shutDown !== RUNNING) return true;
-        result = yield sleep(this.buffer, PUT_SEQ * 4, seq, slice(deadline, OWNER_CHECK_MS));
-      } finally {
-        Atomics.sub(w, GET_SLEEPERS, 1);
-      }
+      const seq = Atomics.load(w, PUT_SEQ);
+      this.#announceSleep(GET_SLEEP_SEQ, seq);
+      if (this.#headPublished() || this.shutDown !== RUNNING) return true;
+      const result = yield sleep(this.buffer, PUT_SEQ * 4, seq, slice(deadline, OWNER_CHECK_MS));
       if (result !== TIMED_OUT) return true;
-      this.recoverHead();
+      this.recover(CONSUMER);
     }
   }
 
-  /** GET_SLEEP_SEQ = seq, unless a consumer already announced a newer one (it must never go back). */
-  #announceSleep(seq: number): void {
+  /** at = seq, unless a sleeper already announced a newer one (it must never go back). */
+  #announceSleep(at: number, seq: number): void {
     const w = this.words;
     for (;;) {
-      const cur = Atomics.load(w, GET_SLEEP_SEQ);
-      if (((seq - cur) | 0) <= 0 || Atomics.compareExchange(w, GET_SLEEP_SEQ, cur, seq) === cur) return;
+      const cur = Atomics.load(w, at);
+      if (((seq - cur) | 0) <= 0 || Atomics.compareExchange(w, at, cur, seq) === cur) return;
     }
   }
 
@@ -564,16 +527,11 @@ class Ring {
       if (this.tryPut(message)) return;
       if (deadline === -Infinity) throw new QueueFull();
       if (timeLeft(deadline) === 0) throw new QueueFull('the queue stayed full for the whole timeout');
-      Atomics.add(w, PUT_SLEEPERS, 1);
-      let result: number;
-      try {
-        const seq = Atomics.load(w, GET_SEQ);
-        if (this.#roomFor(message.end - message.start) || this.shutDown !== RUNNING) continue;
-        result = yield sleep(this.buffer, GET_SEQ * 4, seq, slice(deadline, OWNER_CHECK_MS));
-      } finally {
-        Atomics.sub(w, PUT_SLEEPERS, 1);
-      }
-      if (result === TIMED_OUT) this.recoverSlot();
+      const seq = Atomics.load(w, GET_SEQ);
+      this.#announceSleep(PUT_SLEEP_SEQ, seq);
+      if (this.#roomFor(message.end - message.start) || this.shutDown !== RUNNING) continue;
+      const result = yield sleep(this.buffer, GET_SEQ * 4, seq, slice(deadline, OWNER_CHECK_MS));
+      if (result === TIMED_OUT) this.recover(PRODUCER);
     }
   }
 
@@ -704,22 +662,12 @@ class Ring {
       }
     }
     if (this.#feed < 0) {
-      const { handle, pending } = native.feedOpen(this.buffer, this.slots, this.#feederRow(), this.joinable);
+      const { handle, pending } = native.feedOpen(this.buffer, this.slots, this.joinable);
       this.#feed = handle;
       this.#feedPending = new Int32Array(pending);
     }
     drainAtExit();
     native.feed(this.#feed, this.buffer, message.tag, message.body.subarray(message.start, message.end));
-  }
-
-  /** A party row of its own for the feeder thread, which may put while this thread gets. */
-  #feederRow(): number {
-    this.#myRow();
-    const w = this.words;
-    for (let i = 0; i < PARTY_SLOTS; i++) {
-      if (i !== this.#row && Atomics.compareExchange(w, PARTIES + i * PARTY_WORDS + PARTY_PID, 0, selfPid) === 0) return i;
-    }
-    return NO_ROW;
   }
 
   get buffered(): number {

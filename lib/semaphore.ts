@@ -69,9 +69,15 @@ export class Semaphore {
     return Atomics.load(this.#words, SEM_VALUE);
   }
 
-  /** True when the last acquire that had to wait gave back slots of a process that had died. */
+  /** True when the latest acquire gave back slots of a process that had died; an acquire that finds a slot free sets it back to false. */
   get ownerDied(): boolean {
     return this.#ownerDied;
+  }
+
+  /** A slot was free: nobody died for this acquire. */
+  #takenAtOnce(): true {
+    this.#ownerDied = false;
+    return true;
   }
 
   #tryTake(): boolean {
@@ -173,13 +179,13 @@ export class Semaphore {
 
   /** Takes a slot: true once taken; false if `{ block: false }` or `{ timeout }` gave up. */
   acquireSync(options?: WaitOptions): boolean {
-    if (this.#tryTake()) return true;
+    if (this.#tryTake()) return this.#takenAtOnce();
     return runSync(this.#acquireSteps(deadlineOf(`${this.constructor.name}.acquireSync`, options)));
   }
 
   /** Like acquireSync, without blocking the event loop while it waits. */
   acquire(options?: WaitOptions): Promise<boolean> {
-    if (this.#tryTake()) return Promise.resolve(true);
+    if (this.#tryTake()) return Promise.resolve(this.#takenAtOnce());
     return runAsyncFrom(() => this.#acquireSteps(deadlineOf(`${this.constructor.name}.acquire`, options)));
   }
 

@@ -29,6 +29,8 @@ bool TimeoutArg(const Napi::CallbackInfo& info, size_t index, const char* fn, in
 void WaiterAfterFork();
 // Whether a process exists and has not exited (a zombie has) (reap.cc).
 bool PidAlive(pid_t pid);
+// A live process's start time, never 0; 0 once it is gone or a zombie (reap.cc).
+uint32_t PidStart(pid_t pid);
 // In a freshly forked child: drop the parent's queue feeds' hold on their mappings.
 void RingAfterFork();
 // In a freshly forked child: close the parent's connection watches (uv_poll

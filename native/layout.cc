@@ -58,25 +58,31 @@ void InitLayout(Napi::Env env, Napi::Object exports) {
   NODEMP_EXPORT(kQueuePuts);
   NODEMP_EXPORT(kQueueShutdown);
   NODEMP_EXPORT(kQueueGets);
-  NODEMP_EXPORT(kQueueGetSleepers);
-  NODEMP_EXPORT(kQueuePutSleepers);
+  NODEMP_EXPORT(kQueueRecoverer);
   NODEMP_EXPORT(kQueuePutSeq);
   NODEMP_EXPORT(kQueueGetSeq);
   NODEMP_EXPORT(kQueueUnfinished);
   NODEMP_EXPORT(kQueueJoinSleepers);
   NODEMP_EXPORT(kQueueGetSleepSeq);
+  NODEMP_EXPORT(kQueuePutSleepSeq);
   NODEMP_EXPORT(kQueueParties);
   NODEMP_EXPORT(kQueuePartySlots);
   NODEMP_EXPORT(kQueuePartySize);
   NODEMP_EXPORT(kQueuePartyPid);
+  NODEMP_EXPORT(kQueuePartyStart);
   NODEMP_EXPORT(kQueuePartyKind);
   NODEMP_EXPORT(kQueuePartyPos);
   NODEMP_EXPORT(kQueuePartySlotsUsed);
+  NODEMP_EXPORT(kQueueKindIdle);
+  NODEMP_EXPORT(kQueueKindPutting);
+  NODEMP_EXPORT(kQueueKindGetting);
+  NODEMP_EXPORT(kQueueKindReleasing);
   NODEMP_EXPORT(kQueueHeaderSize);
   NODEMP_EXPORT(kQueueMetaSize);
   NODEMP_EXPORT(kQueueMetaSeq);
   NODEMP_EXPORT(kQueueMetaInfo);
   NODEMP_EXPORT(kQueueSlotSize);
+  NODEMP_EXPORT(kQueueSeqRecovering);
 #undef NODEMP_EXPORT
   exports.Set("layout", o);
 }

@@ -83,6 +83,50 @@ constexpr uint32_t kListTypeBytes = 6;
 // for position p (== p), published at p (== p + 1), or still in use by the
 // previous lap. Positions count slots and wrap at 2^32; they are compared by
 // 32-bit difference.
+//
+// Queue recovery: the protocol's invariants (native/ring.cc implements the
+// recovery for lib/queue.ts and the feeder alike).
+//  1. Rows. A row belongs to the identity in its owner word, (pid, start
+//     time), claimed with one 8-byte compare-and-swap; a row is written only
+//     by its owner. A row whose owner is dead (gone, a zombie, or its pid now
+//     a different process) is free to claim whatever state it was left in:
+//     recovery never needs a dead process's row.
+//  2. Intent. A process marks its row busy (putting, getting, releasing)
+//     before every count change and every compare-and-swap on the tail or
+//     head, records the position it is after before that compare-and-swap,
+//     and marks it idle again on every way out: published, released, or
+//     given up (no room, nothing to take, a value where bytes were asked).
+//     So a live process's reservation or claim is always visible in its row
+//     to anyone who saw the tail or head already past it.
+//  3. What recovery may rewrite. A position is recovered only when the ring
+//     itself shows it stuck (the head reserved and not published; a slot
+//     still held a lap behind the tail by a message the head is past) and
+//     no live row is busy at it. Rows of dead processes only decide whether
+//     a taken-back message had already been counted as taken.
+//  4. Exclusion. Only the holder of the recovery lock (kQueueRecoverer, an
+//     identity; taken over once its holder is dead) recovers, and it first
+//     moves the message's first sequence word from the value it judged stuck
+//     to p - kQueueSeqRecovering with a compare-and-swap, so a position is
+//     recovered once, and never after its owner published or released it.
+//     A holder that dies halfway leaves that mark; the next one finishes.
+//  5. Skips. A dead producer's reservation at the head is published as a
+//     message of tag SKIP covering its slots (up to the next live
+//     reservation, published message or the tail; a dead producer's row
+//     starting further on splits it), taken and counted like any message:
+//     each reservation was counted once in kQueuePuts and is counted once in
+//     kQueueGets.
+//  6. Counts. kQueuePuts - kQueueGets is the queue's size but for processes
+//     busy now and those killed between a count and the ring (or during a
+//     recovery); when a waiter finds the ring idle and empty (head == tail,
+//     every slot free for its next lap, no live row busy, nothing moved
+//     during the check) it sets kQueuePuts to kQueueGets, so such errors do
+//     not add up.
+//  7. Sleepers announce the sequence they sleep on (kQueueGetSleepSeq,
+//     kQueuePutSleepSeq), not a count: a killed sleeper costs one wake.
+//  8. Limits: 32 rows, one per process plus one per process whose feeder
+//     thread runs; a process that finds no row works unrecorded and is not
+//     recovered should it die mid-operation. The JoinableQueue count is not
+//     repaired.
 // Each side counts its own messages on its own cache line, so that puts and
 // gets never contend for one counter; the queue's size is their difference.
 constexpr uint32_t kQueueTail = 0;            // cell 0, producers: the next position to reserve
@@ -93,27 +137,40 @@ constexpr uint32_t kQueuePuts = 4;            // messages put (a bounded put cou
 constexpr uint32_t kQueueShutdown = 8;
 constexpr uint32_t kQueueHead = 64;           // cell 1, consumers: the next position to claim
 constexpr uint32_t kQueueGets = 68;           // messages taken (or skipped)
-constexpr uint32_t kQueueGetSleepers = 132;   // consumers asleep (or about to be) on kQueuePutSeq
-constexpr uint32_t kQueuePutSleepers = 136;   // producers asleep (or about to be) on kQueueGetSeq
+// The recovery lock (8 bytes): 0, or the identity (see kQueuePartyPid) of
+// the one process that is recovering a position; taken over once it is dead.
+constexpr uint32_t kQueueRecoverer = 128;
 constexpr uint32_t kQueuePutSeq = 140;        // bumped when a message is published and a consumer sleeps
 constexpr uint32_t kQueueGetSeq = 144;        // bumped when room is made and a producer sleeps
 constexpr uint32_t kQueueUnfinished = 148;    // JoinableQueue: put and not yet taskDone(); join() sleeps on it
 constexpr uint32_t kQueueJoinSleepers = 152;
-// The newest kQueuePutSeq value a consumer read before going to sleep. A
-// producer wakes consumers only while it equals kQueuePutSeq: once a wake has
-// bumped the sequence, every consumer asleep on the old value has been woken
-// (all of them are), and the puts that follow need no system call until a
-// consumer goes to sleep again.
+// Sleepers announce themselves by sequence, not by count (a count of
+// sleepers drifts up for good with every sleeper killed): the newest
+// kQueuePutSeq value a consumer read before going to sleep. A producer wakes
+// consumers only while it equals kQueuePutSeq: once a wake has bumped the
+// sequence, every consumer asleep on the old value has been woken (all of
+// them are), and the puts that follow need no system call until a consumer
+// goes to sleep again. A sleeper killed leaves at most one needless wake.
 constexpr uint32_t kQueueGetSleepSeq = 156;
+constexpr uint32_t kQueuePutSleepSeq = 160;   // the same for producers, on kQueueGetSeq
 // Each process writes its entry twice per message; one cache line per entry
 // keeps a producer's writes from stealing the line a consumer writes to.
+// A row's owner is an identity, (pid, start time) as one 8-byte word, so
+// that a pid the system reuses is never taken for the dead owner's; it is
+// claimed and taken over with one 8-byte compare-and-swap (see the recovery
+// protocol below). A process owns one row, and one more for its feeder thread.
 constexpr uint32_t kQueueParties = 192;       // cells 3..: what each process is doing, for recovery after its death
 constexpr uint32_t kQueuePartySlots = 32;
 constexpr uint32_t kQueuePartySize = 64;
 constexpr uint32_t kQueuePartyPid = 0;        // within an entry: 0 free
-constexpr uint32_t kQueuePartyKind = 4;       // 0 idle, 1 putting, 2 getting
-constexpr uint32_t kQueuePartyPos = 8;        // the position it is reserving or has claimed
-constexpr uint32_t kQueuePartySlotsUsed = 12; // how many slots that message takes
+constexpr uint32_t kQueuePartyStart = 4;      // the owner's start time (0: unknown, judged by its pid alone)
+constexpr uint32_t kQueuePartyKind = 8;       // a kQueueKind code
+constexpr uint32_t kQueuePartyPos = 12;       // the position it is reserving or has claimed
+constexpr uint32_t kQueuePartySlotsUsed = 16; // how many slots that message takes
+constexpr uint32_t kQueueKindIdle = 0;
+constexpr uint32_t kQueueKindPutting = 1;     // from before counting itself in kQueuePuts until published (or given up)
+constexpr uint32_t kQueueKindGetting = 2;     // from before claiming until counted in kQueueGets
+constexpr uint32_t kQueueKindReleasing = 3;   // counted, handing the slots back
 constexpr uint32_t kQueueHeaderSize = kQueueParties + kQueuePartySlots * kQueuePartySize;
 // Slot s's metadata is entry (s % 8) * (slots / 8) + s / 8: consecutive slots
 // use different cache lines, so a consumer handing back slot p does not pull
@@ -122,6 +179,9 @@ constexpr uint32_t kQueueMetaSize = 8;
 constexpr uint32_t kQueueMetaSeq = 0;         // within a slot's metadata
 constexpr uint32_t kQueueMetaInfo = 4;        // first slot of a message: (encoding tag << 24) | byte length
 constexpr uint32_t kQueueSlotSize = 64;
+// A first slot's sequence word while the recovery lock's holder rewrites
+// that message (p - 1 for position p: no side acts on it).
+constexpr uint32_t kQueueSeqRecovering = 1;
 
 }  // namespace layout
 }  // namespace nodemp

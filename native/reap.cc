@@ -11,6 +11,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include <cerrno>
+#include <cstdlib>
 #include <ctime>
 #include <unordered_map>
 #include <vector>
@@ -276,6 +277,41 @@ bool PidAlive(pid_t pid) {
   size_t len = sizeof kp;
   if (sysctl(mib, 4, &kp, &len, nullptr, 0) != 0 || len == 0) return true;
   return kp.kp_proc.p_stat != SZOMB;
+#endif
+}
+
+// When a live process started, as a number that differs between two
+// processes given the same pid (Linux: clock ticks since boot; macOS:
+// microseconds), never 0; 0 if the process is gone or a zombie.
+uint32_t PidStart(pid_t pid) {
+#if defined(__linux__)
+  char path[32];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", static_cast<int>(pid));
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return 0;
+  char buf[1024];
+  ssize_t n = read(fd, buf, sizeof buf - 1);
+  close(fd);
+  if (n <= 0) return 0;
+  buf[n] = 0;
+  const char* p = std::strrchr(buf, ')');
+  if (p == nullptr || p[1] == 0 || p[2] == 0 || p[2] == 'Z' || p[2] == 'X') return 0;
+  // After ") " come the state (field 3) and, 19 fields on, the start time (field 22).
+  p += 2;
+  for (int field = 3; field < 22; field++) {
+    p = std::strchr(p, ' ');
+    if (p == nullptr) return 0;
+    p++;
+  }
+  uint64_t ticks = std::strtoull(p, nullptr, 10);
+  return static_cast<uint32_t>(ticks) | 1u;
+#elif defined(__APPLE__)
+  int mib[4] = {CTL_KERN, KERN_PROC, KERN_PROC_PID, static_cast<int>(pid)};
+  struct kinfo_proc kp;
+  size_t len = sizeof kp;
+  if (sysctl(mib, 4, &kp, &len, nullptr, 0) != 0 || len == 0 || kp.kp_proc.p_stat == SZOMB) return 0;
+  uint64_t us = static_cast<uint64_t>(kp.kp_proc.p_starttime.tv_sec) * 1000000u + kp.kp_proc.p_starttime.tv_usec;
+  return static_cast<uint32_t>(us) | 1u;
 #endif
 }
 

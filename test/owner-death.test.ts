@@ -86,6 +86,42 @@ describe('owner death', () => {
     expect(r.locked()).toBe(false);
   });
 
+  it('ownerDied describes the latest acquire only: the next one, uncontended, says false', async () => {
+    const lock = new Lock();
+    holderKilled(() => lock.acquireSync());
+    expect(lock.acquireSync({ timeout: 5000 })).toBe(true);
+    expect(lock.ownerDied).toBe(true);
+    lock.release();
+    expect(lock.acquireSync()).toBe(true);
+    expect(lock.ownerDied).toBe(false);
+    lock.release();
+    holderKilled(() => lock.acquireSync());
+    expect(await lock.acquire({ timeout: 5000 })).toBe(true);
+    expect(lock.ownerDied).toBe(true);
+    lock.release();
+    expect(await lock.acquire()).toBe(true);
+    expect(lock.ownerDied).toBe(false);
+    lock.release();
+
+    const r = new RLock();
+    holderKilled(() => r.acquireSync());
+    expect(r.acquireSync({ timeout: 5000 })).toBe(true);
+    expect(r.ownerDied).toBe(true);
+    expect(r.acquireSync()).toBe(true);
+    expect(r.ownerDied).toBe(false);
+    r.release();
+    r.release();
+
+    const s = new Semaphore(1);
+    holderKilled(() => s.acquireSync());
+    expect(s.acquireSync({ timeout: 5000 })).toBe(true);
+    expect(s.ownerDied).toBe(true);
+    s.release();
+    expect(s.acquireSync()).toBe(true);
+    expect(s.ownerDied).toBe(false);
+    s.release();
+  });
+
   it('Value: a holder killed mid-update does not wedge the value lock', () => {
     const v = new Value('i', 0);
     holderKilled(() => {

@@ -127,6 +127,7 @@ describe('SharedMemory and ShareableList in a message', () => {
     const q = new Queue();
     const [parentEnd, childEnd] = Pipe();
     const child = new Process({
+      daemon: true,
       target: async () => {
         const got = (await q.get()) as { shm: SharedMemory; list: ShareableList };
         got.shm.buf[1] = got.shm.buf[0] + 1;

@@ -12,7 +12,9 @@ describe('Queue.shutdown()', () => {
     q.putSync(1);
     q.putSync(2);
     const seen = shared(4);
+    // Daemons: should an assertion fail, no child is left blocked behind the test.
     const child = new Process({
+      daemon: true,
       target: async () => {
         // Waits for the parent's shutdown, then tries every way in.
         while (!q.isShutDown) await sleep(1);
@@ -55,6 +57,7 @@ describe('Queue.shutdown()', () => {
     const children = kinds.map(
       (call, i) =>
         new Process({
+          daemon: true,
           target: async () => {
             Atomics.add(out, 4, 1);
             try {
@@ -127,7 +130,7 @@ describe('Queue.close()', () => {
   it('SimpleQueue: empty(), put() and get() throw ClosedError naming SimpleQueue; other processes go on', async () => {
     const q = new SimpleQueue<number>();
     q.put(1);
-    const child = new Process({ target: () => q.put(q.getSync() + 1) });
+    const child = new Process({ target: () => q.put(q.getSync() + 1), daemon: true });
     q.close();
     expect(() => q.empty()).toThrow(/SimpleQueue\.empty\(\): the queue is closed/);
     expect(() => q.put(2)).toThrow(ClosedError);

@@ -238,6 +238,41 @@ describe('Pool: errors', () => {
     for (const x of p.pids) expect(running(x)).toBe(true);
   });
 
+  it('over 80 worker generations with workers killed at random, even mid-answer: every task gets its value or WorkerDiedError, nothing hangs', async () => {
+    // The results come back on one queue written by every worker; each new
+    // worker takes a row of its party table (32 of them), and a worker killed
+    // while it puts its answer must not stall the pool (issue #11).
+    const p = pool({ processes: 2, maxtasksperchild: 1 });
+    const answer = (i: number): Buffer => Buffer.alloc(3000 + (i % 7) * 500, i % 251);
+    let killing = true;
+    const killer = (async () => {
+      let kills = 0;
+      while (killing) {
+        await new Promise((r) => setTimeout(r, 3 + Math.random() * 12));
+        // The workers themselves: p.pids leaves out those retiring after their one task.
+        const pids = childrenOf(process.pid);
+        if (pids.length === 0) continue;
+        try {
+          process.kill(pids[Math.floor(Math.random() * pids.length)], 'SIGKILL');
+          kills++;
+        } catch {
+          // it had just exited, after its one task
+        }
+      }
+      return kills;
+    })();
+    const settled = await Promise.allSettled(Array.from({ length: 120 }, (_, i) => p.apply(answer, [i])));
+    killing = false;
+    const kills = await killer;
+    expect(kills).toBeGreaterThan(0);
+    for (const [i, r] of settled.entries()) {
+      if (r.status === 'fulfilled') expect(Buffer.compare(r.value as Buffer, answer(i))).toBe(0);
+      else expect(r.reason).toBeInstanceOf(WorkerDiedError);
+    }
+    expect(settled.filter((r) => r.status === 'fulfilled').length).toBeGreaterThan(0);
+    expect(await p.map(square, [1, 2, 3], { chunksize: 1 })).toEqual([1, 4, 9]);
+  });
+
   it('tasks queued behind a dying task still run, on other workers', async () => {
     const p = pool({ processes: 1 });
     const results = await Promise.allSettled([

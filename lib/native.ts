@@ -34,7 +34,8 @@ export interface Native {
   // The feeder of unbounded queues (native/ring.cc)
   /** `pending`: an int32, the feed's count of waiting messages, kept up to date by the native side. */
   feedOpen(buffer: ArrayBuffer, slots: number, joinable: boolean): { handle: number; pending: ArrayBuffer };
-  feed(handle: number, buffer: ArrayBuffer, tag: number, bytes: Uint8Array): void;
+  /** `large`: the bytes go into a segment of their own when their turn comes (native/ring.cc, Place). */
+  feed(handle: number, buffer: ArrayBuffer, tag: number, bytes: Uint8Array, large: boolean): void;
   /** A party row of this process's own in the queue's table (-1: every row has a live owner). */
   queueRow(buffer: ArrayBuffer, slots: number): number;
   /** One recovery attempt after a wait: side 0 a consumer on an unpublished head, 1 a producer with no room. */

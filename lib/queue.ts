@@ -519,20 +519,43 @@ class Ring {
     return false;
   }
 
-  /** Room for a message of `len` bytes, or this producer sleeps until consumers make some. */
-  *putSteps(message: Encoded, deadline: number): Steps<void> {
+  /**
+   * Room for `raw` (from encode()), or this producer sleeps until consumers
+   * make some. A large message goes into its segment only once there is room
+   * for it in the ring, so a producer killed while it waits leaves none behind.
+   */
+  *putSteps(raw: Encoded, deadline: number): Steps<void> {
     const w = this.words;
-    for (;;) {
-      this.checkPut();
-      if (this.tryPut(message)) return;
-      if (deadline === -Infinity) throw new QueueFull();
-      if (timeLeft(deadline) === 0) throw new QueueFull('the queue stayed full for the whole timeout');
-      const seq = Atomics.load(w, GET_SEQ);
-      this.#announceSleep(PUT_SLEEP_SEQ, seq);
-      if (this.#roomFor(message.end - message.start) || this.shutDown !== RUNNING) continue;
-      const result = yield sleep(this.buffer, GET_SEQ * 4, seq, slice(deadline, OWNER_CHECK_MS));
-      if (result === TIMED_OUT) this.recover(PRODUCER);
+    let placed: Encoded | null = null;
+    try {
+      for (;;) {
+        this.checkPut();
+        if (placed === null && this.#roomFor(this.#placedLength(raw))) placed = this.#place(raw);
+        if (placed !== null && this.tryPut(placed)) {
+          placed = null;
+          return;
+        }
+        if (deadline === -Infinity) throw new QueueFull();
+        if (timeLeft(deadline) === 0) throw new QueueFull('the queue stayed full for the whole timeout');
+        const seq = Atomics.load(w, GET_SEQ);
+        this.#announceSleep(PUT_SLEEP_SEQ, seq);
+        if (this.#roomFor(this.#placedLength(raw)) || this.shutDown !== RUNNING) continue;
+        const result = yield sleep(this.buffer, GET_SEQ * 4, seq, slice(deadline, OWNER_CHECK_MS));
+        if (result === TIMED_OUT) this.recover(PRODUCER);
+      }
+    } finally {
+      if (placed !== null) this.#discard(placed);
     }
+  }
+
+  /** tryPut() of `raw` (from encode()), placing a large one only if there is room for it; false if there is none. */
+  tryPutRaw(raw: Encoded): boolean {
+    if (raw.end - raw.start <= this.sideThreshold) return this.tryPut(raw);
+    if (!this.#roomFor(SLOT_SIZE)) return false;
+    const placed = this.#place(raw);
+    if (this.tryPut(placed)) return true;
+    this.#discard(placed);
+    return false;
   }
 
   /**
@@ -609,16 +632,28 @@ class Ring {
 
   // ---- encoding -------------------------------------------------------------
 
-  /** The message as it goes into the ring: bytes as they are, values encoded, large ones by segment. */
+  /**
+   * The message's bytes: bytes as they are, values encoded. One larger than
+   * sideThreshold goes into the ring as the name of a segment it is written
+   * to, made at the last moment (#place, or the feeder's Place).
+   */
   encode(value: unknown): Encoded {
-    if (value instanceof Uint8Array) return this.#placed(BYTES, value, 0, value.length);
+    if (value instanceof Uint8Array) return { tag: BYTES, body: value, start: 0, end: value.length };
     const codec = this.codec;
     const body = codec.encodeRange(value);
-    return this.#placed(codec.tag, body, codec.start, codec.end);
+    return { tag: codec.tag, body, start: codec.start, end: codec.end };
   }
 
-  #placed(tag: number, body: Uint8Array, start: number, end: number): Encoded {
-    if (end - start <= this.sideThreshold) return { tag, body, start, end };
+  /** How many bytes `raw` takes in the ring: its own, or a segment name's (one slot). */
+  #placedLength(raw: Encoded): number {
+    const len = raw.end - raw.start;
+    return len <= this.sideThreshold ? len : SLOT_SIZE;
+  }
+
+  /** `raw` as it goes into the ring: a large message as the name of a new segment that holds it. */
+  #place(raw: Encoded): Encoded {
+    const { tag, body, start, end } = raw;
+    if (end - start <= this.sideThreshold) return raw;
     const shm = new SharedMemory({ create: true, size: Math.max(1, end - start) });
     shm.buf.set(body.subarray(start, end));
     const name = Buffer.from(shm.name, 'utf8');
@@ -631,8 +666,8 @@ class Ring {
     return { ...message, body: message.body.slice(message.start, message.end), start: 0, end: message.end - message.start };
   }
 
-  /** A message that was encoded but never put: removes the segment a large one was written to. */
-  discard(message: Encoded): void {
+  /** A placed message that was never put: removes the segment a large one was written to. */
+  #discard(message: Encoded): void {
     if ((message.tag & SIDE) === 0) return;
     const shm = new SharedMemory({ name: Buffer.from(message.body).toString('utf8') });
     shm.close();
@@ -654,11 +689,11 @@ class Ring {
       this.#feedPid = selfPid;
     }
     if (this.#feed < 0 || Atomics.load(this.#feedPending, 0) === 0) {
-      if (this.tryPut(message)) return;
+      if (this.tryPutRaw(message)) return;
       // A busy consumer usually makes room within microseconds; handing the
       // message to the feeder thread costs more than waiting for that.
       for (let i = 0; i < SPIN_LIMIT; i++) {
-        if (this.#roomFor(message.end - message.start) && this.tryPut(message)) return;
+        if (this.#roomFor(this.#placedLength(message)) && this.tryPutRaw(message)) return;
       }
     }
     if (this.#feed < 0) {
@@ -667,7 +702,8 @@ class Ring {
       this.#feedPending = new Int32Array(pending);
     }
     drainAtExit();
-    native.feed(this.#feed, this.buffer, message.tag, message.body.subarray(message.start, message.end));
+    // A large message is handed over as its bytes: the feeder writes its segment when its turn comes.
+    native.feed(this.#feed, this.buffer, message.tag, message.body.subarray(message.start, message.end), message.end - message.start > this.sideThreshold);
   }
 
   get buffered(): number {
@@ -720,11 +756,8 @@ export class Queue<T = unknown> {
         ring.putUnbounded(message);
         return Promise.resolve();
       }
-      if (ring.tryPut(message)) return Promise.resolve();
-      return runAsync(ring.putSteps(ring.detach(message), deadline)).catch((error: unknown) => {
-        ring.discard(message);
-        throw error;
-      });
+      if (ring.tryPutRaw(message)) return Promise.resolve();
+      return runAsync(ring.putSteps(ring.detach(message), deadline));
     } catch (error) {
       return Promise.reject(error);
     }
@@ -740,12 +773,7 @@ export class Queue<T = unknown> {
       ring.putUnbounded(message);
       return;
     }
-    try {
-      runSync(ring.putSteps(message, deadline));
-    } catch (error) {
-      ring.discard(message);
-      throw error;
-    }
+    runSync(ring.putSteps(message, deadline));
   }
 
   /** putSync(item, { block: false }): throws QueueFull if a bounded queue is full. */

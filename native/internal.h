@@ -3,6 +3,7 @@
 #include <napi.h>
 #include <uv.h>
 #include <cstdint>
+#include <string>
 #include <sys/types.h>
 
 namespace nodemp {
@@ -31,6 +32,9 @@ void WaiterAfterFork();
 bool PidAlive(pid_t pid);
 // A live process's start time, never 0; 0 once it is gone or a zombie (reap.cc).
 uint32_t PidStart(pid_t pid);
+// Writes `length` bytes into a new named segment, handed to this process's
+// tracker first (shm.cc); sets `name` (without the leading '/'). 0 or errno.
+int WriteSegment(const uint8_t* data, size_t length, std::string* name);
 // In a freshly forked child: drop the parent's queue feeds' hold on their mappings.
 void RingAfterFork();
 // In a freshly forked child: close the parent's connection watches (uv_poll

@@ -22,6 +22,7 @@
 #include <unistd.h>
 #include <cerrno>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <string>
@@ -39,6 +40,8 @@ using namespace layout;
 struct Message {
   uint32_t tag;
   std::vector<uint8_t> body;
+  // A large message still as its bytes (see Place).
+  bool large = false;
 };
 
 void TrackerUnregister(const std::string& name);
@@ -405,6 +408,25 @@ static void AnnounceSleep(const RingView& r, uint32_t announced_at, int32_t seq)
   }
 }
 
+// A large message waiting here goes into a segment of its own only when it is
+// its turn to be written: the bytes of the messages behind it die with this
+// process, and a killed producer leaves at most the one segment of the message
+// it was writing (the tracker removes it once the queue's process family is
+// gone). False if the segment could not be made: the message is dropped with a
+// word on stderr, as Python's feeder thread prints what it cannot send.
+static bool Place(Message& m) {
+  std::string name;
+  int err = WriteSegment(m.body.data(), m.body.size(), &name);
+  if (err != 0) {
+    fprintf(stderr, "nodemp: a Queue message of %zu bytes was dropped: no shared-memory segment for it (%s)\n", m.body.size(), strerror(err));
+    return false;
+  }
+  m.body.assign(name.begin(), name.end());
+  m.tag |= kTagSide;
+  m.large = false;
+  return true;
+}
+
 constexpr int kSpins = 64;
 
 // How long the thread sleeps on one full queue before looking at the others.
@@ -424,7 +446,8 @@ static void* Feeder(void*) {
       while (!f->messages.empty()) {
         Message& m = f->messages.front();
         lock.unlock();
-        bool put = TryPut(f, m);
+        bool dropped = m.large && !Place(m);
+        bool put = dropped || TryPut(f, m);
         lock.lock();
         if (!put) {
           full = f;
@@ -590,8 +613,9 @@ static Feed* FeedArg(const Napi::CallbackInfo& info) {
   return feeds[static_cast<size_t>(index)];
 }
 
-// feed(handle, buffer, tag, bytes): queues a copy of bytes behind this
-// process's other waiting messages for that queue.
+// feed(handle, buffer, tag, bytes, large): queues a copy of bytes behind this
+// process's other waiting messages for that queue; `large`: they go into a
+// segment of their own when their turn comes (Place).
 static Napi::Value FeedMessage(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Feed* f = FeedArg(info);
@@ -601,7 +625,7 @@ static Napi::Value FeedMessage(const Napi::CallbackInfo& info) {
     return env.Undefined();
   }
   Napi::Uint8Array bytes = info[3].As<Napi::Uint8Array>();
-  Message m{info[2].As<Napi::Number>().Uint32Value(), std::vector<uint8_t>(bytes.Data(), bytes.Data() + bytes.ByteLength())};
+  Message m{info[2].As<Napi::Number>().Uint32Value(), std::vector<uint8_t>(bytes.Data(), bytes.Data() + bytes.ByteLength()), info[4].ToBoolean()};
   if (!f->kept) {
     f->keep = Napi::Persistent(info[1].As<Napi::ArrayBuffer>());
     f->kept = true;

@@ -10,8 +10,14 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#if defined(__linux__)
+#include <sys/random.h>
+#endif
 #include <cerrno>
 #include <cstdint>
+#include <atomic>
+#include <cstring>
+#include <ctime>
 #include <mutex>
 #include <string>
 #include <unordered_map>
@@ -22,6 +28,64 @@ namespace nodemp {
 
 int TrackerRegister(const std::string& name);
 void TrackerUnregister(const std::string& name);
+
+// Random bytes for a segment name. Should the kernel have none to give, a
+// mix of pid, clock and a counter: O_EXCL and WriteSegment's retry make any
+// name that is unique enough do.
+static void RandomBytes(uint8_t* out, size_t n) {
+#if defined(__APPLE__)
+  arc4random_buf(out, n);
+#else
+  if (getrandom(out, n, GRND_NONBLOCK) == static_cast<ssize_t>(n)) return;
+  static std::atomic<uint64_t> counter{0};
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  uint64_t x = static_cast<uint64_t>(getpid()) << 40 ^ static_cast<uint64_t>(ts.tv_nsec) ^ (counter++ << 20);
+  for (size_t i = 0; i < n; i++) {
+    x = (x ^ (x >> 31)) * 0x9e3779b97f4a7c15ull;
+    out[i] = static_cast<uint8_t>(x >> 56);
+  }
+#endif
+}
+
+int WriteSegment(const uint8_t* data, size_t length, std::string* name) {
+  static const char hex[] = "0123456789abcdef";
+  for (int attempt = 0; attempt < 8; attempt++) {
+    uint8_t random[6];
+    RandomBytes(random, sizeof random);
+    // As lib/shared-memory.ts names a generated segment.
+    std::string candidate = "nodemp_";
+    for (uint8_t b : random) {
+      candidate += hex[b >> 4];
+      candidate += hex[b & 15];
+    }
+    int err = TrackerRegister(candidate);
+    if (err != 0) return err;
+    std::string path = "/" + candidate;
+    int fd = shm_open(path.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+    if (fd < 0) {
+      err = errno;
+      TrackerUnregister(candidate);
+      if (err == EEXIST) continue;
+      return err;
+    }
+    size_t size = length > 0 ? length : 1;
+    void* addr = MAP_FAILED;
+    if (ftruncate(fd, static_cast<off_t>(size)) != 0) err = errno;
+    else if ((addr = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) == MAP_FAILED) err = errno;
+    close(fd);
+    if (err != 0) {
+      shm_unlink(path.c_str());
+      TrackerUnregister(candidate);
+      return err;
+    }
+    std::memcpy(addr, data, length);
+    munmap(addr, size);
+    *name = candidate;
+    return 0;
+  }
+  return EEXIST;
+}
 
 static void Unmap(Napi::Env, void* data, size_t* length) {
   munmap(data, *length);

@@ -26,6 +26,7 @@
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -425,6 +426,24 @@ int TrackerStart() {
   return tracker_fd >= 0 ? 0 : Start();
 }
 
+// A queue's producer registers a segment per large message and another
+// process (the consumer) unlinks it, so this process never hears of it again:
+// once the list has doubled, the names whose segments are gone are dropped,
+// which keeps it as long as the segments that still exist. Called with mu held.
+static size_t prune_at = 1024;
+static void PruneRegistered() {
+  if (registered->size() < prune_at) return;
+  std::vector<std::pair<pid_t, std::string>> kept;
+  for (auto& entry : *registered) {
+    int fd = shm_open(("/" + entry.second).c_str(), O_RDONLY, 0);
+    if (fd < 0 && errno == ENOENT) continue;
+    if (fd >= 0) close(fd);
+    kept.push_back(std::move(entry));
+  }
+  registered->swap(kept);
+  prune_at = std::max<size_t>(1024, 2 * registered->size());
+}
+
 // Hands `name` to the tracker, starting one if this process has none or if
 // its tracker died (someone killed it); a replacement is told this process's
 // other names again. Returns 0 or an errno value.
@@ -439,7 +458,10 @@ int TrackerRegister(const std::string& name) {
       if (err == 0 && entry.first == self) err = Send('R', entry.second);
     if (err == 0) err = Send('R', name);
   }
-  if (err == 0) registered->emplace_back(getpid(), name);
+  if (err == 0) {
+    PruneRegistered();
+    registered->emplace_back(getpid(), name);
+  }
   return err;
 }
 

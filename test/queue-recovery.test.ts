@@ -1,9 +1,9 @@
 // Issue #11: a Queue survives processes killed mid-operation again and again,
 // not just once. Each scenario below wedged (or lost or duplicated messages)
 // before the recovery protocol of native/layout.h ("Queue recovery").
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { Queue, QueueFull } from '../dist/index.js';
+import { Process, Queue, QueueFull } from '../dist/index.js';
 import { native } from '../dist/native.js';
 import { runScript, shared, shmEntries, waitUntil } from './helpers.js';
 import { busySleep, spawnChild } from './sync-helpers.js';
@@ -280,5 +280,74 @@ describe('Queue recovery under repeated kills', () => {
     expect(q.qsize()).toBe(1);
     expect(q.getSync()).toBe('y');
     expect(q.qsize()).toBe(0);
+  });
+});
+
+describe('large messages of a producer killed before they reach the ring', () => {
+  // The segments a producer made, told apart from any other test's by their content.
+  const MARK = 0xa7;
+  function markedSegments(): string[] {
+    return shmEntries().filter((name) => {
+      try {
+        const head = readFileSync(`/dev/shm/${name}`).subarray(0, 16);
+        return head.length === 16 && head.every((b) => b === MARK);
+      } catch {
+        return false; // removed while we looked
+      }
+    });
+  }
+
+  it('unbounded: the messages waiting in its feeder are bytes in its memory, not segments; at most one segment outlives it', async () => {
+    // 64 slots: a segment's name takes one, so 64 of the 100 fit and 36 wait in the child's feeder.
+    const q = new Queue({ ringSize: 4096 });
+    const { slots } = header(q);
+    const ready = shared(1);
+    const child = new Process({
+      daemon: true,
+      target: () => {
+        for (let i = 0; i < 100; i++) q.putSync(Buffer.alloc(2000, MARK));
+        Atomics.store(ready, 0, 1);
+        setInterval(() => {}, 1000);
+      },
+    });
+    child.start();
+    expect(await waitUntil(() => Atomics.load(ready, 0) === 1, 10000)).toBe(true);
+    expect(markedSegments().length).toBeLessThanOrEqual(slots + 1);
+    child.kill();
+    await child.join();
+    let taken = 0;
+    while (!q.empty()) {
+      expect((q.getSync() as Buffer).length).toBe(2000);
+      taken++;
+    }
+    expect(taken).toBe(slots);
+    // Those taken were removed; left is at most the one the feeder was writing.
+    expect(markedSegments().length).toBeLessThanOrEqual(1);
+  });
+
+  it('bounded: a producer waiting for room has made no segment yet, so its death leaves none', async () => {
+    // A segment the test before may have left (the one its feeder was writing) is not this one's.
+    const before = markedSegments();
+    const q = new Queue({ maxsize: 1, ringSize: 4096 });
+    q.putSync('occupies the only place');
+    const waiting = shared(1);
+    const child = new Process({
+      daemon: true,
+      target: () => {
+        Atomics.store(waiting, 0, 1);
+        q.putSync(Buffer.alloc(2000, MARK));
+      },
+    });
+    child.start();
+    expect(await waitUntil(() => Atomics.load(waiting, 0) === 1, 10000)).toBe(true);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(markedSegments()).toEqual(before);
+    child.kill();
+    await child.join();
+    expect(markedSegments()).toEqual(before);
+    expect(q.getSync()).toBe('occupies the only place');
+    q.putSync(Buffer.alloc(2000, MARK));
+    expect((q.getSync() as Buffer).length).toBe(2000);
+    expect(markedSegments()).toEqual(before);
   });
 });

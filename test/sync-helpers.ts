@@ -1,5 +1,6 @@
 // Shared scaffolding for the synchronization tests.
-import { Process } from '../dist/index.js';
+import { expect } from 'vitest';
+import { EOFError, Pipe, Process, type Connection } from '../dist/index.js';
 
 /** Starts a forked child running `target`; the caller joins it. */
 export function spawnChild(target: () => unknown): Process {
@@ -27,4 +28,25 @@ export async function loopTicksDuring<T>(work: Promise<T>): Promise<{ value: T; 
   } finally {
     clearInterval(timer);
   }
+}
+
+/**
+ * CPython's test_boundaries: a child that only looks at the read end it
+ * inherited (`look`) and exits must leave both messages sent afterwards in
+ * the pipe, in order, followed by the end of the stream.
+ */
+export async function expectBoundariesKept(duplex: boolean, look: (conn: Connection) => unknown): Promise<void> {
+  const [r, w] = Pipe({ duplex });
+  const p = new Process({ target: look, args: [r], daemon: true });
+  p.start();
+  await sleepMs(300);
+  w.sendBytes(Buffer.from('first'));
+  w.sendBytes(Buffer.from('second'));
+  w.close();
+  await p.join();
+  expect(p.exitCode).toBe(0);
+  expect((await r.recvBytes()).toString()).toBe('first');
+  expect(r.recvBytesSync().toString()).toBe('second');
+  expect(() => r.recvBytesSync()).toThrow(EOFError);
+  r.close();
 }

@@ -1,8 +1,8 @@
 import { writeSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { ClosedError, type Connection, DirectionError, EOFError, Pipe, Process, ProcessError, wait, waitSync } from '../dist/index.js';
+import { ClosedError, DirectionError, Pipe, Process, ProcessError, wait, waitSync } from '../dist/index.js';
 import { openFds, shared } from './helpers.js';
-import { busySleep, loopTicksDuring, sleepMs, spawnChild } from './sync-helpers.js';
+import { busySleep, expectBoundariesKept, loopTicksDuring, sleepMs, spawnChild } from './sync-helpers.js';
 
 describe('wait() on connections', () => {
   it('returns [] after the timeout when nothing is ready, both forms', async () => {
@@ -87,25 +87,7 @@ describe('wait() on connections', () => {
   for (const form of ['wait', 'waitSync'] as const) {
     it(`${form}([r], 5000) in a child that then exits leaves the messages in the pipe (CPython test_boundaries)`, async () => {
       for (const duplex of [false, true]) {
-        const [r, w] = Pipe({ duplex });
-        const p = new Process({
-          target: async (conn: Connection) => {
-            if (form === 'wait') await wait([conn], 5000);
-            else waitSync([conn], 5000);
-          },
-          args: [r],
-        });
-        p.start();
-        await sleepMs(300);
-        w.sendBytes(Buffer.from('first'));
-        w.sendBytes(Buffer.from('second'));
-        w.close();
-        await p.join();
-        expect(p.exitCode).toBe(0);
-        expect((await r.recvBytes()).toString()).toBe('first');
-        expect(r.recvBytesSync().toString()).toBe('second');
-        expect(() => r.recvBytesSync()).toThrow(EOFError);
-        r.close();
+        await expectBoundariesKept(duplex, (conn) => (form === 'wait' ? wait([conn], 5000) : waitSync([conn], 5000)));
       }
     });
   }

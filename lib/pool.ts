@@ -1073,6 +1073,13 @@ export class Pool {
     this.#drain();
     const held = w.held;
     w.held = [];
+    const first = held[0];
+    const state = Atomics.load(w.running, 0);
+    // A worker that finished a batch and then exited cleanly (its task limit
+    // reached) put the answer first: a clean exit waits for the feeder. The
+    // answer is in the result queue, perhaps behind a message whose producer
+    // died and that recovery has yet to skip; it stays awaited, not failed.
+    if (first !== undefined && state === -first.id && code === 0 && this.#state !== TERMINATE && this.#broken === null) held.shift();
     for (const b of held) this.#sent.delete(b.id);
     if (this.#state === TERMINATE || this.#broken !== null) {
       for (const b of held) b.job.abort(this.#broken ?? terminatedError());
@@ -1082,9 +1089,7 @@ export class Pool {
     // The first batch it held died with it if it was running it or had
     // finished it (the answer was lost); one killed for another call's abort
     // was not this one's fault; the rest never started.
-    const first = held[0];
-    const state = Atomics.load(w.running, 0);
-    if (first !== undefined && (state === first.id || state === -first.id) && (w.killedFor === 0 || w.killedFor === first.id)) {
+    if (first !== undefined && held[0] === first && (state === first.id || state === -first.id) && (w.killedFor === 0 || w.killedFor === first.id)) {
       held.shift();
       const how = code < 0 ? `was killed by signal ${-code}` : `exited with code ${code}`;
       first.job.failed(first, new WorkerDiedError(`Pool worker ${w.pid} ${how} while running a task of ${first.job.what}`, w.pid, code), []);

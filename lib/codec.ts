@@ -166,8 +166,28 @@ function checkForV8(value: unknown): void {
       );
     }
     if (ArrayBuffer.isView(item) || item instanceof Error) continue;
-    const values: Iterable<unknown> = item instanceof Map ? [...item.keys(), ...item.values()] : item instanceof Set ? item : Object.values(item);
-    for (const v of values) if (typeof v === 'object' && v !== null) stack.push(v);
+    if (Array.isArray(item)) {
+      for (let i = 0; i < item.length; i++) {
+        const v: unknown = item[i];
+        if (typeof v === 'object' && v !== null) stack.push(v);
+      }
+      continue;
+    }
+    if (item instanceof Map) {
+      for (const [k, v] of item) {
+        if (typeof k === 'object' && k !== null) stack.push(k);
+        if (typeof v === 'object' && v !== null) stack.push(v);
+      }
+      continue;
+    }
+    if (item instanceof Set) {
+      for (const v of item) if (typeof v === 'object' && v !== null) stack.push(v);
+      continue;
+    }
+    for (const key in item) {
+      const v = (item as Record<string, unknown>)[key];
+      if (typeof v === 'object' && v !== null) stack.push(v);
+    }
   }
 }
 

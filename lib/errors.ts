@@ -235,9 +235,10 @@ export const ownErrorClasses: readonly ErrorClass[] = [
 ];
 
 // What an error received from another process is rebuilt as, by name.
-const errorClasses = new Map<string, ErrorClass>(
-  [Error, TypeError, RangeError, SyntaxError, ReferenceError, EvalError, URIError, AggregateError, ...ownErrorClasses].map((Class) => [Class.name, Class]),
+const builtinClasses = new Map<string, ErrorClass>(
+  [Error, TypeError, RangeError, SyntaxError, ReferenceError, EvalError, URIError, AggregateError].map((Class) => [Class.name, Class]),
 );
+const ownClasses = new Map<string, ErrorClass>(ownErrorClasses.map((Class) => [Class.name, Class]));
 
 /** An error as it crosses to another process: what reviveError() rebuilds it from. */
 export interface ErrorState {
@@ -246,6 +247,8 @@ export interface ErrorState {
   stack: string;
   /** Own enumerable properties that are data (code, errno, pid, data, ...), `name` included. */
   fields: Record<string, unknown>;
+  /** One of nodemp's classes: only then is it rebuilt as nodemp's class of that name. */
+  own: boolean;
 }
 
 export function errorState(error: Error): ErrorState {
@@ -256,7 +259,8 @@ export function errorState(error: Error): ErrorState {
     // Only data: an error carrying a socket or a function still crosses, without it.
     if (v === null || v instanceof Uint8Array || (typeof v !== 'object' && typeof v !== 'function' && typeof v !== 'symbol')) fields[key] = v;
   }
-  return { name: error.name, message: error.message, stack: String(error.stack ?? `${error.name}: ${error.message}`), fields };
+  const own = ownErrorClasses.some((Class) => error.constructor === Class);
+  return { name: error.name, message: error.message, stack: String(error.stack ?? `${error.name}: ${error.message}`), fields, own };
 }
 
 /**
@@ -266,7 +270,8 @@ export function errorState(error: Error): ErrorState {
  * constructor does not run: the fields come from the sender as they were.
  */
 export function reviveError(state: ErrorState, cause?: unknown): Error {
-  const Class = errorClasses.get(state.name) ?? Error;
+  // A user's error (or a DOMException) named like one of nodemp's is not one.
+  const Class = (state.own ? ownClasses : builtinClasses).get(state.name) ?? Error;
   const options = cause === undefined ? undefined : { cause };
   const error: Error = Reflect.construct(Error, [state.message, options], Class);
   for (const [key, v] of Object.entries(state.fields)) {

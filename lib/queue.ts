@@ -58,7 +58,6 @@ const PARTIES = W(L.kQueueParties);
 const PARTY_WORDS = W(L.kQueuePartySize);
 const PARTY_KIND = W(L.kQueuePartyKind);
 const PARTY_POS = W(L.kQueuePartyPos);
-const PARTY_USED = W(L.kQueuePartySlotsUsed);
 const HEADER_SIZE = L.kQueueHeaderSize;
 const META_WORDS = W(L.kQueueMetaSize);
 const META_SEQ = W(L.kQueueMetaSeq);
@@ -75,6 +74,8 @@ const PUTTING = L.kQueueKindPutting;
 const GETTING = L.kQueueKindGetting;
 const RELEASING = L.kQueueKindReleasing;
 const NO_ROW = -1;
+// x86's total store order: stores become visible in program order.
+const STORES_IN_ORDER = process.arch === 'x64' || process.arch === 'ia32';
 const CONSUMER = 0;
 const PRODUCER = 1;
 
@@ -248,6 +249,18 @@ class Ring {
     if (this.#row !== NO_ROW) this.words[PARTIES + this.#row * PARTY_WORDS + PARTY_KIND] = IDLE;
   }
 
+  /**
+   * #idle() after a publish. Recovery takes a row seen idle with its position
+   * unpublished for a dead reservation, so no process may see the idle mark
+   * before the publish: x86 keeps stores in order (and V8 keeps a plain store
+   * after an Atomics.store), other processors need the store to be atomic.
+   */
+  #idlePublished(): void {
+    if (this.#row === NO_ROW) return;
+    if (STORES_IN_ORDER) this.words[PARTIES + this.#row * PARTY_WORDS + PARTY_KIND] = IDLE;
+    else Atomics.store(this.words, PARTIES + this.#row * PARTY_WORDS + PARTY_KIND, IDLE);
+  }
+
   /** After a wait: one attempt at recovering what a dead process left (see queueRecover). */
   recover(side: typeof CONSUMER | typeof PRODUCER): void {
     native.queueRecover(this.buffer, this.slots, side);
@@ -287,11 +300,8 @@ class Ring {
         return false;
       }
       if (ahead > 0) continue;
-      if (base >= 0) {
-        // Plain stores: the compare-and-swap that follows orders them before the reservation.
-        w[base + PARTY_POS] = pos;
-        w[base + PARTY_USED] = used;
-      }
+      // A plain store: the compare-and-swap that follows orders it before the reservation.
+      if (base >= 0) w[base + PARTY_POS] = pos;
       if (Atomics.compareExchange(w, TAIL, pos, (pos + used) | 0) === pos) break;
     }
     this.#copyIn(message, (pos & mask) * SLOT_SIZE, len);
@@ -299,7 +309,7 @@ class Ring {
     meta[i + META_INFO] = (message.tag << 24) | len;
     if (this.joinable) Atomics.add(w, UNFINISHED, 1);
     Atomics.store(meta, i + META_SEQ, (pos + 1) | 0);
-    this.#idle();
+    this.#idlePublished();
     this.#wakeConsumers();
     return true;
   }
@@ -370,11 +380,8 @@ class Ring {
       }
       const used = slotsFor(len);
       if (base === -2) base = this.#busy(GETTING);
-      if (base >= 0) {
-        // Plain stores: the compare-and-swap that follows orders them before the claim.
-        w[base + PARTY_POS] = pos;
-        w[base + PARTY_USED] = used;
-      }
+      // A plain store: the compare-and-swap that follows orders it before the claim.
+      if (base >= 0) w[base + PARTY_POS] = pos;
       if (Atomics.compareExchange(w, HEAD, pos, (pos + used) | 0) !== pos) continue;
       let value: unknown = NOTHING;
       try {
@@ -668,10 +675,7 @@ class Ring {
 
   /** A placed message that was never put: removes the segment a large one was written to. */
   #discard(message: Encoded): void {
-    if ((message.tag & SIDE) === 0) return;
-    const shm = new SharedMemory({ name: Buffer.from(message.body).toString('utf8') });
-    shm.close();
-    shm.unlink();
+    if ((message.tag & SIDE) !== 0) native.shmUnlink(Buffer.from(message.body).toString('utf8'));
   }
 
   // ---- the unbounded queue's overflow --------------------------------------
@@ -689,12 +693,17 @@ class Ring {
       this.#feedPid = selfPid;
     }
     if (this.#feed < 0 || Atomics.load(this.#feedPending, 0) === 0) {
-      if (this.tryPutRaw(message)) return;
       // A busy consumer usually makes room within microseconds; handing the
-      // message to the feeder thread costs more than waiting for that.
-      for (let i = 0; i < SPIN_LIMIT; i++) {
-        if (this.#roomFor(this.#placedLength(message)) && this.tryPutRaw(message)) return;
+      // message to the feeder thread costs more than waiting for that. A
+      // large message is written to its segment once, when there is room.
+      const need = this.#placedLength(message);
+      let placed = message.end - message.start <= this.sideThreshold ? message : null;
+      for (let i = 0; i <= SPIN_LIMIT; i++) {
+        if ((placed === null || i > 0) && !this.#roomFor(need)) continue;
+        placed ??= this.#place(message);
+        if (this.tryPut(placed)) return;
       }
+      if (placed !== null && placed !== message) this.#discard(placed);
     }
     if (this.#feed < 0) {
       const { handle, pending } = native.feedOpen(this.buffer, this.slots, this.joinable);

@@ -72,7 +72,6 @@ void InitLayout(Napi::Env env, Napi::Object exports) {
   NODEMP_EXPORT(kQueuePartyStart);
   NODEMP_EXPORT(kQueuePartyKind);
   NODEMP_EXPORT(kQueuePartyPos);
-  NODEMP_EXPORT(kQueuePartySlotsUsed);
   NODEMP_EXPORT(kQueueKindIdle);
   NODEMP_EXPORT(kQueueKindPutting);
   NODEMP_EXPORT(kQueueKindGetting);

@@ -166,7 +166,6 @@ constexpr uint32_t kQueuePartyPid = 0;        // within an entry: 0 free
 constexpr uint32_t kQueuePartyStart = 4;      // the owner's start time (0: unknown, judged by its pid alone)
 constexpr uint32_t kQueuePartyKind = 8;       // a kQueueKind code
 constexpr uint32_t kQueuePartyPos = 12;       // the position it is reserving or has claimed
-constexpr uint32_t kQueuePartySlotsUsed = 16; // how many slots that message takes
 constexpr uint32_t kQueueKindIdle = 0;
 constexpr uint32_t kQueueKindPutting = 1;     // from before counting itself in kQueuePuts until published (or given up)
 constexpr uint32_t kQueueKindGetting = 2;     // from before claiming until counted in kQueueGets

@@ -69,6 +69,10 @@ static bool thread_running = false;
 // The thread is created and not yet running its loop: fork() waits (see
 // waiter.cc: a starting thread may hold runtime locks the child would inherit).
 static bool thread_starting = false;
+// The thread runs, with mu released, code that takes the segment tracker's
+// lock (making a segment, or recovery removing one): fork() waits, or the
+// child would inherit that lock held.
+static bool outside = false;
 static uv_async_t* drained_async = nullptr;
 
 // The queue's mapping, whoever uses it: a feed, or a call from lib/queue.ts.
@@ -222,8 +226,11 @@ static bool RecoverHead(const RingView& r) {
   uint32_t q = head;
   for (;;) {
     // [start, q) is one dead reservation (or several whose rows are gone).
-    bool end = q == tail || Diff(q, tail) > 0 || q - start >= limit ||
-               (q != head && Load(Seq(r, q)) != Pos(q)) || CountRows(r, kQueueKindPutting, q, true) > 0;
+    // The rows are read before the sequence word: a live producer at q
+    // publishes before it marks its row idle, so a row seen idle here means a
+    // publish that the read of the word after it sees.
+    bool end = q == tail || Diff(q, tail) > 0 || q - start >= limit || CountRows(r, kQueueKindPutting, q, true) > 0 ||
+               (q != head && Load(Seq(r, q)) != Pos(q));
     bool split = !end && q != start && CountRows(r, kQueueKindPutting, q, false) > 0;
     if ((end || split) && q != start) {
       int32_t* seq = Seq(r, start);
@@ -375,10 +382,7 @@ static bool TryPut(Feed* f, const Message& m) {
       return false;
     }
     if (ahead > 0) continue;
-    if (row >= 0) {
-      *Party(r, row, kQueuePartyPos) = Pos(pos);
-      *Party(r, row, kQueuePartySlotsUsed) = used;
-    }
+    if (row >= 0) *Party(r, row, kQueuePartyPos) = Pos(pos);
     if (Cas(Word(r, kQueueTail), Pos(pos), Pos(pos + static_cast<uint32_t>(used)))) break;
   }
   uint32_t data_bytes = f->slots * kQueueSlotSize;
@@ -445,10 +449,16 @@ static void* Feeder(void*) {
       Feed* f = feeds[i];
       while (!f->messages.empty()) {
         Message& m = f->messages.front();
+        bool large = m.large;
+        outside = large;
         lock.unlock();
-        bool dropped = m.large && !Place(m);
+        bool dropped = large && !Place(m);
         bool put = dropped || TryPut(f, m);
         lock.lock();
+        if (large) {
+          outside = false;
+          changed->notify_all();
+        }
         if (!put) {
           full = f;
           break;
@@ -486,8 +496,15 @@ static void* Feeder(void*) {
     if (Ahead(r, static_cast<uint32_t>(Load(Word(r, kQueueTail))), used) < 0) {
       result = WaitOnWord(reinterpret_cast<uint32_t*>(get_seq), static_cast<uint32_t>(seq), kFullWaitNs);
     }
-    if (result == kTimedOut) Recover(r, self, kProducer);
     lock.lock();
+    if (result == kTimedOut) {
+      outside = true;
+      lock.unlock();
+      Recover(r, self, kProducer);
+      lock.lock();
+      outside = false;
+      changed->notify_all();
+    }
   }
 }
 
@@ -508,7 +525,7 @@ static void OnDrained(uv_async_t* handle) {
 
 static void AtForkPrepare() {
   std::unique_lock<std::mutex> lock(*mu);
-  changed->wait(lock, [] { return !thread_starting; });
+  changed->wait(lock, [] { return !thread_starting && !outside; });
   lock.release();
 }
 static void AtForkParent() { mu->unlock(); }
@@ -517,6 +534,7 @@ static void AtForkChild() {
   changed = new std::condition_variable;
   thread_running = false;
   thread_starting = false;
+  outside = false;
   waiting = 0;
   // The parent's messages are the parent's; the feeds' references are
   // dropped by RingAfterFork on the event-loop thread.

@@ -71,8 +71,14 @@ int WriteSegment(const uint8_t* data, size_t length, std::string* name) {
     }
     size_t size = length > 0 ? length : 1;
     void* addr = MAP_FAILED;
+#if defined(__linux__)
+    // Its pages are taken now: a full /dev/shm is ENOSPC here, not a SIGBUS
+    // in the copy below (which would kill the process from the feeder thread).
+    err = posix_fallocate(fd, 0, static_cast<off_t>(size));
+#else
     if (ftruncate(fd, static_cast<off_t>(size)) != 0) err = errno;
-    else if ((addr = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) == MAP_FAILED) err = errno;
+#endif
+    if (err == 0 && (addr = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) == MAP_FAILED) err = errno;
     close(fd);
     if (err != 0) {
       shm_unlink(path.c_str());

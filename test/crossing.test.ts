@@ -250,6 +250,28 @@ describe("nodemp's errors between processes", () => {
     expect(error.cause).toBeInstanceOf(RemoteTraceback);
   });
 
+  it("an error only named like one of nodemp's (a DOMException TimeoutError, a user's OSError) is not made one", async () => {
+    const p = new Pool({ processes: 1 });
+    pools.push(p);
+    const timeout = await p.apply(() => {
+      throw new DOMException('timed out', 'TimeoutError');
+    }, []).catch((e: unknown) => e as Error);
+    expect(timeout).not.toBeInstanceOf(TimeoutError);
+    expect(timeout.name).toBe('TimeoutError');
+    const q = new Queue();
+    class OSErrorLike extends Error {
+      code = 'EIO';
+      constructor() {
+        super('not nodemp');
+        this.name = 'OSError';
+      }
+    }
+    q.putSync(new OSErrorLike());
+    const got = q.getSync() as Error;
+    expect(got).not.toBeInstanceOf(OSError);
+    expect(got.name).toBe('OSError');
+  });
+
   it('a result that cannot be sent back is a real SerializationError, and a TypeError', async () => {
     const p = new Pool({ processes: 1 });
     pools.push(p);

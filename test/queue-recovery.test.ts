@@ -27,10 +27,9 @@ function rowsOf(w: Int32Array, pid: number): number[] {
 }
 
 /** Writes `kind` at `pos` into row `row`, as put() and get() do (taking the row for this pid if `own`). */
-function mark(w: Int32Array, row: number, kind: number, pos: number, used = 1, own = false): void {
+function mark(w: Int32Array, row: number, kind: number, pos: number, own = false): void {
   if (own) Atomics.store(w, rowWord(row, L.kQueuePartyPid), process.pid);
   w[rowWord(row, L.kQueuePartyPos)] = pos;
-  w[rowWord(row, L.kQueuePartySlotsUsed)] = used;
   Atomics.store(w, rowWord(row, L.kQueuePartyKind), kind);
 }
 
@@ -132,13 +131,13 @@ describe('Queue recovery under repeated kills', () => {
     // after marking message 1 and before claiming it.
     const claimed = spawnChild(() => {
       const pos = Atomics.load(w, W(L.kQueueHead));
-      mark(w, 20, L.kQueueKindGetting, pos, 1, true);
+      mark(w, 20, L.kQueueKindGetting, pos, true);
       Atomics.store(w, W(L.kQueueHead), pos + 1);
       process.kill(process.pid, 'SIGKILL');
     });
     claimed.joinSync();
     const meant = spawnChild(() => {
-      mark(w, 21, L.kQueueKindGetting, Atomics.load(w, W(L.kQueueHead)), 1, true);
+      mark(w, 21, L.kQueueKindGetting, Atomics.load(w, W(L.kQueueHead)), true);
       process.kill(process.pid, 'SIGKILL');
     });
     meant.joinSync();

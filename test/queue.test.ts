@@ -15,12 +15,11 @@ function header(q: Queue<unknown>): { w: Int32Array; slots: number } {
   return { w: new Int32Array(ring.buffer, 0, L.kQueueHeaderSize / 4), slots: ring.slots };
 }
 
-/** Writes this process into party row `row` as doing `kind` on `used` slots from `pos`, as put() and get() do. */
-function recordParty(w: Int32Array, row: number, kind: number, pos: number, used = 1): void {
+/** Writes this process into party row `row` as doing `kind` at `pos`, as put() and get() do. */
+function recordParty(w: Int32Array, row: number, kind: number, pos: number): void {
   const base = (L.kQueueParties + row * L.kQueuePartySize) / 4;
   Atomics.store(w, base + L.kQueuePartyPid / 4, process.pid);
   w[base + L.kQueuePartyPos / 4] = pos;
-  w[base + L.kQueuePartySlotsUsed / 4] = used;
   Atomics.store(w, base + L.kQueuePartyKind / 4, kind);
 }
 
@@ -391,7 +390,7 @@ describe('Queue', () => {
     // last two slots (get() goes last first) and is killed before the first.
     const child = spawnChild(() => {
       const pos = Atomics.load(w, L.kQueueHead / 4);
-      recordParty(w, 9, GETTING, pos, 3);
+      recordParty(w, 9, GETTING, pos);
       Atomics.store(w, L.kQueueHead / 4, pos + 3);
       for (const p of [pos + 2, pos + 1]) Atomics.store(meta, metaOf(p) + L.kQueueMetaSeq / 4, p + slots);
       process.kill(process.pid, 'SIGKILL');

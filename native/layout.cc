@@ -56,6 +56,7 @@ void InitLayout(Napi::Env env, Napi::Object exports) {
   NODEMP_EXPORT(kQueueTail);
   NODEMP_EXPORT(kQueueHead);
   NODEMP_EXPORT(kQueuePuts);
+  NODEMP_EXPORT(kQueueUnrecorded);
   NODEMP_EXPORT(kQueueShutdown);
   NODEMP_EXPORT(kQueueGets);
   NODEMP_EXPORT(kQueueRecoverer);

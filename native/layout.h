@@ -125,8 +125,10 @@ constexpr uint32_t kListTypeBytes = 6;
 //     kQueuePutSleepSeq), not a count: a killed sleeper costs one wake.
 //  8. Limits: 32 rows, one per process plus one per process whose feeder
 //     thread runs; a process that finds no row works unrecorded and is not
-//     recovered should it die mid-operation. The JoinableQueue count is not
-//     repaired.
+//     recovered should it die mid-operation, and marks kQueueUnrecorded: from
+//     then on rule 3 also asks for a dead row recording the position, so that
+//     a live unrecorded process is never taken for dead. The JoinableQueue
+//     count is not repaired.
 // Each side counts its own messages on its own cache line, so that puts and
 // gets never contend for one counter; the queue's size is their difference.
 constexpr uint32_t kQueueTail = 0;            // cell 0, producers: the next position to reserve
@@ -140,6 +142,10 @@ constexpr uint32_t kQueueGets = 68;           // messages taken (or skipped)
 // The recovery lock (8 bytes): 0, or the identity (see kQueuePartyPid) of
 // the one process that is recovering a position; taken over once it is dead.
 constexpr uint32_t kQueueRecoverer = 128;
+// 1 once any process found no free row and works unrecorded: from then on a
+// position is recovered only where a dead process's row records it (such a
+// process, alive, must not be taken for dead). Never cleared.
+constexpr uint32_t kQueueUnrecorded = 136;
 constexpr uint32_t kQueuePutSeq = 140;        // bumped when a message is published and a consumer sleeps
 constexpr uint32_t kQueueGetSeq = 144;        // bumped when room is made and a producer sleeps
 constexpr uint32_t kQueueUnfinished = 148;    // JoinableQueue: put and not yet taskDone(); join() sleeps on it

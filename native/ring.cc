@@ -153,6 +153,7 @@ static int32_t ClaimRow(const RingView& r, uint64_t self) {
       }
     }
   }
+  Store(Word(r, kQueueUnrecorded), 1);
   return -1;
 }
 
@@ -209,6 +210,13 @@ static int CountRows(const RingView& r, uint32_t kind, uint32_t pos, bool live) 
   return n;
 }
 
+// Whether recovery at `pos` needs a dead row recording it there (rule 8 of
+// the protocol in layout.h): yes once some process works unrecorded.
+static bool DeadRowNeeded(const RingView& r, uint32_t pos, uint32_t kind, uint32_t also = 0) {
+  if (Load(Word(r, kQueueUnrecorded)) == 0) return false;
+  return CountRows(r, kind, pos, false) == 0 && (also == 0 || CountRows(r, also, pos, false) == 0);
+}
+
 // The head is reserved and not published, and no live process says it is
 // putting there: its producer died. Publishes the reservation as skipped, up
 // to the next position that a live producer (or a published message, or the
@@ -233,6 +241,7 @@ static bool RecoverHead(const RingView& r) {
                (q != head && Load(Seq(r, q)) != Pos(q));
     bool split = !end && q != start && CountRows(r, kQueueKindPutting, q, false) > 0;
     if ((end || split) && q != start) {
+      if (!(start == head && resumed) && DeadRowNeeded(r, start, kQueueKindPutting)) break;
       int32_t* seq = Seq(r, start);
       if (!(start == head && resumed) && !Cas(seq, Pos(start), Pos(start - kQueueSeqRecovering))) break;
       Meta(r, start)[kQueueMetaInfo / 4] = static_cast<int32_t>((kTagSkip << 24) | ((q - start) * kQueueSlotSize));
@@ -288,6 +297,7 @@ static bool RecoverSlot(const RingView& r) {
   uint32_t used = static_cast<uint32_t>(SlotsForLength(info & kLengthMask));
   if (Diff(start + used, lap_before) <= 0 || Diff(head, start + used) < 0) return false;
   if (CountRows(r, kQueueKindGetting, start, true) + CountRows(r, kQueueKindReleasing, start, true) > 0) return false;
+  if (!resumed && DeadRowNeeded(r, start, kQueueKindGetting, kQueueKindReleasing)) return false;
   bool counted = CountRows(r, kQueueKindReleasing, start, false) > 0;
   if (!resumed && !Cas(Seq(r, start), Pos(start + 1), Pos(start - kQueueSeqRecovering))) return false;
   if (!counted) Add(Word(r, kQueueGets), 1);

@@ -282,6 +282,32 @@ describe('Queue recovery under repeated kills', () => {
   });
 });
 
+describe('a process that finds no row', () => {
+  it('is never taken for dead: a reservation it has not published yet is not skipped, however long a consumer waits', async () => {
+    const q = new Queue<string>({ ringSize: 4096 });
+    const { w } = header(q);
+    // Every row owned by a live process (this one, under an identity without start time).
+    for (let i = 0; i < L.kQueuePartySlots; i++) Atomics.store(w, rowWord(i, L.kQueuePartyPid), process.pid);
+    q.putSync('first');
+    expect(Atomics.load(w, W(L.kQueueUnrecorded))).toBe(1);
+    expect(q.getSync()).toBe('first');
+    // What a put of this live, unrecorded process leaves between its reservation and its publish.
+    const pos = Atomics.load(w, W(L.kQueueTail));
+    Atomics.add(w, W(L.kQueuePuts), 1);
+    Atomics.store(w, W(L.kQueueTail), pos + 1);
+    // A consumer waiting well past the 100 ms after which it checks on the producer.
+    const child = spawnChild(() => {
+      try {
+        q.getSync({ timeout: 400 });
+      } catch {
+        // QueueEmpty: the message is still being put
+      }
+    });
+    expect(await child.join()).toBe(0);
+    expect(Atomics.load(w, W(L.kQueueHead))).toBe(pos);
+  });
+});
+
 describe('large messages of a producer killed before they reach the ring', () => {
   // The segments a producer made, told apart from any other test's by their content.
   const MARK = 0xa7;

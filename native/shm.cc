@@ -48,6 +48,54 @@ static void RandomBytes(uint8_t* out, size_t n) {
 #endif
 }
 
+// Creates segment `name` (leading '/' included in `path`) of `size` bytes and
+// maps it. With `track` the tracker hears of the name before it exists, so
+// that no SIGKILL can leave the segment unguarded (a name it is told of that
+// never comes to exist costs it nothing); whatever fails, the name is removed
+// again. With `reserve` its pages are taken at once (Linux), so that a full
+// /dev/shm is ENOSPC here rather than a SIGBUS at the first write. Returns the
+// mapping, or MAP_FAILED with the errno in *err and the call in *failed.
+static void* CreateMapped(const std::string& name, size_t size, bool track, bool reserve, int* err, const char** failed) {
+  std::string path = "/" + name;
+  *err = track ? TrackerRegister(name) : 0;
+  if (*err != 0) {
+    *failed = "write";
+    return MAP_FAILED;
+  }
+  int fd = shm_open(path.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+  if (fd < 0) {
+    *err = errno;
+    *failed = "shm_open";
+    // Not ours: the tracker must not remove another's segment of that name.
+    if (track) TrackerUnregister(name);
+    return MAP_FAILED;
+  }
+  void* addr = MAP_FAILED;
+#if defined(__linux__)
+  if (reserve) {
+    *err = posix_fallocate(fd, 0, static_cast<off_t>(size));
+    if (*err != 0) *failed = "posix_fallocate";
+  }
+#endif
+  if (*err == 0 && ftruncate(fd, static_cast<off_t>(size)) != 0) {
+    *err = errno;
+    *failed = "ftruncate";
+  }
+  if (*err == 0) {
+    addr = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (addr == MAP_FAILED) {
+      *err = errno;
+      *failed = "mmap";
+    }
+  }
+  close(fd);
+  if (addr == MAP_FAILED) {
+    shm_unlink(path.c_str());
+    if (track) TrackerUnregister(name);
+  }
+  return addr;
+}
+
 int WriteSegment(const uint8_t* data, size_t length, std::string* name) {
   static const char hex[] = "0123456789abcdef";
   for (int attempt = 0; attempt < 8; attempt++) {
@@ -59,30 +107,13 @@ int WriteSegment(const uint8_t* data, size_t length, std::string* name) {
       candidate += hex[b >> 4];
       candidate += hex[b & 15];
     }
-    int err = TrackerRegister(candidate);
-    if (err != 0) return err;
-    std::string path = "/" + candidate;
-    int fd = shm_open(path.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
-    if (fd < 0) {
-      err = errno;
-      TrackerUnregister(candidate);
-      if (err == EEXIST) continue;
-      return err;
-    }
     size_t size = length > 0 ? length : 1;
-    void* addr = MAP_FAILED;
-#if defined(__linux__)
-    // Its pages are taken now: a full /dev/shm is ENOSPC here, not a SIGBUS
-    // in the copy below (which would kill the process from the feeder thread).
-    err = posix_fallocate(fd, 0, static_cast<off_t>(size));
-#else
-    if (ftruncate(fd, static_cast<off_t>(size)) != 0) err = errno;
-#endif
-    if (err == 0 && (addr = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)) == MAP_FAILED) err = errno;
-    close(fd);
-    if (err != 0) {
-      shm_unlink(path.c_str());
-      TrackerUnregister(candidate);
+    int err;
+    const char* failed;
+    // Reserved: a SIGBUS in the copy would kill the process from the feeder thread.
+    void* addr = CreateMapped(candidate, size, true, true, &err, &failed);
+    if (addr == MAP_FAILED) {
+      if (err == EEXIST) continue;
       return err;
     }
     std::memcpy(addr, data, length);
@@ -163,10 +194,13 @@ static Napi::Value ShmOpen(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string name;
   if (!NameArg(info, "shmOpen", &name)) return env.Undefined();
-  std::string path = "/" + name;
   bool create = info[1].ToBoolean();
   bool track = info[3].ToBoolean();
   size_t size = 0;
+  void* addr = MAP_FAILED;
+  int err = 0;
+  const char* failed = nullptr;
+  std::string detail = "'" + name + "'";
   if (create) {
     double requested = info[2].IsNumber() ? info[2].As<Napi::Number>().DoubleValue() : 0;
     if (!(requested >= 1) || requested > static_cast<double>(SIZE_MAX / 2) ||
@@ -175,31 +209,14 @@ static Napi::Value ShmOpen(const Napi::CallbackInfo& info) {
       return env.Undefined();
     }
     size = static_cast<size_t>(requested);
-    // The tracker hears of the name before it exists, so that no SIGKILL
-    // can leave the segment unguarded (a name it is told of that never comes
-    // to exist costs it nothing).
-    int err = track ? TrackerRegister(name) : 0;
-    if (err != 0) {
-      ThrowErrno(env, err, "write", "handing '" + name + "' to the shared-memory tracker");
-      return env.Undefined();
-    }
-  }
-  int fd = shm_open(path.c_str(), create ? O_CREAT | O_EXCL | O_RDWR : O_RDWR, 0600);
-  if (fd < 0) {
-    int err = errno;
-    // Not ours: the tracker must not remove another's segment of that name.
-    if (create && track) TrackerUnregister(name);
-    ThrowErrno(env, err, "shm_open", "'" + name + "'");
-    return env.Undefined();
-  }
-  int err = 0;
-  const char* failed = nullptr;
-  std::string detail = "'" + name + "'";
-  if (create) {
-    if (ftruncate(fd, static_cast<off_t>(size)) != 0) failed = "ftruncate";
+    addr = CreateMapped(name, size, track, false, &err, &failed);
+    if (addr == MAP_FAILED && std::strcmp(failed, "write") == 0) detail = "handing '" + name + "' to the shared-memory tracker";
   } else {
+    int fd = shm_open(("/" + name).c_str(), O_RDWR, 0600);
     struct stat st;
-    if (fstat(fd, &st) != 0) {
+    if (fd < 0) {
+      failed = "shm_open";
+    } else if (fstat(fd, &st) != 0) {
       failed = "fstat";
     } else if (st.st_size <= 0) {
       // mmap() refuses length 0; say why.
@@ -208,20 +225,13 @@ static Napi::Value ShmOpen(const Napi::CallbackInfo& info) {
       detail += " is empty";
     } else {
       size = static_cast<size_t>(st.st_size);
+      addr = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+      if (addr == MAP_FAILED) failed = "mmap";
     }
+    if (failed != nullptr && err == 0) err = errno;
+    if (fd >= 0) close(fd);
   }
-  void* addr = MAP_FAILED;
-  if (failed == nullptr) {
-    addr = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-    if (addr == MAP_FAILED) failed = "mmap";
-  }
-  if (failed != nullptr && err == 0) err = errno;
-  close(fd);
-  if (failed != nullptr) {
-    if (create) {
-      shm_unlink(path.c_str());
-      if (track) TrackerUnregister(name);
-    }
+  if (addr == MAP_FAILED) {
     ThrowErrno(env, err, failed, detail);
     return env.Undefined();
   }

@@ -14,7 +14,8 @@
         "native/waiter.cc",
         "native/tracker.cc",
         "native/conn.cc",
-        "native/ring.cc"
+        "native/ring.cc",
+        "native/start.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],

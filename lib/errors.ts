@@ -41,7 +41,11 @@ export type ProcessErrorCode =
   | 'ERR_PROCESS_ALIVE'
   | 'ERR_PROCESS_CLOSED'
   | 'ERR_NOT_A_CHILD'
-  | 'ERR_DAEMON_CHILDREN';
+  | 'ERR_DAEMON_CHILDREN'
+  | 'ERR_BOOTSTRAPPING'
+  | 'ERR_CONTEXT_SET'
+  | 'ERR_START_METHOD'
+  | 'ERR_FORKSERVER_DIED';
 
 /** A `Process` was used in a way its state does not allow (start twice, join before start, ...). */
 export class ProcessError extends Error {

@@ -64,6 +64,17 @@ export interface Native {
   shmUnlink(name: string): void;
   trackerPid(): number;
   trackerStart(): void;
+  // The spawn and forkserver start methods (native/start.cc)
+  /** The child gets stdio and fds[i] as descriptor 3 + i. */
+  spawnProcess(path: string, argv: string[], env: string[], fds: number[]): number;
+  socketPair(): [number, number];
+  fdSend(sock: number, bytes: Uint8Array, fds: number[]): void;
+  /** null: the other end closed; undefined: timeoutMs (< 0: forever) passed. */
+  fdRecv(sock: number, timeoutMs: number): { bytes: Buffer; fds: number[] } | null | undefined;
+  closeFd(fd: number): void;
+  sockWatch(fd: number, callback: () => void, ref: boolean): void;
+  sockUnwatch(fd: number): void;
+  dieWithParent(ppid: number): void;
 }
 
 /** Offsets and sizes of the shared-memory layouts (native/layout.h). */

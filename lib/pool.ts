@@ -9,7 +9,10 @@
 // newer than every worker retires the workers (each finishes what it was
 // given) and forks fresh ones, which know it: one fork per worker, measured
 // by `npm run bench`. Closures work either way, with what they captured as
-// it was at the fork.
+// it was at the fork. Workers started by spawn or forkserver hold no copy of
+// the table: a function's reference (module and export, found when the task
+// is submitted) goes with the first task of it each worker gets, and the
+// worker imports it once.
 //
 // Transport: each worker reads its own task Queue and every worker answers on
 // one shared result Queue. The pool sends each worker a few tasks ahead, so it
@@ -17,7 +20,6 @@
 // them; when a worker dies, the first task it held (the one it was running)
 // fails with WorkerDiedError and the rest go to other workers.
 import { inspect } from 'node:util';
-import { native } from './native.js';
 import { Process, cpuCount, setExitListener } from './process.js';
 import { EMPTY, Queue, takeNowait, whenReadable } from './queue.js';
 import {
@@ -37,6 +39,9 @@ import { checkInteger, invalidType, invalidValue } from './args.js';
 import { SPIN_LIMIT, deadlineAfter, timeLeft } from './waiting.js';
 import { selfPid } from './self.js';
 import { forkSafetyProblem } from './fork-safety.js';
+import { CONTEXT_CLASS, checkStartMethod, currentStartMethod, type StartMethod } from './start/method.js';
+import { loadReference, referenceOf, type FunctionRef } from './start/reference.js';
+import { RawArray } from './value.js';
 
 // ---- the function table ------------------------------------------------------
 
@@ -48,6 +53,8 @@ let nextFnId = 1;
 // table forever); one in use by a task is kept.
 const FN_TABLE_LIMIT = 1024;
 const fnUses = new Map<number, number>();
+// The references of functions given to pools whose workers are not forked.
+const fnRefs = new Map<number, FunctionRef>();
 
 function fnIdOf(fn: Function): number {
   let id = fnIds.get(fn);
@@ -61,6 +68,7 @@ function fnIdOf(fn: Function): number {
         if (old === id || (fnUses.get(old) ?? 0) > 0) continue;
         fnsById.delete(old);
         fnIds.delete(f);
+        fnRefs.delete(old);
       }
     }
   }
@@ -79,8 +87,11 @@ const APPLY = 0;
 const MAP = 1;
 const STARMAP = 2;
 
-/** [batch id, function id, APPLY | MAP | STARMAP, args or items]; null tells a worker to exit. */
-type TaskMessage = [number, number, number, unknown] | null;
+/**
+ * [batch id, function id, APPLY | MAP | STARMAP, args or items, the function's
+ * reference for a worker that has not been given it]; null tells a worker to exit.
+ */
+type TaskMessage = [number, number, number, unknown, FunctionRef?] | null;
 /** [batch id, true, value or values] | [batch id, false, failure]; batch 0: the initializer failed. */
 type ResultMessage = [number, boolean, unknown] | typeof WAKE;
 /** Sent to the result queue by the pool itself, to end a wait that has nothing left to wait for. */
@@ -120,7 +131,7 @@ interface WorkerSetup {
   tasks: Queue<TaskMessage>;
   results: Queue<ResultMessage>;
   /** The batch it is running; minus the batch once that is finished and its answer is being sent. */
-  running: Int32Array;
+  running: RawArray<'i'>;
   initializer: ((...args: unknown[]) => unknown) | null;
   initargs: unknown[];
   maxtasks: number;
@@ -146,8 +157,13 @@ function nextTask(tasks: Queue<TaskMessage>): TaskMessage {
   return tasks.getSync();
 }
 
-/** A worker's life: the initializer, then tasks until told to stop or maxtasksperchild is reached. */
-async function serve(s: WorkerSetup): Promise<void> {
+/**
+ * A worker's life: the initializer, then tasks until told to stop or
+ * maxtasksperchild is reached. Exported: a worker started by spawn or
+ * forkserver finds it by reference.
+ */
+export async function serve(s: WorkerSetup): Promise<void> {
+  const running = s.running.typed;
   if (s.initializer !== null) {
     try {
       const r = s.initializer(...s.initargs);
@@ -160,10 +176,20 @@ async function serve(s: WorkerSetup): Promise<void> {
   for (let served = 0; s.maxtasks === 0 || served < s.maxtasks; served++) {
     const task = nextTask(s.tasks);
     if (task === null) return;
-    const [batch, fnId, kind, payload] = task;
-    Atomics.store(s.running, 0, batch);
-    const fn = fnsById.get(fnId) as (...args: unknown[]) => unknown;
+    const [batch, fnId, kind, payload, ref] = task;
+    Atomics.store(running, 0, batch);
     let reply: ResultMessage;
+    if (ref !== undefined && !fnsById.has(fnId)) {
+      try {
+        fnsById.set(fnId, await loadReference(ref));
+      } catch (error) {
+        // Every task of it fails the same way, not with "not a function".
+        fnsById.set(fnId, () => {
+          throw error;
+        });
+      }
+    }
+    const fn = fnsById.get(fnId) as (...args: unknown[]) => unknown;
     if (kind === APPLY) {
       try {
         let r = fn(...(payload as unknown[]));
@@ -188,7 +214,7 @@ async function serve(s: WorkerSetup): Promise<void> {
       }
     }
     // Finished: if this worker dies before the answer is out, the task is not run again.
-    Atomics.store(s.running, 0, -batch);
+    Atomics.store(running, 0, -batch);
     try {
       s.results.putSync(reply);
     } catch (error) {
@@ -578,8 +604,8 @@ export interface PoolOptions {
   initargs?: unknown[] | null;
   /** Tasks (chunks) a worker runs before it is replaced by a fresh one; absent: no limit. */
   maxtasksperchild?: number | null;
-  /** Only 'fork' for now. */
-  startMethod?: 'fork';
+  /** How workers are started (default, or null: the current start method, see setStartMethod()). */
+  startMethod?: StartMethod | null;
 }
 
 export interface TaskOptions {
@@ -602,8 +628,10 @@ interface Worker {
   pid: number;
   tasks: Queue<TaskMessage>;
   running: Int32Array;
-  /** Functions numbered below this were in the table when it was forked. */
+  /** Functions numbered below this were in the table when it was forked (Infinity: it imports them). */
   knowsBelow: number;
+  /** A worker not forked: the functions whose references it has been sent. */
+  told: Set<number> | null;
   /** Batches sent to it and not answered, in the order it runs them. */
   held: Batch[];
   assigned: number;
@@ -638,6 +666,21 @@ const EXIT_POLL_MS = 100;
 const TERMINATE_GRACE_MS = 1000;
 let workerCounter = 0;
 
+// What a worker that is not forked runs: serve() of this module.
+const SERVE: FunctionRef = { module: import.meta.url, name: 'serve' };
+
+// The Process classes of pools whose workers are not forked.
+const workerClasses = {
+  spawn: class extends Process {
+    static readonly startMethod: StartMethod = 'spawn';
+    static readonly [CONTEXT_CLASS] = true;
+  },
+  forkserver: class extends Process {
+    static readonly startMethod: StartMethod = 'forkserver';
+    static readonly [CONTEXT_CLASS] = true;
+  },
+};
+
 function checkFunction(what: string, fn: unknown): asserts fn is (...args: any[]) => unknown {
   if (typeof fn !== 'function') throw invalidType(`${what}: fn`, 'a function', fn);
 }
@@ -655,6 +698,7 @@ function checkIterable(what: string, items: unknown): asserts items is Iterable<
  */
 export class Pool {
   readonly #processes: number;
+  readonly #method: StartMethod;
   readonly #initializer: ((...args: unknown[]) => unknown) | null;
   readonly #initargs: unknown[];
   readonly #maxtasks: number;
@@ -683,16 +727,20 @@ export class Pool {
   constructor(options: PoolOptions = {}) {
     if (typeof options !== 'object' || options === null) throw invalidType('Pool(options)', 'an object', options);
     // null, as Python's None, means the default.
-    const { processes = null, initializer = null, initargs = null, maxtasksperchild = null, startMethod = 'fork' } = options;
+    const { processes = null, initializer = null, initargs = null, maxtasksperchild = null, startMethod = null } = options;
     this.#processes = checkInteger('Pool: processes', processes ?? cpuCount(), 1, 4096);
     if (initializer !== null) checkFunction('Pool: initializer', initializer);
     if (initargs !== null && !Array.isArray(initargs)) throw invalidType('Pool: initargs', 'an array', initargs);
     this.#maxtasks = maxtasksperchild === null ? 0 : checkInteger('Pool: maxtasksperchild', maxtasksperchild, 1);
-    if (startMethod !== 'fork') throw invalidValue(`Pool: startMethod ${inspect(startMethod)} is not available yet; only 'fork' is`);
-    // Workers are forked later, at the first task; a program that cannot fork
-    // learns it here, as a Python program does from Pool().
-    const problem = forkSafetyProblem();
-    if (problem !== null) throw new ForkSafetyError(problem);
+    this.#method = startMethod === null ? currentStartMethod() : checkStartMethod(startMethod);
+    if (this.#method === 'fork') {
+      // Workers are forked later, at the first task; a program that cannot fork
+      // learns it here, as a Python program does from Pool().
+      const problem = forkSafetyProblem();
+      if (problem !== null) throw new ForkSafetyError(problem);
+    } else if (initializer !== null) {
+      referenceOf(initializer, 'the Pool initializer');
+    }
     this.#initializer = initializer as ((...args: unknown[]) => unknown) | null;
     this.#initargs = initargs ?? [];
     this.#results = new Queue<ResultMessage>();
@@ -703,6 +751,28 @@ export class Pool {
 
   get processes(): number {
     return this.#processes;
+  }
+
+  /** How this pool's workers are started. */
+  get startMethod(): StartMethod {
+    return this.#method;
+  }
+
+  /** The function's number, and for workers that are not forked its reference, found now: a closure fails at submission. */
+  #fnId(fn: Function, call: string): number {
+    const id = fnIdOf(fn);
+    if (this.#method !== 'fork' && !fnRefs.has(id)) {
+      try {
+        fnRefs.set(id, referenceOf(fn, `the function given to Pool.${call}`));
+      } catch (error) {
+        if ((fnUses.get(id) ?? 0) === 0) {
+          fnsById.delete(id);
+          fnIds.delete(fn);
+        }
+        throw error;
+      }
+    }
+    return id;
   }
 
   /** The pids of the current workers (none before the first task). */
@@ -783,7 +853,7 @@ export class Pool {
     this.#checkRunning(call);
     checkFunction(`Pool.${call}`, fn);
     if (!Array.isArray(args)) throw invalidType(`Pool.${call}: args`, 'an array', args);
-    this.#submit(new ApplyJob(fnIdOf(fn), args, out), checkOptions(call, options).signal);
+    this.#submit(new ApplyJob(this.#fnId(fn, call), args, out), checkOptions(call, options).signal);
   }
 
   /** fn(item) for every item, in a worker each; resolves with the results in order, or rejects with the first error. */
@@ -834,7 +904,7 @@ export class Pool {
       }
     }
     const size = chunksize ?? defaultChunksize(items.length, this.#processes);
-    this.#submit(new MapJob(fnIdOf(fn), kind, items, size, out, call), signal);
+    this.#submit(new MapJob(this.#fnId(fn, call), kind, items, size, out, call), signal);
   }
 
   /** fn(item) for every item, as an async iterable of the results in input order; they stream while later tasks run. */
@@ -852,7 +922,7 @@ export class Pool {
     checkFunction(`Pool.${call}`, fn);
     checkIterable(`Pool.${call}`, iterable);
     const { chunksize = 1, signal } = checkOptions(call, options);
-    const job = new IMapJob(fnIdOf(fn), MAP, iterable[Symbol.iterator](), chunksize, ordered, () => this.#dispatch());
+    const job = new IMapJob(this.#fnId(fn, call), MAP, iterable[Symbol.iterator](), chunksize, ordered, () => this.#dispatch());
     this.#submit(job, signal);
     return job;
   }
@@ -915,8 +985,9 @@ export class Pool {
         continue;
       }
       if (w === null) return;
+      const ref = w.told !== null && !w.told.has(b.fnId) ? fnRefs.get(b.fnId) : undefined;
       try {
-        w.tasks.putSync([b.id, b.fnId, b.kind, b.payload], { block: false });
+        w.tasks.putSync(ref === undefined ? [b.id, b.fnId, b.kind, b.payload] : [b.id, b.fnId, b.kind, b.payload, ref], { block: false });
       } catch (error) {
         if (error instanceof QueueFull && w.held.length > 0) {
           // Its ring is full of earlier batches: no more for it until it answers some.
@@ -927,6 +998,7 @@ export class Pool {
         b.job.abort(error);
         continue;
       }
+      if (ref !== undefined) w.told?.add(b.fnId);
       this.#again.shift();
       b.worker = w;
       b.sentAt = performance.now();
@@ -977,11 +1049,28 @@ export class Pool {
 
   #spawn(): Worker {
     const tasks = new Queue<TaskMessage>({ ringSize: TASK_RING_BYTES, maxsize: AHEAD_MAX + 1 });
-    const running = new Int32Array(native.mapShared(4));
+    const running = new RawArray('i', 1);
     const setup: WorkerSetup = { tasks, results: this.#results, running, initializer: this.#initializer, initargs: this.#initargs, maxtasks: this.#maxtasks };
-    const proc = new Process({ daemon: true, name: `PoolWorker-${++workerCounter}`, target: () => serve(setup) });
+    const name = `PoolWorker-${++workerCounter}`;
+    const forked = this.#method === 'fork';
+    const proc = forked
+      ? new Process({ daemon: true, name, target: () => serve(setup) })
+      : new workerClasses[this.#method]({ daemon: true, name, target: SERVE, args: [setup] });
     proc.start();
-    const w: Worker = { proc, pid: proc.pid as number, tasks, running, knowsBelow: nextFnId, held: [], assigned: 0, retiring: false, stopPending: false, ahead: AHEAD_MIN, killedFor: 0 };
+    const w: Worker = {
+      proc,
+      pid: proc.pid as number,
+      tasks,
+      running: running.typed,
+      knowsBelow: forked ? nextFnId : Infinity,
+      told: forked ? null : new Set(),
+      held: [],
+      assigned: 0,
+      retiring: false,
+      stopPending: false,
+      ahead: AHEAD_MIN,
+      killedFor: 0,
+    };
     this.#workers.push(w);
     setExitListener(proc, (code) => this.#exited(w, code));
     return w;

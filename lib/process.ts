@@ -4,15 +4,86 @@ import { native } from './native.js';
 import { ForkSafetyError, ProcessError } from './errors.js';
 import { forkSafetyProblem } from './fork-safety.js';
 import { becomeChild } from './child.js';
+import { checkStartMethod, currentStartMethod, isBootstrapping, type StartMethod } from './start/method.js';
+import { isFunctionRef, loadReference, type FunctionRef } from './start/reference.js';
 
 export interface ProcessOptions<A extends unknown[] = unknown[]> {
-  /** Called with `args` in the child by the default `run()`. May be async. */
-  target?: ((...args: A) => unknown) | null;
+  /**
+   * Called with `args` in the child by the default `run()`. May be async. A
+   * `{ module, name }` reference names an export to import and call instead.
+   */
+  target?: ((...args: A) => unknown) | FunctionRef | null;
   args?: A;
   /** Defaults to `Process-N` (`Process-N:M` for a child's children), as in Python. */
   name?: string | null;
   /** Killed when the parent exits or dies. Defaults to the current process's flag. */
   daemon?: boolean | null;
+}
+
+/**
+ * A child this process did not fork or spawn itself: the forkserver's. Its
+ * exit status reaches us from the server (lib/start/forkserver.ts).
+ */
+export interface RemoteChild {
+  readonly pid: number;
+  /** The exit code once known; never blocks for long. */
+  poll(): number | null;
+  /** Blocks until the exit code is known or timeoutMs (undefined: forever) passes. */
+  waitSync(timeoutMs: number | undefined): number | null;
+  /** Whether a pending wait for the exit should hold the event loop open. */
+  hold(on: boolean): void;
+  signal(signal: number): void;
+  /** Called once with the exit code. */
+  onExit: ((code: number) => void) | null;
+}
+
+/** How a start method other than fork makes the child (lib/start/). */
+export interface Launcher {
+  /** Starts `proc` in a new process; returns its pid, or the remote child that stands for it. */
+  launch(proc: Process, state: ChildState): number | RemoteChild;
+}
+
+/** What a child made by spawn or forkserver needs to know of its own place (Python's preparation data). */
+export interface ChildState {
+  name: string;
+  daemon: boolean;
+  identity: number[];
+  parentPid: number;
+  parentName: string;
+  /** The parent is not this process's OS parent (forkserver): its liveness is checked by pid. */
+  remoteParent: boolean;
+}
+
+const launchers = new Map<StartMethod, Launcher>();
+let markCurrent: (proc: Process) => void;
+let partsOf: (proc: Process) => { target: Function | FunctionRef | null; args: unknown[] };
+
+/** Internal (lib/start/): what a spawned or forkserver child is told to run. */
+export function processParts(proc: Process): { target: Function | FunctionRef | null; args: unknown[] } {
+  return partsOf(proc);
+}
+let adoptAs: (Class: Function, options: ProcessOptions, state: ChildState) => Process;
+
+/**
+ * Internal (lib/start/): the object a spawned or forkserver child runs as,
+ * made without running a subclass's constructor, as Python unpickles it.
+ */
+export function adoptProcess(Class: Function, options: ProcessOptions, state: ChildState): Process {
+  return adoptAs(Class, options, state);
+}
+
+/** Internal: lib/start/ registers how spawn and forkserver make a child. */
+export function setLauncher(method: StartMethod, launcher: Launcher): void {
+  launchers.set(method, launcher);
+}
+
+// Child exits that belong to no Process of this module: the forkserver's own
+// children (lib/start/forkserver-main.ts).
+let foreignExit: ((pid: number, code: number) => void) | null = null;
+
+/** Internal: the forkserver hears of its children's exits here. */
+export function setForeignExitHandler(handler: ((pid: number, code: number) => void) | null): void {
+  foreignExit = handler;
 }
 
 interface JoinWaiter {
@@ -60,12 +131,16 @@ export function setExitListener(child: Process, listener: (code: number) => void
 export class ParentProcess {
   readonly pid: number;
   readonly name: string;
-  constructor(pid: number, name: string) {
+  readonly #remote: boolean;
+  constructor(pid: number, name: string, remote = false) {
     this.pid = pid;
     this.name = name;
+    this.#remote = remote;
   }
   /** False once the parent has exited (this process has then been re-parented). */
   isAlive(): boolean {
+    // A forkserver child's OS parent is the server, which outlives nothing: the parent is asked by pid.
+    if (this.#remote) return native.pidAlive(this.pid);
     return native.getppid() === this.pid;
   }
 }
@@ -75,7 +150,7 @@ export class ParentProcess {
  * subclass and override `run()`.
  */
 export class Process<A extends unknown[] = unknown[]> {
-  #target: ((...args: A) => unknown) | null;
+  #target: ((...args: A) => unknown) | FunctionRef | null;
   #args: A;
   #name: string;
   #daemon: boolean;
@@ -86,13 +161,16 @@ export class Process<A extends unknown[] = unknown[]> {
   #closed = false;
   #isCurrent = false;
   #waiters = new Set<JoinWaiter>();
+  #remote: RemoteChild | null = null;
 
   static #creatingMain = false;
+  static #adopting: ChildState | null = null;
 
   static {
     native.setOnExit((pid, code) => {
       const child = children.get(pid);
-      if (child) child.#exited(code);
+      if (child && child.#remote === null) child.#exited(code);
+      else if (!child) foreignExit?.(pid, code);
     });
   }
 
@@ -101,8 +179,8 @@ export class Process<A extends unknown[] = unknown[]> {
       throw new TypeError(`Process(options): expected an options object, got ${inspect(options)}`);
     }
     const { target = null, args = [] as unknown as A, name, daemon } = options;
-    if (target !== null && typeof target !== 'function') {
-      throw new TypeError(`Process: target must be a function, got ${inspect(target)}`);
+    if (target !== null && typeof target !== 'function' && !isFunctionRef(target)) {
+      throw new TypeError(`Process: target must be a function or a { module, name } reference, got ${inspect(target)}`);
     }
     if (!Array.isArray(args)) throw new TypeError(`Process: args must be an array, got ${inspect(args)}`);
     // null, as Python's None, means the default.
@@ -112,6 +190,14 @@ export class Process<A extends unknown[] = unknown[]> {
     }
     this.#target = target;
     this.#args = args;
+    const adopting = Process.#adopting;
+    if (adopting !== null) {
+      this.#identity = adopting.identity;
+      this.#name = adopting.name;
+      this.#daemon = adopting.daemon;
+      this.#isCurrent = true;
+      return;
+    }
     if (Process.#creatingMain) {
       this.#identity = [];
       this.#name = 'MainProcess';
@@ -132,7 +218,10 @@ export class Process<A extends unknown[] = unknown[]> {
 
   /** The child's work. Calls `target(...args)`; subclasses override it. */
   run(): unknown {
-    return this.#target?.(...this.#args);
+    const target = this.#target;
+    if (target === null) return undefined;
+    if (typeof target === 'function') return target(...this.#args);
+    return loadReference(target).then((fn) => fn(...this.#args));
   }
 
   get name(): string {
@@ -170,6 +259,16 @@ export class Process<A extends unknown[] = unknown[]> {
     return this.#exitCode;
   }
 
+  /**
+   * The start method this process is started with: a context's Process
+   * subclass carries one (getContext('spawn').Process); otherwise the one
+   * setStartMethod() chose, or the default.
+   */
+  get startMethod(): StartMethod {
+    const bound = (this.constructor as { startMethod?: unknown }).startMethod;
+    return typeof bound === 'string' ? checkStartMethod(bound) : currentStartMethod();
+  }
+
   start(): void {
     this.#checkOpen();
     if (this.#pid !== null || this.#isCurrent) {
@@ -178,6 +277,46 @@ export class Process<A extends unknown[] = unknown[]> {
     if (current.daemon) {
       throw new ProcessError('ERR_DAEMON_CHILDREN', `daemonic processes are not allowed to have children (${current.name} is a daemon)`);
     }
+    if (isBootstrapping()) {
+      throw new ProcessError(
+        'ERR_BOOTSTRAPPING',
+        `an attempt was made to start ${this.#name} before this process (${current.name}) finished its bootstrapping phase.\n` +
+          'This probably means the child is importing the program\'s main module, whose top-level code starts processes, ' +
+          'and the start method is not fork. Guard that code, as Python\'s "if __name__ == \'__main__\'":\n' +
+          "  import { isMainModule } from 'nodemp';\n" +
+          '  if (isMainModule(import.meta)) { /* start processes here */ }\n' +
+          '(CommonJS: isMainModule(module)).',
+      );
+    }
+    const method = this.startMethod;
+    if (method !== 'fork') {
+      const launcher = launchers.get(method);
+      if (launcher === undefined) throw new ProcessError('ERR_START_METHOD', `the '${method}' start method is not available in this process`);
+      const self = native.getpid();
+      const made = launcher.launch(this as unknown as Process, {
+        name: this.#name,
+        daemon: this.#daemon,
+        identity: this.#identity,
+        parentPid: self,
+        parentName: current.name,
+        remoteParent: method === 'forkserver',
+      });
+      this.#startedBy = self;
+      if (typeof made === 'number') {
+        this.#pid = made;
+        native.track(made);
+        children.set(made, this as unknown as Process);
+        native.watch(made, !this.#daemon);
+      } else {
+        this.#pid = made.pid;
+        this.#remote = made;
+        made.onExit = (code) => this.#exited(code);
+        children.set(made.pid, this as unknown as Process);
+        made.hold(!this.#daemon);
+      }
+      installExitHook();
+      return;
+    }
     const problem = forkSafetyProblem();
     if (problem !== null) throw new ForkSafetyError(problem);
 
@@ -185,13 +324,7 @@ export class Process<A extends unknown[] = unknown[]> {
     const self = native.getpid();
     const pid = native.fork(this.#daemon);
     if (pid === 0) {
-      children.clear();
-      parent = new ParentProcess(self, parentName);
-      current = this as unknown as Process;
-      identity = this.#identity;
-      childCounter = 0;
-      exitHookInstalled = false;
-      this.#isCurrent = true;
+      enterChild(this as unknown as Process, { name: this.#name, daemon: this.#daemon, identity: this.#identity, parentPid: self, parentName, remoteParent: false });
       this.#startedBy = self;
       becomeChild(() => this.run(), this.#name);
     }
@@ -203,6 +336,21 @@ export class Process<A extends unknown[] = unknown[]> {
     installExitHook();
   }
 
+  static {
+    markCurrent = (proc) => {
+      proc.#isCurrent = true;
+    };
+    partsOf = (proc) => ({ target: proc.#target, args: proc.#args });
+    adoptAs = (Class, options, state) => {
+      Process.#adopting = state;
+      try {
+        return Reflect.construct(Process, [options], Class) as Process;
+      } finally {
+        Process.#adopting = null;
+      }
+    };
+  }
+
   /** Resolves with the exit code once the process ends, or with null when `timeoutMs` passes first. */
   async join(timeoutMs?: number): Promise<number | null> {
     this.#checkJoinable('join');
@@ -211,14 +359,13 @@ export class Process<A extends unknown[] = unknown[]> {
     if (this.#exitCode !== null) return this.#exitCode;
     // A daemon's exit watch does not hold the event loop open by itself; a
     // pending join() must, or a program whose only work is awaiting it would end.
-    const pid = this.#pid as number;
-    if (this.#daemon && this.#waiters.size === 0) native.watch(pid, true);
+    if (this.#daemon && this.#waiters.size === 0) this.#hold(true);
     return new Promise((resolve) => {
       const waiter: JoinWaiter = { resolve };
       if (timeout !== undefined) {
         waiter.timer = setTimeout(() => {
           this.#waiters.delete(waiter);
-          if (this.#daemon && this.#waiters.size === 0 && this.#exitCode === null) native.watch(pid, false);
+          if (this.#daemon && this.#waiters.size === 0 && this.#exitCode === null) this.#hold(false);
           resolve(null);
         }, timeout);
       }
@@ -231,8 +378,13 @@ export class Process<A extends unknown[] = unknown[]> {
     this.#checkJoinable('joinSync');
     const timeout = checkTimeout(timeoutMs, 'joinSync');
     if (this.#exitCode === null) {
-      const code = native.waitSync(this.#pid as number, timeout ?? -1);
-      if (code !== undefined) this.#exited(code);
+      if (this.#remote !== null) {
+        const code = this.#remote.waitSync(timeout);
+        if (code !== null) this.#exited(code);
+      } else {
+        const code = native.waitSync(this.#pid as number, timeout ?? -1);
+        if (code !== undefined) this.#exited(code);
+      }
     }
     return this.#exitCode;
   }
@@ -291,8 +443,18 @@ export class Process<A extends unknown[] = unknown[]> {
     if (this.#startedBy !== native.getpid()) {
       throw new ProcessError('ERR_NOT_A_CHILD', `${this.#name} (pid ${this.#pid}) can only be tested by the process that started it`);
     }
+    if (this.#remote !== null) {
+      const code = this.#remote.poll();
+      if (code !== null) this.#exited(code);
+      return;
+    }
     const code = native.tryReap(this.#pid as number);
     if (code !== undefined) this.#exited(code);
+  }
+
+  #hold(on: boolean): void {
+    if (this.#remote !== null) this.#remote.hold(on);
+    else native.watch(this.#pid as number, on);
   }
 
   #exited(code: number): void {
@@ -312,7 +474,8 @@ export class Process<A extends unknown[] = unknown[]> {
     if (this.#isCurrent) throw new ProcessError('ERR_NOT_A_CHILD', `${method}(): ${this.#name} is the current process, not a child`);
     if (this.#pid === null) throw new ProcessError('ERR_PROCESS_NOT_STARTED', `${method}(): ${this.#name} has not been started`);
     if (this.#exitCode !== null) return;
-    native.signal(this.#pid, signal);
+    if (this.#remote !== null) this.#remote.signal(signal);
+    else native.signal(this.#pid, signal);
   }
 
   #checkOpen(): void {
@@ -326,6 +489,21 @@ export class Process<A extends unknown[] = unknown[]> {
     }
     if (this.#pid === null) throw new ProcessError('ERR_PROCESS_NOT_STARTED', `${method}(): can only join a started process (${this.#name})`);
   }
+}
+
+/**
+ * Internal: in a new child (forked, spawned or made by the forkserver), makes
+ * `proc` the current process and forgets the parent's children.
+ */
+export function enterChild(proc: Process, state: ChildState): void {
+  children.clear();
+  parent = new ParentProcess(state.parentPid, state.parentName, state.remoteParent);
+  current = proc;
+  identity = state.identity;
+  childCounter = 0;
+  exitHookInstalled = false;
+  foreignExit = null;
+  markCurrent(proc);
 }
 
 /** The Process object of the running process (`MainProcess` in the parent of all). */

@@ -14,6 +14,7 @@ void InitWaiter(Napi::Env env, Napi::Object exports);
 void InitTracker(Napi::Env env, Napi::Object exports);
 void InitConn(Napi::Env env, Napi::Object exports);
 void InitRing(Napi::Env env, Napi::Object exports);
+void InitStart(Napi::Env env, Napi::Object exports);
 }  // namespace nodemp
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -30,6 +31,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   nodemp::InitTracker(env, exports);
   nodemp::InitConn(env, exports);
   nodemp::InitRing(env, exports);
+  nodemp::InitStart(env, exports);
   return exports;
 }
 

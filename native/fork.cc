@@ -233,7 +233,7 @@ static void* WatchParentExit(void* arg) {
 }
 #endif
 
-static void DieWithParent(pid_t ppid) {
+void DieWithParent(pid_t ppid) {
 #if defined(__linux__)
   prctl(PR_SET_PDEATHSIG, SIGKILL);
   // The parent may have died between fork() and prctl().
@@ -280,6 +280,7 @@ static Napi::Value Fork(const Napi::CallbackInfo& info) {
   WaiterAfterFork();
   RingAfterFork();
   ConnAfterFork();
+  StartAfterFork();
   uv_walk(loop, RefInheritedSockets, nullptr);
   return Napi::Number::New(env, 0);
 }

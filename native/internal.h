@@ -42,4 +42,9 @@ void RingAfterFork();
 // the connection descriptors stay open. A no-op when already done for this pid.
 void ConnAfterFork();
 
+// Ends this process by SIGKILL once `ppid` is gone (fork.cc).
+void DieWithParent(pid_t ppid);
+// In a freshly forked child: drop the parent's control-socket watches (start.cc).
+void StartAfterFork();
+
 }  // namespace nodemp

@@ -1,0 +1,53 @@
+// Messages between a parent and what starts its children (a spawned child's
+// bootstrap, the forkserver): plain values with descriptors attached, over a
+// socket pair that keeps message boundaries (native/start.cc). A value larger
+// than one socket message goes in parts; its descriptors ride on the first.
+import { Packr } from 'msgpackr';
+import { native } from '../native.js';
+
+const packr = new Packr({ useRecords: false, moreTypes: true, mapsAsObjects: true });
+
+// Below native/start.cc's limit of 64 KiB, with room for the flag byte.
+const PART = 60 * 1024;
+const LAST = 0;
+const MORE = 1;
+
+export interface Message {
+  value: unknown;
+  fds: number[];
+}
+
+export function sendMessage(sock: number, value: unknown, fds: number[] = []): void {
+  const body = packr.pack(value);
+  for (let at = 0, first = true; first || at < body.length; first = false) {
+    const end = Math.min(body.length, at + PART);
+    const part = new Uint8Array(1 + end - at);
+    part[0] = end < body.length ? MORE : LAST;
+    part.set(body.subarray(at, end), 1);
+    native.fdSend(sock, part, first ? fds : []);
+    at = end;
+  }
+}
+
+/**
+ * The next message; null once the other end has closed; undefined when
+ * timeoutMs (undefined: forever) passes first. A message begun is read whole.
+ */
+export function recvMessage(sock: number, timeoutMs?: number): Message | null | undefined {
+  const first = native.fdRecv(sock, timeoutMs ?? -1);
+  if (first === undefined || first === null) return first;
+  const fds = first.fds;
+  const parts: Uint8Array[] = [first.bytes.subarray(1)];
+  let flag = first.bytes[0];
+  while (flag === MORE) {
+    const next = native.fdRecv(sock, -1);
+    if (next === null || next === undefined) {
+      for (const fd of fds) native.closeFd(fd);
+      return null;
+    }
+    parts.push(next.bytes.subarray(1));
+    flag = next.bytes[0];
+  }
+  const body = parts.length === 1 ? parts[0] : Buffer.concat(parts);
+  return { value: packr.unpack(body), fds };
+}

@@ -1,0 +1,264 @@
+// The `forkserver` start method, parent's side. One server per parent,
+// started at first use: a --single-threaded Node process (so it can fork)
+// that has run none of this program's code but the modules it was asked to
+// import. Each start() sends the server the child's preparation and its
+// descriptors over a socket pair only this process holds; the server imports
+// the target's modules (once: later children start warm), forks, and answers
+// with the pid; when a child ends the server reaps it and sends its exit code,
+// which is how join(), exitCode and isAlive() learn it.
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { isAbsolute, resolve } from 'node:path';
+import { inspect } from 'node:util';
+import { native } from '../native.js';
+import { setLauncher, type ChildState, type Process, type RemoteChild } from '../process.js';
+import { ProcessError, reviveError, type ErrorState } from '../errors.js';
+import { selfPid } from '../self.js';
+import { prepare } from './preparation.js';
+import { recvMessage, sendMessage, type Message } from './channel.js';
+import { childExecArgv, spawnNode } from './spawn.js';
+
+const SERVER = fileURLToPath(new URL('./forkserver-main.js', import.meta.url));
+// Python's forkserver sets 255 for a child whose status died with the server.
+const STATUS_LOST = 255;
+const LOST_POLL_MS = 50;
+
+/** What the server sends: a reply to a start, or a child's exit. */
+type ServerMessage =
+  | { op: 'started'; pid: number }
+  | { op: 'error'; error: ErrorState }
+  | { op: 'exit'; pid: number; code: number };
+
+let preload: string[] = [];
+let server: Server | null = null;
+
+class ServerChild implements RemoteChild {
+  readonly pid: number;
+  readonly #server: Server;
+  code: number | null = null;
+  onExit: ((code: number) => void) | null = null;
+  #held = false;
+
+  constructor(pid: number, owner: Server) {
+    this.pid = pid;
+    this.#server = owner;
+  }
+
+  poll(): number | null {
+    if (this.code === null) this.#server.drain();
+    // The server reaps at once, but its word may still be on the way: a
+    // process seen gone is waited for, so isAlive() and exitCode agree.
+    if (this.code === null && !native.pidAlive(this.pid)) this.#server.waitFor(this, 1000);
+    return this.code;
+  }
+
+  waitSync(timeoutMs: number | undefined): number | null {
+    if (this.code === null) this.#server.waitFor(this, timeoutMs);
+    return this.code;
+  }
+
+  hold(on: boolean): void {
+    if (on === this.#held || this.code !== null) return;
+    this.#held = on;
+    this.#server.hold(on ? 1 : -1);
+  }
+
+  signal(signal: number): void {
+    // Its exit may be on the way: a pid the server has reaped could be reused.
+    if (this.poll() !== null) return;
+    try {
+      process.kill(this.pid, signal);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ESRCH') throw error;
+    }
+  }
+
+  exited(code: number): void {
+    if (this.code !== null) return;
+    this.code = code;
+    if (this.#held) {
+      this.#held = false;
+      this.#server.hold(-1);
+    }
+    this.onExit?.(code);
+  }
+}
+
+class Server {
+  readonly pid: number;
+  readonly #sock: number;
+  readonly #children = new Map<number, ServerChild>();
+  #holds = 0;
+  #dead = false;
+
+  constructor() {
+    const [mine, theirs] = native.socketPair();
+    // The server runs V8 without background threads whatever this process does: that is what lets it fork.
+    const flags = childExecArgv().filter((f) => f !== '--single-threaded' && f !== '--single_threaded');
+    try {
+      this.pid = spawnNode(SERVER, [String(selfPid)], theirs, [...flags, '--single-threaded']);
+    } catch (error) {
+      native.closeFd(mine);
+      throw error;
+    } finally {
+      native.closeFd(theirs);
+    }
+    this.#sock = mine;
+    native.track(this.pid);
+    native.sockWatch(mine, () => this.drain(), false);
+    if (preload.length > 0) sendMessage(mine, { op: 'preload', modules: preload });
+  }
+
+  get dead(): boolean {
+    return this.#dead;
+  }
+
+  start(proc: Process, state: ChildState): ServerChild {
+    const prepared = prepare(proc, state);
+    try {
+      sendMessage(this.#sock, { op: 'start', header: prepared.header, payload: prepared.payload }, prepared.fds);
+    } catch (error) {
+      this.#lost();
+      throw this.#diedError(`while ${state.name} was being sent to it`, error);
+    }
+    for (;;) {
+      const message = recvMessage(this.#sock);
+      if (message === null || message === undefined) {
+        this.#lost();
+        throw this.#diedError(`before it started ${state.name}`);
+      }
+      const m = message.value as ServerMessage;
+      if (m.op === 'exit') {
+        this.#exit(m.pid, m.code);
+        continue;
+      }
+      if (m.op === 'error') throw reviveError(m.error);
+      const child = new ServerChild(m.pid, this);
+      this.#children.set(m.pid, child);
+      return child;
+    }
+  }
+
+  preload(modules: string[]): void {
+    if (!this.#dead) sendMessage(this.#sock, { op: 'preload', modules });
+  }
+
+  /** Takes every message that is there now; never blocks. */
+  drain(): void {
+    while (!this.#dead) {
+      const message = recvMessage(this.#sock, 0);
+      if (message === undefined) return;
+      if (!this.#take(message)) return;
+    }
+  }
+
+  /** Blocks until `child`'s exit code is known or timeoutMs passes. */
+  waitFor(child: ServerChild, timeoutMs: number | undefined): void {
+    const deadline = timeoutMs === undefined ? Infinity : performance.now() + timeoutMs;
+    while (child.code === null) {
+      const left = deadline - performance.now();
+      if (left <= 0) return;
+      if (this.#dead) {
+        // Its status went with the server; whether it still runs, its pid tells.
+        if (!native.pidAlive(child.pid)) child.exited(STATUS_LOST);
+        else Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, Math.min(left, LOST_POLL_MS));
+        continue;
+      }
+      const message = recvMessage(this.#sock, left === Infinity ? undefined : left);
+      if (message === undefined) return;
+      this.#take(message);
+    }
+  }
+
+  hold(delta: number): void {
+    this.#holds += delta;
+    if (!this.#dead) native.sockWatch(this.#sock, () => this.drain(), this.#holds > 0);
+  }
+
+  #take(message: Message | null): boolean {
+    if (message === null) {
+      this.#lost();
+      return false;
+    }
+    const m = message.value as ServerMessage;
+    if (m.op === 'exit') this.#exit(m.pid, m.code);
+    return true;
+  }
+
+  #exit(pid: number, code: number): void {
+    const child = this.#children.get(pid);
+    if (child === undefined) return;
+    this.#children.delete(pid);
+    child.exited(code);
+  }
+
+  #diedError(when: string, cause?: unknown): ProcessError {
+    const code = native.waitSync(this.pid, 1000);
+    const how = code === undefined ? 'ended' : code < 0 ? `was killed by signal ${-code}` : `exited with code ${code}`;
+    const error = new ProcessError(
+      'ERR_FORKSERVER_DIED',
+      `the forkserver (pid ${this.pid}) ${how} ${when}; the next start() starts a new one`,
+    );
+    if (cause !== undefined) Object.defineProperty(error, 'cause', { value: cause, configurable: true, writable: true });
+    return error;
+  }
+
+  // The server is gone (SIGKILLed, most likely). Its children's exit codes
+  // went with it: each is given Python's 255 once its pid is gone.
+  #lost(): void {
+    if (this.#dead) return;
+    this.#dead = true;
+    native.sockUnwatch(this.#sock);
+    native.closeFd(this.#sock);
+    native.tryReap(this.pid);
+    if (server === this) server = null;
+    const orphans = [...this.#children.values()];
+    this.#children.clear();
+    if (orphans.length === 0) return;
+    process.emitWarning(
+      `the forkserver (pid ${this.pid}) died; the exit status of ${orphans.map((c) => c.pid).join(', ')} is lost ` +
+        `(their exitCode will read ${STATUS_LOST} once they end, as in Python)`,
+      { code: 'NODEMP_FORKSERVER_DIED' },
+    );
+    const timer = setInterval(() => {
+      for (const child of orphans) if (child.code === null && !native.pidAlive(child.pid)) child.exited(STATUS_LOST);
+      if (orphans.every((c) => c.code !== null)) clearInterval(timer);
+    }, LOST_POLL_MS);
+    if (this.#holds <= 0) timer.unref();
+  }
+}
+
+function theServer(): Server {
+  // One that died while we were not looking is noticed here, not by the start it would fail.
+  if (server !== null && ownerPid === selfPid) server.drain();
+  // A forked child inherits the object but not the server's attention.
+  if (server === null || server.dead || ownerPid !== selfPid) {
+    server = new Server();
+    ownerPid = selfPid;
+  }
+  return server;
+}
+let ownerPid = 0;
+
+/**
+ * Python's set_forkserver_preload(): modules the server imports when it
+ * starts (and at once, if it runs already), so that children find them
+ * loaded. Paths and file URLs; bare names resolve from the server's place in
+ * node_modules.
+ */
+export function setForkserverPreload(modules: readonly string[]): void {
+  if (!Array.isArray(modules) || !modules.every((m) => typeof m === 'string')) {
+    throw new TypeError(`setForkserverPreload(modules): expected an array of module names, got ${inspect(modules)}`);
+  }
+  preload = modules.map((m) => {
+    if (m.startsWith('file:') || m.startsWith('node:')) return m;
+    if (isAbsolute(m) || m.startsWith('.')) return pathToFileURL(resolve(m)).href;
+    return m;
+  });
+  if (server !== null && !server.dead && ownerPid === selfPid) server.preload(preload);
+}
+
+setLauncher('forkserver', {
+  launch(proc: Process, state: ChildState): RemoteChild {
+    return theServer().start(proc, state);
+  },
+});

@@ -13,7 +13,7 @@ const flags = quick ? ['--quick'] : [];
 
 // Every workload this run starts, in order, so that progress can say how far it is.
 const HEAP_MB = [50, 500, 1024];
-const WORKLOADS = 1 + HEAP_MB.length * 2 + 4 + 2 + 1;
+const WORKLOADS = 1 + HEAP_MB.length * 2 + 4 + 2 + 2;
 let started = 0;
 const runStarted = performance.now();
 // A long workload says it still runs this often, so a run never goes quiet for minutes.
@@ -115,6 +115,7 @@ for (const script of ['queue.js', 'pipe.js']) {
 
 // Pool (issue #5): beside Python's mp.Pool, piscina, tinypool and workerpool.
 Object.assign(results, await runWorkload('pool.js'));
+Object.assign(results, await runWorkload('start-methods.js'));
 
 const python = spawnSync('python3', ['--version'], { encoding: 'utf8' }).stdout.trim();
 const meta = {

@@ -1,0 +1,340 @@
+// The behaviours that do not depend on a copied heap, under every start
+// method this process has: fork, spawn and forkserver in the single-threaded
+// project; spawn and forkserver in the plain one (vitest.config.ts), where
+// fork is refused. Targets live in an exported fixture module, as a program
+// using spawn or forkserver must keep them.
+import { describe, expect, it } from 'vitest';
+import { readdirSync } from 'node:fs';
+import {
+  Barrier,
+  BoundedSemaphore,
+  Condition,
+  Event,
+  ForkSafetyError,
+  JoinableQueue,
+  Lock,
+  Pipe,
+  Pool,
+  Process,
+  Queue,
+  RLock,
+  RawValue,
+  Semaphore,
+  SerializationError,
+  SharedArray,
+  SharedMemory,
+  SimpleQueue,
+  Value,
+  WorkerDiedError,
+  getAllStartMethods,
+  getContext,
+  getStartMethod,
+  isSingleThreaded,
+  type StartMethod,
+} from '../dist/index.js';
+import * as targets from './fixtures/start/targets.mjs';
+
+const methods: StartMethod[] = isSingleThreaded() ? ['fork', 'spawn', 'forkserver'] : ['spawn', 'forkserver'];
+
+function shmNames(): Set<string> {
+  return new Set(readdirSync('/dev/shm').filter((n) => n.startsWith('nodemp')));
+}
+
+describe('start method of this process', () => {
+  it('defaults to fork when single-threaded and to forkserver otherwise', () => {
+    expect(getStartMethod({ allowNone: true })).toBe(null);
+    const expected = isSingleThreaded() ? 'fork' : 'forkserver';
+    expect(getAllStartMethods()[0]).toBe(expected);
+    expect(new Process().startMethod).toBe(expected);
+  });
+
+  it.skipIf(isSingleThreaded())('refuses getContext("fork") with how to run', () => {
+    expect(() => getContext('fork')).toThrow(ForkSafetyError);
+    expect(() => getContext('fork')).toThrow(/--single-threaded/);
+  });
+});
+
+describe.each(methods)('%s', (method) => {
+  const ctx = getContext(method);
+
+  function started<A extends unknown[]>(target: (...args: A) => unknown, args: A, options: { daemon?: boolean; name?: string } = {}): Process {
+    const p = new ctx.Process({ target, args, daemon: true, ...options });
+    p.start();
+    return p;
+  }
+
+  describe('Process', () => {
+    it('runs the target with its args and reports who it is', async () => {
+      const q = new Queue();
+      const p = started(targets.report, [q, 'hello'], { name: 'worker-a', daemon: false });
+      expect(p.startMethod).toBe(method);
+      const got = (await q.get({ timeout: 20000 })) as Record<string, unknown>;
+      expect(got).toMatchObject({ tag: 'hello', name: 'worker-a', daemon: false, pid: p.pid, parent: process.pid, parentAlive: true });
+      expect(await p.join()).toBe(0);
+      expect(p.exitCode).toBe(0);
+      expect(p.isAlive()).toBe(false);
+    });
+
+    it('gives exit codes as Python: 1 for a throw or rejection, n for process.exit(n)', async () => {
+      const codes = await Promise.all(
+        ['throw', 'exit', 'reject', 'ok'].map((kind) => started(targets.fail, [kind]).join(20000)),
+      );
+      expect(codes).toEqual([1, 7, 1, 0]);
+    });
+
+    it('waits for an async target', async () => {
+      const q = new Queue();
+      const p = started(targets.later, [q, 50]);
+      expect(await p.join(20000)).toBe(0);
+      expect(q.getSync({ timeout: 1000 })).toBe('late');
+    });
+
+    it('joins with a timeout, and terminate() and kill() end it with -signal', async () => {
+      const e1 = new Event();
+      const e2 = new Event();
+      const a = started(targets.sleepForever, [e1]);
+      const b = started(targets.sleepForever, [e2]);
+      expect(await e1.wait(20000)).toBe(true);
+      expect(await e2.wait(20000)).toBe(true);
+      expect(a.joinSync(50)).toBe(null);
+      expect(await a.join(50)).toBe(null);
+      expect(a.isAlive()).toBe(true);
+      a.terminate();
+      b.kill();
+      expect(await a.join(20000)).toBe(-15);
+      expect(b.joinSync(20000)).toBe(-9);
+    });
+
+    it('starts a Process subclass with its own fields', async () => {
+      const q = new Queue();
+      const Job = targets.Job as unknown as new (o: object) => Process & { queue: Queue; tag: string };
+      const job = new Job({ name: 'job-1', daemon: true });
+      job.queue = q;
+      job.tag = 'from-fields';
+      job.start();
+      expect(await q.get({ timeout: 20000 })).toEqual({ tag: 'from-fields', name: 'job-1' });
+      expect(await job.join(20000)).toBe(0);
+    });
+
+    it('lets a child start its own children', async () => {
+      const q = new Queue();
+      const p = started(targets.nested, [q]);
+      const grandchild = (await q.get({ timeout: 20000 })) as { tag: string; parent: number };
+      expect(grandchild.tag).toBe('grandchild');
+      expect(grandchild.parent).not.toBe(process.pid);
+      expect(await q.get({ timeout: 20000 })).toBe(0);
+      expect(await p.join(20000)).toBe(0);
+    });
+  });
+
+  describe('synchronization', () => {
+    it('a Lock held here blocks the child until released', async () => {
+      const lock = new Lock();
+      const ready = new Event();
+      const q = new Queue<number>();
+      lock.acquireSync();
+      const p = started(targets.lockAndReport, [lock, ready, q]);
+      expect(await ready.wait(20000)).toBe(true);
+      await new Promise((r) => setTimeout(r, 100));
+      lock.release();
+      expect(await q.get({ timeout: 20000 })).toBeGreaterThanOrEqual(50);
+      expect(await p.join(20000)).toBe(0);
+    });
+
+    it('a Lock whose holder died is recovered, and said so', async () => {
+      const lock = new Lock();
+      const p = started(targets.holdAndDie, [lock]);
+      expect(await p.join(20000)).toBe(0);
+      expect(lock.acquireSync({ timeout: 5000 })).toBe(true);
+      expect(lock.ownerDied).toBe(true);
+      lock.release();
+    });
+
+    it('RLock, Semaphore and BoundedSemaphore are the same objects in the child', async () => {
+      const rlock = new RLock();
+      const sem = new Semaphore(3);
+      const bounded = new BoundedSemaphore(1);
+      bounded.acquireSync();
+      const q = new Queue();
+      const a = started(targets.rlockUser, [rlock, q]);
+      expect(await q.get({ timeout: 20000 })).toBe('twice');
+      const b = started(targets.semaphoreUser, [sem, bounded, q]);
+      expect(await q.get({ timeout: 20000 })).toBe(2);
+      expect(await q.get({ timeout: 20000 })).toBe('SyncError');
+      expect(sem.getValue()).toBe(2);
+      expect(bounded.getValue()).toBe(1);
+      expect(await a.join(20000)).toBe(0);
+      expect(await b.join(20000)).toBe(0);
+    });
+
+    it('a Condition with its RLock notifies across processes', async () => {
+      const rlock = new RLock();
+      const cond = new Condition(rlock);
+      const ready = new Event();
+      const q = new Queue();
+      const p = started(targets.conditionWaiter, [cond, ready, q]);
+      expect(await ready.wait(20000)).toBe(true);
+      cond.acquireSync();
+      cond.notify();
+      cond.release();
+      expect(await q.get({ timeout: 20000 })).toMatchObject({ ok: true });
+      expect(await p.join(20000)).toBe(0);
+    });
+
+    it('a Barrier with an exported action gathers parent and children', async () => {
+      const barrier = new Barrier(3, { action: targets.barrierAction });
+      const q = new Queue<number>();
+      const ps = [started(targets.barrierParty, [barrier, q]), started(targets.barrierParty, [barrier, q])];
+      const mine = await barrier.wait();
+      const theirs = [await q.get({ timeout: 20000 }), await q.get({ timeout: 20000 })];
+      expect([mine, ...theirs].sort()).toEqual([0, 1, 2]);
+      for (const p of ps) expect(await p.join(20000)).toBe(0);
+    });
+  });
+
+  describe('shared values', () => {
+    it('Value, Array and RawValue are shared, with their locks', async () => {
+      const v = new Value('i', 0);
+      const a = new SharedArray('d', [0, 0]);
+      const raw = new RawValue('i', 0);
+      const ps = [started(targets.count, [v, a, raw, 200]), started(targets.count, [v, a, raw, 200])];
+      for (const p of ps) expect(await p.join(20000)).toBe(0);
+      expect(v.value).toBe(400);
+      expect(a.get(0)).toBe(400);
+      expect(raw.value).toBe(42);
+    });
+
+    it('SharedMemory crosses by name', async () => {
+      const before = shmNames();
+      const shm = new SharedMemory({ create: true, size: 16 });
+      const p = started(targets.shmWriter, [shm]);
+      expect(await p.join(20000)).toBe(0);
+      expect(shm.buf[0]).toBe(99);
+      shm.close();
+      shm.unlink();
+      expect(shmNames()).toEqual(before);
+    });
+  });
+
+  describe('queues and pipes', () => {
+    it('Queue: two producers, one consumer, nothing lost', async () => {
+      const q = new Queue<number>({ maxsize: 16 });
+      const ps = [started(targets.producer, [q, 300]), started(targets.producer, [q, 300])];
+      const got: number[] = [];
+      for (let i = 0; i < 600; i++) got.push(await q.get({ timeout: 20000 }));
+      for (const p of ps) expect(await p.join(20000)).toBe(0);
+      expect(got.reduce((s, x) => s + x, 0)).toBe(2 * ((299 * 300) / 2));
+    });
+
+    it('JoinableQueue: join() returns once the child has done every task', async () => {
+      const q = new JoinableQueue<number | null>();
+      const results = new Queue<number>();
+      const p = started(targets.joinableWorker, [q, results]);
+      for (let i = 1; i <= 20; i++) q.put(i);
+      q.put(null);
+      await q.join();
+      const got: number[] = [];
+      for (let i = 0; i < 20; i++) got.push(results.getSync({ timeout: 1000 }));
+      expect(got.sort((x, y) => x - y)).toEqual(Array.from({ length: 20 }, (_, i) => (i + 1) * 2));
+      expect(await p.join(20000)).toBe(0);
+    });
+
+    it('SimpleQueue works both ways', async () => {
+      const input = new SimpleQueue<number>();
+      const output = new SimpleQueue<number>();
+      const p = started(targets.simpleEcho, [input, output]);
+      input.put(41);
+      expect(await output.get()).toBe(42);
+      expect(await p.join(20000)).toBe(0);
+    });
+
+    it('a Connection of a Pipe reaches the child; the parent keeps its own', async () => {
+      const [mine, theirs] = Pipe();
+      const p = started(targets.pipeEcho, [theirs]);
+      mine.send({ hello: 1 });
+      expect(await mine.recv()).toEqual({ echo: { hello: 1 }, pid: p.pid });
+      expect(await p.join(20000)).toBe(0);
+      theirs.close();
+      mine.close();
+    });
+
+    it.skipIf(method === 'fork')('refuses a shared object in a message after start, as before', () => {
+      const q = new Queue();
+      expect(() => q.putSync(new Lock())).toThrow(SerializationError);
+      q.close();
+    });
+  });
+
+  describe('Pool', () => {
+    it('map, starmap, apply, imap and applyAsync with exported functions', async () => {
+      const pool = new ctx.Pool({ processes: 2 });
+      expect(pool.startMethod).toBe(method);
+      expect(await pool.map(targets.square, [1, 2, 3, 4, 5, 6, 7])).toEqual([1, 4, 9, 16, 25, 36, 49]);
+      expect(await pool.starmap(targets.add, [[1, 2], [3, 4]])).toEqual([3, 7]);
+      expect(await pool.apply(targets.slowSquare, [9])).toBe(81);
+      const streamed: number[] = [];
+      for await (const x of pool.imap(targets.square, [3, 4])) streamed.push(x);
+      expect(streamed).toEqual([9, 16]);
+      expect(pool.applyAsync(targets.add, [2, 3]).getSync(20000)).toBe(5);
+      await expect(pool.apply(targets.thrower, [1])).rejects.toThrow(RangeError);
+      pool.close();
+      await pool.join();
+    });
+
+    it('runs the initializer with shared initargs in every worker', async () => {
+      const v = new Value('i', 0);
+      const pool = new ctx.Pool({ processes: 2, initializer: targets.initCounter, initargs: [v] });
+      const pids = new Set(await pool.map(targets.whoAmI, Array.from({ length: 40 }, (_, i) => i), { chunksize: 1 }));
+      pool.close();
+      await pool.join();
+      // Once per worker started: as many as the pids that answered.
+      expect(v.value).toBeGreaterThanOrEqual(pids.size);
+      expect(v.value).toBeLessThanOrEqual(2);
+      expect(pids.size).toBeGreaterThanOrEqual(1);
+    });
+
+    it('replaces workers after maxtasksperchild and after a death', async () => {
+      const pool = new ctx.Pool({ processes: 1, maxtasksperchild: 2 });
+      const pids = await pool.map(targets.whoAmI, [1, 2, 3, 4], { chunksize: 1 });
+      expect(new Set(pids).size).toBe(2);
+      await expect(pool.apply(targets.dieNow, [])).rejects.toThrow(WorkerDiedError);
+      expect(await pool.apply(targets.add, [1, 1])).toBe(2);
+      pool.close();
+      await pool.join();
+    });
+
+    it('aborts a task by signal', async () => {
+      const pool = new ctx.Pool({ processes: 1 });
+      const controller = new AbortController();
+      const pending = pool.apply(targets.slowSquare, [3], { signal: controller.signal });
+      controller.abort(new Error('stop'));
+      await expect(pending).rejects.toThrow('stop');
+      expect(await pool.apply(targets.square, [5])).toBe(25);
+      pool.terminate();
+      await pool.join();
+    });
+
+    it.skipIf(method === 'fork')('refuses a closure at submission, naming it', () => {
+      const pool = new ctx.Pool({ processes: 1 });
+      const local = (x: number): number => x + 1;
+      expect(() => pool.map(local, [1])).toThrow(SerializationError);
+      expect(() => pool.applyAsync(local, [1])).toThrow(/local/);
+      pool.terminate();
+    });
+  });
+
+  it.skipIf(method === 'fork')('refuses a closure target at start(), naming it, and starts nothing', () => {
+    const inner = (): void => {};
+    const p = new ctx.Process({ target: inner });
+    let error: unknown;
+    try {
+      p.start();
+    } catch (e) {
+      error = e;
+    }
+    expect(error).toBeInstanceOf(SerializationError);
+    expect((error as SerializationError).code).toBe('ERR_NOT_EXPORTED');
+    expect((error as Error).message).toMatch(/inner/);
+    expect(p.pid).toBe(undefined);
+  });
+});

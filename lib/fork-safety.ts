@@ -17,6 +17,8 @@ const HOW_TO_RUN = [
   '  #!/usr/bin/env -S node --single-threaded      (as the script\'s first line)',
   'Under vitest, give the forks pool execArgv: [\'--single-threaded\'].',
   'The flag cannot go in NODE_OPTIONS, and v8.setFlagsFromString() after start-up is too late.',
+  "Or use the 'forkserver' or 'spawn' start method, which work in any Node process (forkserver is the default in one",
+  "like this): setStartMethod('forkserver') or getContext('forkserver'), with targets exported by a module.",
 ].join('\n');
 
 export function isSingleThreaded(argv: readonly string[] = process.execArgv): boolean {

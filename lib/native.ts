@@ -7,6 +7,8 @@ import { osError } from './errors.js';
 /** The addon's functions (internal API for the library's own modules). */
 export interface Native {
   setErrorFactory(factory: (code: string, errno: number, syscall: string, message: string) => Error): void;
+  /** Threads of this process that have the addon loaded now. */
+  loadedThreads(): number;
   fork(daemon: boolean): number;
   detach(sentinel: unknown, launch: () => void, loopEmpty: () => void, exit: () => void): void;
   exit(code: number): never;
@@ -125,4 +127,11 @@ function candidates(): string[] {
 }
 
 export const native: Native = load();
+if (native.loadedThreads() > 1) {
+  throw new Error(
+    'nodemp is already in use by another thread of this process. It keeps one set of children, watches and queue feeds per ' +
+      'process, so it runs in one thread at a time: the main thread, or one worker_threads Worker (there the spawn and ' +
+      'forkserver start methods work). Use it from that thread, or end the other thread first.',
+  );
+}
 native.setErrorFactory(osError);

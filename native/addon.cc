@@ -1,5 +1,6 @@
 // Entry point: each mechanism lives in its own file and registers its functions here.
 #include <napi.h>
+#include <atomic>
 
 #include "errors.h"
 
@@ -17,7 +18,18 @@ void InitRing(Napi::Env env, Napi::Object exports);
 void InitStart(Napi::Env env, Napi::Object exports);
 }  // namespace nodemp
 
+// Threads of this process that have the addon loaded now. Its bookkeeping
+// (children, watches, queue feeds) is per process, with one JS callback for
+// each kind of event: lib/native.ts refuses a second thread rather than let
+// it take those callbacks from the first.
+static std::atomic<int> loaded_threads{0};
+
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  loaded_threads++;
+  napi_add_env_cleanup_hook(env, [](void*) { loaded_threads--; }, nullptr);
+  exports.Set("loadedThreads", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+    return Napi::Number::New(info.Env(), loaded_threads.load());
+  }));
   exports.Set("setErrorFactory", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
     nodemp::SetErrorFactory(info);
   }));

@@ -13,12 +13,16 @@ describe('fork safety', () => {
   it('refuses to fork without --single-threaded and says how to run instead', () => {
     const r = runScript(
       `
-      import { Process, ForkSafetyError } from NODEMP;
+      import { Process, ForkSafetyError, getContext, setStartMethod } from NODEMP;
+      try { getContext('fork'); console.log('context'); }
+      catch (e) { console.log('getContext', e instanceof ForkSafetyError); }
+      setStartMethod('fork');
       try { new Process({ target: () => {} }).start(); console.log('started'); }
       catch (e) { console.log(e instanceof ForkSafetyError, e.code); console.log(e.message); }
     `,
       { nodeArgs: [] },
     );
+    expect(r.stdout).toContain('getContext true');
     expect(r.stdout).toContain('true ERR_FORK_UNSAFE');
     expect(r.stdout).toContain('npx nodemp app.js');
     expect(r.stdout).toContain('node --single-threaded app.js');
@@ -43,15 +47,25 @@ describe('fork safety', () => {
 
   it('refuses to fork in a worker thread', () => {
     const r = runScript(`
-      import { Process } from NODEMP;
       import { Worker, isMainThread, parentPort } from 'node:worker_threads';
       if (isMainThread) {
         new Worker(new URL(import.meta.url)).on('message', (m) => console.log(m));
       } else {
-        try { new Process({ target: () => {} }).start(); parentPort.postMessage('forked'); }
+        const { Process, getContext } = await import(NODEMP);
+        try { new (getContext('forkserver').Process)({ target: () => {} }); getContext('fork'); parentPort.postMessage('forked'); }
         catch (e) { parentPort.postMessage(e.name + ': ' + e.message); }
       }
     `);
     expect(r.stdout).toMatch(/^ForkSafetyError: Process.start\(\) was called in a worker thread/);
+  });
+
+  it('refuses a second thread of one process, saying which thread may use it', () => {
+    const r = runScript(`
+      import { Worker } from 'node:worker_threads';
+      await import(NODEMP);
+      const w = new Worker('import(' + JSON.stringify(NODEMP) + ').then(() => console.log("loaded"), (e) => console.log(e.message))', { eval: true });
+      await new Promise((resolve) => w.once('exit', resolve));
+    `);
+    expect(r.stdout).toMatch(/already in use by another thread of this process/);
   });
 });

@@ -5,7 +5,7 @@
 // mapping of the same memory, in this process), and in a plain `node` child
 // that is given the descriptors and nothing else.
 import { spawn } from 'node:child_process';
-import { closeSync, fstatSync, readFileSync } from 'node:fs';
+import { closeSync, fstatSync, readFileSync, writeSync } from 'node:fs';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
@@ -262,6 +262,19 @@ describe('encodeForChild and decodeInChild, in one process', () => {
     b.send('original end');
     expect(a.recvSync()).toBe('original end');
     for (const c of [a, b, readEnd, writeEnd, copy.readEnd, copy.writeEnd]) c.close();
+  });
+
+  it("a Connection given while this process holds part of a message: the child's end cannot receive, as a forked child's", async () => {
+    const [a, b] = Pipe();
+    // A header announcing 100 bytes, 10 of them there: the receive takes them and waits for the rest.
+    writeSync(a.fileno(), Buffer.concat([Buffer.from([0, 100, 0, 0, 0]), Buffer.alloc(10, 1)]));
+    const pending = b.recvBytes();
+    await sleepMs(20);
+    const copy = await roundTrip(b);
+    expect(() => copy.recvSync()).toThrow(/forked while its parent was in the middle/);
+    writeSync(a.fileno(), Buffer.alloc(90, 2));
+    expect((await pending).length).toBe(100);
+    for (const c of [a, b, copy]) c.close();
   });
 
   it('SharedMemory and ShareableList still cross by name', async () => {

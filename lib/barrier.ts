@@ -1,13 +1,14 @@
 // Barrier: Python's threading.Barrier algorithm (fill, drain, reset, broken)
 // with its state and count in shared memory and a shared Condition, so the
 // parties may be any processes forked after the barrier was made.
-import { allocCells } from './arena.js';
+import { allocCells, type Cells } from './arena.js';
 import { BARRIER_CELLS, BARRIER_COUNT, BARRIER_STATE, CELL_SIZE } from './layout.js';
 import { Condition } from './condition.js';
 import { Lock, acquireSteps } from './lock.js';
 import { BrokenBarrierError } from './errors.js';
 import { checkInteger, invalidType } from './args.js';
 import { deadlineAfter, runAsyncFrom, runSync, type Steps } from './waiting.js';
+import { fromParent, toChild, type ChildDecoder, type ChildEncoder, type State } from './start/handoff.js';
 
 const FILLING = 0;
 const DRAINING = 1;
@@ -21,9 +22,12 @@ export interface BarrierOptions {
   timeout?: number | null;
 }
 
+// What a barrier rebuilt in a starting child takes instead of new ones.
+let adopting: { cells: Cells; cond: Condition } | null = null;
+
 export class Barrier {
   readonly #words: Int32Array;
-  readonly #cond = new Condition(new Lock());
+  readonly #cond: Condition;
   readonly #parties: number;
   readonly #action: (() => void) | undefined;
   readonly #timeout: number | undefined;
@@ -36,8 +40,27 @@ export class Barrier {
     this.#parties = parties;
     this.#action = action ?? undefined;
     this.#timeout = timeout ?? undefined;
-    const cells = allocCells(BARRIER_CELLS);
+    this.#cond = adopting?.cond ?? new Condition(new Lock());
+    const cells = adopting?.cells ?? allocCells(BARRIER_CELLS);
     this.#words = new Int32Array(cells.buffer, cells.byteOffset, CELL_SIZE / 4);
+  }
+
+  [toChild](child: ChildEncoder): State {
+    const action = this.#action === undefined ? null : child.reference(this.#action, "a Barrier's action");
+    return [child.memory(this.#words.buffer as ArrayBuffer), this.#words.byteOffset, this.#parties, action, this.#timeout ?? null, this.#cond];
+  }
+
+  static [fromParent]([memory, byteOffset, parties, action, timeout, cond]: State, parent: ChildDecoder): Barrier {
+    const cells = { buffer: parent.memory(memory as number), byteOffset: byteOffset as number, byteLength: BARRIER_CELLS * CELL_SIZE };
+    adopting = { cells, cond: cond as Condition };
+    try {
+      return new Barrier(parties as number, {
+        action: action === null ? null : (parent.reference(action as number) as () => void),
+        timeout: timeout as number | null,
+      });
+    } finally {
+      adopting = null;
+    }
   }
 
   get parties(): number {

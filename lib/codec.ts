@@ -65,12 +65,14 @@ function plainEnough(value: unknown): boolean {
   return plain;
 }
 
+function functionRefused(fn: Function): SerializationError {
+  return new SerializationError(
+    `nodemp: a function (${fn.name || 'anonymous'}) cannot be sent to another process; send data, or pass the function itself to Pool/Process`,
+  );
+}
+
 function checkCopyable(v: unknown): void {
-  if (typeof v === 'function') {
-    throw new SerializationError(
-      `nodemp: a function (${v.name || 'anonymous'}) cannot be sent to another process; send data, or pass the function itself to Pool/Process`,
-    );
-  }
+  if (typeof v === 'function') throw functionRefused(v);
   if (typeof v === 'symbol') throw new SerializationError(`nodemp: a symbol (${String(v)}) cannot be sent to another process`);
 }
 
@@ -89,9 +91,11 @@ const CROSSING = Symbol('nodemp.crossing');
 const INHERITED = 0;
 const BY_NAME = 1;
 const ERROR = 2;
+// On the wire only: what a starting child's hooks wrote.
+const TO_CHILD = 3;
 
 /** Marks classes whose instances must not be put in a message: they are shared by inheritance only. */
-export function sharedByInheritance(...classes: Array<abstract new (...args: never[]) => object>): void {
+export function sharedByInheritance(...classes: Array<{ readonly prototype: object }>): void {
   for (const Class of classes) Object.defineProperty(Class.prototype, CROSSING, { value: INHERITED });
 }
 
@@ -118,20 +122,80 @@ function inheritedOnly(obj: object): SerializationError {
   );
 }
 
+// ---- what a starting child is given ------------------------------------
+//
+// A child started by spawn or forkserver is given its arguments encoded
+// (lib/start/descriptors.ts), and there, as Python allows while a process is
+// being started, the objects marked INHERITED cross after all, by
+// descriptor, and functions cross by reference: the hooks say how. They are
+// in force only for packForChild()'s own encoder, so a message that a getter
+// sends meanwhile still refuses them.
+
+// While packForChild() or unpackForChild() runs: what lib/start/descriptors.ts
+// makes of nodemp's shared objects and of functions, and back.
+let childWrite: ((obj: object) => unknown) | null = null;
+let childRead: ((data: unknown) => unknown) | null = null;
+const forChild = new Packr({ structuredClone: true, copyBuffers: true });
+
+/**
+ * `value` encoded for a starting child, in bytes of its own: structured
+ * clone (payloads are small, and identity within them must hold: one Lock
+ * twice in the arguments is one Lock in the child), with `write` turning
+ * shared objects and functions into data.
+ */
+export function packForChild(value: unknown, write: (obj: object) => unknown): Uint8Array {
+  childWrite = write;
+  try {
+    return Buffer.from(forChild.pack(value));
+  } catch (error) {
+    // msgpackr's own words for a symbol value.
+    if (error instanceof Error && error.message === 'Unknown type: symbol') {
+      throw new SerializationError('nodemp: a symbol cannot be given to a child process');
+    }
+    throw error;
+  } finally {
+    childWrite = null;
+  }
+}
+
+/** What packForChild() encoded, with `read` rebuilding what its `write` wrote. */
+export function unpackForChild(bytes: Uint8Array, read: (data: unknown) => unknown): unknown {
+  childRead = read;
+  try {
+    return forChild.unpack(bytes);
+  } finally {
+    childRead = null;
+  }
+}
+
 // 'N': an ext type msgpackr itself does not use (it registers extensions process-wide).
 const EXT_NODEMP = 0x4e;
 
-type Wire = [typeof BY_NAME, string, string] | [typeof ERROR, ErrorState, unknown];
+type Wire = [typeof BY_NAME, string, string] | [typeof ERROR, ErrorState, unknown] | [typeof TO_CHILD, unknown];
+
+/** Whether the extension writes `v`: one of nodemp's objects, or, for a starting child, what the plain walk (plainEnough) refuses. */
+function extended(v: unknown): boolean {
+  if ((v as { [CROSSING]?: number })[CROSSING] !== undefined) return true;
+  return childWrite !== null && (typeof v === 'function' || v instanceof WeakMap || v instanceof WeakSet || v instanceof WeakRef || v instanceof Promise);
+}
 
 addExtension({
-  Class: { [Symbol.hasInstance]: (v: unknown) => (v as { [CROSSING]?: number })[CROSSING] !== undefined } as never,
+  Class: { [Symbol.hasInstance]: extended } as never,
   type: EXT_NODEMP,
-  write(obj: Record<symbol, unknown> & object): Wire {
+  write(this: Packr, obj: Record<symbol, unknown> & object): Wire {
     const crossing = obj[CROSSING];
     if (crossing === ERROR) return [ERROR, errorState(obj as unknown as Error), (obj as unknown as Error).cause];
-    if (crossing !== BY_NAME) throw inheritedOnly(obj);
-    const { kind, nameOf } = obj[NAME_OF] as { kind: string; nameOf(o: object): string };
-    return [BY_NAME, kind, nameOf(obj)];
+    if (crossing === BY_NAME) {
+      const { kind, nameOf } = obj[NAME_OF] as { kind: string; nameOf(o: object): string };
+      return [BY_NAME, kind, nameOf(obj)];
+    }
+    const write = this === forChild ? childWrite : null;
+    if (crossing === undefined) {
+      // A function, or what no codec copies, met while a child's payload is encoded.
+      if (typeof obj !== 'function') throw new SerializationError(`nodemp: a ${obj.constructor.name} cannot be sent to another process`);
+      if (write === null) throw functionRefused(obj);
+    } else if (write === null) throw inheritedOnly(obj);
+    return [TO_CHILD, write(obj)];
   },
   read(data: Wire): unknown {
     if (data[0] === ERROR) {
@@ -139,6 +203,10 @@ addExtension({
       const error = reviveError(state, cause);
       error.stack = state.stack;
       return error;
+    }
+    if (data[0] === TO_CHILD) {
+      if (childRead === null) throw new TypeError('nodemp: a message holds what only a starting child is given');
+      return childRead(data[1]);
     }
     const attach = attachers.get(data[1]);
     if (attach === undefined) throw new TypeError(`nodemp: a message holds a ${data[1]}, which this process cannot attach to`);

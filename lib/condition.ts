@@ -5,12 +5,16 @@
 // grant left goes back to sleep). Waiters and grants are counted under the
 // condition's lock, which makes the two numbers consistent with each other.
 import { native } from './native.js';
-import { allocCells } from './arena.js';
+import { allocCells, type Cells } from './arena.js';
 import { CELL_SIZE, COND_CELLS, COND_SEQ, COND_SLEEPERS, COND_TOKENS, COND_WAITERS } from './layout.js';
 import { Lock, RLock, isMine, reacquireSteps, releaseAll, type Held } from './lock.js';
 import { SyncError } from './errors.js';
 import { invalidType } from './args.js';
 import { TIMED_OUT, deadlineAfter, runAsyncFrom, runSync, sleep, timeLeft, type Steps, type WaitOptions } from './waiting.js';
+import { fromParent, toChild, type ChildDecoder, type ChildEncoder, type State } from './start/handoff.js';
+
+// The cells a condition rebuilt in a starting child takes instead of new ones.
+let adopting: Cells | null = null;
 
 export class Condition {
   readonly #buffer: ArrayBuffer;
@@ -24,10 +28,24 @@ export class Condition {
       throw invalidType('Condition(lock)', 'a Lock, an RLock, or null for a new RLock', lock);
     }
     this.#lock = lock ?? new RLock();
-    const cells = allocCells(COND_CELLS);
+    const cells = adopting ?? allocCells(COND_CELLS);
     this.#buffer = cells.buffer;
     this.#byteOffset = cells.byteOffset;
     this.#words = new Int32Array(cells.buffer, cells.byteOffset, CELL_SIZE / 4);
+  }
+
+  /** The lock crosses as itself: the child gets one object for it, however many conditions or values share it. */
+  [toChild](child: ChildEncoder): State {
+    return [child.memory(this.#buffer), this.#byteOffset, this.#lock];
+  }
+
+  static [fromParent]([memory, byteOffset, lock]: State, parent: ChildDecoder): Condition {
+    adopting = { buffer: parent.memory(memory as number), byteOffset: byteOffset as number, byteLength: COND_CELLS * CELL_SIZE };
+    try {
+      return new Condition(lock as Lock | RLock);
+    } finally {
+      adopting = null;
+    }
   }
 
   /** The lock this condition waits with. */

@@ -35,6 +35,7 @@ import { BYTES, codecFor, decodeRange, type Codec, type Serializer } from './cod
 import { BufferTooShort, ClosedError, DirectionError, EOFError, OSError } from './errors.js';
 import { bytesOf, checkOffset, invalidType, invalidValue, outOfRange } from './args.js';
 import { selfPid } from './self.js';
+import { fromParent, toChild, type ChildDecoder, type ChildEncoder, type State } from './start/handoff.js';
 
 // How long recv() re-reads for a message before it leaves the wait to the event loop.
 const READ_SPIN_MS = 0.02;
@@ -425,6 +426,29 @@ export class Connection {
 
   [Symbol.dispose](): void {
     this.close();
+  }
+
+  /**
+   * The descriptor crosses (the child gets its own, as a forked child
+   * inherits one), with the end's direction and codec. As in a forked
+   * child, a frame this process has begun to take is this process's: the
+   * child's end cannot receive.
+   */
+  [toChild](child: ChildEncoder): State {
+    if (this.#fd < 0) throw new ClosedError('a closed Connection cannot be given to a child process');
+    if (this.#owner !== selfPid) this.#forked();
+    const midFrame = this.#forkedMidFrame || this.#headGot > 0;
+    return [child.descriptor(this.#fd), this.#readable, this.#writable, this.#codec.serializer, midFrame];
+  }
+
+  static [fromParent]([descriptor, readable, writable, serializer, midFrame]: State, parent: ChildDecoder): Connection {
+    const conn = new Connection(parent.descriptor(descriptor as number), {
+      readable: readable as boolean,
+      writable: writable as boolean,
+      serializer: serializer as Serializer,
+    });
+    conn.#forkedMidFrame = midFrame as boolean;
+    return conn;
   }
 
   [inspect.custom](): string {

@@ -3,9 +3,13 @@
 // flag cleared again still knows it was set while it slept: the generation
 // moved. Nothing here can be held, so nothing needs recovering if a process dies.
 import { native } from './native.js';
-import { allocCells } from './arena.js';
+import { allocCells, type Cells } from './arena.js';
 import { CELL_SIZE, EVENT_CELLS, EVENT_SLEEPERS, EVENT_WORD } from './layout.js';
 import { deadlineAfter, runAsyncFrom, runSync, sleep, spinWhileEqual, timeLeft, type Steps } from './waiting.js';
+import { fromParent, toChild, type ChildDecoder, type ChildEncoder, type State } from './start/handoff.js';
+
+// The cells an event rebuilt in a starting child takes instead of new ones.
+let adopting: Cells | null = null;
 
 export class Event {
   readonly #buffer: ArrayBuffer;
@@ -13,10 +17,23 @@ export class Event {
   readonly #words: Int32Array;
 
   constructor() {
-    const cells = allocCells(EVENT_CELLS);
+    const cells = adopting ?? allocCells(EVENT_CELLS);
     this.#buffer = cells.buffer;
     this.#byteOffset = cells.byteOffset;
     this.#words = new Int32Array(cells.buffer, cells.byteOffset, CELL_SIZE / 4);
+  }
+
+  [toChild](child: ChildEncoder): State {
+    return [child.memory(this.#buffer), this.#byteOffset];
+  }
+
+  static [fromParent]([memory, byteOffset]: State, parent: ChildDecoder): Event {
+    adopting = { buffer: parent.memory(memory as number), byteOffset: byteOffset as number, byteLength: EVENT_CELLS * CELL_SIZE };
+    try {
+      return new Event();
+    } finally {
+      adopting = null;
+    }
   }
 
   isSet(): boolean {

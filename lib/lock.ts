@@ -7,10 +7,11 @@
 // can never die between taking the lock and recording who it is: a waiter that
 // finds the holder dead takes the word over with one compare-and-swap.
 import { native } from './native.js';
-import { allocCells } from './arena.js';
+import { allocCells, type Cells } from './arena.js';
 import { LOCK_CELLS, LOCK_DEPTH, LOCK_WORD, PID_MASK, WAITERS_BIT, CELL_SIZE } from './layout.js';
 import { selfPid } from './self.js';
 import { SyncError, TimeoutError } from './errors.js';
+import { fromParent, toChild, type ChildDecoder, type ChildEncoder, type State } from './start/handoff.js';
 import {
   OWNER_CHECK_MS,
   SPIN_LIMIT,
@@ -57,6 +58,9 @@ export function heldUntilReleased(release: () => void): Held {
   return { release: once, [Symbol.dispose]: once };
 }
 
+// The cells a lock rebuilt in a starting child takes instead of new ones.
+let adopting: Cells | null = null;
+
 abstract class LockBase {
   readonly #buffer: ArrayBuffer;
   readonly #byteOffset: number;
@@ -64,7 +68,7 @@ abstract class LockBase {
   #ownerDied = false;
 
   constructor() {
-    const cells = allocCells(LOCK_CELLS);
+    const cells = adopting ?? allocCells(LOCK_CELLS);
     this.#buffer = cells.buffer;
     this.#byteOffset = cells.byteOffset;
     this.words = new Int32Array(cells.buffer, cells.byteOffset, CELL_SIZE / 4);
@@ -161,6 +165,19 @@ abstract class LockBase {
   // writes it, and only this process removes it.
   [isMine](): boolean {
     return (this.words[LOCK_WORD] & PID_MASK) === selfPid;
+  }
+
+  [toChild](child: ChildEncoder): State {
+    return [child.memory(this.#buffer), this.#byteOffset];
+  }
+
+  static [fromParent]<T>(this: new () => T, [memory, byteOffset]: State, parent: ChildDecoder): T {
+    adopting = { buffer: parent.memory(memory as number), byteOffset: byteOffset as number, byteLength: LOCK_CELLS * CELL_SIZE };
+    try {
+      return new this();
+    } finally {
+      adopting = null;
+    }
   }
 
   abstract acquireSync(options?: WaitOptions): boolean;

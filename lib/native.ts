@@ -20,7 +20,14 @@ export interface Native {
   tryReap(pid: number): number | undefined;
   waitSync(pid: number, timeoutMs: number): number | undefined;
   signal(pid: number, signal: number): boolean;
+  /** Zeroed shared memory: a memfd (macOS: an unlinked POSIX segment) kept open with the mapping, so sharedFd() can hand it out. */
   mapShared(size: number): ArrayBuffer;
+  /** The descriptor behind a mapShared()/mapFd() buffer, owned by the buffer; TypeError for any other buffer. */
+  sharedFd(buffer: ArrayBuffer): number;
+  /** Maps `size` bytes of the memory behind `fd` (from another process's sharedFd()); the buffer owns `fd` once this returns. */
+  mapFd(fd: number, size: number): ArrayBuffer;
+  /** A close-on-exec duplicate of `fd`. */
+  dupFd(fd: number): number;
   futexWait(buffer: ArrayBuffer, byteOffset: number, expected: number, timeoutMs?: number): 0 | 1 | 2;
   futexWake(buffer: ArrayBuffer, byteOffset: number, count: number): number;
   execve(path: string, argv: string[], env: string[]): never;
@@ -66,6 +73,10 @@ export interface Native {
   shmUnlink(name: string): void;
   trackerPid(): number;
   trackerStart(): void;
+  /** The write end of this process's tracker pipe, or -1. */
+  trackerFd(): number;
+  /** Takes `fd` (a parent's trackerFd()) as this process's tracker unless it has one (then closes it). */
+  trackerAdopt(fd: number, pid: number): boolean;
   // The spawn and forkserver start methods (native/start.cc)
   /** The child gets stdio and fds[i] as descriptor 3 + i. */
   spawnProcess(path: string, argv: string[], env: string[], fds: number[]): number;

@@ -25,6 +25,7 @@ import { codecFor, copyBytes, decode, decodeRange, BYTES, type Codec, type Seria
 import { BufferTooShort, ClosedError, QueueEmpty, QueueFull, ShutDown, SyncError } from './errors.js';
 import { bytesOf, checkInteger, checkOffset, invalidType } from './args.js';
 import { SharedMemory } from './shared-memory.js';
+import { fromParent, toChild, type ChildDecoder, type ChildEncoder, type State } from './start/handoff.js';
 import {
   OWNER_CHECK_MS,
   SPIN_LIMIT,
@@ -164,6 +165,11 @@ function powerOfTwoAtLeast(n: number): number {
   return p;
 }
 
+// The mapping a queue rebuilt in a starting child takes instead of a new
+// ring, and the Queue a SimpleQueue rebuilt there wraps.
+let adoptingRing: ArrayBuffer | null = null;
+let adoptingQueue: Queue<unknown> | null = null;
+
 /** The machinery shared by the three queue classes. */
 class Ring {
   readonly buffer: ArrayBuffer;
@@ -201,14 +207,14 @@ class Ring {
     this.maxsize = maxsize;
     this.joinable = joinable;
     const metaBytes = this.slots * META_WORDS * 4;
-    this.buffer = native.mapShared(HEADER_SIZE + metaBytes + dataBytes);
+    this.buffer = adoptingRing ?? native.mapShared(HEADER_SIZE + metaBytes + dataBytes);
     this.words = new Int32Array(this.buffer, 0, HEADER_SIZE / 4);
     this.meta = new Int32Array(this.buffer, HEADER_SIZE, this.slots * META_WORDS);
     this.data = new Uint8Array(this.buffer, HEADER_SIZE + metaBytes, dataBytes);
     this.dataWords = new Int32Array(this.buffer, HEADER_SIZE + metaBytes, dataBytes / 4);
-    // Slot i starts out free for position i.
     this.#stride = this.slots / 8;
-    for (let i = 0; i < this.slots; i++) this.meta[this.metaOf(i) + META_SEQ] = i;
+    // Slot i starts out free for position i.
+    if (adoptingRing === null) for (let i = 0; i < this.slots; i++) this.meta[this.metaOf(i) + META_SEQ] = i;
   }
 
   /**
@@ -749,6 +755,25 @@ export class Queue<T = unknown> {
     return this.#ring;
   }
 
+  /**
+   * The ring and what a process needs to use it. The child starts as a forked
+   * one does: with no party row (it claims one, by its own pid and start
+   * time, on first use), no feeder, and the queue open.
+   */
+  [toChild](child: ChildEncoder): State {
+    const ring = this.#ring;
+    return [child.memory(ring.buffer), ring.slots, ring.maxsize, ring.codec.serializer];
+  }
+
+  static [fromParent]<T>(this: new (options: QueueOptions) => T, [memory, slots, maxsize, serializer]: State, parent: ChildDecoder): T {
+    adoptingRing = parent.memory(memory as number);
+    try {
+      return new this({ maxsize: maxsize as number, serializer: serializer as Serializer, ringSize: (slots as number) * SLOT_SIZE });
+    } finally {
+      adoptingRing = null;
+    }
+  }
+
   #open(call: string): Ring {
     if (this.#closedBy === selfPid) throw new ClosedError(`${this.constructor.name}.${call}: the queue is closed in this process`);
     return this.#ring;
@@ -967,7 +992,20 @@ export class SimpleQueue<T = unknown> {
   #closedBy = 0;
 
   constructor(options: Pick<QueueOptions, 'serializer' | 'ringSize'> = {}) {
-    this.#queue = new Queue<T>({ ...options, maxsize: 0 });
+    this.#queue = (adoptingQueue as Queue<T> | null) ?? new Queue<T>({ ...options, maxsize: 0 });
+  }
+
+  [toChild](): State {
+    return [this.#queue];
+  }
+
+  static [fromParent]([queue]: State): SimpleQueue {
+    adoptingQueue = queue as Queue<unknown>;
+    try {
+      return new SimpleQueue();
+    } finally {
+      adoptingQueue = null;
+    }
   }
 
   // Checked here as well, so that the error names this class rather than the Queue inside.

@@ -9,7 +9,7 @@
 // pattern: one process acquires, another releases) is booked against another
 // holder, so the table never credits more slots than are really out.
 import { native } from './native.js';
-import { allocCells } from './arena.js';
+import { allocCells, type Cells } from './arena.js';
 import {
   CELL_SIZE,
   SEM_CELLS,
@@ -25,6 +25,7 @@ import { selfPid } from './self.js';
 import { SyncError, TimeoutError } from './errors.js';
 import { checkInteger } from './args.js';
 import { heldUntilReleased, warnOwnerDied, type Held } from './lock.js';
+import { fromParent, toChild, type ChildDecoder, type ChildEncoder, type State } from './start/handoff.js';
 import {
   OWNER_CHECK_MS,
   TIMED_OUT,
@@ -43,6 +44,9 @@ const RECLAIMING = -1;
 const NO_SLOT = -1;
 const MAX_VALUE = 0x7fffffff;
 
+// The cells a semaphore rebuilt in a starting child takes instead of new ones.
+let adopting: Cells | null = null;
+
 export class Semaphore {
   readonly #buffer: ArrayBuffer;
   readonly #byteOffset: number;
@@ -56,12 +60,26 @@ export class Semaphore {
 
   constructor(value = 1) {
     checkInteger(`${new.target.name}(value)`, value, 0, MAX_VALUE);
-    const cells = allocCells(SEM_CELLS);
+    const cells = adopting ?? allocCells(SEM_CELLS);
     this.#buffer = cells.buffer;
     this.#byteOffset = cells.byteOffset;
     this.#words = new Int32Array(cells.buffer, cells.byteOffset, (SEM_CELLS * CELL_SIZE) / 4);
-    this.#words[SEM_VALUE] = value;
+    if (adopting === null) this.#words[SEM_VALUE] = value;
     this.#max = new.target === BoundedSemaphore ? value : MAX_VALUE;
+  }
+
+  [toChild](child: ChildEncoder): State {
+    return [child.memory(this.#buffer), this.#byteOffset, this.#max];
+  }
+
+  /** `max` is a BoundedSemaphore's bound (its initial value), and what a Semaphore's constructor ignores. */
+  static [fromParent]<T>(this: new (value: number) => T, [memory, byteOffset, max]: State, parent: ChildDecoder): T {
+    adopting = { buffer: parent.memory(memory as number), byteOffset: byteOffset as number, byteLength: SEM_CELLS * CELL_SIZE };
+    try {
+      return new this(max as number);
+    } finally {
+      adopting = null;
+    }
   }
 
   /** The number of free slots now (Python's `get_value()`). */

@@ -2,9 +2,10 @@
 // every process forked after they were made. As in Python, `v.value += 1` is
 // a read and a write, not atomic; the lock that getLock() returns (an RLock by
 // default) is what makes such updates safe.
-import { allocShared } from './arena.js';
+import { allocShared, type Cells } from './arena.js';
 import { Lock, RLock } from './lock.js';
 import { invalidType, outOfRange } from './args.js';
+import { fromParent, toChild, type ChildDecoder, type ChildEncoder, type State } from './start/handoff.js';
 
 type AnyTyped =
   | Int8Array
@@ -110,6 +111,25 @@ function lockFor(what: string, options: ValueOptions | null | undefined): Lock |
   throw invalidType(`${what}: options.lock`, 'true, false, null, a Lock or an RLock', option);
 }
 
+// What a value or array rebuilt in a starting child takes instead of new
+// memory and a new lock.
+let adopting: { cells: Cells; lock: Lock | RLock | null } | null = null;
+
+/** Where a value's or an array's numbers are. */
+function stateOf(view: AnyTyped, child: ChildEncoder): State {
+  return [child.memory(view.buffer as ArrayBuffer), view.byteOffset];
+}
+
+function adopt<T>(make: () => T, memory: unknown, byteOffset: unknown, lock: unknown, parent: ChildDecoder): T {
+  // Views take their length from the typecode and the state, not from byteLength.
+  adopting = { cells: { buffer: parent.memory(memory as number), byteOffset: byteOffset as number, byteLength: 0 }, lock: (lock ?? null) as Lock | RLock | null };
+  try {
+    return make();
+  } finally {
+    adopting = null;
+  }
+}
+
 /** One number in shared memory, without a lock (Python's `RawValue`). */
 export class RawValue<C extends Typecode = Typecode> {
   readonly typecode: C;
@@ -118,11 +138,20 @@ export class RawValue<C extends Typecode = Typecode> {
 
   constructor(typecode: C, value?: Element<C> | number) {
     const info = typeOf(`${new.target.name}()`, typecode);
-    const cells = allocShared(info.View.BYTES_PER_ELEMENT);
+    const cells = adopting?.cells ?? allocShared(info.View.BYTES_PER_ELEMENT);
     this.typecode = typecode;
     this.#info = info;
     this.#view = new info.View(cells.buffer, cells.byteOffset, 1);
     if (value !== undefined) this.value = value as Element<C>;
+  }
+
+  [toChild](child: ChildEncoder): State {
+    return [this.typecode, ...stateOf(this.#view, child)];
+  }
+
+  /** Value's lock, if any, follows RawValue's state. */
+  static [fromParent]<T>(this: new (typecode: Typecode) => T, [typecode, memory, byteOffset, lock]: State, parent: ChildDecoder): T {
+    return adopt(() => new this(typecode as Typecode), memory, byteOffset, lock, parent);
   }
 
   get value(): Element<C> {
@@ -151,7 +180,11 @@ export class Value<C extends Typecode = Typecode> extends RawValue<C> {
 
   constructor(typecode: C, value?: Element<C> | number, options: ValueOptions | null = {}) {
     super(typecode, value);
-    this.#lock = lockFor('Value()', options);
+    this.#lock = adopting === null ? lockFor('Value()', options) : adopting.lock;
+  }
+
+  override [toChild](child: ChildEncoder): State {
+    return [...super[toChild](child), this.#lock];
   }
 
   /** The lock guarding the value, or null when made with `{ lock: false }`. */
@@ -182,13 +215,22 @@ export class RawArray<C extends Typecode = Typecode> implements Iterable<Element
       throw invalidType(`${what}: sizeOrInit`, 'a size or an iterable of initial values', sizeOrInit);
     }
     const converted = init?.map((x, i) => coerce(info, `${what}: initial value [${i}]`, typecode, x));
-    const cells = allocShared(length * info.View.BYTES_PER_ELEMENT);
+    const cells = adopting?.cells ?? allocShared(length * info.View.BYTES_PER_ELEMENT);
     this.typecode = typecode;
     this.#info = info;
     this.typed = new info.View(cells.buffer, cells.byteOffset, length) as TypedFor<C>;
     converted?.forEach((x, i) => {
       (this.typed as AnyTyped)[i] = x as never;
     });
+  }
+
+  [toChild](child: ChildEncoder): State {
+    return [this.typecode, this.typed.length, ...stateOf(this.typed, child)];
+  }
+
+  /** Array's lock, if any, follows RawArray's state. */
+  static [fromParent]<T>(this: new (typecode: Typecode, length: number) => T, [typecode, length, memory, byteOffset, lock]: State, parent: ChildDecoder): T {
+    return adopt(() => new this(typecode as Typecode, length as number), memory, byteOffset, lock, parent);
   }
 
   get length(): number {
@@ -236,7 +278,11 @@ export class SharedArray<C extends Typecode = Typecode> extends RawArray<C> {
 
   constructor(typecode: C, sizeOrInit: number | Iterable<Element<C> | number>, options: ValueOptions | null = {}) {
     super(typecode, sizeOrInit);
-    this.#lock = lockFor('Array()', options);
+    this.#lock = adopting === null ? lockFor('Array()', options) : adopting.lock;
+  }
+
+  override [toChild](child: ChildEncoder): State {
+    return [...super[toChild](child), this.#lock];
   }
 
   getLock(): Lock | RLock | null {

@@ -1,6 +1,9 @@
-// Shared mappings as ArrayBuffers. Anonymous MAP_SHARED memory has no name, so
-// nothing can be left behind in /dev/shm when a process is killed, and fork()
-// hands the same pages to the child.
+// Shared mappings as ArrayBuffers. mapShared's memory has no name, so nothing
+// can be left behind in /dev/shm when a process is killed, and fork() hands
+// the same pages to the child. It is a memfd (an unlinked POSIX segment on
+// macOS) whose descriptor stays open as long as the mapping: a child started
+// by spawn or forkserver, which inherits no memory, is handed the descriptor
+// instead (sharedFd) and maps it (mapFd).
 //
 // Named POSIX segments (SharedMemory) are the exception: their names are
 // handed to the tracker (tracker.cc), which removes them once the creator and
@@ -8,12 +11,16 @@
 #include <napi.h>
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #if defined(__linux__)
 #include <sys/random.h>
+#include <sys/syscall.h>
 #endif
 #include <cerrno>
+#include <climits>
+#include <cmath>
 #include <cstdint>
 #include <atomic>
 #include <cstring>
@@ -124,29 +131,237 @@ int WriteSegment(const uint8_t* data, size_t length, std::string* name) {
   return EEXIST;
 }
 
-static void Unmap(Napi::Env, void* data, size_t* length) {
+// ---- mappings with a descriptor (mapShared, mapFd) ---------------------------
+
+// The descriptor behind each such mapping, by address, open until the
+// mapping's ArrayBuffer is finalized. A forked child inherits the descriptors
+// with the memory, so the table stays true in it. Worker threads may map
+// concurrently; Process.start() refuses to fork while workers run, so no
+// thread holds the mutex across a fork.
+// A mapShared() made without one records why, as -errno in `fd`, for
+// sharedFd()'s error.
+struct Backing {
+  int fd;
+  size_t size;
+};
+static std::mutex backings_mu;
+static auto* backings = new std::unordered_map<void*, Backing>;
+
+// The entry goes before the memory: once unmapped, the address may be mapped
+// again, by another thread, and registered under the same key.
+static void UnmapBacked(Napi::Env, void* data, size_t* length) {
+  {
+    std::lock_guard<std::mutex> lock(backings_mu);
+    auto it = backings->find(data);
+    if (it != backings->end()) {
+      if (it->second.fd >= 0) close(it->second.fd);
+      backings->erase(it);
+    }
+  }
   munmap(data, *length);
   delete length;
 }
 
+static Napi::ArrayBuffer Backed(Napi::Env env, void* addr, size_t size, int fd) {
+  {
+    std::lock_guard<std::mutex> lock(backings_mu);
+    (*backings)[addr] = Backing{fd, size};
+  }
+  return Napi::ArrayBuffer::New(env, addr, size, UnmapBacked, new size_t(size));
+}
+
+// A new descriptor for `size` bytes of zeroed memory that nothing names, or
+// -1 with errno set and the failing call in *failed. Linux: a memfd, by
+// system call, so that the prebuilt binary does not need glibc 2.27's
+// wrapper. macOS: a POSIX segment under a random name, removed at once;
+// shm_open sets close-on-exec itself.
+static int AnonymousFd(size_t size, const char** failed) {
+#if defined(__linux__)
+  *failed = "memfd_create";
+  int fd = static_cast<int>(syscall(SYS_memfd_create, "nodemp", 1u /* MFD_CLOEXEC */));
+  if (fd < 0) return -1;
+#else
+  *failed = "shm_open";
+  static const char hex[] = "0123456789abcdef";
+  int fd = -1;
+  for (int attempt = 0; attempt < 8 && fd < 0; attempt++) {
+    uint8_t random[8];
+    RandomBytes(random, sizeof random);
+    // Within macOS's 31 bytes.
+    std::string name = "/nodemp_m";
+    for (uint8_t b : random) {
+      name += hex[b >> 4];
+      name += hex[b & 15];
+    }
+    fd = shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
+    if (fd >= 0) shm_unlink(name.c_str());
+    else if (errno != EEXIST) return -1;
+  }
+  if (fd < 0) return -1;
+#endif
+  if (ftruncate(fd, static_cast<off_t>(size)) != 0) {
+    int err = errno;
+    close(fd);
+    errno = err;
+    *failed = "ftruncate";
+    return -1;
+  }
+  return fd;
+}
+
+static bool SizeArg(const Napi::CallbackInfo& info, size_t i, const char* fn, size_t* size) {
+  Napi::Env env = info.Env();
+  if (!info[i].IsNumber()) {
+    ThrowTypeError(env, std::string(fn) + ": size must be a number");
+    return false;
+  }
+  double requested = info[i].As<Napi::Number>().DoubleValue();
+  if (!(requested >= 1) || requested > static_cast<double>(SIZE_MAX / 2) || requested != static_cast<double>(static_cast<uint64_t>(requested))) {
+    ThrowRangeError(env, std::string(fn) + ": size must be a positive integer, got " + info[i].ToString().Utf8Value());
+    return false;
+  }
+  *size = static_cast<size_t>(requested);
+  return true;
+}
+
+static bool FdArg(const Napi::CallbackInfo& info, size_t i, const char* fn, int* fd) {
+  if (!info[i].IsNumber()) {
+    ThrowTypeError(info.Env(), std::string(fn) + ": fd must be a number");
+    return false;
+  }
+  double v = info[i].As<Napi::Number>().DoubleValue();
+  if (!(v >= 0 && v <= INT_MAX) || v != std::floor(v)) {
+    ThrowRangeError(info.Env(), std::string(fn) + ": fd must be a non-negative integer, got " + info[i].ToString().Utf8Value());
+    return false;
+  }
+  *fd = static_cast<int>(v);
+  return true;
+}
+
+// Descriptors from this one up are left to the rest of the program: a fork-
+// only program that keeps thousands of shared arrays must not find its
+// sockets and files refused for want of descriptors that it never asked for.
+static int FdCeiling() {
+  static int ceiling = [] {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > INT_MAX) return INT_MAX;
+    return static_cast<int>(rl.rlim_cur / 4 * 3);
+  }();
+  return ceiling;
+}
+
+// mapShared(size) -> ArrayBuffer over `size` zeroed bytes shared with every
+// process that is forked from this one or maps its descriptor. Where no
+// descriptor can be had (no memfd: ENOSYS, on Linux before 3.17 or in a
+// sandbox that forbids it; or three quarters of the descriptor table in use)
+// the memory is plain anonymous shared memory, which forks share as before
+// but sharedFd() cannot hand out.
 static Napi::Value MapShared(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!info[0].IsNumber()) {
-    ThrowTypeError(env, "mapShared(size): size must be a number");
+  size_t size;
+  if (!SizeArg(info, 0, "mapShared(size)", &size)) return env.Undefined();
+  const char* failed;
+  int fd = AnonymousFd(size, &failed);
+  int without = 0;
+  if (fd < 0 && (errno == ENOSYS || errno == EMFILE || errno == ENFILE)) {
+    without = errno;
+  } else if (fd < 0) {
+    ThrowErrno(env, errno, failed, std::to_string(size) + " bytes");
     return env.Undefined();
+  } else if (fd >= FdCeiling()) {
+    close(fd);
+    fd = -1;
+    without = EMFILE;
   }
-  double requested = info[0].As<Napi::Number>().DoubleValue();
-  if (!(requested >= 1) || requested > static_cast<double>(SIZE_MAX / 2) || requested != static_cast<double>(static_cast<uint64_t>(requested))) {
-    ThrowRangeError(env, "mapShared(size): size must be a positive integer, got " + info[0].ToString().Utf8Value());
-    return env.Undefined();
-  }
-  size_t size = static_cast<size_t>(requested);
-  void* addr = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  void* addr = fd >= 0 ? mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+                       : mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   if (addr == MAP_FAILED) {
-    ThrowErrno(env, errno, "mmap", std::to_string(size) + " bytes");
+    int err = errno;
+    if (fd >= 0) close(fd);
+    ThrowErrno(env, err, "mmap", std::to_string(size) + " bytes");
     return env.Undefined();
   }
-  return Napi::ArrayBuffer::New(env, addr, size, Unmap, new size_t(size));
+  return Backed(env, addr, size, fd >= 0 ? fd : -without);
+}
+
+// sharedFd(buffer) -> the descriptor behind a mapShared or mapFd buffer,
+// still owned by the buffer: valid while the buffer is alive.
+static Napi::Value SharedFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsArrayBuffer()) {
+    ThrowTypeError(env, "sharedFd(buffer): buffer must be an ArrayBuffer");
+    return env.Undefined();
+  }
+  Napi::ArrayBuffer buffer = info[0].As<Napi::ArrayBuffer>();
+  int fd = 0;
+  bool found = false;
+  if (!buffer.IsDetached()) {
+    std::lock_guard<std::mutex> lock(backings_mu);
+    auto it = backings->find(buffer.Data());
+    found = it != backings->end();
+    if (found) fd = it->second.fd;
+  }
+  if (fd >= 0 && found) return Napi::Number::New(env, fd);
+  std::string why;
+  if (buffer.IsDetached()) why = "the buffer is detached";
+  else if (!found) why = "the buffer was not made by mapShared() or mapFd()";
+  else if (fd == -ENOSYS) why = "its memory has no descriptor: this system has no memfd_create() (ENOSYS), so it is anonymous memory, which only forked children share";
+  else why = "its memory has no descriptor: when it was made, this process was using three quarters of its descriptors (RLIMIT_NOFILE), which nodemp leaves to the program, so it is anonymous memory, which only forked children share";
+  ThrowTypeError(env, "sharedFd(buffer): " + why);
+  return env.Undefined();
+}
+
+// mapFd(fd, size) -> ArrayBuffer over the first `size` bytes of the memory
+// behind `fd` (a descriptor another process's sharedFd() gave), shared with
+// it. On success the buffer owns `fd`: sharedFd() hands it out again, and it
+// is closed with the mapping. On failure `fd` is left open, the caller's.
+static Napi::Value MapFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  size_t size;
+  if (!FdArg(info, 0, "mapFd(fd, size)", &fd) || !SizeArg(info, 1, "mapFd(fd, size)", &size)) return env.Undefined();
+  {
+    // Two owners would close it twice, the second time whatever then has the number.
+    std::lock_guard<std::mutex> lock(backings_mu);
+    for (const auto& entry : *backings) {
+      if (entry.second.fd == fd) {
+        ThrowTypeError(env, "mapFd(fd, size): fd " + std::to_string(fd) + " already belongs to a mapping of this process; map a dup of it");
+        return env.Undefined();
+      }
+    }
+  }
+  std::string detail = "fd " + std::to_string(fd);
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    ThrowErrno(env, errno, "fstat", detail);
+    return env.Undefined();
+  }
+  if (st.st_size < 0 || static_cast<uint64_t>(st.st_size) < size) {
+    ThrowErrno(env, EINVAL, "mmap", detail + " holds " + std::to_string(st.st_size) + " bytes, fewer than the " + std::to_string(size) + " to map");
+    return env.Undefined();
+  }
+  void* addr = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (addr == MAP_FAILED) {
+    ThrowErrno(env, errno, "mmap", detail);
+    return env.Undefined();
+  }
+  // Received through an exec, it lost close-on-exec; a program this process
+  // runs must not hold the memory.
+  fcntl(fd, F_SETFD, FD_CLOEXEC);
+  return Backed(env, addr, size, fd);
+}
+
+// dupFd(fd) -> a new descriptor (close-on-exec) for what `fd` refers to.
+static Napi::Value DupFd(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd;
+  if (!FdArg(info, 0, "dupFd(fd)", &fd)) return env.Undefined();
+  int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (copy < 0) {
+    ThrowErrno(env, errno, "fcntl", "fd " + std::to_string(fd));
+    return env.Undefined();
+  }
+  return Napi::Number::New(env, copy);
 }
 
 // A named segment's mapping. close() unmaps it before its ArrayBuffer is
@@ -287,6 +502,9 @@ static Napi::Value ShmUnlink(const Napi::CallbackInfo& info) {
 
 void InitShm(Napi::Env env, Napi::Object exports) {
   exports.Set("mapShared", Napi::Function::New(env, MapShared, "mapShared"));
+  exports.Set("sharedFd", Napi::Function::New(env, SharedFd, "sharedFd"));
+  exports.Set("mapFd", Napi::Function::New(env, MapFd, "mapFd"));
+  exports.Set("dupFd", Napi::Function::New(env, DupFd, "dupFd"));
   exports.Set("shmOpen", Napi::Function::New(env, ShmOpen, "shmOpen"));
   exports.Set("shmClose", Napi::Function::New(env, ShmClose, "shmClose"));
   exports.Set("shmUnlink", Napi::Function::New(env, ShmUnlink, "shmUnlink"));

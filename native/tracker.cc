@@ -5,7 +5,8 @@
 // or the nearest subreaper) that holds the read end of a pipe. The creator
 // keeps the write end, close-on-exec so exec'd programs do not hold it, but
 // inherited by fork(): every process forked from the creator, at any depth,
-// shares it. The tracker reads "R name" (register) and "U name" (unregister)
+// shares it, and so does a child started by spawn or forkserver, which is
+// handed it (trackerFd, trackerAdopt). The tracker reads "R name" (register) and "U name" (unregister)
 // lines; it sees EOF only when the last holder of the write end is gone, by
 // exit or by SIGKILL alike, and then unlinks every name still registered and
 // exits. A line is one write() of at most PIPE_BUF bytes (512 on macOS), so
@@ -498,7 +499,43 @@ static Napi::Value TrackerStartJs(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// trackerFd() -> the write end of this process's tracker pipe, or -1: what a
+// child started by spawn or forkserver is given so that it shares the
+// tracker as a forked child does (trackerAdopt).
+static Napi::Value TrackerFd(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::mutex> lock(mu);
+  return Napi::Number::New(info.Env(), tracker_fd);
+}
+
+// trackerAdopt(fd, pid) -> whether `fd`, the write end of the tracker `pid`
+// (its parent's trackerFd()), became this process's tracker; it does unless
+// this process has one already, and is closed then. Either way this process
+// owns `fd` from now on.
+static Napi::Value TrackerAdopt(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber() || !info[1].IsNumber()) {
+    ThrowTypeError(env, "trackerAdopt(fd, pid): fd and pid must be numbers");
+    return env.Undefined();
+  }
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  std::lock_guard<std::mutex> lock(mu);
+  if (tracker_fd >= 0) {
+    close(fd);
+    return Napi::Boolean::New(env, false);
+  }
+  // Inherited through an exec, it lost close-on-exec.
+  if (fcntl(fd, F_SETFD, FD_CLOEXEC) != 0) {
+    ThrowErrno(env, errno, "fcntl", "the tracker's descriptor " + std::to_string(fd));
+    return env.Undefined();
+  }
+  tracker_fd = fd;
+  tracker_pid = info[1].As<Napi::Number>().Int32Value();
+  return Napi::Boolean::New(env, true);
+}
+
 void InitTracker(Napi::Env env, Napi::Object exports) {
+  exports.Set("trackerFd", Napi::Function::New(env, TrackerFd, "trackerFd"));
+  exports.Set("trackerAdopt", Napi::Function::New(env, TrackerAdopt, "trackerAdopt"));
   exports.Set("trackerPid", Napi::Function::New(env, TrackerPid, "trackerPid"));
   exports.Set("trackerStart", Napi::Function::New(env, TrackerStartJs, "trackerStart"));
 }

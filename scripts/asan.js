@@ -23,6 +23,7 @@ const nativeHeavy = [
   'test/owner-death.test.ts',
   'test/shared-memory.test.ts',
   'test/queue.test.ts',
+  'test/descriptors.test.ts',
   'test/pipe.test.ts',
   'test/pool.test.ts',
   'test/wait.test.ts',

@@ -352,15 +352,18 @@ describe('Pool: errors', () => {
     expect(() => p.starmapAsync(add, [5 as unknown as number[]])).toThrow(TypeError);
   });
 
-  it('a program that cannot fork learns it from the constructor; a failed fork fails the call, not the program', async () => {
+  it('a program that cannot fork learns it from the constructor of a fork pool (its default is forkserver); a failed fork fails the call, not the program', async () => {
     const r = runScript(
       `
       import { Pool, ForkSafetyError } from NODEMP;
-      try { new Pool(); } catch (e) { console.log(e instanceof ForkSafetyError, e.code); }
+      try { new Pool({ startMethod: 'fork' }); } catch (e) { console.log(e instanceof ForkSafetyError, e.code); }
+      const p = new Pool({ processes: 1 });
+      console.log(p.startMethod);
+      await p.terminate();
     `,
       { nodeArgs: [] },
     );
-    expect(r.stdout.trim()).toBe('true ERR_FORK_UNSAFE');
+    expect(r.stdout.trim()).toBe('true ERR_FORK_UNSAFE\nforkserver');
     const p = pool({ processes: 1 });
     // A task that makes a pool of its own: a daemon (a pool worker) cannot have children.
     const inner = await p.apply(() => new Pool({ processes: 1 }).apply(Math.abs, [-1])).catch((e: unknown) => e);

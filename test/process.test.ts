@@ -285,7 +285,7 @@ describe('Process basics', () => {
 
 describe('Process misuse gives named errors', () => {
   it('rejects bad options with TypeError', () => {
-    expect(() => new Process({ target: 42 as never })).toThrow(/target must be a function, got 42/);
+    expect(() => new Process({ target: 42 as never })).toThrow(/target must be a function or a \{ module, name \} reference, got 42/);
     expect(() => new Process({ args: 'x' as never })).toThrow(TypeError);
     expect(() => new Process({ name: 1 as never })).toThrow(/name must be a string/);
     expect(() => new Process({ daemon: 'yes' as never })).toThrow(/daemon must be a boolean/);

@@ -118,7 +118,7 @@ describe.each(methods)('%s', (method) => {
 
     it('lets a child start its own children', async () => {
       const q = new Queue();
-      const p = started(targets.nested, [q]);
+      const p = started(targets.nested, [q], { daemon: false });
       const grandchild = (await q.get({ timeout: 20000 })) as { tag: string; parent: number };
       expect(grandchild.tag).toBe('grandchild');
       expect(grandchild.parent).not.toBe(process.pid);

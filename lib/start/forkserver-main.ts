@@ -51,6 +51,8 @@ async function serve(message: Message): Promise<void> {
     return;
   }
   const { header, payload } = request;
+  // Module code run here sees the parent's command line, as the child will.
+  process.argv = [process.execPath, ...header.argv.slice(1)];
   try {
     for (const ref of header.preload) await loadReference(ref);
   } catch (error) {

@@ -11,7 +11,7 @@ import { isAbsolute, resolve } from 'node:path';
 import { inspect } from 'node:util';
 import { native } from '../native.js';
 import { setLauncher, type ChildState, type Process, type RemoteChild } from '../process.js';
-import { ProcessError, reviveError, type ErrorState } from '../errors.js';
+import { ProcessError, RemoteTraceback, reviveError, type ErrorState } from '../errors.js';
 import { selfPid } from '../self.js';
 import { prepare } from './preparation.js';
 import { recvMessage, sendMessage, type Message } from './channel.js';
@@ -131,7 +131,8 @@ class Server {
         this.#exit(m.pid, m.code);
         continue;
       }
-      if (m.op === 'error') throw reviveError(m.error);
+      // As a pool reports a task's error: the class and fields here, the server's stack as the cause.
+      if (m.op === 'error') throw reviveError(m.error, new RemoteTraceback(m.error.stack));
       const child = new ServerChild(m.pid, this);
       this.#children.set(m.pid, child);
       return child;

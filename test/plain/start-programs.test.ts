@@ -1,0 +1,190 @@
+// Whole programs under plain `node` (no --single-threaded), as Docker,
+// systemd or PM2 start a service: the main-module guard, unexported targets,
+// the fork server's life and death, spawn from a worker thread, the examples.
+import { spawnSync } from 'node:child_process';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { root, runScript, running } from '../helpers.js';
+
+const plain = { nodeArgs: [] as string[], timeout: 30000 };
+
+describe('a plain node program', () => {
+  it('uses forkserver by default, with Process, Queue and Pool', () => {
+    const r = runScript(
+      `
+      import { Pool, Process, Queue, getStartMethod, isMainModule } from NODEMP;
+      export function put(q, x) { q.put(x * 2); }
+      export function square(x) { return x * x; }
+      if (isMainModule(import.meta)) {
+        const q = new Queue();
+        const p = new Process({ target: put, args: [q, 21] });
+        p.start();
+        console.log(getStartMethod(), p.startMethod, await q.get(), await p.join());
+        const pool = new Pool({ processes: 2 });
+        console.log(JSON.stringify(await pool.map(square, [1, 2, 3])));
+        await pool.terminate();
+      }
+    `,
+      plain,
+    );
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('forkserver forkserver 42 0\n[1,4,9]\n');
+  });
+
+  for (const method of ['spawn', 'forkserver']) {
+    it(`${method}: an unguarded module that starts processes gets Python's bootstrapping error, not a fork bomb`, () => {
+      const r = runScript(
+        `
+        import { Process, setStartMethod } from NODEMP;
+        export function work() { console.log('child ran'); }
+        setStartMethod('${method}');
+        const p = new Process({ target: work });
+        try {
+          p.start();
+          console.log('started, exit code', await p.join());
+        } catch (e) {
+          console.log('start threw', e.code);
+        }
+      `,
+        plain,
+      );
+      expect(r.stdout).not.toContain('child ran');
+      if (method === 'spawn') {
+        // The child imports the module, whose start() throws: it ends with 1 and says why.
+        expect(r.stdout).toContain('started, exit code 1');
+        expect(r.stderr).toContain('ERR_BOOTSTRAPPING');
+        expect(r.stderr).toContain('isMainModule(import.meta)');
+      } else {
+        // The server imports the module first: the parent's start() throws.
+        expect(r.stdout).toContain('start threw ERR_BOOTSTRAPPING');
+      }
+      expect(r.status).toBe(0);
+    });
+
+    it(`${method}: a closure or an unexported function is refused at start(), naming it`, () => {
+      const r = runScript(
+        `
+        import { Process, getContext, isMainModule } from NODEMP;
+        function hidden() {}
+        if (isMainModule(import.meta)) {
+          const ctx = getContext('${method}');
+          const local = (x) => x;
+          for (const target of [local, hidden]) {
+            try { new ctx.Process({ target }).start(); console.log('started'); }
+            catch (e) { console.log(e.name, e.code, e.message.includes(target.name)); }
+          }
+        }
+      `,
+        plain,
+      );
+      expect(r.stdout).toBe('SerializationError ERR_NOT_EXPORTED true\nSerializationError ERR_NOT_EXPORTED true\n');
+    });
+  }
+
+  it('forkserver: a killed server fails nothing silently; the next start() gets a new one', () => {
+    const r = runScript(
+      `
+      import { execFileSync } from 'node:child_process';
+      import { Event, getContext, isMainModule } from NODEMP;
+      export function sleeper(e) { e.set(); setInterval(() => {}, 1000); }
+      export function quick() {}
+      const servers = () => execFileSync('ps', ['-o', 'pid=,args=', '--ppid', String(process.pid)], { encoding: 'utf8' })
+        .split('\\n').filter((l) => l.includes('forkserver-main')).map((l) => Number(l.trim().split(' ')[0]));
+      if (isMainModule(import.meta)) {
+        const ctx = getContext('forkserver');
+        process.on('warning', (w) => console.log('warning', w.code));
+        const e = new Event();
+        const d = new ctx.Process({ target: sleeper, args: [e], daemon: true });
+        d.start();
+        await e.wait(10000);
+        const [first] = servers();
+        process.kill(first, 'SIGKILL');
+        while (d.isAlive()) await new Promise((r) => setTimeout(r, 10));
+        console.log('daemon child exit code', d.exitCode);
+        const q = new ctx.Process({ target: quick });
+        q.start();
+        console.log('next start', await q.join());
+        const [second] = servers();
+        console.log('new server', second !== first && second > 0);
+      }
+    `,
+      plain,
+    );
+    expect(r.stdout).toBe('warning NODEMP_FORKSERVER_DIED\ndaemon child exit code 255\nnext start 0\nnew server true\n');
+  });
+
+  it('SIGKILL of the parent ends the fork server and daemon children; non-daemon ones run on', async () => {
+    const r = runScript(
+      `
+      import { Event, getContext, isMainModule } from NODEMP;
+      export function sleeper(e) { e.set(); setTimeout(() => {}, 3000); }
+      if (isMainModule(import.meta)) {
+        for (const method of ['forkserver', 'spawn']) {
+          const ctx = getContext(method);
+          for (const daemon of [true, false]) {
+            const e = new Event();
+            const p = new ctx.Process({ target: sleeper, args: [e], daemon });
+            p.start();
+            await e.wait(10000);
+            console.log(method, daemon, p.pid);
+          }
+        }
+        process.kill(process.pid, 'SIGKILL');
+      }
+    `,
+      plain,
+    );
+    expect(r.signal).toBe('SIGKILL');
+    const lines = r.stdout.trim().split('\n').map((l) => l.split(' '));
+    expect(lines).toHaveLength(4);
+    const deadline = Date.now() + 5000;
+    const daemons = lines.filter((l) => l[1] === 'true').map((l) => Number(l[2]));
+    const others = lines.filter((l) => l[1] === 'false').map((l) => Number(l[2]));
+    while (Date.now() < deadline && daemons.some(running)) await new Promise((res) => setTimeout(res, 20));
+    expect(daemons.filter(running)).toEqual([]);
+    expect(others.filter(running)).toEqual(others);
+    const servers = spawnSync('pgrep', ['-f', 'forkserver-main.js [0-9]+$'], { encoding: 'utf8' }).stdout;
+    for (const pid of others) process.kill(pid, 'SIGKILL');
+    expect(servers.trim()).toBe('');
+  });
+
+  it('spawn works from a worker_threads thread', () => {
+    // The target lives in a module of its own: the spawned child must not import this script, whose main
+    // thread starts the worker.
+    const targets = JSON.stringify(join(root, 'test', 'fixtures', 'start', 'targets.mjs'));
+    const r = runScript(
+      `
+      import { Worker, isMainThread, parentPort } from 'node:worker_threads';
+      if (isMainThread) {
+        const w = new Worker(new URL(import.meta.url));
+        w.on('message', (m) => console.log(m));
+        await new Promise((resolve) => w.once('exit', resolve));
+      } else {
+        const { Queue, getContext, getStartMethod } = await import(NODEMP);
+        const { report } = await import(${targets});
+        const q = new Queue();
+        const p = new (getContext('spawn').Process)({ target: report, args: [q, 'from a worker'] });
+        p.start();
+        const got = await q.get();
+        parentPort.postMessage([getStartMethod(), got.tag, got.pid === p.pid, got.parent === process.pid, await p.join()].join(' '));
+      }
+    `,
+      plain,
+    );
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('forkserver from a worker true true 0\n');
+  });
+
+  it('the start-method examples run under plain node', () => {
+    for (const [example, args, expected] of [
+      ['start-method.mjs', [], /^new process started: \(\d+\)\nPython\n$/],
+      ['get-context.mjs', ['forkserver'], /^new process started: \(\d+\)\nPython\n$/],
+      ['get-context.mjs', ['spawn'], /^new process started: \(\d+\)\nPython\n$/],
+      ['plain-node-app.mjs', [], /^start method: forkserver\n(got \d from the child\n){3}\[ 1, 4, 9, 16, 25 \]\n$/],
+    ] as const) {
+      const r = spawnSync(process.execPath, [join(root, 'examples', example), ...args], { encoding: 'utf8', cwd: root, timeout: 30000 });
+      expect(r.stderr, example).toBe('');
+      expect(r.stdout, example).toMatch(expected);
+    }
+  });
+});

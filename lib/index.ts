@@ -35,8 +35,10 @@ export {
   WorkerDiedError,
   RemoteTraceback,
 } from './errors.js';
-export type { ProcessErrorCode, SyncErrorCode } from './errors.js';
+export type { ProcessErrorCode, SyncErrorCode, SerializationErrorCode } from './errors.js';
 export { isSingleThreaded } from './fork-safety.js';
+export { isMainModule } from './start/reference.js';
+export type { FunctionRef, FunctionRefInput } from './start/reference.js';
 export { SharedMemory } from './shared-memory.js';
 export type { SharedMemoryOptions } from './shared-memory.js';
 export { ShareableList } from './shareable-list.js';

@@ -53,7 +53,7 @@ export function isFunctionRef(v: unknown): v is FunctionRefInput {
 
 // A function's reference does not change while its module stays loaded.
 const references = new WeakMap<Function, FunctionRef>();
-// Explicit references already normalised (and verified where their module was loaded).
+// Explicit references already normalised and checked.
 const explicit = new Map<string, FunctionRef>();
 
 /**
@@ -77,13 +77,15 @@ export function referenceOf(fn: Function | FunctionRefInput, what: string): Func
 
 function findReference(probe: Probe, fn: Function, what: string): FunctionRef {
   const site = probe.site(fn);
-  const tried = new Set<string>();
-  if (site.scriptId !== undefined) {
-    const known = probe.known(site.scriptId);
-    const homes = known === undefined ? likelyModules() : [{ url: known.url, running: true }];
-    for (const { url, running } of homes) {
-      tried.add(url);
-      const name = exportIn(probe, fn, site, url, running ? known : 'guess');
+  // Modules whose exports object or namespace has been searched.
+  const searched = new Set<string>();
+  const known = site.scriptId === undefined ? undefined : probe.known(site.scriptId);
+  if (known !== undefined) {
+    const name = exportIn(probe, fn, site, known.url, known, true, searched);
+    if (name !== undefined) return made(known.url, name, fn);
+  } else if (site.scriptId !== undefined) {
+    for (const { url, running } of likelyModules()) {
+      const name = exportIn(probe, fn, site, url, undefined, running, searched);
       if (name !== undefined) return made(url, name, fn);
     }
   }
@@ -91,28 +93,27 @@ function findReference(probe: Probe, fn: Function, what: string): FunctionRef {
   // makeWorker()` with makeWorker in another module, `export { f } from`).
   for (const [path, cached] of Object.entries(require.cache)) {
     const url = pathToFileURL(path).href;
-    if (cached === undefined || tried.has(url)) continue;
-    tried.add(url);
+    if (cached === undefined || searched.has(url)) continue;
+    searched.add(url);
     const name = heldAs(exportsOf(cached), fn);
     if (name !== undefined) return made(url, name, fn);
   }
   // What no guess found needs the list of loaded scripts: the function's own
-  // module first, then every ES module.
-  if (site.scriptId !== undefined) {
-    const home = probe.script(site.scriptId);
-    if (home !== undefined && !tried.has(home.url)) {
-      tried.add(home.url);
-      const name = exportIn(probe, fn, site, home.url, home);
-      if (name !== undefined) return made(home.url, name, fn);
-    }
+  // module (a guess may have missed it: a loader's transform), then every ES module.
+  const home = site.scriptId === undefined || known !== undefined ? undefined : probe.script(site.scriptId);
+  if (home !== undefined) {
+    const name = exportIn(probe, fn, site, home.url, home, true, searched);
+    if (name !== undefined) return made(home.url, name, fn);
   }
-  for (const script of probe.loadedScripts()) {
-    const path = filePath(script.url);
-    if (!script.isModule || path === undefined || tried.has(script.url)) continue;
-    tried.add(script.url);
-    const exports = loadedExports(path, true);
-    const name = exports === undefined || exports === 'unreadable' ? undefined : heldAs(exports, fn);
-    if (name !== undefined) return made(script.url, name, fn);
+  if (nativeRequire()) {
+    for (const script of probe.loadedScripts()) {
+      const path = filePath(script.url);
+      if (!script.isModule || path === undefined || searched.has(script.url)) continue;
+      searched.add(script.url);
+      const exports = namespaceOf(path);
+      const name = exports === undefined ? undefined : heldAs(exports, fn);
+      if (name !== undefined) return made(script.url, name, fn);
+    }
   }
   throw notExported(fn, site, probe, what);
 }
@@ -147,58 +148,85 @@ function exportsOf(cached: NodeJS.Module): Exports {
   return { holder: cached.exports, commonjs: !types.isModuleNamespaceObject(cached.exports) };
 }
 
+const NATIVE_EXTENSIONS = new Set(['.js', '.json', '.node']);
+
 /**
- * The exports of an already loaded module: a CommonJS module's `module.exports`,
- * an evaluated ES module's namespace; 'unreadable' for an ES module whose
- * namespace cannot be had synchronously; undefined for anything else.
- * `esm`: the file may be an ES module (never require() a CommonJS file that is
- * not in the cache: that would run it again).
+ * Whether require() is Node's own: a CommonJS loader hook (tsx, ts-node,
+ * @babel/register) registers extensions of its own, and under one, require()
+ * of an ES module's file compiles a second copy of the module and runs it
+ * instead of handing over the loaded one.
  */
-function loadedExports(path: string, esm: boolean): Exports | 'unreadable' | undefined {
-  const cached = require.cache[path];
-  if (cached !== undefined) return exportsOf(cached);
-  if (!esm) return undefined;
+function nativeRequire(): boolean {
+  return Object.keys(require.extensions).every((extension) => NATIVE_EXTENSIONS.has(extension));
+}
+
+/**
+ * The namespace of an ES module known to be loaded, where Node hands it over
+ * synchronously: from 20.19 require() gives an evaluated module's namespace
+ * without running it again. A module still evaluating (ERR_REQUIRE_CYCLE_MODULE)
+ * or with top-level await (ERR_REQUIRE_ASYNC_MODULE) has none to give.
+ */
+function namespaceOf(path: string): Exports | undefined {
   try {
-    // Node (20.19 on) hands an evaluated ES module's namespace to require(); the
-    // module is not run again. A module still evaluating (ERR_REQUIRE_CYCLE_MODULE)
-    // or with top-level await (ERR_REQUIRE_ASYNC_MODULE) throws.
     return { holder: require(path), commonjs: false };
   } catch {
-    return 'unreadable';
+    return undefined;
   }
 }
 
 /**
- * The export of the module at `url` that holds `fn`. `script` is fn's own
- * script where that is known; undefined where `url` is a module running now
- * (on the stack); 'guess' for a module that may not even be loaded, which
- * counts only if its file holds fn's source at fn's position (so it is loaded:
- * fn exists). A module whose namespace cannot be read yet counts only as fn's
- * own module.
+ * The export of the module at `url` that holds `fn`. `home` is fn's own
+ * script where that is known; otherwise `url` is a guess, and counts as fn's
+ * module only if its file holds fn's source at fn's position. `loaded`: the
+ * module is known to be loaded (fn's own, or running now); the namespace of no
+ * other is asked for, as that could load it. Adds `url` to `searched` once
+ * its exports have been searched.
  */
-function exportIn(probe: Probe, fn: Function, site: FunctionSite, url: string, script: LoadedScript | 'guess' | undefined): string | undefined {
+function exportIn(
+  probe: Probe,
+  fn: Function,
+  site: FunctionSite,
+  url: string,
+  home: LoadedScript | undefined,
+  loaded: boolean,
+  searched: Set<string>,
+): string | undefined {
   const path = filePath(url);
   if (path === undefined || site.scriptId === undefined) return undefined;
-  let file: { source: string; lexed: Lexed | null } | undefined;
-  const defined = (): boolean => {
-    file ??= fileSource(url);
-    return file !== undefined && definedAt(file.source, fn, site);
-  };
-  if (script === 'guess' && require.cache[path] === undefined && !defined()) return undefined;
-  const exports = loadedExports(path, typeof script === 'object' ? script.isModule : !NOT_ESM.test(path));
-  if (exports !== 'unreadable') return exports === undefined ? undefined : heldAs(exports, fn);
+  const cached = require.cache[path];
+  if (cached !== undefined) {
+    searched.add(url);
+    return heldAs(exportsOf(cached), fn);
+  }
+  if (home === undefined ? NOT_ESM.test(path) : !home.isModule) return undefined;
+  // fn's own ES module: its export declarations, matched against its bindings
+  // that hold fn. This needs neither its namespace (which the entry module
+  // does not have while its top-level code runs) nor require().
   let lexed = lexedScripts.get(site.scriptId);
-  if (lexed === undefined) {
-    if (typeof script === 'object') {
-      lexed = lex(probe.source(site.scriptId));
-    } else {
-      if (!defined() || file === undefined) return undefined;
+  let own = home !== undefined || lexed !== undefined;
+  if (!own) {
+    const file = fileSource(url);
+    own = file !== undefined && definedAt(file.source, fn, site);
+    if (own && file !== undefined) {
       rememberScript({ scriptId: site.scriptId, url, isModule: true });
       lexed = file.lexed;
+      lexedScripts.set(site.scriptId, lexed);
     }
-    lexedScripts.set(site.scriptId, lexed);
   }
-  return exportFromSource(probe, fn, lexed);
+  if (own) {
+    if (lexed === undefined) {
+      lexed = lex(probe.source(site.scriptId));
+      lexedScripts.set(site.scriptId, lexed);
+    }
+    const name = exportFromSource(probe, fn, lexed);
+    if (name !== undefined) return name;
+  }
+  // Its namespace: an export the declarations do not name (`export default
+  // makeWorker()`), or fn re-exported by the module that called.
+  if (!(own || loaded) || !nativeRequire()) return undefined;
+  searched.add(url);
+  const exports = namespaceOf(path);
+  return exports === undefined ? undefined : heldAs(exports, fn);
 }
 
 // Files that are never ES modules: required only from require.cache.
@@ -226,8 +254,10 @@ function heldAs({ holder, commonjs }: Exports, fn: Function): string | undefined
 
 /**
  * Modules likely to hold the function, found without listing scripts: the
- * modules of the code that called (running, so loaded), the entry module, and
- * the files those import by relative path (`import { work } from './tasks.mjs'`).
+ * modules of the code that called (`running`: loaded for certain), the entry
+ * module, and the files those import by relative path (`import { work } from
+ * './tasks.mjs'`; a loader hook may resolve them elsewhere, so they are not
+ * taken as loaded).
  */
 function* likelyModules(): Generator<{ url: string; running: boolean }> {
   const callers = callerModules();
@@ -247,26 +277,38 @@ function* likelyModules(): Generator<{ url: string; running: boolean }> {
 
 const ownDirectory = new URL('..', import.meta.url).href;
 
-/** The module files on the stack of the current referenceOf() call, nearest first, nodemp's own left out. */
+/**
+ * The module files on the stack of the current referenceOf() call, nearest
+ * first, nodemp's own left out: the scripts V8 runs, as its call sites name
+ * them (not as a source map would).
+ */
 function callerModules(): string[] {
+  const prepare = Error.prepareStackTrace;
   const limit = Error.stackTraceLimit;
-  const trace: { stack?: string } = {};
+  const trace: { stack?: unknown } = {};
+  Error.prepareStackTrace = (_error, sites) => sites;
   Error.stackTraceLimit = 20;
   try {
     Error.captureStackTrace(trace, referenceOf);
+    // Read while our prepareStackTrace is in place: the stack is formatted on first access.
+    void trace.stack;
   } finally {
+    Error.prepareStackTrace = prepare;
     Error.stackTraceLimit = limit;
   }
   const urls: string[] = [];
-  for (const [, at] of (trace.stack ?? '').matchAll(/(file:\/\/\/[^\s)]+|\/[^\s)]+):\d+:\d+\)?$/gm)) {
-    const url = at?.startsWith('file:') ? at : at === undefined ? undefined : pathToFileURL(at).href;
-    if (url !== undefined && !url.startsWith(ownDirectory)) urls.push(url);
+  for (const site of Array.isArray(trace.stack) ? (trace.stack as NodeJS.CallSite[]) : []) {
+    const file = site.getFileName();
+    const url = file === undefined || file === null ? undefined : file.startsWith('file:') ? file : isAbsolute(file) ? pathToFileURL(file).href : undefined;
+    if (url !== undefined && !url.startsWith(ownDirectory) && !urls.includes(url)) urls.push(url);
   }
   return urls;
 }
 
 interface Lexed {
   readonly exports: readonly SourceExport[];
+  /** `exports` names every export: the source is an ES module with no `export * from`. */
+  readonly complete: boolean;
   /** Static imports by relative path or file: URL, resolved against the module's URL (only where lexed from a file). */
   readonly imports: readonly string[];
 }
@@ -292,9 +334,10 @@ function lex(source: string, url?: string): Lexed | null {
   } catch {
     return null;
   }
-  const [imports, exports] = parsed;
+  const [imports, exports, , hasModuleSyntax] = parsed;
   return {
     exports: exports.map((e) => ({ name: e.n, local: e.ln ?? (e.n === 'default' ? defaultIdentifier(source, e.e) : undefined) })),
+    complete: hasModuleSyntax && !imports.some((i) => /^export\s*\*/.test(source.slice(i.ss, i.se))),
     imports:
       url === undefined
         ? []
@@ -438,14 +481,19 @@ function explicitReference(input: FunctionRefInput, what: string): FunctionRef {
   let ref = explicit.get(key);
   if (ref === undefined) {
     ref = input.check === undefined ? { module, name: input.name } : { module, name: input.name, check: input.check };
-    verifyLoaded(ref, what);
+    verifyExplicit(ref, what);
     explicit.set(key, ref);
   }
   return ref;
 }
 
-/** Checks an explicit reference against its module if that module is loaded; an unloaded one is left to loadReference in the child. */
-function verifyLoaded(ref: FunctionRef, what: string): void {
+/**
+ * Checks an explicit reference where that loads nothing: against a loaded
+ * CommonJS module's exports, or against the export declarations in an ES
+ * module's file, which is what the child will import. The rest is left to
+ * loadReference in the child.
+ */
+function verifyExplicit(ref: FunctionRef, what: string): void {
   const path = filePath(ref.module);
   if (path === undefined) return;
   const cached = require.cache[path];
@@ -453,20 +501,9 @@ function verifyLoaded(ref: FunctionRef, what: string): void {
     pick(exportsOf(cached), ref, what);
     return;
   }
-  if (NOT_ESM.test(path)) return;
-  // Never require() a module that is not loaded: that would run it here.
-  const main = entryPath();
-  const loaded =
-    (main !== null && pathToFileURL(main).href === ref.module) ||
-    callerModules().includes(ref.module) ||
-    Probe.run((probe) => probe.loadedModule(ref.module) !== undefined);
-  if (!loaded) return;
-  const exports = loadedExports(path, true);
-  if (exports === 'unreadable') {
-    const lexed = fileSource(ref.module)?.lexed;
-    if (lexed != null && !lexed.exports.some((e) => e.name === ref.name)) throw missing(what, `${ref.module} has no export '${ref.name}'`);
-  } else if (exports !== undefined) {
-    pick(exports, ref, what);
+  const lexed = fileSource(ref.module)?.lexed;
+  if (lexed?.complete === true && !lexed.exports.some((e) => e.name === ref.name)) {
+    throw missing(what, `${ref.module} has no export '${ref.name}'`);
   }
 }
 

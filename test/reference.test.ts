@@ -72,6 +72,11 @@ describe('an ES module entry, looked up while its top-level code runs (with top-
     expect(load(entry.job?.ref as Ref).result).toBe('job');
   });
 
+  it('finds a closure made at its top level and held by an export', () => {
+    expect(entry.madeHere?.ref).toMatchObject({ module: url('entry.mjs'), name: 'madeHere' });
+    expect(load(entry.madeHere?.ref as Ref, ['x']).result).toBe('local 2 x');
+  });
+
   it('finds functions exported by another ES module: named, anonymous default, and a closure made elsewhere but exported there', () => {
     expect(entry.fromSecond?.ref).toMatchObject({ module: url('second.mjs'), name: 'fromSecond' });
     expect(entry.anonymousDefault?.ref).toMatchObject({ module: url('second.mjs'), name: 'default' });
@@ -80,6 +85,8 @@ describe('an ES module entry, looked up while its top-level code runs (with top-
     expect(load(entry.fromSecond?.ref as Ref, [2]).result).toBe('second 2');
     expect(load(entry.anonymousDefault?.ref as Ref).result).toBe('anonymous default');
     expect(load(entry.reexported?.ref as Ref, [3]).result).toBe('made 3');
+    expect(entry.boundSecond?.ref).toMatchObject({ module: url('second.mjs'), name: 'boundSecond' });
+    expect(load(entry.boundSecond?.ref as Ref).result).toBe('second bound');
   });
 
   it('takes an explicit { module, name } (import.meta.url or import.meta), checks it against a loaded module, and leaves an unloaded one unloaded', () => {
@@ -121,10 +128,12 @@ describe('under a CommonJS loader hook (tsx, ts-node, @babel/register)', () => {
 });
 
 describe('an ES module entry without top-level await (require() of it is a cycle while it runs)', () => {
-  it('finds its export and refuses its unexported function', () => {
+  it('finds its export and its `export default name`, and refuses its unexported function', () => {
     const sync = report<Record<string, Lookup>>('sync-entry.mjs');
     expect(sync.syncWork?.ref).toMatchObject({ module: url('sync-entry.mjs'), name: 'syncWork' });
     expect(load(sync.syncWork?.ref as Ref).result).toBe('sync');
+    expect(sync.syncDefault?.ref).toMatchObject({ module: url('sync-entry.mjs'), name: 'default' });
+    expect(load(sync.syncDefault?.ref as Ref).result).toBe('sync default');
     expectNotExported(sync.unexported, 'unexported', /its module does not export it/);
   });
 });

@@ -16,8 +16,9 @@ import { Probe, rememberScript, type FunctionSite, type LoadedScript } from './i
 
 /**
  * A function as a child finds it: `import(module)` and take the export `name`.
- * `check`, when present, is a hash of the function's source that the child
- * verifies (set where the parent could not compare the export by identity).
+ * `check`, when present (nodemp sets it on every reference it infers), is a
+ * hash of the function's source that the child verifies: the child's module
+ * is another evaluation of the file, so identity cannot be compared.
  */
 export interface FunctionRef {
   readonly module: string;
@@ -262,8 +263,7 @@ function heldAs({ holder, commonjs }: Exports, fn: Function): string | undefined
 function* likelyModules(): Generator<{ url: string; running: boolean }> {
   const callers = callerModules();
   const roots = new Set(callers);
-  const main = entryPath();
-  if (main !== null) roots.add(pathToFileURL(main).href);
+  if (entry !== null) roots.add(pathToFileURL(entry).href);
   for (const url of roots) yield { url, running: callers.includes(url) };
   const seen = new Set(roots);
   for (const root of roots) {
@@ -393,12 +393,10 @@ function defaultIdentifier(source: string, end: number): string | undefined {
 }
 
 /**
- * The export that holds `fn`, for an ES module whose namespace is not readable
- * yet, from the export declarations of the module that defined fn, matched
- * against that module's own bindings that hold fn by identity (so
+ * The export of fn's own ES module that holds fn: the module's export
+ * declarations, matched against its bindings that hold fn by identity (so
  * `export { alias as work }` and `export const f = outer()` count, and a
- * same-named function elsewhere does not). The child checks the source hash,
- * as the namespace could not be compared.
+ * same-named function elsewhere does not).
  */
 function exportFromSource(probe: Probe, fn: Function, lexed: Lexed | null): string | undefined {
   const topLevel = probe.scopes(fn)[0] === 'Module';
@@ -562,8 +560,6 @@ export async function loadReference(ref: FunctionRef): Promise<Function> {
 }
 
 let child = false;
-// The entry module's real path, once known; null where the program has no entry file (eval, the REPL).
-let entry: string | null | undefined;
 const realpaths = new Map<string, string>();
 
 function realpath(path: string): string {
@@ -579,23 +575,22 @@ function realpath(path: string): string {
   return real;
 }
 
-/** The program's entry file, resolved as Node resolves argv[1] (a worker thread's own script, in a worker). */
-function entryPath(): string | null {
-  if (entry === undefined) {
-    const main = process.argv[1];
-    entry = null;
-    if (main !== undefined && main !== '') {
-      const absolute = resolvePath(main);
-      try {
-        // As Node finds the main module: an extensionless name may be `app.js`, a folder its package's main.
-        entry = realpath(require.resolve(absolute));
-      } catch {
-        entry = realpath(absolute);
-      }
-    }
+/**
+ * The program's entry file, resolved as Node resolves argv[1] (in a worker
+ * thread, the worker's own script); null where there is none (eval, the REPL).
+ * Taken when nodemp loads, before a program rewrites its argv.
+ */
+const entry = ((): string | null => {
+  const main = process.argv[1];
+  if (main === undefined || main === '') return null;
+  const absolute = resolvePath(main);
+  try {
+    // As Node finds the main module: an extensionless name may be `app.js`, a folder its package's main.
+    return realpath(require.resolve(absolute));
+  } catch {
+    return realpath(absolute);
   }
-  return entry;
-}
+})();
 
 /**
  * Python's `if __name__ == '__main__'`: true when `meta` (`import.meta`, a
@@ -614,8 +609,7 @@ export function isMainModule(meta: ImportMeta | { filename?: string; id?: string
   }
   if (spec === undefined) return false;
   const path = spec.startsWith('file:') ? filePath(spec) : isAbsolute(spec) ? spec : undefined;
-  const main = entryPath();
-  return path !== undefined && main !== null && realpath(path) === main;
+  return path !== undefined && entry !== null && realpath(path) === entry;
 }
 
 /**

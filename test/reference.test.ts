@@ -135,6 +135,7 @@ describe('an ES module entry without top-level await (require() of it is a cycle
     expect(sync.syncDefault?.ref).toMatchObject({ module: url('sync-entry.mjs'), name: 'default' });
     expect(load(sync.syncDefault?.ref as Ref).result).toBe('sync default');
     expectNotExported(sync.unexported, 'unexported', /its module does not export it/);
+    expectNotExported(sync.compiled, 'compiled', /not loaded by Node's module loader but compiled by a module runner/);
   });
 });
 

@@ -435,6 +435,11 @@ function notExported(fn: Function, site: FunctionSite, probe: Probe, what: strin
     why = 'it is a built-in function (native code), not defined in a module; call it from an exported function';
   } else if (url === undefined || filePath(url) === undefined) {
     why = 'it was not defined in a module file (eval, new Function, vm or the REPL)';
+  } else if (script?.isModule === false && require.cache[filePath(url) as string] === undefined) {
+    // vitest and jest run test files and what they import this way.
+    why =
+      "its file was not loaded by Node's module loader but compiled by a module runner (vitest, jest) or vm, " +
+      `a copy no module exports; name the file's export yourself with { module: '${url}', name }`;
   } else if (isMethod(fn)) {
     why = 'it is a method of a class or an object, and no loaded module exports it by itself';
   } else if (fn.name === '') {

@@ -168,17 +168,6 @@ export class Probe {
     return scripts.get(scriptId);
   }
 
-  /** The ES module loaded from `url`, if one is. */
-  loadedModule(url: string): LoadedScript | undefined {
-    const find = (): LoadedScript | undefined => [...scripts.values()].find((s) => s.isModule && s.url === url);
-    let found = find();
-    if (found === undefined && !this.listed) {
-      this.debugging(() => undefined);
-      found = find();
-    }
-    return found;
-  }
-
   /** Every script compiled in this thread so far. */
   loadedScripts(): LoadedScript[] {
     if (!this.listed) this.debugging(() => undefined);

@@ -433,6 +433,8 @@ function notExported(fn: Function, site: FunctionSite, probe: Probe, what: strin
     why = 'it is a bound function (made by .bind()), and no loaded module exports it; export the function itself and pass the bound values in args';
   } else if (site.scriptId === undefined) {
     why = 'it is a built-in function (native code), not defined in a module; call it from an exported function';
+  } else if (url?.startsWith('file:') === true && filePath(url) === undefined) {
+    why = `its module was loaded under a URL with a query or fragment, ${url}, which nodemp does not infer; pass { module, name } with that URL`;
   } else if (url === undefined || filePath(url) === undefined) {
     why = 'it was not defined in a module file (eval, new Function, vm or the REPL)';
   } else if (script?.isModule === false && require.cache[filePath(url) as string] === undefined) {

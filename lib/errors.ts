@@ -168,12 +168,20 @@ export class DirectionError extends Error {
   }
 }
 
+/**
+ * Why a value cannot cross: `'ERR_NOT_SERIALIZABLE'`, no codec can copy it;
+ * `'ERR_NOT_EXPORTED'`, a function that must travel by reference (start methods
+ * 'spawn' and 'forkserver') is not an export of a module the child can import.
+ */
+export type SerializationErrorCode = 'ERR_NOT_SERIALIZABLE' | 'ERR_NOT_EXPORTED';
+
 /** A value cannot cross processes: a function, a symbol, or something else no codec can copy. */
 export class SerializationError extends TypeError {
-  readonly code = 'ERR_NOT_SERIALIZABLE';
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
+  readonly code: SerializationErrorCode;
+  constructor(message: string, options?: { cause?: unknown; code?: SerializationErrorCode }) {
+    super(message, options !== undefined && 'cause' in options ? { cause: options.cause } : undefined);
     this.name = 'SerializationError';
+    this.code = options?.code ?? 'ERR_NOT_SERIALIZABLE';
   }
 }
 

@@ -6,4 +6,4 @@ export { setStartMethod, getStartMethod, getAllStartMethods } from './start/meth
 export type { StartMethod } from './start/method.js';
 export { setForkserverPreload } from './start/forkserver.js';
 export { isMainModule } from './start/reference.js';
-export type { FunctionRef } from './start/reference.js';
+export type { FunctionRef, FunctionRefInput } from './start/reference.js';

@@ -5,14 +5,14 @@ import { ForkSafetyError, ProcessError } from './errors.js';
 import { forkSafetyProblem } from './fork-safety.js';
 import { becomeChild } from './child.js';
 import { checkStartMethod, currentStartMethod, isBootstrapping, type StartMethod } from './start/method.js';
-import { isFunctionRef, loadReference, type FunctionRef } from './start/reference.js';
+import { isFunctionRef, loadReference, referenceOf, type FunctionRefInput } from './start/reference.js';
 
 export interface ProcessOptions<A extends unknown[] = unknown[]> {
   /**
    * Called with `args` in the child by the default `run()`. May be async. A
    * `{ module, name }` reference names an export to import and call instead.
    */
-  target?: ((...args: A) => unknown) | FunctionRef | null;
+  target?: ((...args: A) => unknown) | FunctionRefInput | null;
   args?: A;
   /** Defaults to `Process-N` (`Process-N:M` for a child's children), as in Python. */
   name?: string | null;
@@ -56,10 +56,10 @@ export interface ChildState {
 
 const launchers = new Map<StartMethod, Launcher>();
 let markCurrent: (proc: Process) => void;
-let partsOf: (proc: Process) => { target: Function | FunctionRef | null; args: unknown[] };
+let partsOf: (proc: Process) => { target: Function | FunctionRefInput | null; args: unknown[] };
 
 /** Internal (lib/start/): what a spawned or forkserver child is told to run. */
-export function processParts(proc: Process): { target: Function | FunctionRef | null; args: unknown[] } {
+export function processParts(proc: Process): { target: Function | FunctionRefInput | null; args: unknown[] } {
   return partsOf(proc);
 }
 let adoptAs: (Class: Function, options: ProcessOptions, state: ChildState) => Process;
@@ -150,7 +150,7 @@ export class ParentProcess {
  * subclass and override `run()`.
  */
 export class Process<A extends unknown[] = unknown[]> {
-  #target: ((...args: A) => unknown) | FunctionRef | null;
+  #target: ((...args: A) => unknown) | FunctionRefInput | null;
   #args: A;
   #name: string;
   #daemon: boolean;
@@ -221,7 +221,7 @@ export class Process<A extends unknown[] = unknown[]> {
     const target = this.#target;
     if (target === null) return undefined;
     if (typeof target === 'function') return target(...this.#args);
-    return loadReference(target).then((fn) => fn(...this.#args));
+    return loadReference(referenceOf(target, `the target of ${this.#name}`)).then((fn) => fn(...this.#args));
   }
 
   get name(): string {

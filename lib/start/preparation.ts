@@ -5,7 +5,7 @@
 import { Process, adoptProcess, enterChild, processParts, type ChildState } from '../process.js';
 import { ProcessError } from '../errors.js';
 import { decodeInChild, encodeForChild } from './descriptors.js';
-import { markChild, referenceOf, type FunctionRef } from './reference.js';
+import { isFunctionRef, markChild, referenceOf, type FunctionRef } from './reference.js';
 import { CONTEXT_CLASS, setBootstrapping } from './method.js';
 
 export interface Header {
@@ -35,11 +35,13 @@ export function prepare(proc: Process, state: ChildState): Prepared {
   const Class = proc.constructor;
   const own = Class === Process || Object.prototype.hasOwnProperty.call(Class, CONTEXT_CLASS);
   const preload: FunctionRef[] = [];
-  if (target !== null) preload.push(referenceOf(target, `the target of ${state.name}`));
+  const targetRef = target === null ? null : referenceOf(target, `the target of ${state.name}`);
+  if (targetRef !== null) preload.push(targetRef);
   if (!own) preload.push(referenceOf(Class, `the Process subclass of ${state.name}`));
   const fields: Record<string, unknown> = {};
   for (const key of Object.keys(proc)) fields[key] = (proc as unknown as Record<string, unknown>)[key];
-  const value: Encoded = { cls: own ? null : Class, target, args, fields };
+  // An explicit reference goes as its normal form (an ImportMeta in it would not cross).
+  const value: Encoded = { cls: own ? null : Class, target: isFunctionRef(target) ? targetRef : (target as Function | null), args, fields };
   const { bytes, fds } = encodeForChild(value);
   return { header: { state, cwd: process.cwd(), argv: process.argv, preload }, payload: bytes, fds };
 }

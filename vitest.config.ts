@@ -14,7 +14,7 @@ const shared = {
   // The library and the start-method fixtures are loaded by Node itself, not
   // by vitest's transform: a spawned child imports the same files by URL and
   // finds its targets by export name.
-  server: { deps: { external: [/\/dist\//, /\/test\/fixtures\/start\//] } },
+  server: { deps: { external: [/\/dist\//, /\/test\/fixtures\//] } },
 };
 
 export default defineConfig({

@@ -46,7 +46,7 @@ export class Barrier {
   }
 
   [toChild](child: ChildEncoder): State {
-    const action = this.#action === undefined ? null : child.reference(this.#action, "a Barrier's action");
+    const action = this.#action === undefined ? null : child.reference(this.#action, 'Barrier action');
     return [child.memory(this.#words.buffer as ArrayBuffer), this.#words.byteOffset, this.#parties, action, this.#timeout ?? null, this.#cond];
   }
 

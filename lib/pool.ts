@@ -739,7 +739,7 @@ export class Pool {
       const problem = forkSafetyProblem();
       if (problem !== null) throw new ForkSafetyError(problem);
     } else if (initializer !== null) {
-      referenceOf(initializer, 'the Pool initializer');
+      referenceOf(initializer, 'Pool initializer');
     }
     this.#initializer = initializer as ((...args: unknown[]) => unknown) | null;
     this.#initargs = initargs ?? [];
@@ -763,7 +763,7 @@ export class Pool {
     const id = fnIdOf(fn);
     if (this.#method !== 'fork' && !fnRefs.has(id)) {
       try {
-        fnRefs.set(id, referenceOf(fn, `the function given to Pool.${call}`));
+        fnRefs.set(id, referenceOf(fn, `function given to Pool.${call}`));
       } catch (error) {
         if ((fnUses.get(id) ?? 0) === 0) {
           fnsById.delete(id);

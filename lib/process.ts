@@ -221,7 +221,7 @@ export class Process<A extends unknown[] = unknown[]> {
     const target = this.#target;
     if (target === null) return undefined;
     if (typeof target === 'function') return target(...this.#args);
-    return loadReference(referenceOf(target, `the target of ${this.#name}`)).then((fn) => fn(...this.#args));
+    return loadReference(referenceOf(target, `target of ${this.#name}`)).then((fn) => fn(...this.#args));
   }
 
   get name(): string {

@@ -3,6 +3,7 @@
 #include <atomic>
 
 #include "errors.h"
+#include "internal.h"
 
 namespace nodemp {
 void InitFork(Napi::Env env, Napi::Object exports);
@@ -26,7 +27,18 @@ static std::atomic<int> loaded_threads{0};
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   loaded_threads++;
-  napi_add_env_cleanup_hook(env, [](void*) { loaded_threads--; }, nullptr);
+  napi_add_env_cleanup_hook(
+      env,
+      [](void* arg) {
+        napi_env e = static_cast<napi_env>(arg);
+        nodemp::WaiterEnvCleanup(e);
+        nodemp::RingEnvCleanup(e);
+        nodemp::ConnEnvCleanup(e);
+        nodemp::ReapEnvCleanup(e);
+        nodemp::StartEnvCleanup(e);
+        loaded_threads--;
+      },
+      env);
   exports.Set("loadedThreads", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
     return Napi::Number::New(info.Env(), loaded_threads.load());
   }));

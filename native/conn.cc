@@ -269,6 +269,18 @@ void OnReadable(uv_poll_t* handle, int status, int events) {
 
 }  // namespace
 
+void ConnEnvCleanup(napi_env env) {
+  if (watch_env != env) return;
+  for (auto& kv : watches) {
+    uv_close(reinterpret_cast<uv_handle_t*>(kv.second->poll), FreePoll);
+    delete kv.second;
+  }
+  watches.clear();
+  if (on_readable != nullptr) on_readable->SuppressDestruct();
+  on_readable = nullptr;
+  watch_env = nullptr;
+}
+
 void ConnAfterFork() {
   pid_t self = getpid();
   if (self == owner_pid) return;

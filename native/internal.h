@@ -46,5 +46,13 @@ void ConnAfterFork();
 void DieWithParent(pid_t ppid);
 // In a freshly forked child: drop the parent's control-socket watches (start.cc).
 void StartAfterFork();
+// When the environment that uses the addon ends (a worker thread exits, or
+// the process): close each mechanism's handles on its loop, which Node
+// requires empty, and let go of its references without calling them.
+void WaiterEnvCleanup(napi_env env);
+void RingEnvCleanup(napi_env env);
+void ConnEnvCleanup(napi_env env);
+void ReapEnvCleanup(napi_env env);
+void StartEnvCleanup(napi_env env);
 
 }  // namespace nodemp

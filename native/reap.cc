@@ -353,6 +353,22 @@ static Napi::Value SetOnExit(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+void ReapEnvCleanup(napi_env env) {
+  if (!on_exit.IsEmpty() && static_cast<napi_env>(on_exit.Env()) == env) on_exit.Reset();
+  if (watch_env != env) return;
+  for (auto& kv : watches) {
+    if (kv.second.poll) {
+      uv_close(reinterpret_cast<uv_handle_t*>(kv.second.poll), FreePoll);
+      kv.second.poll = nullptr;
+    }
+  }
+  if (sigchld) {
+    uv_close(reinterpret_cast<uv_handle_t*>(sigchld), [](uv_handle_t* h) { delete reinterpret_cast<uv_signal_t*>(h); });
+    sigchld = nullptr;
+  }
+  watch_env = nullptr;
+}
+
 void ReapAfterFork() {
   for (auto& kv : watches) {
     if (kv.second.poll) uv_close(reinterpret_cast<uv_handle_t*>(kv.second.poll), FreePoll);

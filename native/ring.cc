@@ -74,6 +74,7 @@ static bool thread_starting = false;
 // child would inherit that lock held.
 static bool outside = false;
 static uv_async_t* drained_async = nullptr;
+static napi_env drained_env = nullptr;
 
 // The queue's mapping, whoever uses it: a feed, or a call from lib/queue.ts.
 struct RingView {
@@ -481,7 +482,7 @@ static void* Feeder(void*) {
     }
     if (waiting == 0) {
       changed->notify_all();
-      uv_async_send(drained_async);
+      if (drained_async != nullptr) uv_async_send(drained_async);
       continue;
     }
     if (progressed || full == nullptr) continue;
@@ -554,6 +555,20 @@ static void AtForkChild() {
   }
 }
 
+void RingEnvCleanup(napi_env env) {
+  if (drained_async == nullptr || drained_env != env) return;
+  std::lock_guard<std::mutex> lock(*mu);
+  for (Feed* f : feeds) {
+    if (f->kept) {
+      f->keep.SuppressDestruct();
+      f->kept = false;
+    }
+  }
+  uv_close(reinterpret_cast<uv_handle_t*>(drained_async), [](uv_handle_t* h) { delete reinterpret_cast<uv_async_t*>(h); });
+  drained_async = nullptr;
+  drained_env = nullptr;
+}
+
 void RingAfterFork() {
   for (Feed* f : feeds) {
     if (f->kept) {
@@ -606,10 +621,15 @@ static Napi::Value FeedOpen(const Napi::CallbackInfo& info) {
   RingView r;
   if (!RingArgs(info, "feedOpen", &r)) return env.Undefined();
   if (drained_async == nullptr) {
-    pthread_atfork(AtForkPrepare, AtForkParent, AtForkChild);
+    static bool atfork_registered = false;
+    if (!atfork_registered) {
+      pthread_atfork(AtForkPrepare, AtForkParent, AtForkChild);
+      atfork_registered = true;
+    }
     drained_async = new uv_async_t;
     uv_async_init(LoopOf(env), drained_async, OnDrained);
     uv_unref(reinterpret_cast<uv_handle_t*>(drained_async));
+    drained_env = env;
   }
   Feed* f = new Feed;
   f->base = r.base;

@@ -380,6 +380,19 @@ static Napi::Value SockUnwatch(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+void StartEnvCleanup(napi_env env) {
+  for (auto it = sock_watches.begin(); it != sock_watches.end();) {
+    if (it->second->env != env) {
+      ++it;
+      continue;
+    }
+    uv_close(reinterpret_cast<uv_handle_t*>(it->second->poll), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
+    it->second->callback.SuppressDestruct();
+    delete it->second;
+    it = sock_watches.erase(it);
+  }
+}
+
 void StartAfterFork() {
   for (auto& kv : sock_watches) {
     uv_close(reinterpret_cast<uv_handle_t*>(kv.second->poll), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });

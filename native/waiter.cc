@@ -30,7 +30,18 @@ struct Job {
   Napi::Reference<Napi::ArrayBuffer> buffer;  // keeps the mapping alive while a thread sleeps on it
   Napi::FunctionReference callback;
   int result = 0;
+  // Its environment ended (a worker thread exited) while it was out: its
+  // references belong to a dead environment and are let go, never called.
+  bool abandoned = false;
 };
+
+static void FreeJob(Job* job) {
+  if (job->abandoned) {
+    job->buffer.SuppressDestruct();
+    job->callback.SuppressDestruct();
+  }
+  delete job;
+}
 
 // Idle threads above this number leave after kIdleExitSeconds without work.
 constexpr int kKeepIdle = 4;
@@ -73,7 +84,7 @@ static void* Work(void*) {
     job->result = WaitOnWord(job->addr, job->expected, job->timeout_ns);
     lock.lock();
     finished.push_back(job);
-    uv_async_send(async);
+    if (async != nullptr) uv_async_send(async);
   }
 }
 
@@ -85,6 +96,10 @@ static void OnFinished(uv_async_t*) {
   }
   Napi::Env env(loop_env);
   for (Job* job : batch) {
+    if (job->abandoned) {
+      FreeJob(job);
+      continue;
+    }
     in_flight.erase(job);
     if (in_flight.empty()) uv_unref(reinterpret_cast<uv_handle_t*>(async));
     Napi::HandleScope scope(env);
@@ -114,6 +129,16 @@ static void AtForkChild() {
   queued.clear();
   finished.clear();
   idle_threads = 0;
+}
+
+void WaiterEnvCleanup(napi_env env) {
+  if (async == nullptr || loop_env != env) return;
+  std::lock_guard<std::mutex> lock(*mu);
+  for (Job* job : in_flight) job->abandoned = true;
+  in_flight.clear();
+  uv_close(reinterpret_cast<uv_handle_t*>(async), [](uv_handle_t* h) { delete reinterpret_cast<uv_async_t*>(h); });
+  async = nullptr;
+  loop_env = nullptr;
 }
 
 void WaiterAfterFork() {

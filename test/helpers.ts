@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -35,16 +35,25 @@ export interface Run {
   stderr: string;
 }
 
-/** Runs an ES module (NODEMP resolves to the built library) in a fresh `node`, by default single-threaded. */
-export function runScript(source: string, options: { args?: string[]; nodeArgs?: string[]; timeout?: number } = {}): Run {
+/**
+ * Runs an ES module (NODEMP resolves to the built library) in a fresh `node`, by default single-threaded.
+ * With `files`, its output goes to files, so that the call returns when the process ends even while
+ * children it left running still hold its stdout.
+ */
+export function runScript(source: string, options: { args?: string[]; nodeArgs?: string[]; timeout?: number; files?: boolean } = {}): Run {
   const dir = mkdtempSync(join(tmpdir(), 'nodemp-test-'));
   const file = join(dir, 'script.mjs');
   writeFileSync(file, source.replaceAll('NODEMP', JSON.stringify(dist)));
+  const out = options.files ? [openSync(join(dir, 'stdout'), 'w'), openSync(join(dir, 'stderr'), 'w')] : null;
   const r = spawnSync(process.execPath, [...(options.nodeArgs ?? ['--single-threaded']), file, ...(options.args ?? [])], {
     encoding: 'utf8',
     timeout: options.timeout ?? 20000,
-    stdio: ['pipe', 'pipe', 'pipe'],
+    stdio: out ? ['pipe', out[0], out[1]] : ['pipe', 'pipe', 'pipe'],
   });
+  if (out) {
+    for (const fd of out) closeSync(fd);
+    return { status: r.status, signal: r.signal, stdout: readFileSync(join(dir, 'stdout'), 'utf8'), stderr: readFileSync(join(dir, 'stderr'), 'utf8') };
+  }
   return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
 }
 

@@ -314,12 +314,15 @@ describe.each(methods)('%s', (method) => {
       await pool.join();
     });
 
-    it.skipIf(method === 'fork')('refuses a closure at submission, naming it', () => {
+    it.skipIf(method === 'fork')('refuses a closure at submission, naming it', async () => {
       const pool = new ctx.Pool({ processes: 1 });
       const local = (x: number): number => x + 1;
-      expect(() => pool.map(local, [1])).toThrow(SerializationError);
+      await expect(pool.map(local, [1])).rejects.toThrow(SerializationError);
       expect(() => pool.applyAsync(local, [1])).toThrow(/local/);
-      pool.terminate();
+      expect(() => new ctx.Pool({ initializer: local })).toThrow(/Pool initializer local/);
+      // Nothing was started for them, and the pool still works.
+      expect(await pool.apply(targets.add, [2, 2])).toBe(4);
+      await pool.terminate();
     });
   });
 

@@ -69,7 +69,7 @@ class Encoding implements ChildEncoder {
   #writing = '';
 
   write(obj: object): unknown {
-    if (typeof obj === 'function') return [FUNCTION, this.reference(obj, 'a function given to a child process')];
+    if (typeof obj === 'function') return [FUNCTION, this.reference(obj, 'function given to a child process')];
     const Class = passedToChild.get(obj.constructor.name);
     if (Class === undefined || Class.prototype !== Object.getPrototypeOf(obj)) throw notPassable(obj);
     // Nested shared objects come back in the state and are written after it.

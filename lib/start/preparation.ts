@@ -35,9 +35,9 @@ export function prepare(proc: Process, state: ChildState): Prepared {
   const Class = proc.constructor;
   const own = Class === Process || Object.prototype.hasOwnProperty.call(Class, CONTEXT_CLASS);
   const preload: FunctionRef[] = [];
-  const targetRef = target === null ? null : referenceOf(target, `the target of ${state.name}`);
+  const targetRef = target === null ? null : referenceOf(target, `target of ${state.name}`);
   if (targetRef !== null) preload.push(targetRef);
-  if (!own) preload.push(referenceOf(Class, `the Process subclass of ${state.name}`));
+  if (!own) preload.push(referenceOf(Class, `Process subclass of ${state.name}`));
   const fields: Record<string, unknown> = {};
   for (const key of Object.keys(proc)) fields[key] = (proc as unknown as Record<string, unknown>)[key];
   // An explicit reference goes as its normal form (an ImportMeta in it would not cross).

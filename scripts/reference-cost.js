@@ -1,7 +1,7 @@
 // What finding a function's reference costs (lib/start/reference.ts), in a
 // program shaped as users write them: an entry module that imports its tasks
 // from a sibling module and looks functions up in its top-level code.
-// Run: node bench/reference-cost.js [--many] (--many first loads a few
+// Run: node scripts/reference-cost.js [--many] (--many first loads a few
 // hundred modules from node_modules, as a big service would). Prints one JSON
 // object, milliseconds per step.
 import { execFileSync } from 'node:child_process';

@@ -188,6 +188,13 @@ class Ring {
   #feed = -1;
   #feedPid = 0;
   #feedPending = new Int32Array(1);
+  // put() calls of this process still waiting for room in a bounded queue,
+  // and the last of them: a later put() waits behind them, so that one
+  // process's messages go in the order its calls were made even when nobody
+  // awaits them (a Python program's `q.put(x)` in a loop, ported).
+  #putsWaiting = 0;
+  #putsTail: Promise<void> = Promise.resolve();
+  #putsPid = 0;
   // getBytesInto()'s last target, and the memory under it as words.
   #intoView: Uint8Array | null = null;
   #intoWords: Int32Array<ArrayBufferLike> = new Int32Array(0);
@@ -679,6 +686,33 @@ class Ring {
     return { ...message, body: message.body.slice(message.start, message.end), start: 0, end: message.end - message.start };
   }
 
+  /** Whether a put() of this process still waits for room (a forked child starts with none). */
+  putsWaiting(): boolean {
+    if (this.#putsPid !== selfPid) {
+      this.#putsPid = selfPid;
+      this.#putsWaiting = 0;
+      this.#putsTail = Promise.resolve();
+    }
+    return this.#putsWaiting > 0;
+  }
+
+  /** put() of a bounded queue that found no room, or found earlier put() calls waiting: in call order. */
+  putInTurn(message: Encoded, deadline: number): Promise<void> {
+    this.putsWaiting();
+    this.#putsWaiting++;
+    const mine = this.#putsTail.then(() => runAsync(this.putSteps(message, deadline)));
+    const settled = mine.then(
+      () => {
+        this.#putsWaiting--;
+      },
+      () => {
+        this.#putsWaiting--;
+      },
+    );
+    this.#putsTail = settled;
+    return mine;
+  }
+
   /** A placed message that was never put: removes the segment a large one was written to. */
   #discard(message: Encoded): void {
     if ((message.tag & SIDE) !== 0) native.shmUnlink(Buffer.from(message.body).toString('utf8'));
@@ -790,8 +824,8 @@ export class Queue<T = unknown> {
         ring.putUnbounded(message);
         return Promise.resolve();
       }
-      if (ring.tryPutRaw(message)) return Promise.resolve();
-      return runAsync(ring.putSteps(ring.detach(message), deadline));
+      if (!ring.putsWaiting() && ring.tryPutRaw(message)) return Promise.resolve();
+      return ring.putInTurn(ring.detach(message), deadline);
     } catch (error) {
       return Promise.reject(error);
     }

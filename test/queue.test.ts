@@ -526,6 +526,38 @@ describe('Queue', () => {
   });
 });
 
+describe('Queue: one process\'s put() calls on a full bounded queue', () => {
+  it('go in call order even when nobody awaits them', async () => {
+    const q = new Queue<number>({ maxsize: 4 });
+    for (let i = 0; i < 60; i++) void q.put(i);
+    const got: number[] = [];
+    for (let i = 0; i < 60; i++) got.push(await q.get({ timeout: 5000 }));
+    expect(got).toEqual(Array.from({ length: 60 }, (_, i) => i));
+  });
+
+  it('go in call order from a child that puts in a loop, as a ported Python program does', async () => {
+    const q = new Queue<number>({ maxsize: 8 });
+    const child = spawnChild(() => {
+      for (let i = 0; i < 300; i++) void q.put(i);
+    });
+    const got: number[] = [];
+    for (let i = 0; i < 300; i++) got.push(await q.get({ timeout: 10000 }));
+    expect(got).toEqual(Array.from({ length: 300 }, (_, i) => i));
+    expect(await child.join(10000)).toBe(0);
+  });
+
+  it('a put() that times out waiting in turn lets the later ones go on', async () => {
+    const q = new Queue<number>({ maxsize: 1 });
+    await q.put(0);
+    const first = q.put(1, { timeout: 30 });
+    const second = q.put(2);
+    await expect(first).rejects.toThrow(QueueFull);
+    expect(await q.get()).toBe(0);
+    await second;
+    expect(await q.get()).toBe(2);
+  });
+});
+
 describe('JoinableQueue', () => {
   it('join() waits for every taskDone(); too many taskDone() throws', async () => {
     const q = new JoinableQueue<number>();

@@ -4,7 +4,8 @@
 // fork is refused. Targets live in an exported fixture module, as a program
 // using spawn or forkserver must keep them.
 import { describe, expect, it } from 'vitest';
-import { readdirSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
+import { childrenOf, openFds } from './helpers.js';
 import {
   Barrier,
   BoundedSemaphore,
@@ -62,6 +63,7 @@ describe.each(methods)('%s', (method) => {
     p.start();
     return p;
   }
+  const started_ = started;
 
   describe('Process', () => {
     it('runs the target with its args and reports who it is', async () => {
@@ -258,6 +260,40 @@ describe.each(methods)('%s', (method) => {
       mine.close();
     });
 
+    it('a producer killed in the middle of its puts does not wedge the queue', async () => {
+      const q = new Queue<number>({ maxsize: 8 });
+      const started = new Event();
+      const killed = started_(targets.putForever, [q, started]);
+      expect(await started.wait(20000)).toBe(true);
+      for (let i = 0; i < 20; i++) await q.get({ timeout: 20000 });
+      killed.kill();
+      expect(await killed.join(20000)).toBe(-9);
+      const FROM = 1_000_000;
+      const other = started_(targets.producer, [q, 50, FROM]);
+      const got: number[] = [];
+      // Whatever the killed one published, and all of the other's, in order, within recovery's timeouts.
+      for (;;) {
+        const x = await q.get({ timeout: 5000 }).catch(() => null);
+        if (x === null) break;
+        got.push(x);
+      }
+      expect(await other.join(20000)).toBe(0);
+      expect(got.filter((x) => x >= FROM)).toEqual(Array.from({ length: 50 }, (_, i) => FROM + i));
+      const left = got.filter((x) => x < FROM);
+      expect(left.every((x, i) => x === 20 + i)).toBe(true);
+    });
+
+    it('a message larger than the ring crosses by segment, and the segment is gone afterwards', async () => {
+      const before = shmNames();
+      const q = new Queue<Uint8Array>({ ringSize: 64 * 1024 });
+      const p = started_(targets.putLarge, [q, 1 << 20]);
+      const got = await q.get({ timeout: 20000 });
+      expect(got.length).toBe(1 << 20);
+      expect(got.every((b) => b === 7)).toBe(true);
+      expect(await p.join(20000)).toBe(0);
+      expect(shmNames()).toEqual(before);
+    });
+
     it.skipIf(method === 'fork')('refuses a shared object in a message after start, as before', () => {
       const q = new Queue();
       expect(() => q.putSync(new Lock())).toThrow(SerializationError);
@@ -276,6 +312,14 @@ describe.each(methods)('%s', (method) => {
       for await (const x of pool.imap(targets.square, [3, 4])) streamed.push(x);
       expect(streamed).toEqual([9, 16]);
       expect(pool.applyAsync(targets.add, [2, 3]).getSync(20000)).toBe(5);
+      expect(pool.applySync(targets.add, [1, 3])).toBe(4);
+      expect(pool.mapSync(targets.square, [2, 3])).toEqual([4, 9]);
+      expect(pool.starmapSync(targets.add, [[5, 5]])).toEqual([10]);
+      expect(await pool.mapAsync(targets.square, [4]).get(20000)).toEqual([16]);
+      expect(await pool.starmapAsync(targets.add, [[1, 1]]).get(20000)).toEqual([2]);
+      const unordered: number[] = [];
+      for await (const x of pool.imapUnordered(targets.slowSquare, [1, 2, 3])) unordered.push(x);
+      expect(unordered.sort((a, b) => a - b)).toEqual([1, 4, 9]);
       await expect(pool.apply(targets.thrower, [1])).rejects.toThrow(RangeError);
       pool.close();
       await pool.join();
@@ -324,6 +368,22 @@ describe.each(methods)('%s', (method) => {
       expect(await pool.apply(targets.add, [2, 2])).toBe(4);
       await pool.terminate();
     });
+  });
+
+  it('leaves no descriptor and no process behind', async () => {
+    const q = new Queue();
+    // A first start: a forkserver stays (one socket) until this process exits.
+    await started(targets.report, [q, 'warm-up']).join(20000);
+    await q.get({ timeout: 20000 });
+    const fds = openFds().length;
+    for (let i = 0; i < 10; i++) {
+      const p = started(targets.report, [q, i]);
+      await q.get({ timeout: 20000 });
+      expect(await p.join(20000)).toBe(0);
+    }
+    expect(openFds().length).toBe(fds);
+    const kids = childrenOf(process.pid).filter((pid) => !readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('forkserver-main'));
+    expect(kids).toEqual([]);
   });
 
   it.skipIf(method === 'fork')('refuses a closure target at start(), naming it, and starts nothing', () => {

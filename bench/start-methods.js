@@ -69,6 +69,7 @@ async function poolRows(method, tasks, applies) {
   const pool = new Pool({ processes: 2, startMethod: method });
   const items = Array.from({ length: tasks }, (_, i) => i);
   await pool.map(square, items.slice(0, 500), { chunksize: 1 });
+  for (let i = 0; i < applies; i++) await pool.apply(square, [i]);
   let t0 = performance.now();
   await pool.map(square, items, { chunksize: 1 });
   const perTask = ((performance.now() - t0) * 1000) / tasks;
@@ -122,6 +123,14 @@ if (isMainModule(import.meta) && process.argv.includes('--plain-part')) {
     await w.terminate();
   }
 
+  // What a spawned child cannot avoid: a fresh Node that loads nodemp (and exits).
+  const importFloor = [];
+  for (let i = 0; i < (quick ? 5 : 15); i++) {
+    const t0 = nowMs();
+    spawnSync(process.execPath, ['--input-type=module', '-e', `await import(${JSON.stringify(new URL('../dist/index.js', import.meta.url).href)})`]);
+    importFloor.push(nowMs() - t0);
+  }
+
   const pyRounds = quick ? 20 : 60;
   const pyForkserver = python('forkserver', pyRounds);
   const pySpawn = python('spawn', quick ? 5 : 20);
@@ -158,6 +167,7 @@ if (isMainModule(import.meta) && process.argv.includes('--plain-part')) {
     'first forkserver start (cold: the server starts too)': { unit: 'ms', nodemp: median(samples.cold), 'python mp forkserver start+join': pyForkserver },
     'process start->first message (spawn)': { unit: 'ms', nodemp: median(samples.spawnFirstMessage), 'child_process.fork (to first message)': median(cp) },
     'process start->join (spawn)': { unit: 'ms', nodemp: median(samples.spawn), 'python mp spawn start+join': pySpawn },
+    'floor under spawn: a fresh node that imports nodemp, start to exit': { unit: 'ms', nodemp: median(importFloor) },
     'Pool.map per task, chunksize 1 (forkserver pool vs fork pool)': {
       unit: 'us',
       nodemp: median(fsrv.map((x) => x.perTask)),

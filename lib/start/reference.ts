@@ -10,7 +10,6 @@ import { createRequire } from 'node:module';
 import { isAbsolute, resolve as resolvePath } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { types } from 'node:util';
-import { initSync as initLexer, parse as lexModule } from 'es-module-lexer';
 import { SerializationError } from '../errors.js';
 import { Probe, rememberScript, type FunctionSite, type LoadedScript } from './inspect.js';
 
@@ -320,17 +319,19 @@ interface SourceExport {
   readonly local: string | undefined;
 }
 
-let lexerReady = false;
+// Loaded at the first lookup that needs it: a child never looks anything up,
+// and would pay for the lexer's loading at every start.
+let lexer: typeof import('es-module-lexer') | null = null;
 
 /** The exports (and, given the module's URL, relative imports) its source declares; null where it does not lex. */
 function lex(source: string, url?: string): Lexed | null {
-  if (!lexerReady) {
-    initLexer();
-    lexerReady = true;
+  if (lexer === null) {
+    lexer = require('es-module-lexer') as typeof import('es-module-lexer');
+    lexer.initSync();
   }
-  let parsed: ReturnType<typeof lexModule>;
+  let parsed: ReturnType<typeof lexer.parse>;
   try {
-    parsed = lexModule(source);
+    parsed = lexer.parse(source);
   } catch {
     return null;
   }

@@ -31,6 +31,7 @@ import {
   getContext,
   getStartMethod,
   isSingleThreaded,
+  wait,
   type StartMethod,
 } from '../dist/index.js';
 import * as targets from './fixtures/start/targets.mjs';
@@ -105,6 +106,16 @@ describe.each(methods)('%s', (method) => {
       b.kill();
       expect(await a.join(20000)).toBe(-15);
       expect(b.joinSync(20000)).toBe(-9);
+    });
+
+    it('takes an explicit { module, name } target, and wait() sees it end', async () => {
+      const q = new Queue();
+      const p = new ctx.Process({ target: { module: new URL('./fixtures/start/targets.mjs', import.meta.url).href, name: 'report' }, args: [q, 'explicit'], daemon: true });
+      p.start();
+      expect(await q.get({ timeout: 20000 })).toMatchObject({ tag: 'explicit', pid: p.pid });
+      expect(await wait([p], 20000)).toEqual([p]);
+      expect(p.exitCode).toBe(0);
+      expect(p.isAlive()).toBe(false);
     });
 
     it('starts a Process subclass with its own fields', async () => {

@@ -23,6 +23,10 @@ native.dieWithParent(parentPid);
 // module, and never starting processes of their own.
 markChild();
 setBootstrapping(true);
+// As Python's fork server: Ctrl-C reaches the whole process group, and the
+// parent decides what it means; the server must outlive a parent that
+// handles it. Its children get the default action back (lib/inherit.ts).
+process.on('SIGINT', () => {});
 
 type Request = { op: 'preload'; modules: string[] } | { op: 'start'; header: Header; payload: Uint8Array };
 

@@ -6,6 +6,8 @@
 // [metric as run.js names it, label on the chart, peers to show (all when absent)]
 const HEADLINE = [
   ['process start->join (fork, joinSync)', 'Process start → join'],
+  ['process start->join (forkserver, plain parent, await join)', 'Process start → join, forkserver'],
+  ['process start->first message (spawn)', 'Process start → first message, spawn'],
   ['Lock acquireSync+release, uncontended', 'Lock acquire + release'],
   ['Event set -> waiter running, other process (waitSync), one-way', 'Event set → waiter running'],
   ['Semaphore ping-pong between two processes (acquireSync), round trip', 'Semaphore ping-pong'],

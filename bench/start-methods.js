@@ -102,6 +102,7 @@ if (isMainModule(import.meta) && process.argv.includes('--plain-part')) {
   const { fork: cpFork } = await import('node:child_process');
   const { Worker } = await import('node:worker_threads');
   const cp = [];
+  const cpNodemp = [];
   const wk = [];
   for (let i = -1; i < (quick ? 5 : 20); i++) {
     let t0 = nowMs();
@@ -113,6 +114,15 @@ if (isMainModule(import.meta) && process.argv.includes('--plain-part')) {
       });
     });
     if (i >= 0) cp.push(nowMs() - t0);
+    t0 = nowMs();
+    await new Promise((resolve) => {
+      const child = cpFork(`${here}peers/child-ready-nodemp.cjs`, { stdio: 'ignore' });
+      child.once('message', () => {
+        resolve();
+        child.kill();
+      });
+    });
+    if (i >= 0) cpNodemp.push(nowMs() - t0);
     t0 = nowMs();
     const w = await new Promise((resolve) => {
       const worker = new Worker("require('node:worker_threads').parentPort.postMessage('ready')", { eval: true });
@@ -165,7 +175,12 @@ if (isMainModule(import.meta) && process.argv.includes('--plain-part')) {
     },
     'process start->join (forkserver, joinSync)': { unit: 'ms', nodemp: median(samples.forkserverSync), 'python mp forkserver start+join': pyForkserver },
     'first forkserver start (cold: the server starts too)': { unit: 'ms', nodemp: median(samples.cold), 'python mp forkserver start+join': pyForkserver },
-    'process start->first message (spawn)': { unit: 'ms', nodemp: median(samples.spawnFirstMessage), 'child_process.fork (to first message)': median(cp) },
+    'process start->first message (spawn)': {
+      unit: 'ms',
+      nodemp: median(samples.spawnFirstMessage),
+      'child_process.fork (to first message)': median(cp),
+      'child_process.fork of a child that loads nodemp (to first message)': median(cpNodemp),
+    },
     'process start->join (spawn)': { unit: 'ms', nodemp: median(samples.spawn), 'python mp spawn start+join': pySpawn },
     'floor under spawn: a fresh node that imports nodemp, start to exit': { unit: 'ms', nodemp: median(importFloor) },
     'Pool.map per task, chunksize 1 (forkserver pool vs fork pool)': {

@@ -173,7 +173,7 @@ export class DirectionError extends Error {
  * `'ERR_NOT_EXPORTED'`, a function that must travel by reference (start methods
  * 'spawn' and 'forkserver') is not an export of a module the child can import.
  */
-export type SerializationErrorCode = 'ERR_NOT_SERIALIZABLE' | 'ERR_NOT_EXPORTED';
+export type SerializationErrorCode = 'ERR_NOT_SERIALIZABLE' | 'ERR_NOT_EXPORTED' | 'ERR_TOO_MANY_DESCRIPTORS';
 
 /** A value cannot cross processes: a function, a symbol, or something else no codec can copy. */
 export class SerializationError extends TypeError {
@@ -214,10 +214,10 @@ export class WorkerDiedError extends Error {
 
 /** The `cause` of an error rethrown from a pool worker: the worker's own stack. */
 export class RemoteTraceback extends Error {
-  constructor(stack: string) {
+  constructor(stack: string, from = 'the pool worker') {
     super(stack.split('\n', 1)[0]);
     this.name = 'RemoteTraceback';
-    this.stack = `RemoteTraceback (from the pool worker):\n${stack}`;
+    this.stack = `RemoteTraceback (from ${from}):\n${stack}`;
   }
 }
 

@@ -20,7 +20,7 @@
 // them; when a worker dies, the first task it held (the one it was running)
 // fails with WorkerDiedError and the rest go to other workers.
 import { inspect } from 'node:util';
-import { Process, cpuCount, setExitListener } from './process.js';
+import { Process, bootstrappingError, cpuCount, setExitListener } from './process.js';
 import { EMPTY, Queue, takeNowait, whenReadable } from './queue.js';
 import {
   ForkSafetyError,
@@ -39,7 +39,7 @@ import { checkInteger, invalidType, invalidValue } from './args.js';
 import { SPIN_LIMIT, deadlineAfter, timeLeft } from './waiting.js';
 import { selfPid } from './self.js';
 import { forkSafetyProblem } from './fork-safety.js';
-import { CONTEXT_CLASS, checkStartMethod, currentStartMethod, type StartMethod } from './start/method.js';
+import { CONTEXT_CLASS, checkStartMethod, currentStartMethod, isBootstrapping, setBootstrapping, type StartMethod } from './start/method.js';
 import { loadReference, referenceOf, type FunctionRef } from './start/reference.js';
 import { RawArray } from './value.js';
 
@@ -180,6 +180,8 @@ export async function serve(s: WorkerSetup): Promise<void> {
     Atomics.store(running, 0, batch);
     let reply: ResultMessage;
     if (ref !== undefined && !fnsById.has(fnId)) {
+      // Importing the function's module is bootstrapping too: a module that starts processes at its top level gets the guard's error.
+      setBootstrapping(true);
       try {
         fnsById.set(fnId, await loadReference(ref));
       } catch (error) {
@@ -187,6 +189,8 @@ export async function serve(s: WorkerSetup): Promise<void> {
         fnsById.set(fnId, () => {
           throw error;
         });
+      } finally {
+        setBootstrapping(false);
       }
     }
     const fn = fnsById.get(fnId) as (...args: unknown[]) => unknown;
@@ -726,6 +730,7 @@ export class Pool {
 
   constructor(options: PoolOptions = {}) {
     if (typeof options !== 'object' || options === null) throw invalidType('Pool(options)', 'an object', options);
+    if (isBootstrapping()) throw bootstrappingError('a Pool');
     // null, as Python's None, means the default.
     const { processes = null, initializer = null, initargs = null, maxtasksperchild = null, startMethod = null } = options;
     this.#processes = checkInteger('Pool: processes', processes ?? cpuCount(), 1, 4096);

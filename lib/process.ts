@@ -274,19 +274,10 @@ export class Process<A extends unknown[] = unknown[]> {
     if (this.#pid !== null || this.#isCurrent) {
       throw new ProcessError('ERR_PROCESS_STARTED', `cannot start a process twice (${this.#name} has pid ${this.pid})`);
     }
+    // Before the daemon rule: a pool worker importing an unguarded main module must be told about the guard.
+    if (isBootstrapping()) throw bootstrappingError(this.#name);
     if (current.daemon) {
       throw new ProcessError('ERR_DAEMON_CHILDREN', `daemonic processes are not allowed to have children (${current.name} is a daemon)`);
-    }
-    if (isBootstrapping()) {
-      throw new ProcessError(
-        'ERR_BOOTSTRAPPING',
-        `an attempt was made to start ${this.#name} before this process (${current.name}) finished its bootstrapping phase.\n` +
-          'This probably means the child is importing the program\'s main module, whose top-level code starts processes, ' +
-          'and the start method is not fork. Guard that code, as Python\'s "if __name__ == \'__main__\'":\n' +
-          "  import { isMainModule } from 'nodemp';\n" +
-          '  if (isMainModule(import.meta)) { /* start processes here */ }\n' +
-          '(CommonJS: isMainModule(module)).',
-      );
     }
     const method = this.startMethod;
     if (method !== 'fork') {
@@ -460,7 +451,8 @@ export class Process<A extends unknown[] = unknown[]> {
   #exited(code: number): void {
     if (this.#exitCode !== null) return;
     this.#exitCode = code;
-    children.delete(this.#pid as number);
+    // A pid another child has since been given is that child's entry.
+    if (children.get(this.#pid as number) === (this as unknown as Process)) children.delete(this.#pid as number);
     for (const waiter of this.#waiters) {
       if (waiter.timer) clearTimeout(waiter.timer);
       waiter.resolve(code);
@@ -504,6 +496,20 @@ export function enterChild(proc: Process, state: ChildState): void {
   exitHookInstalled = false;
   foreignExit = null;
   markCurrent(proc);
+}
+
+/** Python's error for a process started while this one still imports its modules (spawn and forkserver). */
+export function bootstrappingError(what: string): ProcessError {
+  return new ProcessError(
+    'ERR_BOOTSTRAPPING',
+    `an attempt was made to start ${what} before this process (${current.name}) finished its bootstrapping phase.\n` +
+      "This probably means a module imported here, often the program's main module, starts processes at its top level, and " +
+      "the start method is not fork (a spawned or forkserver child imports the modules its targets come from). Guard that " +
+      'code, as Python\'s "if __name__ == \'__main__\'":\n' +
+      "  import { isMainModule } from 'nodemp';\n" +
+      '  if (isMainModule(import.meta)) { /* start processes here */ }\n' +
+      '(CommonJS: isMainModule(module)).',
+  );
 }
 
 /** The Process object of the running process (`MainProcess` in the parent of all). */

@@ -36,6 +36,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
         nodemp::ConnEnvCleanup(e);
         nodemp::ReapEnvCleanup(e);
         nodemp::StartEnvCleanup(e);
+        nodemp::CallFromLoopEnvCleanup(e);
         loaded_threads--;
       },
       env);

@@ -54,5 +54,6 @@ void RingEnvCleanup(napi_env env);
 void ConnEnvCleanup(napi_env env);
 void ReapEnvCleanup(napi_env env);
 void StartEnvCleanup(napi_env env);
+void CallFromLoopEnvCleanup(napi_env env);
 
 }  // namespace nodemp

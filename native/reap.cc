@@ -53,9 +53,21 @@ uv_loop_t* LoopOf(Napi::Env env) {
   return loop;
 }
 
+// One async context per environment (a worker thread has its own), made at
+// its first callback and destroyed with the environment.
+static std::unordered_map<napi_env, Napi::AsyncContext*> contexts;
+
+void CallFromLoopEnvCleanup(napi_env env) {
+  auto it = contexts.find(env);
+  if (it == contexts.end()) return;
+  delete it->second;
+  contexts.erase(it);
+}
+
 void CallFromLoop(Napi::Env env, const Napi::FunctionReference& fn, std::initializer_list<napi_value> args) {
   Napi::HandleScope scope(env);
-  static Napi::AsyncContext* context = new Napi::AsyncContext(env, "nodemp");
+  Napi::AsyncContext*& context = contexts[env];
+  if (context == nullptr) context = new Napi::AsyncContext(env, "nodemp");
   // The C call, not FunctionReference::MakeCallback: while Node tears the
   // environment down it still runs pending loop callbacks but refuses to call
   // into JS, and node-addon-api would turn that refusal into a fatal error.
@@ -356,12 +368,12 @@ static Napi::Value SetOnExit(const Napi::CallbackInfo& info) {
 void ReapEnvCleanup(napi_env env) {
   if (!on_exit.IsEmpty() && static_cast<napi_env>(on_exit.Env()) == env) on_exit.Reset();
   if (watch_env != env) return;
+  // Its children are nobody's to reap now: forget them (as after a fork).
   for (auto& kv : watches) {
-    if (kv.second.poll) {
-      uv_close(reinterpret_cast<uv_handle_t*>(kv.second.poll), FreePoll);
-      kv.second.poll = nullptr;
-    }
+    if (kv.second.poll) uv_close(reinterpret_cast<uv_handle_t*>(kv.second.poll), FreePoll);
+    if (kv.second.fd >= 0) close(kv.second.fd);
   }
+  watches.clear();
   if (sigchld) {
     uv_close(reinterpret_cast<uv_handle_t*>(sigchld), [](uv_handle_t* h) { delete reinterpret_cast<uv_signal_t*>(h); });
     sigchld = nullptr;

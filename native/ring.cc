@@ -59,6 +59,9 @@ struct Feed {
   int32_t pending = 0;
   Napi::Reference<Napi::ArrayBuffer> keep;  // event-loop thread only: the mapping stays while messages wait
   bool kept = false;                        // event-loop thread only
+  // Its environment ended (a worker thread exited): its mapping is about to
+  // go, its messages are dropped, and the feeder leaves it alone. Guarded by mu.
+  bool dead = false;
 };
 
 static std::mutex* mu = new std::mutex;
@@ -75,6 +78,9 @@ static bool thread_starting = false;
 static bool outside = false;
 static uv_async_t* drained_async = nullptr;
 static napi_env drained_env = nullptr;
+// The feed whose mapping the feeder uses with mu released, or null: an
+// ending environment waits until it is not one of its own. Guarded by mu.
+static Feed* in_use = nullptr;
 
 // The queue's mapping, whoever uses it: a feed, or a call from lib/queue.ts.
 struct RingView {
@@ -458,18 +464,25 @@ static void* Feeder(void*) {
     // By index: feedOpen() may grow the vector while the lock is released.
     for (size_t i = 0; i < feeds.size(); i++) {
       Feed* f = feeds[i];
-      while (!f->messages.empty()) {
+      if (f->dead) {
+        // Its environment ended: what it still held goes with it.
+        waiting -= f->messages.size();
+        f->messages.clear();
+        Store(&f->pending, 0);
+        continue;
+      }
+      while (!f->dead && !f->messages.empty()) {
         Message& m = f->messages.front();
         bool large = m.large;
         outside = large;
+        in_use = f;
         lock.unlock();
         bool dropped = large && !Place(m);
         bool put = dropped || TryPut(f, m);
         lock.lock();
-        if (large) {
-          outside = false;
-          changed->notify_all();
-        }
+        in_use = nullptr;
+        outside = false;
+        changed->notify_all();
         if (!put) {
           full = f;
           break;
@@ -485,7 +498,7 @@ static void* Feeder(void*) {
       if (drained_async != nullptr) uv_async_send(drained_async);
       continue;
     }
-    if (progressed || full == nullptr) continue;
+    if (progressed || full == nullptr || full->dead) continue;
     // A consumer that is busy makes room within microseconds: look again a
     // few times before paying for a sleep (and making every consumer wake us).
     // Every slot the message needs counts: only its last may still be held.
@@ -502,20 +515,22 @@ static void* Feeder(void*) {
     int32_t seq = Load(get_seq);
     AnnounceSleep(r, kQueuePutSleepSeq, seq);
     uint64_t self = full->self;
+    in_use = full;
     lock.unlock();
     int result = kWoken;
     if (Ahead(r, static_cast<uint32_t>(Load(Word(r, kQueueTail))), used) < 0) {
       result = WaitOnWord(reinterpret_cast<uint32_t*>(get_seq), static_cast<uint32_t>(seq), kFullWaitNs);
     }
     lock.lock();
-    if (result == kTimedOut) {
+    if (result == kTimedOut && !full->dead) {
       outside = true;
       lock.unlock();
       Recover(r, self, kProducer);
       lock.lock();
       outside = false;
-      changed->notify_all();
     }
+    in_use = nullptr;
+    changed->notify_all();
   }
 }
 
@@ -557,8 +572,17 @@ static void AtForkChild() {
 
 void RingEnvCleanup(napi_env env) {
   if (drained_async == nullptr || drained_env != env) return;
-  std::lock_guard<std::mutex> lock(*mu);
+  std::unique_lock<std::mutex> lock(*mu);
+  // The environment's mappings go once this returns: its messages are
+  // dropped (a worker ended before its queue took them), and the feeder,
+  // woken if it sleeps on one of them, is let finish what it does there.
+  for (Feed* f : feeds) f->dead = true;
+  if (in_use != nullptr) WakeWord(reinterpret_cast<uint32_t*>(Word(ViewOf(in_use), kQueueGetSeq)), INT32_MAX);
+  changed->wait(lock, [] { return in_use == nullptr; });
   for (Feed* f : feeds) {
+    waiting -= f->messages.size();
+    f->messages.clear();
+    Store(&f->pending, 0);
     if (f->kept) {
       f->keep.SuppressDestruct();
       f->kept = false;

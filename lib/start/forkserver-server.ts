@@ -3,11 +3,13 @@
 // modules it is told to import, forks a child per request, and reports each
 // child's exit. It ends when its parent closes the socket or dies (the
 // parent-death signal covers SIGKILL).
-import { writeSync } from 'node:fs';
+import { readdirSync, writeSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { setFlagsFromString } from 'node:v8';
 import { native } from '../native.js';
 import { setForeignExitHandler } from '../process.js';
 import { becomeChild } from '../child.js';
-import { errorState } from '../errors.js';
+import { ForkSafetyError, errorState } from '../errors.js';
 import { recvMessage, sendMessage, type Message } from './channel.js';
 import { becomeStarted, type Header } from './preparation.js';
 import { loadReference, markChild } from './reference.js';
@@ -28,7 +30,7 @@ setBootstrapping(true);
 // handles it. Its children get the default action back (lib/inherit.ts).
 process.on('SIGINT', () => {});
 
-type Request = { op: 'preload'; modules: string[] } | { op: 'start'; header: Header; payload: Uint8Array };
+type Request = { op: 'preload'; modules: string[] } | { op: 'start'; header: Header; payload: Uint8Array | null; payloadLength: number };
 
 const waiting: Message[] = [];
 let busy = false;
@@ -58,25 +60,107 @@ async function serve(message: Message): Promise<void> {
     }
     return;
   }
-  const { header, payload } = request;
+  const { header } = request;
+  const fds = message.fds;
+  const reply = (error: unknown): void => {
+    closeAll(fds);
+    sendMessage(SOCK, { op: 'error', error: errorState(error instanceof Error ? error : new Error(String(error))) });
+  };
+  let payload: Uint8Array;
+  if (request.payload !== null) {
+    payload = request.payload;
+  } else {
+    // The preparation came in a mapping of its own, its descriptor last.
+    const fd = fds.pop() as number;
+    try {
+      payload = new Uint8Array(native.mapFd(fd, request.payloadLength)).slice();
+    } catch (error) {
+      native.closeFd(fd);
+      reply(error);
+      return;
+    }
+  }
   // Module code run here sees the parent's command line, as the child will.
   process.argv = [process.execPath, ...header.argv.slice(1)];
   try {
     for (const ref of header.preload) await loadReference(ref);
   } catch (error) {
-    closeAll(message.fds);
-    sendMessage(SOCK, { op: 'error', error: errorState(error instanceof Error ? error : new Error(String(error))) });
+    reply(error);
     return;
   }
-  const pid = native.fork(header.state.daemon);
+  // A module may have started a thread here (loader hooks run on one); a
+  // forked child would wait on it forever.
+  const problem = threadProblem();
+  if (problem !== null) {
+    reply(new ForkSafetyError(problem));
+    return;
+  }
+  let pid: number;
+  try {
+    pid = native.fork(header.state.daemon);
+  } catch (error) {
+    reply(error);
+    return;
+  }
   if (pid === 0) {
     native.closeFd(SOCK);
-    becomeChild(async () => (await becomeStarted(header, payload, message.fds)).run(), header.state.name);
+    // What made the server's code compile eagerly would slow the child's own later imports.
+    setFlagsFromString('--lazy');
+    setFlagsFromString('--flush-bytecode');
+    becomeChild(async () => (await becomeStarted(header, payload, fds)).run(), header.state.name);
   }
-  closeAll(message.fds);
+  closeAll(fds);
   native.track(pid);
   native.watch(pid, false);
   sendMessage(SOCK, { op: 'started', pid });
+}
+
+// Node's own threads (the libuv pool among them, started by the warm-up's
+// file reads) are safe across a fork; one more is not.
+let threadsAtStart = Infinity;
+
+function countThreads(): number {
+  return process.platform === 'linux' ? readdirSync('/proc/self/task').length : 0;
+}
+
+// Loader hooks registered by the server's own flags (--import, --loader)
+// run on a thread that is there from the start, so the count cannot show
+// them: a first child is forked to try an import, which hangs if they exist.
+let hooksAtStart = false;
+
+async function probeHooks(): Promise<void> {
+  if (!process.execArgv.some((f) => /^--(import|loader|experimental-loader)\b/.test(f))) return;
+  const pid = native.fork(true);
+  if (pid === 0) {
+    native.closeFd(SOCK);
+    becomeChild(async () => {
+      await import('node:os');
+    }, 'forkserver-probe');
+  }
+  native.track(pid);
+  const code = native.waitSync(pid, 2000);
+  if (code === undefined) {
+    native.signal(pid, 9);
+    native.waitSync(pid, -1);
+    hooksAtStart = true;
+  }
+}
+
+/** Why this process cannot fork now, or null: a thread that was not there when the server started (Linux only). */
+function threadProblem(): string | null {
+  if (hooksAtStart) {
+    return (
+      "the program's loader hooks (--import, --loader or module.register()) run on a thread of their own, and a child " +
+      "forked by the fork server would wait on it forever. Use the 'spawn' start method for this program."
+    );
+  }
+  const threads = countThreads();
+  if (threads <= threadsAtStart) return null;
+  return (
+    `the fork server runs ${threads - threadsAtStart} thread(s) more once the target's modules are imported (loader hooks, registered with ` +
+    '--import, --loader or module.register(), run on a thread of their own), and a forked child would wait on them ' +
+    "forever. Use the 'spawn' start method for this program."
+  );
 }
 
 async function pump(): Promise<void> {
@@ -98,6 +182,9 @@ async function warmUp(): Promise<void> {
   const { bytes, fds } = encodeForChild({ cls: null, target: null, args: [new Lock(), new RawValue('i', 0), { plain: [1, 'a'] }], fields: {} });
   await decodeInChild(bytes, fds.map((fd) => native.dupFd(fd)));
   await loadReference({ module: new URL('../pool.js', import.meta.url).href, name: 'serve' });
+  await readFile(new URL(import.meta.url));
+  threadsAtStart = countThreads();
+  await probeHooks();
 }
 
 setForeignExitHandler((pid, code) => {

@@ -21,6 +21,10 @@ const SERVER = fileURLToPath(new URL('./forkserver-main.js', import.meta.url));
 // Python's forkserver sets 255 for a child whose status died with the server.
 const STATUS_LOST = 255;
 const LOST_POLL_MS = 50;
+// A larger preparation goes in a shared mapping, passed by descriptor: a
+// request then never fills the socket, so the parent's send cannot wait on a
+// server that is itself waiting to send the parent exit reports.
+const INLINE_PAYLOAD = 16 * 1024;
 
 /** What the server sends: a reply to a start, or a child's exit. */
 type ServerMessage =
@@ -112,11 +116,29 @@ class Server {
     return this.#dead;
   }
 
+  /** In a forked child: closes its copy of the parent's socket, saying nothing to the server. */
+  forget(): void {
+    if (!this.#dead) native.closeFd(this.#sock);
+    this.#dead = true;
+  }
+
   start(proc: Process, state: ChildState): ServerChild {
     const prepared = prepare(proc, state);
+    const fds = [...prepared.fds];
+    let payload: Uint8Array | null = prepared.payload;
+    // Held until the server has answered: its descriptor is the mapping's.
+    let mapping: ArrayBuffer | null = null;
+    if (payload.length > INLINE_PAYLOAD) {
+      mapping = native.mapShared(payload.length);
+      new Uint8Array(mapping).set(payload);
+      fds.push(native.sharedFd(mapping));
+      payload = null;
+    }
     try {
-      sendMessage(this.#sock, { op: 'start', header: prepared.header, payload: prepared.payload }, prepared.fds);
+      sendMessage(this.#sock, { op: 'start', header: prepared.header, payload, payloadLength: prepared.payload.length }, fds);
     } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code !== 'EPIPE' && code !== 'ECONNRESET') throw error;
       this.#lost();
       throw this.#diedError(`while ${state.name} was being sent to it`, error);
     }
@@ -132,9 +154,10 @@ class Server {
         continue;
       }
       // As a pool reports a task's error: the class and fields here, the server's stack as the cause.
-      if (m.op === 'error') throw reviveError(m.error, new RemoteTraceback(m.error.stack));
+      if (m.op === 'error') throw reviveError(m.error, new RemoteTraceback(m.error.stack, `the fork server, pid ${this.pid}`));
       const child = new ServerChild(m.pid, this);
       this.#children.set(m.pid, child);
+      void mapping;
       return child;
     }
   }
@@ -232,6 +255,7 @@ function theServer(): Server {
   // One that died while we were not looking is noticed here, not by the start it would fail.
   if (server !== null && ownerPid === selfPid) server.drain();
   // A forked child inherits the object but not the server's attention.
+  if (server !== null && ownerPid !== selfPid) server.forget();
   if (server === null || server.dead || ownerPid !== selfPid) {
     server = new Server();
     ownerPid = selfPid;

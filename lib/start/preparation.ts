@@ -3,10 +3,14 @@
 // encoded target, arguments and Process subclass, whose shared objects
 // travel as descriptors and functions as references.
 import { Process, adoptProcess, enterChild, processParts, type ChildState } from '../process.js';
-import { ProcessError } from '../errors.js';
+import { ProcessError, SerializationError } from '../errors.js';
 import { decodeInChild, encodeForChild } from './descriptors.js';
 import { isFunctionRef, markChild, referenceOf, type FunctionRef } from './reference.js';
 import { CONTEXT_CLASS, setBootstrapping } from './method.js';
+
+// Linux passes at most 253 descriptors in one message; two are kept for the
+// preparation's own mapping and the segment tracker's pipe.
+const MAX_DESCRIPTORS = 250;
 
 export interface Header {
   state: ChildState;
@@ -43,6 +47,13 @@ export function prepare(proc: Process, state: ChildState): Prepared {
   // An explicit reference goes as its normal form (an ImportMeta in it would not cross).
   const value: Encoded = { cls: own ? null : Class, target: isFunctionRef(target) ? targetRef : (target as Function | null), args, fields };
   const { bytes, fds } = encodeForChild(value);
+  if (fds.length > MAX_DESCRIPTORS) {
+    throw new SerializationError(
+      `the arguments of ${state.name} hold ${fds.length} shared mappings and descriptors; one start can pass at most ${MAX_DESCRIPTORS} ` +
+        '(one per 64 KiB of small shared objects, one per queue, array or connection): pass fewer, or share them through a Queue of names',
+      { code: 'ERR_TOO_MANY_DESCRIPTORS' },
+    );
+  }
   return { header: { state, cwd: process.cwd(), argv: process.argv, preload }, payload: bytes, fds };
 }
 

@@ -55,18 +55,26 @@ setLauncher('spawn', {
   launch(proc: Process, state: ChildState): number {
     const prepared = prepare(proc, state);
     const [mine, theirs] = native.socketPair();
+    let pid = 0;
     try {
-      const pid = spawnNode(BOOTSTRAP, [], theirs);
+      pid = spawnNode(BOOTSTRAP, [], theirs);
+    } finally {
       native.closeFd(theirs);
-      // A child that dies at once closes its end: the send then fails, and its exit code says why.
-      try {
-        sendMessage(mine, { header: prepared.header, payload: prepared.payload }, prepared.fds);
-      } catch {
-        // Nothing to add: join() reports how the child ended.
+      if (pid === 0) native.closeFd(mine);
+    }
+    try {
+      sendMessage(mine, { header: prepared.header, payload: prepared.payload }, prepared.fds);
+    } catch (error) {
+      // A child that died at once closed its end: its exit code says why. Anything else is ours to report.
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code !== 'EPIPE' && code !== 'ECONNRESET') {
+        native.signal(pid, 9);
+        native.waitSync(pid, -1);
+        throw error;
       }
-      return pid;
     } finally {
       native.closeFd(mine);
     }
+    return pid;
   },
 });

@@ -194,6 +194,35 @@ describe('a plain node program', () => {
     expect(r.stdout).toBe('forkserver from a worker true true 0\n');
   });
 
+  it('a worker thread that used nodemp ends cleanly, and the next one works', () => {
+    const targets = JSON.stringify(join(root, 'test', 'fixtures', 'start', 'targets.mjs'));
+    const r = runScript(
+      `
+      import { Worker, isMainThread, parentPort, workerData } from 'node:worker_threads';
+      if (isMainThread) {
+        for (const job of ['child', 'child']) {
+          const w = new Worker(new URL(import.meta.url), { workerData: job });
+          const said = await new Promise((resolve) => w.once('message', resolve));
+          const code = await new Promise((resolve) => w.once('exit', resolve));
+          console.log(job, said, code);
+        }
+      } else {
+        const { Queue, getContext } = await import(NODEMP);
+        const { report } = await import(${targets});
+        const q = new Queue();
+        const p = new (getContext('forkserver').Process)({ target: report, args: [q, 'w'] });
+        p.start();
+        await q.get();
+        parentPort.postMessage('joined ' + (await p.join()));
+      }
+    `,
+      plain,
+    );
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    expect(r.stdout).toBe('child joined 0 0\nchild joined 0 0\n');
+  });
+
   it('the start-method examples run under plain node', () => {
     for (const [example, args, expected] of [
       ['start-method.mjs', [], /^new process started: \(\d+\)\nPython\n$/],

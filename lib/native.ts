@@ -9,6 +9,8 @@ export interface Native {
   setErrorFactory(factory: (code: string, errno: number, syscall: string, message: string) => Error): void;
   /** Threads of this process that have the addon loaded now. */
   loadedThreads(): number;
+  /** Threads of this process that have ever loaded the addon. */
+  loadedEver(): number;
   fork(daemon: boolean): number;
   detach(sentinel: unknown, launch: () => void, loopEmpty: () => void, exit: () => void): void;
   exit(code: number): never;
@@ -141,8 +143,15 @@ export const native: Native = load();
 if (native.loadedThreads() > 1) {
   throw new Error(
     'nodemp is already in use by another thread of this process. It keeps one set of children, watches and queue feeds per ' +
-      'process, so it runs in one thread at a time: the main thread, or one worker_threads Worker (there the spawn and ' +
-      'forkserver start methods work). Use it from that thread, or end the other thread first.',
+      'process, so it runs in one thread: the main thread, or one worker_threads Worker (there the spawn and forkserver ' +
+      'start methods work). Use it from that thread.',
+  );
+}
+if (native.loadedEver() > 1) {
+  throw new Error(
+    'nodemp was used by a thread of this process that has ended. It runs in one thread for the life of a process: the main ' +
+      'thread, or one worker_threads Worker kept for as long as the program uses nodemp (a second thread after the first has ' +
+      'ended is refused, since not all of the first one\'s native state can be let go safely).',
   );
 }
 native.setErrorFactory(osError);

@@ -24,9 +24,14 @@ void InitStart(Napi::Env env, Napi::Object exports);
 // each kind of event: lib/native.ts refuses a second thread rather than let
 // it take those callbacks from the first.
 static std::atomic<int> loaded_threads{0};
+// Environments that ever loaded it. State one leaves behind is not all reset
+// for the next (a second Worker after a first has ended corrupted the heap in
+// testing): lib/native.ts refuses that case too.
+static std::atomic<int> loaded_ever{0};
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   loaded_threads++;
+  loaded_ever++;
   napi_add_env_cleanup_hook(
       env,
       [](void* arg) {
@@ -42,6 +47,9 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
       env);
   exports.Set("loadedThreads", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
     return Napi::Number::New(info.Env(), loaded_threads.load());
+  }));
+  exports.Set("loadedEver", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+    return Napi::Number::New(info.Env(), loaded_ever.load());
   }));
   exports.Set("setErrorFactory", Napi::Function::New(env, [](const Napi::CallbackInfo& info) {
     nodemp::SetErrorFactory(info);

@@ -386,13 +386,16 @@ describe.each(methods)('%s', (method) => {
     // A first start: a forkserver stays (one socket) until this process exits.
     await started(targets.report, [q, 'warm-up']).join(20000);
     await q.get({ timeout: 20000 });
-    const fds = openFds().length;
+    // Shared mappings' memfds go when the garbage collector takes their objects, at its own pace: the
+    // descriptors that must not stay are the rest (sockets, pipes, pidfds).
+    const notMemory = (): string[] => openFds().filter((f) => !f.includes('/memfd:'));
+    const fds = notMemory().length;
     for (let i = 0; i < 10; i++) {
       const p = started(targets.report, [q, i]);
       await q.get({ timeout: 20000 });
       expect(await p.join(20000)).toBe(0);
     }
-    expect(openFds().length).toBe(fds);
+    expect(notMemory().length).toBeLessThanOrEqual(fds);
     const kids = childrenOf(process.pid).filter((pid) => !readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('forkserver-main'));
     expect(kids).toEqual([]);
   });

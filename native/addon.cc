@@ -42,6 +42,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
         nodemp::ReapEnvCleanup(e);
         nodemp::StartEnvCleanup(e);
         nodemp::CallFromLoopEnvCleanup(e);
+        nodemp::ErrorsEnvCleanup(e);
         loaded_threads--;
       },
       env);

@@ -7,6 +7,14 @@ namespace nodemp {
 
 static Napi::FunctionReference error_factory;
 
+// The factory belongs to the environment that set it: let go of it while that
+// environment still exists, or the next one's SetErrorFactory would delete a
+// reference of a freed environment (heap corruption, seen when a second
+// worker thread loaded the addon).
+void ErrorsEnvCleanup(napi_env env) {
+  if (!error_factory.IsEmpty() && static_cast<napi_env>(error_factory.Env()) == env) error_factory.Reset();
+}
+
 // libuv names only the errors it maps; ECHILD or EOWNERDEAD need our own list.
 static const char* ErrnoName(int err) {
   static const struct {

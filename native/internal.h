@@ -55,5 +55,6 @@ void ConnEnvCleanup(napi_env env);
 void ReapEnvCleanup(napi_env env);
 void StartEnvCleanup(napi_env env);
 void CallFromLoopEnvCleanup(napi_env env);
+void ErrorsEnvCleanup(napi_env env);
 
 }  // namespace nodemp

@@ -118,6 +118,16 @@ describe.each(methods)('%s', (method) => {
       expect(p.isAlive()).toBe(false);
     });
 
+    it('passes a 1 MiB argument (beyond one socket message; to the fork server in a mapping of its own)', async () => {
+      const q = new Queue();
+      const data = new Uint8Array(1 << 20).fill(5);
+      data[0] = 1;
+      data[data.length - 1] = 9;
+      const p = started(targets.lengthOf, [q, data]);
+      expect(await q.get({ timeout: 20000 })).toEqual([1 << 20, 1, 9]);
+      expect(await p.join(20000)).toBe(0);
+    });
+
     it('starts a Process subclass with its own fields', async () => {
       const q = new Queue();
       const Job = targets.Job as unknown as new (o: object) => Process & { queue: Queue; tag: string };

@@ -126,10 +126,9 @@ class Server {
     const prepared = prepare(proc, state);
     const fds = [...prepared.fds];
     let payload: Uint8Array | null = prepared.payload;
-    // Held until the server has answered: its descriptor is the mapping's.
-    let mapping: ArrayBuffer | null = null;
     if (payload.length > INLINE_PAYLOAD) {
-      mapping = native.mapShared(payload.length);
+      // The message carries the file itself (SCM_RIGHTS): the mapping here may go once it is sent.
+      const mapping = native.mapShared(payload.length);
       new Uint8Array(mapping).set(payload);
       fds.push(native.sharedFd(mapping));
       payload = null;
@@ -157,7 +156,6 @@ class Server {
       if (m.op === 'error') throw reviveError(m.error, new RemoteTraceback(m.error.stack, `the fork server, pid ${this.pid}`));
       const child = new ServerChild(m.pid, this);
       this.#children.set(m.pid, child);
-      void mapping;
       return child;
     }
   }

@@ -30,7 +30,7 @@ import { inspect } from 'node:util';
 import { native } from './native.js';
 import { Connection, unwatchFd, watchFd } from './connection.js';
 import { codecFor, type Serializer } from './codec.js';
-import { AuthenticationError, ClosedError, EOFError } from './errors.js';
+import { AuthenticationError, ClosedError, EOFError, osError } from './errors.js';
 import { checkInteger, invalidType, invalidValue } from './args.js';
 import { selfPid } from './self.js';
 
@@ -512,6 +512,16 @@ export function ClientSync(address: Address, options: ClientOptions = {}): Conne
   return connected(fd, authkey, serializer, (key) => handshakeSync(fd, clientSide(key)));
 }
 
+// A host name's address without blocking the event loop, failing as ClientSync does: an OSError.
+async function resolve(host: string, family: 4 | 6): Promise<string> {
+  try {
+    return (await lookup(host, { family })).address;
+  } catch (error) {
+    const { code = 'ENOTFOUND', errno = 0 } = error as NodeJS.ErrnoException;
+    throw osError(code, errno, 'getaddrinfo', `getaddrinfo failed for ${host} (${code})`);
+  }
+}
+
 // How long an async Client waits before asking again a Unix listener whose backlog is full.
 const BACKLOG_RETRY_MS = [1, 2, 5, 10, 20, 50];
 
@@ -522,7 +532,7 @@ const BACKLOG_RETRY_MS = [1, 2, 5, 10, 20, 50];
 export async function Client(address: Address, options: ClientOptions = {}): Promise<Connection> {
   const [target, authkey, serializer] = clientArgs('Client', address, options);
   if (typeof target.host === 'string' && isIP(target.host) === 0) {
-    target.host = (await lookup(target.host, { family: target.family === FAMILY_INET6 ? 6 : 4 })).address;
+    target.host = await resolve(target.host, target.family === FAMILY_INET6 ? 6 : 4);
   }
   let fd: number;
   for (let attempt = 0; ; attempt++) {

@@ -119,7 +119,7 @@ describe('Listener and Client: addresses', () => {
     });
   }
 
-  it('listens on IPv6 loopback, and picks a free TCP port with { family: "AF_INET" } and no address', async () => {
+  it('listens on IPv6 loopback; picks a free TCP port with { family: "AF_INET" } and no address; resolves host names', async () => {
     using v6 = new Listener(['::1', 0]);
     expect((v6.address as [string, number])[0]).toBe('::1');
     const pending = v6.accept();
@@ -128,7 +128,19 @@ describe('Listener and Client: addresses', () => {
     client.send('over IPv6');
     expect(await server.recv()).toBe('over IPv6');
     using v4 = new Listener(null, { family: 'AF_INET' });
-    expect((v4.address as [string, number])[1]).toBeGreaterThan(0);
+    const [, port] = v4.address as [string, number];
+    expect(port).toBeGreaterThan(0);
+    // Host names resolve: with node:dns for Client, getaddrinfo for ClientSync.
+    const accepted = v4.accept();
+    using byName = await Client(['localhost', port]);
+    using other = await accepted;
+    byName.send('by name');
+    expect(await other.recv()).toBe('by name');
+    const report = shared(1);
+    const child = syncClient(['localhost', port], report, 0);
+    await serve(v4.acceptSync(), child.pid as number);
+    await child.join();
+    expect(report[0]).toBe(OK);
   });
 
   it('serves several pending accept() calls in order, each with its own client', async () => {
@@ -374,6 +386,9 @@ describe('Listener and Client: errors', () => {
     using listener = new Listener(['127.0.0.1', 0]);
     expect(() => new Listener(listener.address)).toThrow(expect.objectContaining({ code: 'EADDRINUSE' }));
     expect(() => ClientSync(['no-such-host.invalid', 1])).toThrow(expect.objectContaining({ code: 'ENOTFOUND' }));
+    const asyncError = await Client(['no-such-host.invalid', 1]).catch((e: unknown) => e);
+    expect(asyncError).toBeInstanceOf(OSError);
+    expect((asyncError as OSError).code).toBe('ENOTFOUND');
   });
 });
 

@@ -14,6 +14,7 @@
         "native/waiter.cc",
         "native/tracker.cc",
         "native/conn.cc",
+        "native/listener.cc",
         "native/ring.cc",
         "native/start.cc"
       ],

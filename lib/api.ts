@@ -33,6 +33,7 @@ export {
   EOFError,
   BufferTooShort,
   DirectionError,
+  AuthenticationError,
   SerializationError,
   PoolError,
   WorkerDiedError,
@@ -46,6 +47,8 @@ export { ShareableList } from './shareable-list.js';
 export type { ShareableValue, ShareableListOptions } from './shareable-list.js';
 export { Pipe, Connection } from './connection.js';
 export type { PipeOptions, ConnectionOptions } from './connection.js';
+export { Listener, Client, ClientSync } from './listener.js';
+export type { Address, Family, ListenerOptions, ClientOptions } from './listener.js';
 export { wait, waitSync } from './wait.js';
 export { Pool, AsyncResult } from './pool.js';
 export type { PoolOptions, TaskOptions, MapOptions, AsyncOptions } from './pool.js';

@@ -117,10 +117,13 @@ function checkFork(): void {
   native.connAfterFork();
 }
 
-/** Calls `handler` from the event loop whenever `fd` is readable (or hung up), until unwatchFd(fd). */
-export function watchFd(fd: number, handler: () => void): void {
+/**
+ * Calls `handler` from the event loop whenever `fd` is readable (or hung up),
+ * or with `writable` whenever it has room to write, until unwatchFd(fd).
+ */
+export function watchFd(fd: number, handler: () => void, writable = false): void {
   checkFork();
-  native.connWatch(fd, true);
+  native.connWatch(fd, true, writable);
   handlers.set(fd, handler);
 }
 

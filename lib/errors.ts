@@ -159,6 +159,18 @@ export class BufferTooShort extends Error {
   }
 }
 
+/**
+ * A Listener or Client handshake failed: the peer does not hold the same
+ * authkey, or did not follow the challenge protocol. Raised on both ends.
+ */
+export class AuthenticationError extends Error {
+  readonly code = 'ERR_AUTHENTICATION';
+  constructor(message: string) {
+    super(message);
+    this.name = 'AuthenticationError';
+  }
+}
+
 /** A one-way Connection was used in the direction it cannot go (send on the read end, recv on the write end). */
 export class DirectionError extends Error {
   readonly code = 'ERR_WRONG_DIRECTION';
@@ -240,6 +252,7 @@ export const ownErrorClasses: readonly ErrorClass[] = [
   EOFError,
   BufferTooShort,
   DirectionError,
+  AuthenticationError,
   SerializationError,
   PoolError,
   WorkerDiedError,

@@ -64,11 +64,22 @@ export interface Native {
   connFrameInfo(): Float64Array;
   connRecv(fd: number, buffer: Uint8Array, offset: number, capacity: number, timeoutMs: number, mode: number): number;
   connPoll(fd: number, timeoutMs: number): boolean;
-  connWatch(fd: number, on: boolean): void;
+  connWatch(fd: number, on: boolean, writable?: boolean): void;
   connClose(fd: number): void;
   connPollFds(fds: Int32Array, timeoutMs: number): number;
   connPidfd(pid: number): number;
   connAfterFork(): void;
+  // Listener and Client (native/listener.cc). family: 0 Unix (address: the path's bytes), 1 IPv4, 2 IPv6 (address: a host).
+  netListen(family: number, address: Buffer | string, port: number, backlog: number): number;
+  /** timeoutMs 0: [fd, true] while the connect is in progress; [-1, false] when a Unix listener's backlog is full. */
+  netConnect(family: number, address: Buffer | string, port: number, timeoutMs: number): [number, boolean];
+  /** Throws the error a connect in progress ended with. */
+  netConnected(fd: number): void;
+  /** [accepted descriptor, the client's family, address, port], or -1 when none came within timeoutMs (0: now; < 0: forever). */
+  netAccept(fd: number, timeoutMs: number): [number, number, Buffer | string, number] | -1;
+  /** [family, address (a Buffer for Unix), port] of the socket's own end. */
+  netName(fd: number): [number, Buffer | string, number];
+  netWrite(fd: number, data: Buffer): void;
   // SharedMemory (native/shm.cc, native/tracker.cc)
   shmOpen(name: string, create: boolean, size: number, track: boolean): ArrayBuffer;
   shmClose(buffer: ArrayBuffer): void;

@@ -17,6 +17,7 @@ void InitTracker(Napi::Env env, Napi::Object exports);
 void InitConn(Napi::Env env, Napi::Object exports);
 void InitRing(Napi::Env env, Napi::Object exports);
 void InitStart(Napi::Env env, Napi::Object exports);
+void InitListener(Napi::Env env, Napi::Object exports);
 }  // namespace nodemp
 
 // Threads of this process that have the addon loaded now. Its bookkeeping
@@ -66,6 +67,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   nodemp::InitConn(env, exports);
   nodemp::InitRing(env, exports);
   nodemp::InitStart(env, exports);
+  nodemp::InitListener(env, exports);
   return exports;
 }
 

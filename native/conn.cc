@@ -82,6 +82,7 @@ struct Watch {
   bool active = false;       // uv_poll_start()ed
   bool want = false;         // JS wants readiness events
   bool in_callback = false;  // inside OnReadable for this watch
+  int events = 0;            // what uv_poll_start() was last given
 };
 
 std::unordered_map<int, Watch*> watches;
@@ -759,12 +760,15 @@ Napi::Value Poll(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(env, r > 0);
 }
 
-// connWatch(fd, on): start or stop readiness events for fd (see the header).
+// connWatch(fd, on, writable = false): start or stop readiness events for fd
+// (see the header); with `writable`, for room to write instead of data to read
+// (a connect in progress, lib/listener.ts).
 Napi::Value WatchFd(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd;
   if (!FdArg(info, 0, "connWatch", &fd)) return env.Undefined();
   bool on = info[1].ToBoolean();
+  int events = info.Length() > 2 && info[2].ToBoolean() ? UV_WRITABLE : UV_READABLE;
   auto it = watches.find(fd);
   if (!on) {
     if (it == watches.end()) return env.Undefined();
@@ -795,13 +799,14 @@ Napi::Value WatchFd(const Napi::CallbackInfo& info) {
     w = it->second;
   }
   w->want = true;
-  if (!w->active) {
-    int err = uv_poll_start(w->poll, UV_READABLE, OnReadable);
+  if (!w->active || w->events != events) {
+    int err = uv_poll_start(w->poll, events, OnReadable);
     if (err != 0) {
       ThrowErrno(env, -err, "uv_poll_start", "fd " + std::to_string(fd));
       return env.Undefined();
     }
     w->active = true;
+    w->events = events;
   }
   return env.Undefined();
 }

@@ -88,6 +88,10 @@ Napi::Value ErrnoError(Napi::Env env, int err, const char* syscall, const std::s
   const char* code = ErrnoName(err);
   std::string message = std::string(syscall) + " failed: " + std::strerror(err) + " (" + code + ")";
   if (!detail.empty()) message += ": " + detail;
+  return CodeError(env, code, err, syscall, message);
+}
+
+Napi::Value CodeError(Napi::Env env, const char* code, int err, const char* syscall, const std::string& message) {
   if (error_factory.IsEmpty()) {
     Napi::Error e = Napi::Error::New(env, message);
     e.Set("code", Napi::String::New(env, code));
@@ -99,6 +103,12 @@ Napi::Value ErrnoError(Napi::Env env, int err, const char* syscall, const std::s
 
 void ThrowErrno(Napi::Env env, int err, const char* syscall, const std::string& detail) {
   Napi::Value made = ErrnoError(env, err, syscall, detail);
+  if (env.IsExceptionPending()) return;
+  Napi::Error(env, made).ThrowAsJavaScriptException();
+}
+
+void ThrowCode(Napi::Env env, const char* code, int err, const char* syscall, const std::string& message) {
+  Napi::Value made = CodeError(env, code, err, syscall, message);
   if (env.IsExceptionPending()) return;
   Napi::Error(env, made).ThrowAsJavaScriptException();
 }

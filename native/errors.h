@@ -12,6 +12,10 @@ void SetErrorFactory(const Napi::CallbackInfo& info);
 Napi::Value ErrnoError(Napi::Env env, int err, const char* syscall, const std::string& detail = "");
 // Throws an OSError for `err` (a positive errno value) raised by `syscall`.
 void ThrowErrno(Napi::Env env, int err, const char* syscall, const std::string& detail = "");
+// The OSError with `code` for a failure that is no errno value (a resolver's
+// EAI_* code, which `err` then holds, as Python's socket.gaierror does).
+Napi::Value CodeError(Napi::Env env, const char* code, int err, const char* syscall, const std::string& message);
+void ThrowCode(Napi::Env env, const char* code, int err, const char* syscall, const std::string& message);
 void ThrowTypeError(Napi::Env env, const std::string& message);
 void ThrowRangeError(Napi::Env env, const std::string& message);
 

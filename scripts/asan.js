@@ -25,6 +25,7 @@ const nativeHeavy = [
   'test/queue.test.ts',
   'test/descriptors.test.ts',
   'test/pipe.test.ts',
+  'test/listener.test.ts',
   'test/pool.test.ts',
   'test/wait.test.ts',
 ];

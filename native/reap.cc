@@ -368,16 +368,8 @@ static Napi::Value SetOnExit(const Napi::CallbackInfo& info) {
 void ReapEnvCleanup(napi_env env) {
   if (!on_exit.IsEmpty() && static_cast<napi_env>(on_exit.Env()) == env) on_exit.Reset();
   if (watch_env != env) return;
-  // Its children are nobody's to reap now: forget them (as after a fork).
-  for (auto& kv : watches) {
-    if (kv.second.poll) uv_close(reinterpret_cast<uv_handle_t*>(kv.second.poll), FreePoll);
-    if (kv.second.fd >= 0) close(kv.second.fd);
-  }
-  watches.clear();
-  if (sigchld) {
-    uv_close(reinterpret_cast<uv_handle_t*>(sigchld), [](uv_handle_t* h) { delete reinterpret_cast<uv_signal_t*>(h); });
-    sigchld = nullptr;
-  }
+  // Its children are nobody's to reap now: forget them, as a forked child does.
+  ReapAfterFork();
   watch_env = nullptr;
 }
 

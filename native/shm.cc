@@ -55,6 +55,19 @@ static void RandomBytes(uint8_t* out, size_t n) {
 #endif
 }
 
+// `prefix` and `bytes` random bytes in hex: a segment name that O_EXCL checks.
+static std::string RandomName(const char* prefix, size_t bytes) {
+  static const char hex[] = "0123456789abcdef";
+  uint8_t random[16];
+  RandomBytes(random, bytes);
+  std::string name = prefix;
+  for (size_t i = 0; i < bytes; i++) {
+    name += hex[random[i] >> 4];
+    name += hex[random[i] & 15];
+  }
+  return name;
+}
+
 // Creates segment `name` (leading '/' included in `path`) of `size` bytes and
 // maps it. With `track` the tracker hears of the name before it exists, so
 // that no SIGKILL can leave the segment unguarded (a name it is told of that
@@ -104,16 +117,9 @@ static void* CreateMapped(const std::string& name, size_t size, bool track, bool
 }
 
 int WriteSegment(const uint8_t* data, size_t length, std::string* name) {
-  static const char hex[] = "0123456789abcdef";
   for (int attempt = 0; attempt < 8; attempt++) {
-    uint8_t random[6];
-    RandomBytes(random, sizeof random);
     // As lib/shared-memory.ts names a generated segment.
-    std::string candidate = "nodemp_";
-    for (uint8_t b : random) {
-      candidate += hex[b >> 4];
-      candidate += hex[b & 15];
-    }
+    std::string candidate = RandomName("nodemp_", 6);
     size_t size = length > 0 ? length : 1;
     int err;
     const char* failed;
@@ -182,17 +188,10 @@ static int AnonymousFd(size_t size, const char** failed) {
   if (fd < 0) return -1;
 #else
   *failed = "shm_open";
-  static const char hex[] = "0123456789abcdef";
   int fd = -1;
   for (int attempt = 0; attempt < 8 && fd < 0; attempt++) {
-    uint8_t random[8];
-    RandomBytes(random, sizeof random);
     // Within macOS's 31 bytes.
-    std::string name = "/nodemp_m";
-    for (uint8_t b : random) {
-      name += hex[b >> 4];
-      name += hex[b & 15];
-    }
+    std::string name = RandomName("/nodemp_m", 8);
     fd = shm_open(name.c_str(), O_CREAT | O_EXCL | O_RDWR, 0600);
     if (fd >= 0) shm_unlink(name.c_str());
     else if (errno != EEXIST) return -1;

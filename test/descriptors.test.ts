@@ -8,7 +8,7 @@ import { spawn } from 'node:child_process';
 import { closeSync, fstatSync, readFileSync, writeSync } from 'node:fs';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   Array as SharedArray,
   Barrier,
@@ -37,7 +37,7 @@ import {
 import { native } from '../dist/native.js';
 import { decodeInChild, encodeForChild } from '../dist/start/descriptors.js';
 import { openFds, shmEntries } from './helpers.js';
-import { sleepMs } from './sync-helpers.js';
+import { recordWarnings, sleepMs } from './sync-helpers.js';
 import { countPass } from './fixtures/barrier-action.mjs';
 
 const fixtures = new URL('./fixtures/', import.meta.url);
@@ -54,17 +54,7 @@ function memfdMappings(): number {
     .filter((line) => line.includes('/memfd:nodemp')).length;
 }
 
-let warnings: Error[] = [];
-const onWarning = (w: Error): void => {
-  warnings.push(w);
-};
-beforeEach(() => {
-  warnings = [];
-  process.on('warning', onWarning);
-});
-afterEach(() => {
-  process.off('warning', onWarning);
-});
+const warnings = recordWarnings();
 
 describe('encodeForChild and decodeInChild, in one process', () => {
   it('a Lock decoded is a second mapping of the same memory: held through one, it is held through the other', async () => {
@@ -453,7 +443,7 @@ describe('a child that inherits no memory (a plain node given the descriptors)',
     expect(deathLock.ownerDied).toBe(true);
     // Warnings are emitted on the next tick.
     await sleepMs(0);
-    expect(warnings.map((w) => w.name)).toContain('OwnerDiedWarning');
+    expect(warnings().map((w) => w.name)).toContain('OwnerDiedWarning');
     deathLock.release();
     // The child claimed a party row of the queue by its own pid and start time.
     const ring = (back as unknown as Record<symbol, () => { buffer: ArrayBuffer }>)[Symbol.for('nodemp.queue.ring')]();

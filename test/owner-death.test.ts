@@ -1,22 +1,12 @@
 // A process killed while holding a lock or semaphore slot must not leave the
 // others stuck: the next acquirer takes it over and is told (ownerDied and an
 // OwnerDiedWarning). Python's multiprocessing deadlocks here.
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { Lock, RLock, Semaphore, BoundedSemaphore, Condition, Value } from '../dist/index.js';
 import { gate, running, waitUntil } from './helpers.js';
-import { spawnChild } from './sync-helpers.js';
+import { recordWarnings, spawnChild } from './sync-helpers.js';
 
-let warnings: Error[] = [];
-const onWarning = (w: Error): void => {
-  warnings.push(w);
-};
-beforeEach(() => {
-  warnings = [];
-  process.on('warning', onWarning);
-});
-afterEach(() => {
-  process.off('warning', onWarning);
-});
+const warnings = recordWarnings();
 
 /** A child that takes `take()`, says so, and then waits to be killed. */
 function holderKilled(take: () => void): number {
@@ -34,7 +24,7 @@ function holderKilled(take: () => void): number {
 }
 
 function ownerDiedWarnings(): Error[] {
-  return warnings.filter((w) => (w as Error & { code?: string }).code === 'NODEMP_OWNER_DIED');
+  return warnings().filter((w) => (w as Error & { code?: string }).code === 'NODEMP_OWNER_DIED');
 }
 
 describe('owner death', () => {

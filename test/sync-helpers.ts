@@ -1,5 +1,5 @@
 // Shared scaffolding for the synchronization tests.
-import { expect } from 'vitest';
+import { afterEach, beforeEach, expect } from 'vitest';
 import { EOFError, Pipe, Process, type Connection } from '../dist/index.js';
 
 /** Starts a forked child running `target`; the caller joins it. */
@@ -49,4 +49,20 @@ export async function expectBoundariesKept(duplex: boolean, look: (conn: Connect
   expect(r.recvBytesSync().toString()).toBe('second');
   expect(() => r.recvBytesSync()).toThrow(EOFError);
   r.close();
+}
+
+/** The process warnings each test of the calling file emits; read after what should warn. */
+export function recordWarnings(): () => Error[] {
+  let warnings: Error[] = [];
+  const onWarning = (w: Error): void => {
+    warnings.push(w);
+  };
+  beforeEach(() => {
+    warnings = [];
+    process.on('warning', onWarning);
+  });
+  afterEach(() => {
+    process.off('warning', onWarning);
+  });
+  return () => warnings;
 }

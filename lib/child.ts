@@ -10,9 +10,11 @@ const DETACH = Symbol('nodemp.detach');
 const detachSentinel = Object.freeze({ [DETACH]: true });
 
 // Node's code for a program that ended with its top-level await unsettled.
-const UNSETTLED_EXIT_CODE = 13;
+export const UNSETTLED_EXIT_CODE = 13;
+export const UNSETTLED = 'the promise returned by run() never settled, and nothing is left that could settle it';
 
-function report(label: string, text: string): void {
+/** A child's failure on its stderr under `Process <name>:`, as Python prints it (a spawned child's too). */
+export function report(label: string, text: string): void {
   try {
     writeSync(2, `Process ${label}:\n${text}\n`);
   } catch {
@@ -96,7 +98,7 @@ export function becomeChild(run: () => unknown, label: string): never {
   };
   const exit = (): void => {
     if (pending) {
-      report(label, 'the promise returned by run() never settled, and nothing is left that could settle it');
+      report(label, UNSETTLED);
       exitNow(UNSETTLED_EXIT_CODE);
     }
     exitNow();

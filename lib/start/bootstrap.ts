@@ -3,23 +3,13 @@
 // Python's exit semantics (0; 1 and the error on stderr for a throw; n for
 // process.exit(n)). Node's own exit path serves: this process was started
 // normally, unlike a forked one.
-import { writeSync } from 'node:fs';
 import { inspect } from 'node:util';
 import { native } from '../native.js';
+import { UNSETTLED, UNSETTLED_EXIT_CODE, report } from '../child.js';
 import { recvMessage } from './channel.js';
 import { becomeStarted, type Header } from './preparation.js';
 
-// Node's code for a program that ended with its work unsettled.
-const UNSETTLED_EXIT_CODE = 13;
 const SOCK = 3;
-
-function report(label: string, error: unknown): void {
-  try {
-    writeSync(2, `Process ${label}:\n${typeof error === 'string' ? error : inspect(error)}\n`);
-  } catch {
-    // stderr closed: the exit code still tells the parent.
-  }
-}
 
 async function main(): Promise<void> {
   const message = recvMessage(SOCK);
@@ -36,14 +26,14 @@ async function main(): Promise<void> {
   process.on('beforeExit', () => {
     if (settled) return;
     settled = true;
-    report(label, 'the promise returned by run() never settled, and nothing is left that could settle it');
+    report(label, UNSETTLED);
     process.exit(UNSETTLED_EXIT_CODE);
   });
   try {
     const proc = await becomeStarted(header, payload, message.fds);
     await proc.run();
   } catch (error) {
-    report(label, error);
+    report(label, inspect(error));
     process.exitCode = 1;
   }
   settled = true;

@@ -280,45 +280,46 @@ export class Process<A extends unknown[] = unknown[]> {
       throw new ProcessError('ERR_DAEMON_CHILDREN', `daemonic processes are not allowed to have children (${current.name} is a daemon)`);
     }
     const method = this.startMethod;
+    const self = native.getpid();
+    const state: ChildState = {
+      name: this.#name,
+      daemon: this.#daemon,
+      identity: this.#identity,
+      parentPid: self,
+      parentName: current.name,
+      remoteParent: method === 'forkserver',
+    };
     if (method !== 'fork') {
       const launcher = launchers.get(method);
       if (launcher === undefined) throw new ProcessError('ERR_START_METHOD', `the '${method}' start method is not available in this process`);
-      const self = native.getpid();
-      const made = launcher.launch(this as unknown as Process, {
-        name: this.#name,
-        daemon: this.#daemon,
-        identity: this.#identity,
-        parentPid: self,
-        parentName: current.name,
-        remoteParent: method === 'forkserver',
-      });
-      this.#startedBy = self;
+      const made = launcher.launch(this as unknown as Process, state);
       if (typeof made === 'number') {
-        this.#pid = made;
-        native.track(made);
-        children.set(made, this as unknown as Process);
-        native.watch(made, !this.#daemon);
+        this.#started(made, self);
       } else {
         this.#pid = made.pid;
+        this.#startedBy = self;
         this.#remote = made;
         made.onExit = (code) => this.#exited(code);
         children.set(made.pid, this as unknown as Process);
         made.hold(!this.#daemon);
+        installExitHook();
       }
-      installExitHook();
       return;
     }
     const problem = forkSafetyProblem();
     if (problem !== null) throw new ForkSafetyError(problem);
 
-    const parentName = current.name;
-    const self = native.getpid();
     const pid = native.fork(this.#daemon);
     if (pid === 0) {
-      enterChild(this as unknown as Process, { name: this.#name, daemon: this.#daemon, identity: this.#identity, parentPid: self, parentName, remoteParent: false });
+      enterChild(this as unknown as Process, state);
       this.#startedBy = self;
       becomeChild(() => this.run(), this.#name);
     }
+    this.#started(pid, self);
+  }
+
+  /** Bookkeeping for a child of this very process (forked or spawned), which reap.cc watches. */
+  #started(pid: number, self: number): void {
     this.#pid = pid;
     this.#startedBy = self;
     native.track(pid);

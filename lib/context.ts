@@ -2,12 +2,11 @@
 // public API whose Process and Pool use one start method, so that a library
 // can pick its method without changing the program's.
 import * as api from './api.js';
-import { Process } from './process.js';
+import { Process, processClassFor } from './process.js';
 import { Pool, type PoolOptions } from './pool.js';
 import { ForkSafetyError } from './errors.js';
 import { forkSafetyProblem } from './fork-safety.js';
 import {
-  CONTEXT_CLASS,
   checkStartMethod,
   currentStartMethod,
   getAllStartMethods,
@@ -30,15 +29,8 @@ export interface Context extends Omit<Api, 'Process' | 'Pool'> {
   setForkserverPreload: typeof setForkserverPreload;
 }
 
-const CLASS_NAMES: Record<StartMethod, string> = { fork: 'ForkProcess', spawn: 'SpawnProcess', forkserver: 'ForkServerProcess' };
-
 function bound(method: StartMethod): Context {
-  const ProcessClass = {
-    [CLASS_NAMES[method]]: class extends Process {
-      static readonly startMethod: StartMethod = method;
-      static readonly [CONTEXT_CLASS] = true;
-    },
-  }[CLASS_NAMES[method]] as typeof Process;
+  const ProcessClass = processClassFor(method);
   const PoolClass = class extends Pool {
     constructor(options: PoolOptions | number = {}) {
       const given = typeof options === 'number' ? { processes: options } : options ?? {};

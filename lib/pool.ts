@@ -20,7 +20,7 @@
 // them; when a worker dies, the first task it held (the one it was running)
 // fails with WorkerDiedError and the rest go to other workers.
 import { inspect } from 'node:util';
-import { Process, bootstrappingError, cpuCount, setExitListener } from './process.js';
+import { Process, bootstrappingError, cpuCount, processClassFor, setExitListener } from './process.js';
 import { EMPTY, Queue, takeNowait, whenReadable } from './queue.js';
 import {
   ForkSafetyError,
@@ -39,7 +39,7 @@ import { checkInteger, invalidType, invalidValue } from './args.js';
 import { SPIN_LIMIT, deadlineAfter, timeLeft } from './waiting.js';
 import { selfPid } from './self.js';
 import { forkSafetyProblem } from './fork-safety.js';
-import { CONTEXT_CLASS, checkStartMethod, currentStartMethod, isBootstrapping, setBootstrapping, type StartMethod } from './start/method.js';
+import { checkStartMethod, currentStartMethod, isBootstrapping, setBootstrapping, type StartMethod } from './start/method.js';
 import { loadReference, referenceOf, type FunctionRef } from './start/reference.js';
 import { RawArray } from './value.js';
 
@@ -673,18 +673,6 @@ let workerCounter = 0;
 // What a worker that is not forked runs: serve() of this module.
 const SERVE: FunctionRef = { module: import.meta.url, name: 'serve' };
 
-// The Process classes of pools whose workers are not forked.
-const workerClasses = {
-  spawn: class extends Process {
-    static readonly startMethod: StartMethod = 'spawn';
-    static readonly [CONTEXT_CLASS] = true;
-  },
-  forkserver: class extends Process {
-    static readonly startMethod: StartMethod = 'forkserver';
-    static readonly [CONTEXT_CLASS] = true;
-  },
-};
-
 function checkFunction(what: string, fn: unknown): asserts fn is (...args: any[]) => unknown {
   if (typeof fn !== 'function') throw invalidType(`${what}: fn`, 'a function', fn);
 }
@@ -1060,7 +1048,7 @@ export class Pool {
     const forked = this.#method === 'fork';
     const proc = forked
       ? new Process({ daemon: true, name, target: () => serve(setup) })
-      : new workerClasses[this.#method]({ daemon: true, name, target: SERVE, args: [setup] });
+      : new (processClassFor(this.#method))<unknown[]>({ daemon: true, name, target: SERVE, args: [setup] });
     proc.start();
     const w: Worker = {
       proc,

@@ -4,7 +4,7 @@ import { native } from './native.js';
 import { ForkSafetyError, ProcessError } from './errors.js';
 import { forkSafetyProblem } from './fork-safety.js';
 import { becomeChild } from './child.js';
-import { checkStartMethod, currentStartMethod, isBootstrapping, type StartMethod } from './start/method.js';
+import { CONTEXT_CLASS, checkStartMethod, currentStartMethod, isBootstrapping, type StartMethod } from './start/method.js';
 import { isFunctionRef, loadReference, referenceOf, type FunctionRefInput } from './start/reference.js';
 
 export interface ProcessOptions<A extends unknown[] = unknown[]> {
@@ -497,6 +497,27 @@ export function enterChild(proc: Process, state: ChildState): void {
   exitHookInstalled = false;
   foreignExit = null;
   markCurrent(proc);
+}
+
+const CLASS_NAMES: Record<StartMethod, string> = { fork: 'ForkProcess', spawn: 'SpawnProcess', forkserver: 'ForkServerProcess' };
+const boundClasses = new Map<StartMethod, typeof Process>();
+
+/**
+ * Internal: the Process subclass bound to `method`, named as Python's
+ * (a context's Process, a pool's workers); a child rebuilds it as Process.
+ */
+export function processClassFor(method: StartMethod): typeof Process {
+  let Class = boundClasses.get(method);
+  if (Class === undefined) {
+    Class = {
+      [CLASS_NAMES[method]]: class extends Process {
+        static readonly startMethod: StartMethod = method;
+        static readonly [CONTEXT_CLASS] = true;
+      },
+    }[CLASS_NAMES[method]] as typeof Process;
+    boundClasses.set(method, Class);
+  }
+  return Class;
 }
 
 /** Python's error for a process started while this one still imports its modules (spawn and forkserver). */

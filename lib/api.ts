@@ -38,8 +38,10 @@ export {
   PoolError,
   WorkerDiedError,
   RemoteTraceback,
+  ManagerError,
+  KeyError,
 } from './errors.js';
-export type { ProcessErrorCode, SyncErrorCode } from './errors.js';
+export type { ProcessErrorCode, SyncErrorCode, ManagerErrorCode } from './errors.js';
 export { isSingleThreaded } from './fork-safety.js';
 export { SharedMemory } from './shared-memory.js';
 export type { SharedMemoryOptions } from './shared-memory.js';
@@ -50,6 +52,27 @@ export type { PipeOptions, ConnectionOptions } from './connection.js';
 export { Listener, Client, ClientSync } from './listener.js';
 export type { Address, Family, ListenerOptions, ClientOptions } from './listener.js';
 export { wait, waitSync } from './wait.js';
+export { Manager, BaseManager, SyncManager } from './manager/manager.js';
+export type { ManagerOptions, RegisterOptions } from './manager/manager.js';
+export { BaseProxy } from './manager/proxy.js';
+export { Server } from './manager/server.js';
+export type { Token } from './manager/protocol.js';
+export {
+  DictProxy,
+  ListProxy,
+  NamespaceProxy,
+  ValueProxy,
+  ArrayProxy,
+  AcquirerProxy,
+  LockProxy,
+  RLockProxy,
+  SemaphoreProxy,
+  ConditionProxy,
+  EventProxy,
+  BarrierProxy,
+  QueueProxy,
+  JoinableQueueProxy,
+} from './manager/proxies.js';
 export { Pool, AsyncResult } from './pool.js';
 export type { PoolOptions, TaskOptions, MapOptions, AsyncOptions } from './pool.js';
 export type { Waitable } from './wait.js';

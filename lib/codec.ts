@@ -101,15 +101,32 @@ export function sharedByInheritance(...classes: Array<{ readonly prototype: obje
 
 const NAME_OF = Symbol('nodemp.nameOf');
 const attachers = new Map<string, (name: string) => unknown>();
+// The kinds decodeUntrusted() attaches; any other is refused there.
+const untrustedKinds = new Set<string>();
 
 /**
  * Marks `Class` as crossing by name: the message carries `nameOf(obj)`, and
- * the receiver gets `attach(name)`.
+ * the receiver gets `attach(name)`. `fromUntrusted`: decodeUntrusted() may
+ * attach it too.
  */
-export function sharedByName<T extends object>(Class: abstract new (...args: never[]) => T, nameOf: (obj: T) => string, attach: (name: string) => T): void {
+export function sharedByName<T extends object>(
+  Class: abstract new (...args: never[]) => T,
+  nameOf: (obj: T) => string,
+  attach: (name: string) => T,
+  fromUntrusted = false,
+): void {
   Object.defineProperty(Class.prototype, CROSSING, { value: BY_NAME });
   Object.defineProperty(Class.prototype, NAME_OF, { value: { kind: Class.name, nameOf } });
   attachers.set(Class.name, attach);
+  if (fromUntrusted) untrustedKinds.add(Class.name);
+}
+
+// While decodeUntrusted() runs.
+let untrusted = false;
+
+/** Whether the value being decoded comes from an untrusted peer (decodeUntrusted()). */
+export function decodingUntrusted(): boolean {
+  return untrusted;
 }
 
 for (const Class of ownErrorClasses) Object.defineProperty(Class.prototype, CROSSING, { value: ERROR });
@@ -208,6 +225,7 @@ addExtension({
       if (childRead === null) throw new TypeError('nodemp: a message holds what only a starting child is given');
       return childRead(data[1]);
     }
+    if (untrusted && !untrustedKinds.has(data[1])) throw new TypeError(`nodemp: this receiver does not accept a ${String(data[1])} in a message`);
     const attach = attachers.get(data[1]);
     if (attach === undefined) throw new TypeError(`nodemp: a message holds a ${data[1]}, which this process cannot attach to`);
     return attach(data[2]);
@@ -341,6 +359,23 @@ export function decodeRange(tag: number, source: Uint8Array, start: number, end:
       return deserialize(source.subarray(start, end));
     default:
       throw new TypeError(`nodemp: a message with unknown encoding ${tag}`);
+  }
+}
+
+/**
+ * decodeRange() for a peer that is not trusted (a manager server's clients):
+ * only the msgpack encodings, whose decoders build data and run no code of
+ * the message's choosing (node:v8's deserializer is not meant for hostile
+ * input), and no attaching to shared memory by name but for the kinds
+ * sharedByName() allowed.
+ */
+export function decodeUntrusted(tag: number, source: Uint8Array, start: number, end: number): unknown {
+  if (tag !== PLAIN && tag !== STRUCTURED) throw new TypeError(`nodemp: a message with encoding ${tag}, where only msgpack (1 or 2) is accepted`);
+  untrusted = true;
+  try {
+    return decodeRange(tag, source, start, end);
+  } finally {
+    untrusted = false;
   }
 }
 

@@ -4,6 +4,7 @@
 import * as api from './api.js';
 import { Process, processClassFor } from './process.js';
 import { Pool, type PoolOptions } from './pool.js';
+import { Manager, type ManagerOptions } from './manager/manager.js';
 import { ForkSafetyError } from './errors.js';
 import { forkSafetyProblem } from './fork-safety.js';
 import {
@@ -18,9 +19,10 @@ import { setForkserverPreload } from './start/forkserver.js';
 
 type Api = typeof api;
 
-export interface Context extends Omit<Api, 'Process' | 'Pool'> {
+export interface Context extends Omit<Api, 'Process' | 'Pool' | 'Manager'> {
   readonly Process: typeof Process;
   readonly Pool: typeof Pool;
+  readonly Manager: typeof Manager;
   /** The method of this context (a bound one), or the current global choice (the default context). */
   getStartMethod(options?: { allowNone?: boolean | null }): StartMethod | null;
   setStartMethod: typeof setStartMethod;
@@ -42,6 +44,7 @@ function bound(method: StartMethod): Context {
     ...api,
     Process: ProcessClass,
     Pool: PoolClass,
+    Manager: (options: ManagerOptions = {}) => Manager({ startMethod: method, ...options }),
     getStartMethod: () => method,
     setStartMethod,
     getAllStartMethods,

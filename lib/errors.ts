@@ -233,6 +233,50 @@ export class RemoteTraceback extends Error {
   }
 }
 
+/**
+ * Why a manager call failed on the way, not in the object it calls:
+ * `'ERR_MANAGER_UNREACHABLE'` no server answers at the address;
+ * `'ERR_MANAGER_DEAD'` the server went away (killed, or its connection broke)
+ * with the call in flight; `'ERR_MANAGER_SHUT_DOWN'` shutdown() was called;
+ * `'ERR_MANAGER_STATE'` start() twice, a call before start(), register() after;
+ * `'ERR_OBJECT_GONE'` no object has that id (its last proxy was dropped);
+ * `'ERR_UNKNOWN_TYPEID'` nothing is registered under that name;
+ * `'ERR_NOT_EXPOSED'` the object has no exposed method of that name;
+ * `'ERR_BAD_REQUEST'` the server could not decode or use what came;
+ * `'ERR_MESSAGE_TOO_LONG'` a message is over the server's stated limit.
+ */
+export type ManagerErrorCode =
+  | 'ERR_MANAGER_UNREACHABLE'
+  | 'ERR_MANAGER_DEAD'
+  | 'ERR_MANAGER_SHUT_DOWN'
+  | 'ERR_MANAGER_STATE'
+  | 'ERR_OBJECT_GONE'
+  | 'ERR_UNKNOWN_TYPEID'
+  | 'ERR_NOT_EXPOSED'
+  | 'ERR_BAD_REQUEST'
+  | 'ERR_MESSAGE_TOO_LONG';
+
+/** A Manager, its server or the wire between them failed; `code` says how. */
+export class ManagerError extends Error {
+  readonly code: ManagerErrorCode;
+  constructor(code: ManagerErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'ManagerError';
+    this.code = code;
+  }
+}
+
+/** Python's KeyError: a managed dict (or Namespace) has no such key. `key` is the key asked for. */
+export class KeyError extends Error {
+  readonly code = 'ERR_KEY_NOT_FOUND';
+  readonly key: unknown;
+  constructor(message: string, key: unknown) {
+    super(message);
+    this.name = 'KeyError';
+    this.key = key;
+  }
+}
+
 type ErrorClass = new (...args: never[]) => Error;
 
 /** nodemp's own error classes: each crosses processes as itself (see lib/codec.ts, and Pool's failures). */
@@ -257,6 +301,8 @@ export const ownErrorClasses: readonly ErrorClass[] = [
   PoolError,
   WorkerDiedError,
   RemoteTraceback,
+  ManagerError,
+  KeyError,
 ];
 
 // What an error received from another process is rebuilt as, by name.

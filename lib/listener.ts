@@ -47,6 +47,12 @@ export interface ListenerOptions {
   authkey?: Uint8Array | null;
   /** How the accepted connections' send() encodes values: 'msgpack' (default) or 'v8'. */
   serializer?: Serializer;
+  /**
+   * Milliseconds a client has to complete the authkey handshake, after which
+   * accept() gives up on it with AuthenticationError; null (the default, as
+   * Python): no limit, so a silent client holds that accept().
+   */
+  handshakeTimeout?: number | null;
 }
 
 export interface ClientOptions {
@@ -212,7 +218,17 @@ function write(fd: number, step: { write: Buffer; bestEffort?: boolean }): void 
   }
 }
 
-function handshakeSync(fd: number, steps: Handshake): void {
+function handshakeTimedOut(ms: number): AuthenticationError {
+  return new AuthenticationError(`authentication failed: the peer did not complete the handshake within ${ms} ms`);
+}
+
+// How long a handshake read may wait: -1 forever, else what is left until `deadline`.
+function leftUntil(deadline: number): number {
+  return deadline === Infinity ? -1 : Math.max(0, deadline - performance.now());
+}
+
+function handshakeSync(fd: number, steps: Handshake, timeoutMs: number | null = null): void {
+  const deadline = timeoutMs === null ? Infinity : performance.now() + timeoutMs;
   let next = steps.next();
   while (!next.done) {
     const step = next.value;
@@ -223,29 +239,42 @@ function handshakeSync(fd: number, steps: Handshake): void {
     }
     const buf = Buffer.allocUnsafe(step.read);
     for (let got = 0; got < step.read; ) {
-      const n = native.connRead(fd, buf, got, step.read - got, -1);
+      const n = native.connRead(fd, buf, got, step.read - got, leftUntil(deadline));
       if (n === 0) throw handshakeEOF();
+      if (n < 0) throw handshakeTimedOut(timeoutMs as number);
       got += n;
     }
     next = steps.next(buf);
   }
 }
 
-/** Resolves once `fd` is readable (`writable`: has room to write), waiting on the event loop. */
-function ready(fd: number, writable = false): Promise<void> {
+/**
+ * Resolves once `fd` is readable (`writable`: has room to write), waiting on
+ * the event loop; resolves false if `deadline` passes first.
+ */
+function ready(fd: number, writable = false, deadline = Infinity): Promise<boolean> {
   return new Promise((resolve) => {
+    const timer =
+      deadline === Infinity
+        ? null
+        : setTimeout(() => {
+            unwatchFd(fd);
+            resolve(false);
+          }, leftUntil(deadline));
     watchFd(
       fd,
       () => {
         unwatchFd(fd);
-        resolve();
+        if (timer !== null) clearTimeout(timer);
+        resolve(true);
       },
       writable,
     );
   });
 }
 
-async function handshake(fd: number, steps: Handshake): Promise<void> {
+async function handshake(fd: number, steps: Handshake, timeoutMs: number | null = null): Promise<void> {
+  const deadline = timeoutMs === null ? Infinity : performance.now() + timeoutMs;
   let next = steps.next();
   while (!next.done) {
     const step = next.value;
@@ -258,8 +287,8 @@ async function handshake(fd: number, steps: Handshake): Promise<void> {
     for (let got = 0; got < step.read; ) {
       const n = native.connRead(fd, buf, got, step.read - got, 0);
       if (n === 0) throw handshakeEOF();
-      if (n < 0) await ready(fd);
-      else got += n;
+      if (n > 0) got += n;
+      else if (!(await ready(fd, false, deadline))) throw handshakeTimedOut(timeoutMs as number);
     }
     next = steps.next(buf);
   }
@@ -304,6 +333,7 @@ export class Listener {
   readonly #family: number;
   readonly #authkey: Buffer | null;
   readonly #serializer: Serializer;
+  readonly #handshakeTimeout: number | null;
   // The socket file bind() made, removed by close() in the process that made it.
   readonly #path: string | null;
   readonly #owner = selfPid;
@@ -329,6 +359,11 @@ export class Listener {
     this.#authkey = checkAuthkey('Listener', options.authkey);
     this.#serializer = options.serializer ?? 'msgpack';
     codecFor(this.#serializer);
+    const timeout = options.handshakeTimeout ?? null;
+    if (timeout !== null && (typeof timeout !== 'number' || !(timeout >= 0))) {
+      throw invalidType('Listener: options.handshakeTimeout', 'a number of milliseconds >= 0, or null', timeout);
+    }
+    this.#handshakeTimeout = timeout === Infinity ? null : timeout;
     if (address === undefined || address === null) {
       if (family === FAMILY_INET) address = ['127.0.0.1', 0];
       else if (family === FAMILY_INET6) address = ['::1', 0];
@@ -376,7 +411,7 @@ export class Listener {
     const client = native.netAccept(this.#listening('acceptSync'), -1) as Accepted;
     const fd = this.#took(client);
     try {
-      if (this.#authkey !== null) handshakeSync(fd, listenerSide(this.#authkey));
+      if (this.#authkey !== null) handshakeSync(fd, listenerSide(this.#authkey), this.#handshakeTimeout);
       return new Connection(fd, { serializer: this.#serializer });
     } catch (error) {
       native.connClose(fd);
@@ -389,7 +424,7 @@ export class Listener {
     this.#listening('accept');
     const fd = this.#took(await this.#nextClient());
     try {
-      if (this.#authkey !== null) await handshake(fd, listenerSide(this.#authkey));
+      if (this.#authkey !== null) await handshake(fd, listenerSide(this.#authkey), this.#handshakeTimeout);
       return new Connection(fd, { serializer: this.#serializer });
     } catch (error) {
       native.connClose(fd);

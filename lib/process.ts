@@ -1,4 +1,5 @@
 import { availableParallelism, constants } from 'node:os';
+import { randomBytes } from 'node:crypto';
 import { inspect } from 'node:util';
 import { native } from './native.js';
 import { ForkSafetyError, ProcessError } from './errors.js';
@@ -52,6 +53,7 @@ export interface ChildState {
   parentName: string;
   /** The parent is not this process's OS parent (forkserver): its liveness is checked by pid. */
   remoteParent: boolean;
+  authkey: Uint8Array;
 }
 
 const launchers = new Map<StartMethod, Launcher>();
@@ -155,6 +157,7 @@ export class Process<A extends unknown[] = unknown[]> {
   #name: string;
   #daemon: boolean;
   #identity: number[];
+  #authkey: Buffer;
   #pid: number | null = null;
   #startedBy = 0;
   #exitCode: number | null = null;
@@ -193,6 +196,7 @@ export class Process<A extends unknown[] = unknown[]> {
     const adopting = Process.#adopting;
     if (adopting !== null) {
       this.#identity = adopting.identity;
+      this.#authkey = Buffer.from(adopting.authkey);
       this.#name = adopting.name;
       this.#daemon = adopting.daemon;
       this.#isCurrent = true;
@@ -200,12 +204,14 @@ export class Process<A extends unknown[] = unknown[]> {
     }
     if (Process.#creatingMain) {
       this.#identity = [];
+      this.#authkey = randomBytes(32);
       this.#name = 'MainProcess';
       this.#daemon = false;
       this.#isCurrent = true;
       return;
     }
     this.#identity = [...identity, ++childCounter];
+    this.#authkey = Buffer.from(current.#authkey);
     this.#name = name ?? `Process-${this.#identity.join(':')}`;
     this.#daemon = daemon ?? current.daemon;
   }
@@ -239,6 +245,19 @@ export class Process<A extends unknown[] = unknown[]> {
     if (typeof value !== 'boolean') throw new TypeError(`Process.daemon must be a boolean, got ${inspect(value)}`);
     if (this.#pid !== null) throw new ProcessError('ERR_PROCESS_STARTED', `cannot change daemon of ${this.#name}: it has already started`);
     this.#daemon = value;
+  }
+
+  /**
+   * The process's authentication key (a copy), as Python's: 32 random bytes
+   * in the main process, the parent's for a child. A Manager and its proxies
+   * use it by default, so a process tree reaches its own managers.
+   */
+  get authkey(): Buffer {
+    return Buffer.from(this.#authkey);
+  }
+  set authkey(value: Uint8Array) {
+    if (!(value instanceof Uint8Array)) throw new TypeError(`Process.authkey must be a Buffer or Uint8Array, got ${inspect(value)}`);
+    this.#authkey = Buffer.from(value);
   }
 
   /** The OS process id; undefined before start(). */
@@ -288,6 +307,7 @@ export class Process<A extends unknown[] = unknown[]> {
       parentPid: self,
       parentName: current.name,
       remoteParent: method === 'forkserver',
+      authkey: this.#authkey,
     };
     if (method !== 'fork') {
       const launcher = launchers.get(method);
@@ -497,6 +517,17 @@ export function enterChild(proc: Process, state: ChildState): void {
   exitHookInstalled = false;
   foreignExit = null;
   markCurrent(proc);
+  for (const hook of childStartHooks) hook();
+}
+
+const childStartHooks: Array<() => void> = [];
+
+/**
+ * Internal: `hook` runs in every new child (forked, spawned or made by the
+ * forkserver) once it is the current process, before its target.
+ */
+export function onChildStart(hook: () => void): void {
+  childStartHooks.push(hook);
 }
 
 const CLASS_NAMES: Record<StartMethod, string> = { fork: 'ForkProcess', spawn: 'SpawnProcess', forkserver: 'ForkServerProcess' };

@@ -289,3 +289,9 @@ export class SharedArray<C extends Typecode = Typecode> extends RawArray<C> {
     return this.#lock;
   }
 }
+
+/** Internal (lib/manager/): `x` checked and converted for an element of `typecode`. */
+export function coerceElement(what: string, typecode: unknown, x: unknown): number | bigint {
+  const info = typeOf(what, typecode);
+  return coerce(info, what, typecode as string, x);
+}

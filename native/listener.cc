@@ -374,6 +374,34 @@ Napi::Value Write(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// netTrySend(fd, buffer, offset) -> bytes written from offset, without
+// waiting: a server's reply to a client that does not read must not stall
+// the server's other clients (lib/manager/server.ts keeps the rest).
+Napi::Value TrySend(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  Napi::Buffer<uint8_t> data = info[1].As<Napi::Buffer<uint8_t>>();
+  size_t done = info[2].As<Napi::Number>().Int64Value();
+#if defined(MSG_NOSIGNAL)
+  constexpr int flags = MSG_NOSIGNAL | MSG_DONTWAIT;
+#else
+  constexpr int flags = MSG_DONTWAIT;
+#endif
+  size_t start = done;
+  while (done < data.Length()) {
+    ssize_t n = send(fd, data.Data() + done, data.Length() - done, flags);
+    if (n >= 0) {
+      done += static_cast<size_t>(n);
+      continue;
+    }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+    ThrowErrno(env, errno, "send", "fd " + std::to_string(fd));
+    return env.Undefined();
+  }
+  return Napi::Number::New(env, static_cast<double>(done - start));
+}
+
 }  // namespace
 
 void InitListener(Napi::Env env, Napi::Object exports) {
@@ -383,6 +411,7 @@ void InitListener(Napi::Env env, Napi::Object exports) {
   exports.Set("netAccept", Napi::Function::New(env, Accept, "netAccept"));
   exports.Set("netName", Napi::Function::New(env, Name, "netName"));
   exports.Set("netWrite", Napi::Function::New(env, Write, "netWrite"));
+  exports.Set("netTrySend", Napi::Function::New(env, TrySend, "netTrySend"));
 }
 
 }  // namespace nodemp

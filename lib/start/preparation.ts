@@ -2,7 +2,7 @@
 // data and pickled Process object): who it is, where it runs, and the
 // encoded target, arguments and Process subclass, whose shared objects
 // travel as descriptors and functions as references.
-import { Process, adoptProcess, enterChild, processParts, type ChildState } from '../process.js';
+import { Process, adoptProcess, currentProcess, enterChild, processParts, type ChildState } from '../process.js';
 import { ProcessError, SerializationError } from '../errors.js';
 import { decodeInChild, encodeForChild } from './descriptors.js';
 import { isFunctionRef, markChild, referenceOf, type FunctionRef } from './reference.js';
@@ -74,6 +74,8 @@ export async function becomeStarted(header: Header, payload: Uint8Array, fds: nu
       // The parent's directory is gone or out of reach: stay where we are, as Python does.
     }
     process.argv = [process.execPath, ...header.argv.slice(1)];
+    // Before the arguments: a manager's proxies among them connect with it.
+    currentProcess().authkey = header.state.authkey;
     decoded = (await decodeInChild(payload, fds)) as Encoded;
   } finally {
     setBootstrapping(false);

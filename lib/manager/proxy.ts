@@ -1,0 +1,628 @@
+// Proxies: handles on objects a manager's server holds. Each process has one
+// connection per server, made on first use and shared by all its proxies;
+// requests carry ids, so Promise-form calls may be many at once while a
+// Sync-form call blocks this thread in the socket read, answering the others
+// as their replies pass.
+//
+// Each proxy object holds one reference on the server (protocol.ts):
+//   - made by a manager method or a reply: the reference came with it;
+//   - decoded from a message: the sender made one in transit, which this
+//     process adopts (at once, after the decode);
+//   - copied into a forked child: the child takes a reference of its own as
+//     it starts, while its parent still holds its copy.
+// A FinalizationRegistry gives it back when the proxy is collected; a
+// process that ends gives back all of its own as its connection closes.
+import { inspect } from 'node:util';
+import { native } from '../native.js';
+import { codecFor, decodingUntrusted, sharedByName } from '../codec.js';
+import { Client, ClientSync, type Address } from '../listener.js';
+import { unwatchFd, watchFd, type Connection } from '../connection.js';
+import { EOFError, ManagerError, OSError } from '../errors.js';
+import { selfPid } from '../self.js';
+import { currentProcess, onChildStart } from '../process.js';
+import { runningServer } from './server.js';
+import { FrameReader, NONE } from './wire.js';
+import * as P from './protocol.js';
+
+const codec = codecFor('msgpack');
+
+// How long a Sync call re-reads for its reply before it sleeps in the read.
+const REPLY_SPIN_MS = 0.05;
+
+interface Pending {
+  resolve(value: unknown): void;
+  reject(error: unknown): void;
+}
+
+// The authkeys of the managers this process made or connected to, by
+// address: a proxy decoded here for one of them uses it; for any other,
+// this process's own authkey (as Python).
+const authkeys = new Map<string, Buffer>();
+
+/** Internal: `authkey` is the key of the manager at `address`. */
+export function rememberAuthkey(address: Address, authkey: Uint8Array): void {
+  authkeys.set(P.addressKey(address), Buffer.from(authkey));
+}
+
+function authkeyFor(address: Address): Buffer {
+  return authkeys.get(P.addressKey(address)) ?? currentProcess().authkey;
+}
+
+/** A request with id 0 and one integer operand, encoded by hand: it may be sent while the codec is busy encoding the message a proxy is in. */
+function smallRequest(op: number, operand: number): Buffer {
+  const out = Buffer.allocUnsafe(5 + 4 + 9);
+  out[0] = 1;
+  let at = 5;
+  out[at++] = 0x93;
+  out[at++] = 0;
+  out[at++] = op;
+  if (operand >= 0 && operand < 0x80) out[at++] = operand;
+  else if (operand >= 0 && operand <= 0xffffffff) {
+    out[at++] = 0xce;
+    out.writeUInt32BE(operand, at);
+    at += 4;
+  } else {
+    out[at++] = 0xd3;
+    out.writeBigInt64BE(BigInt(operand), at);
+    at += 8;
+  }
+  out.writeUInt32LE(at - 5, 1);
+  return out.subarray(0, at);
+}
+
+/** This process's connection to one manager server. */
+export class ManagerConnection {
+  readonly address: Address;
+  /** The process this connection is of: a forked child has a copy of its parent's. */
+  readonly owner = selfPid;
+  readonly #authkey: Buffer;
+  #conn: Connection | null = null;
+  #fd = -1;
+  #reader: FrameReader | null = null;
+  #connecting: Promise<void> | null = null;
+  readonly #pending = new Map<number, Pending>();
+  #nextId = 1;
+  #limit = Infinity;
+  #watching = false;
+  #failure: ManagerError | null = null;
+  readonly #onReadable = (): void => this.#drain();
+
+  constructor(address: Address, authkey: Buffer) {
+    this.address = address;
+    this.#authkey = authkey;
+  }
+
+  /** Why calls fail from now on, or null. */
+  get failure(): ManagerError | null {
+    return this.#failure;
+  }
+
+  /** The server's pid, as its greeting said (0 before). */
+  serverPid = 0;
+
+  async call(op: number, operands: unknown[]): Promise<unknown> {
+    this.#check();
+    if (this.#conn === null) await this.#connect();
+    this.#check();
+    const id = this.#nextId++;
+    this.#send([id, op, ...operands]);
+    const reply = new Promise((resolve, reject) => {
+      this.#pending.set(id, { resolve, reject });
+    });
+    // As a Sync call does: a reply that comes within microseconds is taken
+    // without the event loop's poll and wake-up.
+    const spinUntil = performance.now() + REPLY_SPIN_MS;
+    do this.#drain();
+    while (this.#pending.has(id) && this.#reader !== null && performance.now() < spinUntil);
+    if (this.#pending.has(id) && !this.#watching && this.#conn !== null) {
+      watchFd(this.#fd, this.#onReadable);
+      this.#watching = true;
+    }
+    return reply;
+  }
+
+  callSync(op: number, operands: unknown[]): unknown {
+    this.#check();
+    this.connectSync();
+    const id = this.#nextId++;
+    this.#send([id, op, ...operands]);
+    const reader = this.#reader as FrameReader;
+    const spinUntil = performance.now() + REPLY_SPIN_MS;
+    for (;;) {
+      let message: unknown;
+      try {
+        message = reader.next();
+        // A server that answers at once is read without the sleep and wake-up of a blocking read.
+        while (message === NONE) {
+          reader.fill(performance.now() < spinUntil ? 0 : -1);
+          message = reader.next();
+        }
+      } catch (error) {
+        this.#lost(error);
+        throw this.#failure;
+      }
+      if (Array.isArray(message) && message[0] === id) return this.#result(message);
+      this.#dispatch(message);
+    }
+  }
+
+  /** A request with no reply; a failure to send it only marks the connection lost. */
+  notify(op: number, operand: number): void {
+    if (this.#conn === null || this.#failure !== null) return;
+    try {
+      const frame = smallRequest(op, operand);
+      native.netWrite(this.#fd, frame);
+    } catch (error) {
+      this.#lost(error);
+    }
+  }
+
+  connectSync(): void {
+    if (this.#conn !== null) return;
+    let conn: Connection;
+    try {
+      conn = ClientSync(this.address, { authkey: this.#authkey });
+    } catch (error) {
+      throw this.#unreachable(error);
+    }
+    const reader = new FrameReader(conn.fileno(), Infinity, false);
+    this.#greeted(conn, reader, () => {
+      let message = reader.next();
+      while (message === NONE) {
+        reader.fill(-1);
+        message = reader.next();
+      }
+      return message;
+    });
+  }
+
+  /** Closes this process's connection; later calls fail with `failure`. */
+  close(failure: ManagerError): void {
+    if (this.#failure === null) this.#failure = failure;
+    const pending = [...this.#pending.values()];
+    this.#pending.clear();
+    if (this.#conn !== null) {
+      if (this.#watching) unwatchFd(this.#fd);
+      this.#watching = false;
+      try {
+        this.#conn.close();
+      } catch {
+        // Closed already.
+      }
+      this.#conn = null;
+      this.#reader = null;
+    }
+    for (const p of pending) p.reject(this.#failure);
+  }
+
+  /** In a forked child: the parent's descriptor is let go without a word to the server. */
+  forget(): void {
+    if (this.#conn !== null) {
+      try {
+        this.#conn.close();
+      } catch {
+        // Closed already.
+      }
+    }
+    this.#conn = null;
+    this.#reader = null;
+    this.#watching = false;
+    this.#pending.clear();
+  }
+
+  #connect(): Promise<void> {
+    this.#connecting ??= (async () => {
+      let conn: Connection;
+      try {
+        conn = await Client(this.address, { authkey: this.#authkey });
+      } catch (error) {
+        throw this.#unreachable(error);
+      }
+      if (this.#conn !== null) {
+        // A Sync call connected meanwhile.
+        conn.close();
+        return;
+      }
+      const reader = new FrameReader(conn.fileno(), Infinity, false);
+      let greeting: unknown;
+      try {
+        greeting = await firstMessage(conn.fileno(), reader);
+      } catch (error) {
+        conn.close();
+        throw this.#unreachable(error);
+      }
+      if (this.#conn !== null) {
+        conn.close();
+        return;
+      }
+      this.#greeted(conn, reader, () => greeting);
+    })().finally(() => {
+      this.#connecting = null;
+    });
+    return this.#connecting;
+  }
+
+  #greeted(conn: Connection, reader: FrameReader, greeting: () => unknown): void {
+    let message: unknown;
+    try {
+      message = greeting();
+    } catch (error) {
+      conn.close();
+      throw this.#unreachable(error);
+    }
+    if (!Array.isArray(message) || message[1] !== P.GREETING || !Array.isArray(message[2])) {
+      conn.close();
+      throw new ManagerError('ERR_MANAGER_UNREACHABLE', `the server at ${P.showAddress(this.address)} is not a nodemp manager (its first message was ${inspect(message).slice(0, 100)})`);
+    }
+    const [pid, limit] = message[2] as [number, number];
+    this.serverPid = pid;
+    this.#limit = limit;
+    this.#conn = conn;
+    this.#fd = conn.fileno();
+    this.#reader = reader;
+    this.notify(P.HELLO, selfPid);
+  }
+
+  #unreachable(error: unknown): Error {
+    if (error instanceof ManagerError || (error instanceof Error && error.name === 'AuthenticationError')) return error;
+    const code = (error as { code?: string }).code ?? '';
+    const why = code === 'ECONNREFUSED' || code === 'ENOENT' ? 'no server listens there' : (error as Error).message;
+    return new ManagerError('ERR_MANAGER_UNREACHABLE', `cannot reach the manager at ${P.showAddress(this.address)}: ${why}`, { cause: error });
+  }
+
+  #check(): void {
+    if (this.#failure !== null) throw this.#failure;
+  }
+
+  #send(message: unknown[]): void {
+    const body = codec.encode(message);
+    if (body.byteLength > this.#limit) {
+      throw new ManagerError('ERR_MESSAGE_TOO_LONG', `a request of ${body.byteLength} bytes, over the server's limit of ${this.#limit} bytes (its maxMessageBytes)`);
+    }
+    try {
+      native.connSend(this.#fd, codec.tag, body, 0, body.byteLength, false);
+    } catch (error) {
+      this.#lost(error);
+      throw this.#failure;
+    }
+  }
+
+  #drain(): void {
+    while (this.#reader !== null) {
+      let message: unknown;
+      try {
+        message = this.#reader.next();
+        if (message === NONE && this.#reader.fill(0)) message = this.#reader.next();
+      } catch (error) {
+        this.#lost(error);
+        return;
+      }
+      if (message === NONE) break;
+      this.#dispatch(message);
+    }
+    if (this.#pending.size === 0 && this.#watching) {
+      unwatchFd(this.#fd);
+      this.#watching = false;
+    }
+  }
+
+  #dispatch(message: unknown): void {
+    if (!Array.isArray(message)) return;
+    const [id, kind, value] = message as [number, number, unknown];
+    if (id === 0) {
+      // The server's word to this whole connection: it is shutting down.
+      if (kind === P.FAILED && value instanceof ManagerError && value.code === 'ERR_MANAGER_SHUT_DOWN') this.#failure ??= value;
+      return;
+    }
+    const pending = this.#pending.get(id);
+    if (pending === undefined) return;
+    this.#pending.delete(id);
+    try {
+      pending.resolve(this.#result(message));
+    } catch (error) {
+      pending.reject(error);
+    }
+  }
+
+  #result(message: unknown[]): unknown {
+    const [, kind, value] = message as [number, number, unknown];
+    if (kind === P.OK) return value;
+    if (kind === P.PROXY) {
+      const [typeid, id, exposed] = value as P.WireToken;
+      return proxyFor({ typeid, address: this.address, id, exposed }, this.#authkey, HELD);
+    }
+    throw value instanceof Error ? value : new ManagerError('ERR_BAD_REQUEST', `the server failed: ${inspect(value)}`);
+  }
+
+  #lost(error: unknown): void {
+    if (this.#failure === null) {
+      const why = error instanceof EOFError ? 'closed the connection' : error instanceof OSError ? `broke the connection (${error.code})` : String(error);
+      this.#failure = new ManagerError(
+        'ERR_MANAGER_DEAD',
+        `the manager at ${P.showAddress(this.address)} ${why}: it was shut down or died, and the objects it held are gone`,
+        { cause: error },
+      );
+    }
+    this.close(this.#failure);
+  }
+}
+
+/** The first message on a new connection, waiting for it on the event loop. */
+async function firstMessage(fd: number, reader: FrameReader): Promise<unknown> {
+  for (;;) {
+    const message = reader.next();
+    if (message !== NONE) return message;
+    if (reader.fill(0)) continue;
+    await new Promise<void>((resolve) => {
+      watchFd(fd, () => {
+        unwatchFd(fd);
+        resolve();
+      });
+    });
+  }
+}
+
+const connections = new Map<string, ManagerConnection>();
+
+/** This process's connection to the server at `address` (made on first use). */
+export function connectionTo(address: Address, authkey: Buffer = authkeyFor(address)): ManagerConnection {
+  const key = P.addressKey(address);
+  let c = connections.get(key);
+  if (c === undefined) {
+    c = new ManagerConnection(address, authkey);
+    connections.set(key, c);
+  }
+  return c;
+}
+
+/** Internal: a fresh connection to `address` from now on (a manager started or connected again). */
+export function resetConnection(address: Address, authkey: Buffer): ManagerConnection {
+  const key = P.addressKey(address);
+  connections.get(key)?.close(new ManagerError('ERR_MANAGER_DEAD', `the manager at ${P.showAddress(address)} was replaced`));
+  const c = new ManagerConnection(address, authkey);
+  connections.set(key, c);
+  return c;
+}
+
+// ---- proxies ----
+
+// How a proxy got its server reference.
+const HELD = 0;
+const IN_TRANSIT = 1;
+
+interface Holding {
+  readonly address: Address;
+  readonly id: number;
+  // The process whose reference this is (a forked child takes its own).
+  owner: number;
+  // A reference of this process's own server (no connection).
+  readonly local: boolean;
+  // Still in transit: not yet adopted.
+  transit: boolean;
+}
+
+const held = new FinalizationRegistry<Holding>((h) => {
+  live.delete(h);
+  if (h.owner !== selfPid) return;
+  if (h.local) {
+    const server = runningServer();
+    if (server !== null && P.addressKey(server.address) === P.addressKey(h.address)) server.releaseLocal(h.id);
+    return;
+  }
+  connections.get(P.addressKey(h.address))?.notify(h.transit ? P.ADOPT : P.DECREF, h.id);
+  if (h.transit) connections.get(P.addressKey(h.address))?.notify(P.DECREF, h.id);
+});
+
+// The proxies alive in this process, for a forked child to take references of its own.
+const live = new Map<Holding, WeakRef<BaseProxy>>();
+
+/**
+ * A handle on an object a manager's server holds (Python's BaseProxy). Call
+ * its methods with callMethod() / callMethodSync(); the proxy classes of the
+ * built-in types, and AutoProxy classes of registered ones, name them.
+ * Proxies cross to other processes in a Process's args, a Queue, a Pipe,
+ * and inside a manager's own objects.
+ */
+export class BaseProxy {
+  readonly #token: P.Token;
+  readonly #authkey: Buffer;
+  readonly #holding: Holding;
+
+  /** Internal: proxies are made by a manager, or arrive in messages. */
+  constructor(token: P.Token, authkey: Buffer, how: number) {
+    this.#token = token;
+    this.#authkey = authkey;
+    const server = runningServer();
+    const local = server !== null && P.addressKey(server.address) === P.addressKey(token.address);
+    this.#holding = { address: token.address, id: token.id, owner: selfPid, local, transit: how === IN_TRANSIT && !local };
+    if (local && how === IN_TRANSIT) (server as { adoptLocal(id: number): void }).adoptLocal(token.id);
+    held.register(this, this.#holding);
+    live.set(this.#holding, new WeakRef(this));
+    if (this.#holding.transit) queueMicrotask(() => this.#adopt());
+  }
+
+  /** Which server, which object there, what it exposes. */
+  get token(): P.Token {
+    return this.#token;
+  }
+
+  /** Calls `method` of the object on the server; resolves with its result (a proxy for a method that returns one). */
+  callMethod(method: string, args: unknown[] = []): Promise<unknown> {
+    if (this.#holding.local) return Promise.resolve().then(() => this.#callLocal(method, args));
+    try {
+      this.#adopt();
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return this.#connection().call(P.CALL, [this.#token.id, method, args]);
+  }
+
+  /** callMethod() that blocks this thread until the server answers. */
+  callMethodSync(method: string, args: unknown[] = []): unknown {
+    if (this.#holding.local) {
+      const result = this.#callLocal(method, args);
+      if (result instanceof Promise) {
+        throw new ManagerError('ERR_MANAGER_STATE', `${this.#token.typeid}.${method}: the server's own process cannot wait for its objects with a Sync call; use ${method}()`);
+      }
+      return result;
+    }
+    this.#adopt();
+    return this.#connection().callSync(P.CALL, [this.#token.id, method, args]);
+  }
+
+  /** Internal: for a forked child, a reference of its own. */
+  static takeOver(proxy: BaseProxy): void {
+    const h = proxy.#holding;
+    if (h.owner === selfPid || h.local) return;
+    h.owner = selfPid;
+    const c = proxy.#connection();
+    try {
+      c.connectSync();
+    } catch {
+      // The server is gone: calls will say so.
+      return;
+    }
+    c.notify(h.transit ? P.ADOPT : P.INCREF, h.id);
+    h.transit = false;
+  }
+
+  /** Internal: the by-name crossing's text, with a reference put in transit for the receiver. */
+  static sent(proxy: BaseProxy): string {
+    const h = proxy.#holding;
+    if (h.local) runningServer()?.sendLocal(h.id);
+    else {
+      const c = proxy.#connection();
+      if (c.failure === null) {
+        try {
+          c.connectSync();
+        } catch {
+          // The server is gone: the receiver's calls will say so.
+        }
+        c.notify(P.SEND, h.id);
+      }
+    }
+    return P.tokenText(proxy.#token);
+  }
+
+  #callLocal(method: string, args: unknown[]): unknown {
+    const server = runningServer();
+    if (server === null) throw new ManagerError('ERR_MANAGER_SHUT_DOWN', 'the manager server of this process was shut down');
+    return server.callLocal(this.#token.id, method, args);
+  }
+
+  #connection(): ManagerConnection {
+    return connectionTo(this.#token.address, this.#authkey);
+  }
+
+  #adopt(): void {
+    const h = this.#holding;
+    if (!h.transit) return;
+    const c = this.#connection();
+    if (c.failure !== null) throw c.failure;
+    c.connectSync();
+    h.transit = false;
+    c.notify(P.ADOPT, h.id);
+  }
+
+  [inspect.custom](): string {
+    return `<${this.constructor.name} ${this.#token.typeid} #${this.#token.id} at ${P.showAddress(this.#token.address)}>`;
+  }
+
+  toString(): string {
+    return `<${this.constructor.name} ${this.#token.typeid} #${this.#token.id} at ${P.showAddress(this.#token.address)}>`;
+  }
+}
+
+// The forked child's copies of its parent's proxies: each gets a reference
+// of the child's own before the parent can drop its copy (as Python's
+// BaseProxy._after_fork), and the parent's connections are let go.
+onChildStart(() => {
+  for (const [key, c] of connections) {
+    if (c.owner === selfPid) continue;
+    c.forget();
+    connections.delete(key);
+  }
+  for (const [h, ref] of live) {
+    const proxy = ref.deref();
+    if (proxy === undefined) live.delete(h);
+    else BaseProxy.takeOver(proxy);
+  }
+});
+
+/** Proxy classes by typeid, for proxies that arrive in messages (BaseManager.register() adds to it). */
+export const proxyTypes = new Map<string, new (token: P.Token, authkey: Buffer, how: number) => BaseProxy>();
+
+/** A proxy of the class its typeid is registered with, or an AutoProxy of its exposed methods. */
+export function proxyFor(token: P.Token, authkey: Buffer, how: number): BaseProxy {
+  const Class = proxyTypes.get(token.typeid) ?? autoProxyClass(token.typeid, token.exposed);
+  return new Class(token, authkey, how);
+}
+
+const autoClasses = new Map<string, new (token: P.Token, authkey: Buffer, how: number) => BaseProxy>();
+
+/**
+ * Python's AutoProxy: a proxy class with `name()` (a Promise) and
+ * `nameSync()` for each exposed method name.
+ */
+export function autoProxyClass(typeid: string, exposed: readonly string[]): new (token: P.Token, authkey: Buffer, how: number) => BaseProxy {
+  const key = JSON.stringify([typeid, exposed]);
+  let Class = autoClasses.get(key);
+  if (Class === undefined) {
+    Class = { [`AutoProxy[${typeid}]`]: class extends BaseProxy {} }[`AutoProxy[${typeid}]`] as typeof BaseProxy;
+    definePairs(Class, exposed);
+    autoClasses.set(key, Class);
+  }
+  return Class;
+}
+
+const reserved = new Set(['constructor', 'token', 'callMethod', 'callMethodSync', 'toString']);
+
+/** Defines `name(...args)` and `nameSync(...args)` on Class's prototype for each method not defined there already. */
+export function definePairs(Class: { prototype: object }, names: readonly string[]): void {
+  const proto = Class.prototype as Record<string, unknown>;
+  for (const name of names) {
+    if (reserved.has(name)) continue;
+    if (!Object.hasOwn(proto, name)) {
+      Object.defineProperty(proto, name, {
+        value: {
+          [name](this: BaseProxy, ...args: unknown[]) {
+            return this.callMethod(name, args);
+          },
+        }[name],
+        writable: true,
+        configurable: true,
+      });
+    }
+    const sync = `${name}Sync`;
+    if (!Object.hasOwn(proto, sync)) {
+      Object.defineProperty(proto, sync, {
+        value: {
+          [sync](this: BaseProxy, ...args: unknown[]) {
+            return this.callMethodSync(name, args);
+          },
+        }[sync],
+        writable: true,
+        configurable: true,
+      });
+    }
+  }
+}
+
+sharedByName(
+  BaseProxy,
+  (proxy) => BaseProxy.sent(proxy),
+  (text) => {
+    const token = P.parseToken(text);
+    const server = runningServer();
+    const own = server !== null && P.addressKey(server.address) === P.addressKey(token.address);
+    // A server does not reach out to addresses its clients name.
+    if (decodingUntrusted() && !own) {
+      throw new ManagerError('ERR_BAD_REQUEST', `a proxy of another server (${P.showAddress(token.address)}) cannot be sent to this one`);
+    }
+    if (own) (server as { objectOf(id: number): object }).objectOf(token.id);
+    return proxyFor(token, authkeyFor(token.address), IN_TRANSIT);
+  },
+  true,
+);
+
+export { HELD, IN_TRANSIT };

@@ -1,4 +1,9 @@
 // Shared helpers for the workload scripts.
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+const here = fileURLToPath(new URL('.', import.meta.url));
+
 export function median(xs) {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
@@ -18,4 +23,20 @@ export async function timeRounds(rounds, warmup, fn) {
     samples.push(nowMs() - t0);
   }
   return median(samples);
+}
+
+/**
+ * Runs several subcommands of a Python peer (bench/peers/`script`), each
+ * given as [name, ...args], in one interpreter (its start-up is outside every
+ * timing but still costs the run's time). Returns their results in order, or
+ * null if there is no such interpreter.
+ */
+export function pythonPeer(script, commands, interpreter = 'python3') {
+  const r = spawnSync(interpreter, [`${here}peers/${script}`, ...commands.map((c) => c.join(':'))], {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  if (r.error?.code === 'ENOENT') return null;
+  if (r.error || r.status !== 0) throw new Error(`${script} under ${interpreter} failed: ${r.error ?? `status ${r.status}`}`);
+  return JSON.parse(r.stdout);
 }

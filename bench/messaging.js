@@ -1,11 +1,12 @@
 // What bench/queue.js and bench/pipe.js share: the gate that starts nodemp's
 // producers and consumers together, the worker_threads and child_process
 // peers, and the Python peer (bench/peers/py_queue.py).
-import { spawnSync, fork } from 'node:child_process';
+import { fork } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import { Event, Process, Queue, Semaphore } from '../dist/index.js';
+import { pythonPeer } from './lib.js';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
 
@@ -237,19 +238,9 @@ export class IpcPeer {
 
 // ---- Python -----------------------------------------------------------------
 
-/**
- * Runs several py_queue.py subcommands in one interpreter (its start-up is
- * outside every timing but still costs the run's time). Returns their results
- * in order, or null if there is no python3.
- */
+/** py_queue.py's subcommands in one interpreter: their results in order, or null if there is no python3. */
 export function python(commands) {
-  const r = spawnSync('python3', [`${here}peers/py_queue.py`, ...commands.map((c) => c.join(':'))], {
-    encoding: 'utf8',
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
-  if (r.error?.code === 'ENOENT') return null;
-  if (r.error || r.status !== 0) throw new Error(`py_queue.py failed: ${r.error ?? `status ${r.status}`}`);
-  return JSON.parse(r.stdout);
+  return pythonPeer('py_queue.py', commands);
 }
 
 /** Runs `echo` in a forked daemon child around `measure()`; fails loudly if the child did not exit cleanly. */

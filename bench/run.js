@@ -13,7 +13,7 @@ const flags = quick ? ['--quick'] : [];
 
 // Every workload this run starts, in order, so that progress can say how far it is.
 const HEAP_MB = [50, 500, 1024];
-const WORKLOADS = 1 + HEAP_MB.length * 2 + 4 + 2 + 2;
+const WORKLOADS = 1 + HEAP_MB.length * 2 + 4 + 2 + 2 + 2;
 let started = 0;
 const runStarted = performance.now();
 // A long workload says it still runs this often, so a run never goes quiet for minutes.
@@ -113,6 +113,13 @@ for (const script of ['queue.js', 'pipe.js']) {
   Object.assign(results, await runWorkload(script));
 }
 
+// Listener/Client connections and Manager proxies (issue #14), beside
+// Python's multiprocessing.connection and Manager(). A nodemp without a
+// Manager yet gives null for its value in those rows (n/a).
+for (const script of ['connection.js', 'manager.js']) {
+  Object.assign(results, await runWorkload(script));
+}
+
 // Pool (issue #5): beside Python's mp.Pool, piscina, tinypool and workerpool.
 Object.assign(results, await runWorkload('pool.js'));
 Object.assign(results, await runWorkload('start-methods.js'));
@@ -137,7 +144,7 @@ for (const [metric, row] of Object.entries(results)) {
   const peers = Object.entries(row).filter(([k]) => k !== 'unit' && k !== 'nodemp');
   if (peers.length === 0) lines.push(`| ${metric} | ${row.unit} | ${fmt(row.nodemp)} | | | |`);
   for (const [i, [peer, value]] of peers.entries()) {
-    const ratio = value === null ? 'n/a' : `${(value / row.nodemp).toFixed(1)}x`;
+    const ratio = value === null || row.nodemp === null ? 'n/a' : `${(value / row.nodemp).toFixed(1)}x`;
     lines.push(`| ${i === 0 ? metric : ''} | ${i === 0 ? row.unit : ''} | ${i === 0 ? fmt(row.nodemp) : ''} | ${peer} | ${fmt(value)} | ${ratio} |`);
   }
 }

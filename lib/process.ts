@@ -2,6 +2,7 @@ import { availableParallelism, constants } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { inspect } from 'node:util';
 import { native } from './native.js';
+import { refreshSelfPid } from './self.js';
 import { ForkSafetyError, ProcessError } from './errors.js';
 import { forkSafetyProblem } from './fork-safety.js';
 import { becomeChild } from './child.js';
@@ -509,6 +510,8 @@ export class Process<A extends unknown[] = unknown[]> {
  * `proc` the current process and forgets the parent's children.
  */
 export function enterChild(proc: Process, state: ChildState): void {
+  // Before anything asks which process this is (the child-start hooks do).
+  refreshSelfPid();
   children.clear();
   parent = new ParentProcess(state.parentPid, state.parentName, state.remoteParent);
   current = proc;

@@ -97,10 +97,12 @@ const CONCURRENT_ACCEPTS = 8;
 // The server of this process, if it runs one: a proxy of its own objects
 // decoded here stands for the object itself (proxy.ts asks).
 let running: Server | null = null;
+// The process that runs it: a forked child has a copy of the object, not the server.
+let runningIn = 0;
 
 /** Internal: the server this process runs, if any. */
 export function runningServer(): Server | null {
-  return running;
+  return runningIn === selfPid ? running : null;
 }
 
 /**
@@ -143,6 +145,7 @@ export class Server {
     if (this.#serving !== null) return this.#serving;
     if (this.#stopped) return Promise.reject(new ManagerError('ERR_MANAGER_STATE', 'serveForever(): the server was shut down'));
     running = this;
+    runningIn = selfPid;
     this.#serving = new Promise<void>((resolve) => {
       this.#stop = resolve;
     });

@@ -475,8 +475,10 @@ describe('errors', () => {
     await expect(m.dict()).rejects.toMatchObject({ code: 'ERR_MANAGER_STATE' });
     expect(() => new SyncManager({ authkey: 'text' as never })).toThrow(TypeError);
     m.startSync();
-    expect(() => m.startSync()).toThrow(expect.objectContaining({ code: 'ERR_MANAGER_STATE' }));
+    m.startSync();
+    expect(() => m.connectSync()).toThrow(expect.objectContaining({ code: 'ERR_MANAGER_STATE' }));
     m.shutdownSync();
+    expect(() => m.startSync()).toThrow(expect.objectContaining({ code: 'ERR_MANAGER_STATE' }));
   });
 });
 

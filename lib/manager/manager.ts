@@ -202,16 +202,17 @@ export class BaseManager {
 
   /**
    * Starts the server process and resolves once it listens. The manager's
-   * methods may be called at once: they wait for it.
+   * methods may be called at once: they wait for it. On a manager already
+   * started (as Manager() returns them) it only waits (Python raises).
    */
   start(): Promise<void> {
-    this.#launch('start');
+    if (this.#state !== STARTED) this.#launch('start');
     return this.#whenReady();
   }
 
   /** start() that blocks this thread until the server listens. */
   startSync(): void {
-    this.#launch('startSync');
+    if (this.#state !== STARTED) this.#launch('startSync');
     this.#readySync();
   }
 

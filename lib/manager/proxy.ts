@@ -21,7 +21,7 @@ import { EOFError, ManagerError, OSError } from '../errors.js';
 import { selfPid } from '../self.js';
 import { currentProcess, onChildStart } from '../process.js';
 import { runningServer } from './server.js';
-import { FrameReader, NONE } from './wire.js';
+import { FrameReader, NONE, SpinGauge } from './wire.js';
 import * as P from './protocol.js';
 
 const codec = codecFor('msgpack');
@@ -85,6 +85,7 @@ export class ManagerConnection {
   #limit = Infinity;
   #watching = false;
   #failure: ManagerError | null = null;
+  readonly #spin = new SpinGauge();
   readonly #onReadable = (): void => this.#drain();
 
   constructor(address: Address, authkey: Buffer) {
@@ -111,9 +112,13 @@ export class ManagerConnection {
     });
     // As a Sync call does: a reply that comes within microseconds is taken
     // without the event loop's poll and wake-up.
-    const spinUntil = performance.now() + REPLY_SPIN_MS;
-    do this.#drain();
-    while (this.#pending.has(id) && this.#reader !== null && performance.now() < spinUntil);
+    if (this.#spin.allowed()) {
+      const spinUntil = performance.now() + REPLY_SPIN_MS;
+      do this.#drain();
+      while (this.#pending.has(id) && this.#reader !== null && performance.now() < spinUntil);
+      if (this.#pending.has(id)) this.#spin.miss();
+      else this.#spin.hit();
+    }
     if (this.#pending.has(id) && !this.#watching && this.#conn !== null) {
       watchFd(this.#fd, this.#onReadable);
       this.#watching = true;
@@ -127,21 +132,29 @@ export class ManagerConnection {
     const id = this.#nextId++;
     this.#send([id, op, ...operands]);
     const reader = this.#reader as FrameReader;
-    const spinUntil = performance.now() + REPLY_SPIN_MS;
+    // A server that answers at once is read without the sleep and wake-up of a blocking read.
+    let spinUntil = this.#spin.allowed() ? performance.now() + REPLY_SPIN_MS : 0;
     for (;;) {
       let message: unknown;
       try {
         message = reader.next();
-        // A server that answers at once is read without the sleep and wake-up of a blocking read.
         while (message === NONE) {
-          reader.fill(performance.now() < spinUntil ? 0 : -1);
+          if (spinUntil !== 0 && performance.now() >= spinUntil) {
+            this.#spin.miss();
+            spinUntil = 0;
+          }
+          if (spinUntil !== 0) reader.fill(0);
+          else reader.fill(-1, true);
           message = reader.next();
         }
       } catch (error) {
         this.#lost(error);
         throw this.#failure;
       }
-      if (Array.isArray(message) && message[0] === id) return this.#result(message);
+      if (Array.isArray(message) && message[0] === id) {
+        if (spinUntil !== 0) this.#spin.hit();
+        return this.#result(message);
+      }
       this.#dispatch(message);
     }
   }

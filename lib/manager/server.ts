@@ -13,7 +13,7 @@ import { Listener, type Address } from '../listener.js';
 import { EOFError, ManagerError, OSError } from '../errors.js';
 import { selfPid } from '../self.js';
 import { setCaller, type Caller } from './referents.js';
-import { FrameReader, NONE, frameOf } from './wire.js';
+import { FrameReader, NONE, SpinGauge, frameOf } from './wire.js';
 import * as P from './protocol.js';
 
 /** How the server makes the objects of one typeid (BaseManager.register()). */
@@ -40,6 +40,8 @@ class Client implements Caller {
   readonly conn: Connection;
   readonly fd: number;
   readonly reader: FrameReader;
+  // Whether looking again for this client's next request pays.
+  readonly lookAgain = new SpinGauge();
   pid = 0;
   closed = false;
   readonly onClose = new Set<() => void>();
@@ -312,10 +314,16 @@ export class Server {
         // than the request). At most SERVE_IN_A_ROW in a row, so others wait little.
         if (served === 0 || served >= SERVE_IN_A_ROW) return;
         const now = performance.now();
-        if (idleSince === 0) idleSince = now;
-        else if (now - idleSince > LOOK_AGAIN_MS) return;
+        if (idleSince === 0) {
+          if (!client.lookAgain.allowed()) return;
+          idleSince = now;
+        } else if (now - idleSince > LOOK_AGAIN_MS) {
+          client.lookAgain.miss();
+          return;
+        }
         continue;
       }
+      if (idleSince !== 0) client.lookAgain.hit();
       idleSince = 0;
       served += 1;
       this.#handle(client, request);

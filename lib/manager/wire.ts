@@ -37,11 +37,13 @@ export class FrameReader {
 
   /**
    * Reads what has come, waiting up to `timeoutMs` (< 0: forever) for some;
-   * false if nothing came. EOFError at the end of the stream.
+   * false if nothing came. EOFError at the end of the stream. `sleepAtOnce`:
+   * no spin before sleeping (connRead's own short one), as a SpinGauge says.
    */
-  fill(timeoutMs: number): boolean {
+  fill(timeoutMs: number, sleepAtOnce = false): boolean {
     if (this.#end === this.#buf.length) this.#makeRoom(this.#buf.length - this.#start + 1);
-    const n = native.connRead(this.#fd, this.#buf, this.#end, this.#buf.length - this.#end, timeoutMs);
+    if (sleepAtOnce && timeoutMs !== 0 && !native.connPoll(this.#fd, timeoutMs)) return false;
+    const n = native.connRead(this.#fd, this.#buf, this.#end, this.#buf.length - this.#end, sleepAtOnce ? 0 : timeoutMs);
     if (n === 0) throw new EOFError(this.#end > this.#start ? 'the peer closed the connection in the middle of a message' : 'the peer closed the connection');
     if (n < 0) return false;
     this.#end += n;
@@ -104,4 +106,40 @@ export function frameOf(value: unknown): Buffer {
   } else frame.writeUInt32LE(length, 1);
   frame.set(body, long ? LONG_HEADER : HEADER);
   return frame;
+}
+
+// After this many spins in a row that found nothing, the next REST waits do
+// not spin: on a machine whose cores are all busy the partner cannot answer
+// while we spin (it needs the core we hold), and spinning only delays it.
+const MISSES = 3;
+const REST = 64;
+
+/**
+ * Whether a wait should spin before it sleeps, learned from how recent
+ * spins went: on idle cores a partner answers within microseconds and a
+ * spin saves the sleep and wake-up; on busy ones it never does.
+ */
+export class SpinGauge {
+  #misses = 0;
+  #rest = 0;
+
+  /** Whether this wait may spin. */
+  allowed(): boolean {
+    if (this.#rest === 0) return true;
+    this.#rest -= 1;
+    return false;
+  }
+
+  /** The spin found what it waited for. */
+  hit(): void {
+    this.#misses = 0;
+  }
+
+  /** The spin ran out: the wait had to sleep. */
+  miss(): void {
+    this.#misses += 1;
+    if (this.#misses < MISSES) return;
+    this.#misses = 0;
+    this.#rest = REST;
+  }
 }

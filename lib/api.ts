@@ -56,6 +56,7 @@ export { Manager, BaseManager, SyncManager } from './manager/manager.js';
 export type { ManagerOptions, RegisterOptions } from './manager/manager.js';
 export { BaseProxy } from './manager/proxy.js';
 export { Server } from './manager/server.js';
+export { Managed } from './manager/referents.js';
 export type { Token } from './manager/protocol.js';
 export {
   DictProxy,

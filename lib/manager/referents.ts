@@ -810,3 +810,26 @@ export class ManagedJoinableQueue extends ManagedQueue {
     this.#unfinished += 1;
   }
 }
+
+/**
+ * The server-side classes of SyncManager's types, for a server of one's own:
+ * `const queue = new Managed.Queue()` then `register('getQueue', () => queue,
+ * { proxytype: QueueProxy })` shares one queue with every client (Python's
+ * "shared queue on a server", with queue.Queue).
+ */
+export const Managed = Object.freeze({
+  dict: ManagedDict,
+  list: ManagedList,
+  Namespace: ManagedNamespace,
+  Value: ManagedValue,
+  Array: ManagedArray,
+  Lock: ManagedLock,
+  RLock: ManagedRLock,
+  Semaphore: ManagedSemaphore,
+  BoundedSemaphore: ManagedBoundedSemaphore,
+  Condition: ManagedCondition,
+  Event: ManagedEvent,
+  Barrier: ManagedBarrier,
+  Queue: ManagedQueue,
+  JoinableQueue: ManagedJoinableQueue,
+});

@@ -1,8 +1,9 @@
 // The tutorials' Process programs, as shipped in examples/, run through the launcher.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { root } from './helpers.js';
+import { root, waitUntil } from './helpers.js';
 
 function run(example: string) {
   const r = spawnSync(process.execPath, [join(root, 'bin', 'nodemp.js'), join(root, 'examples', example)], {
@@ -40,6 +41,36 @@ describe('examples', () => {
     expect(out).toContain('rejects: exitCode 1');
     expect(out).toContain('exits: exitCode 3');
     expect(out).toContain('terminated: exitCode -15');
+  });
+});
+
+describe('manager examples', () => {
+  it('manager-dict-list: the child changes the dict and the list (plain node, forkserver)', () => {
+    const r = spawnSync(process.execPath, [join(root, 'examples', 'manager-dict-list.mjs')], { encoding: 'utf8', cwd: root, timeout: 20000 });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout).toBe("Map(3) { 1 => '1', '2' => 2, 0.25 => null }\n[\n  9, 8, 7, 6, 5,\n  4, 3, 2, 1, 0\n]\n");
+  });
+
+  it('manager-remote-queue: a server, a worker and a producer as three programs', async () => {
+    const script = join(root, 'examples', 'manager-remote-queue.mjs');
+    const port = String(40000 + (process.pid % 20000));
+    const server = spawn(process.execPath, [script, 'server', port], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] });
+    try {
+      let out = '';
+      server.stdout.setEncoding('utf8').on('data', (s: string) => (out += s));
+      await waitUntil(() => out.includes('serving'), 10000);
+      const worker = spawn(process.execPath, [script, 'worker', port], { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] });
+      let done = '';
+      worker.stdout.setEncoding('utf8').on('data', (s: string) => (done += s));
+      const put = spawnSync(process.execPath, [script, 'put', port], { cwd: root, encoding: 'utf8', timeout: 20000 });
+      expect(put.stdout).toBe('put 5 jobs\n');
+      const [code] = await once(worker, 'exit');
+      expect(code).toBe(0);
+      expect(done.match(/did job \d/g)).toEqual(['did job 1', 'did job 2', 'did job 3', 'did job 4', 'did job 5']);
+    } finally {
+      server.kill('SIGTERM');
+      await once(server, 'exit');
+    }
   });
 });
 

@@ -73,6 +73,9 @@ export {
   BarrierProxy,
   QueueProxy,
   JoinableQueueProxy,
+  PoolProxy,
+  AsyncResultProxy,
+  IteratorProxy,
 } from './manager/proxies.js';
 export { Pool, AsyncResult } from './pool.js';
 export type { PoolOptions, TaskOptions, MapOptions, AsyncOptions } from './pool.js';

@@ -4,7 +4,7 @@
 // methods make objects there and return proxies to them.
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { inspect } from 'node:util';
 import { Pipe, type Connection } from '../connection.js';
 import { ManagerError } from '../errors.js';
@@ -16,6 +16,7 @@ import { selfPid } from '../self.js';
 import { Server, type ServerOptions, type TypeEntry } from './server.js';
 import { BaseProxy, connectionTo, proxyTypes, rememberAuthkey, resetConnection, type ManagerConnection } from './proxy.js';
 import type {
+  PoolProxy,
   ArrayProxy,
   BarrierProxy,
   ConditionProxy,
@@ -46,6 +47,7 @@ import {
   ManagedSemaphore,
   ManagedValue,
 } from './referents.js';
+import { ManagedIterator, ManagedPool, allowModules, asyncResultExposed } from './pool.js';
 import * as P from './protocol.js';
 
 type ProxyClass = new (token: P.Token, authkey: Buffer, how: number) => BaseProxy;
@@ -70,6 +72,12 @@ export interface ManagerOptions extends ServerOptions {
   startMethod?: StartMethod | null;
   /** Milliseconds shutdown() waits for the server process before it kills it (default 1000). */
   shutdownTimeout?: number;
+  /**
+   * Modules (paths or file URLs) a manager Pool's tasks may come from,
+   * besides the main module of the program that starts the server: the
+   * server loads no other module for a client.
+   */
+  poolModules?: readonly string[];
 }
 
 interface Registration extends TypeEntry {
@@ -121,7 +129,10 @@ export class BaseManager {
     if (typeof options !== 'object' || options === null) {
       throw invalidType(`${new.target.name}(options)`, 'an object like { address, authkey, startMethod }', options);
     }
-    const { address = null, authkey = null, startMethod = null, maxMessageBytes, handshakeTimeout, shutdownTimeout } = options;
+    const { address = null, authkey = null, startMethod = null, maxMessageBytes, handshakeTimeout, shutdownTimeout, poolModules = [] } = options;
+    if (!Array.isArray(poolModules) || !poolModules.every((m) => typeof m === 'string')) {
+      throw invalidType(`${new.target.name}: options.poolModules`, 'an array of module paths or file URLs', poolModules);
+    }
     if (authkey !== null && !(authkey instanceof Uint8Array)) throw invalidType(`${new.target.name}: options.authkey`, 'a Buffer or Uint8Array', authkey);
     if (startMethod !== null) checkStartMethod(startMethod);
     if (maxMessageBytes !== undefined && (!Number.isSafeInteger(maxMessageBytes) || maxMessageBytes < 64)) {
@@ -233,6 +244,7 @@ export class BaseManager {
    */
   getServer(): Server {
     if (this.#state !== INITIAL) throw new ManagerError('ERR_MANAGER_STATE', 'getServer(): the manager has already been started or connected');
+    allowModules(this.#poolModules(null));
     return new Server(registryOf(this.constructor), this.#address, this.#authkey, this.#serverOptions());
   }
 
@@ -298,6 +310,18 @@ export class BaseManager {
     return `<${this.constructor.name} ${P.showAddress(this.#address)} ${state}${this.#process?.pid ? ` pid=${this.#process.pid}` : ''}>`;
   }
 
+  /**
+   * The modules a Pool task may come from: the options', and this program's
+   * main module for a server started by spawn or forkserver, which imports it
+   * afresh. A forked server (or one in this process) cannot import it: its
+   * copy of the main module is still evaluating, and would never finish.
+   */
+  #poolModules(method: StartMethod | null): string[] {
+    const main = process.argv[1];
+    const withMain = method !== null && method !== 'fork' && main !== undefined && main !== '';
+    return [...(withMain ? [resolve(main)] : []), ...(this.#options.poolModules ?? [])];
+  }
+
   #serverOptions(): ServerOptions {
     const { maxMessageBytes, handshakeTimeout } = this.#options;
     return { maxMessageBytes, handshakeTimeout };
@@ -311,7 +335,7 @@ export class BaseManager {
     const Class = processClassFor(startMethod);
     const proc: Process = new Class({
       target: serveManager as (...args: unknown[]) => Promise<void>,
-      args: [specs, this.#address, this.#authkey, this.#serverOptions(), writer] as unknown[],
+      args: [specs, this.#address, this.#authkey, this.#serverOptions(), this.#poolModules(startMethod), writer] as unknown[],
       name: `${this.constructor.name}-${currentProcess().name}`,
       // It dies with this process, and does not keep its event loop alive.
       daemon: true,
@@ -422,9 +446,20 @@ export class BaseManager {
  * The server process's target: makes the Server, reports its address (or why
  * it could not listen) on `ready`, and serves until shut down.
  */
-export async function serveManager(specs: TypeSpec[], address: Address, authkey: Uint8Array, options: ServerOptions, ready: Connection): Promise<void> {
+export async function serveManager(
+  specs: TypeSpec[],
+  address: Address,
+  authkey: Uint8Array,
+  options: ServerOptions,
+  poolModules: string[],
+  ready: Connection,
+): Promise<void> {
   // A ^C meant for the program's processes must not take its manager away from them first (as Python's server).
   process.on('SIGINT', () => {});
+  // Started as a daemon, so that it dies with its owner; not one from now on, so that a manager Pool may have workers
+  // (which die with it in turn).
+  currentProcess().daemon = false;
+  allowModules(poolModules);
   let server: Server;
   try {
     const registry = new Map<string, TypeEntry>(specs.map(([typeid, callable, exposed, methodToTypeid]) => [typeid, { typeid, callable, exposed, methodToTypeid }]));
@@ -528,6 +563,13 @@ export class SyncManager extends BaseManager {
   JoinableQueueSync<T = unknown>(maxsize = 0): JoinableQueueProxy<T> {
     return this.createSync('JoinableQueue', [maxsize]) as JoinableQueueProxy<T>;
   }
+  /** A Pool in the server process: `{ processes, maxtasksperchild }`. Its tasks' functions go by reference (see PoolProxy). */
+  Pool(options: { processes?: number | null; maxtasksperchild?: number | null } = {}): Promise<PoolProxy> {
+    return this.create('Pool', [options]) as Promise<PoolProxy>;
+  }
+  PoolSync(options: { processes?: number | null; maxtasksperchild?: number | null } = {}): PoolProxy {
+    return this.createSync('Pool', [options]) as PoolProxy;
+  }
 }
 
 for (const [typeid, callable] of [
@@ -548,6 +590,9 @@ for (const [typeid, callable] of [
 ] as const) {
   SyncManager.register(typeid, callable, { create: false });
 }
+SyncManager.register('Pool', ManagedPool, { create: false, methodToTypeid: ManagedPool.methodToTypeid });
+SyncManager.register('AsyncResult', null, { create: false, exposed: asyncResultExposed });
+SyncManager.register('Iterator', ManagedIterator, { create: false });
 
 /**
  * Python's Manager(): a SyncManager, started. Its methods wait for the

@@ -5,7 +5,9 @@
 import type { WaitOptions } from '../waiting.js';
 import type { PutOptions } from '../queue.js';
 import { warnOwnerDied } from '../lock.js';
+import { referenceOf, type FunctionRefInput } from '../start/reference.js';
 import { BaseProxy, definePairs, proxyTypes } from './proxy.js';
+import { asyncResultExposed } from './pool.js';
 import {
   ManagedArray,
   ManagedBarrier,
@@ -205,6 +207,81 @@ export class JoinableQueueProxy<T = unknown> extends QueueProxy<T> {}
 export interface JoinableQueueProxy<T = unknown> extends Pair<'taskDone', [], void>, Pair<'join', [timeout?: number | null], boolean> {}
 definePairs(JoinableQueueProxy, ManagedJoinableQueue.exposed);
 
+export class AsyncResultProxy<T = unknown> extends BaseProxy {}
+export interface AsyncResultProxy<T = unknown>
+  extends Pair<'get', [timeout?: number | null], T>,
+    Pair<'wait', [timeout?: number | null], boolean>,
+    Pair<'ready', [], boolean>,
+    Pair<'successful', [], boolean> {}
+definePairs(AsyncResultProxy, asyncResultExposed);
+
+export class IteratorProxy extends BaseProxy {}
+export interface IteratorProxy extends Pair<'next', [], [done: boolean, value: unknown]> {}
+definePairs(IteratorProxy, ['next']);
+
+type Task = Function | FunctionRefInput;
+
+/**
+ * A Pool in the manager's server process (Python's PoolProxy). Task
+ * functions go by reference: they must be exports of a module the server
+ * may load (the main module of the program that started it, or one in its
+ * options.poolModules), as with the spawn start method.
+ */
+export class PoolProxy extends BaseProxy {
+  apply<R = unknown>(fn: Task, args: unknown[] = []): Promise<R> {
+    return this.callMethod('apply', [ref(fn), args]) as Promise<R>;
+  }
+  applySync<R = unknown>(fn: Task, args: unknown[] = []): R {
+    return this.callMethodSync('apply', [ref(fn), args]) as R;
+  }
+  applyAsync<R = unknown>(fn: Task, args: unknown[] = []): Promise<AsyncResultProxy<R>> {
+    return this.callMethod('applyAsync', [ref(fn), args]) as Promise<AsyncResultProxy<R>>;
+  }
+  applyAsyncSync<R = unknown>(fn: Task, args: unknown[] = []): AsyncResultProxy<R> {
+    return this.callMethodSync('applyAsync', [ref(fn), args]) as AsyncResultProxy<R>;
+  }
+  map<R = unknown>(fn: Task, items: Iterable<unknown>, options?: { chunksize?: number }): Promise<R[]> {
+    return this.callMethod('map', [ref(fn), [...items], options]) as Promise<R[]>;
+  }
+  mapSync<R = unknown>(fn: Task, items: Iterable<unknown>, options?: { chunksize?: number }): R[] {
+    return this.callMethodSync('map', [ref(fn), [...items], options]) as R[];
+  }
+  mapAsync<R = unknown>(fn: Task, items: Iterable<unknown>, options?: { chunksize?: number }): Promise<AsyncResultProxy<R[]>> {
+    return this.callMethod('mapAsync', [ref(fn), [...items], options]) as Promise<AsyncResultProxy<R[]>>;
+  }
+  starmap<R = unknown>(fn: Task, items: Iterable<unknown[]>, options?: { chunksize?: number }): Promise<R[]> {
+    return this.callMethod('starmap', [ref(fn), [...items], options]) as Promise<R[]>;
+  }
+  starmapSync<R = unknown>(fn: Task, items: Iterable<unknown[]>, options?: { chunksize?: number }): R[] {
+    return this.callMethodSync('starmap', [ref(fn), [...items], options]) as R[];
+  }
+  starmapAsync<R = unknown>(fn: Task, items: Iterable<unknown[]>, options?: { chunksize?: number }): Promise<AsyncResultProxy<R[]>> {
+    return this.callMethod('starmapAsync', [ref(fn), [...items], options]) as Promise<AsyncResultProxy<R[]>>;
+  }
+  /** Results in order as they come, while later tasks still run. */
+  async *imap<R = unknown>(fn: Task, items: Iterable<unknown>, options?: { chunksize?: number }): AsyncGenerator<R> {
+    yield* drain<R>((await this.callMethod('imap', [ref(fn), [...items], options])) as IteratorProxy);
+  }
+  /** Results in the order they finish. */
+  async *imapUnordered<R = unknown>(fn: Task, items: Iterable<unknown>, options?: { chunksize?: number }): AsyncGenerator<R> {
+    yield* drain<R>((await this.callMethod('imapUnordered', [ref(fn), [...items], options])) as IteratorProxy);
+  }
+}
+export interface PoolProxy extends Pair<'close', [], void>, Pair<'terminate', [], void>, Pair<'join', [], void> {}
+definePairs(PoolProxy, ['close', 'terminate', 'join']);
+
+function ref(fn: Task): unknown {
+  return referenceOf(fn, 'Pool task function');
+}
+
+async function* drain<R>(it: IteratorProxy): AsyncGenerator<R> {
+  for (;;) {
+    const [done, value] = await it.next();
+    if (done) return;
+    yield value as R;
+  }
+}
+
 for (const [typeid, Class] of [
   ['dict', DictProxy],
   ['list', ListProxy],
@@ -220,6 +297,9 @@ for (const [typeid, Class] of [
   ['Barrier', BarrierProxy],
   ['Queue', QueueProxy],
   ['JoinableQueue', JoinableQueueProxy],
+  ['Pool', PoolProxy],
+  ['AsyncResult', AsyncResultProxy],
+  ['Iterator', IteratorProxy],
 ] as const) {
   proxyTypes.set(typeid, Class as never);
 }

@@ -78,6 +78,52 @@ describe('a plain node program with a Manager', () => {
   });
 });
 
+describe('a manager Pool', () => {
+  const tasks = `
+    export function square(x) { return x * x; }
+    export function add(a, b) { return a + b; }
+    export function fails(x) { throw new RangeError('bad ' + x); }
+  `;
+  const program = `
+    import { Manager, isMainModule } from NODEMP;
+    import { square, add, fails } from './tasks.mjs';
+    export function cube(x) { return x * x * x; }
+    if (isMainModule(import.meta)) {
+      const m = Manager({ poolModules: [new URL('./tasks.mjs', import.meta.url).href] });
+      try {
+        const pool = await m.Pool({ processes: 2 });
+        const out = [await pool.map(square, [1, 2, 3]), pool.applySync(add, [2, 3]), await pool.starmap(add, [[1, 2]])];
+        const r = await pool.applyAsync(square, [7]);
+        out.push(await r.get(5000), r.successfulSync());
+        const streamed = [];
+        for await (const x of pool.imap(square, [5, 6])) streamed.push(x);
+        out.push(streamed);
+        out.push(await pool.apply(fails, [1]).catch((e) => e.name + ': ' + e.message));
+        out.push(await pool.apply(cube, [2]).catch((e) => e.code));
+        await pool.terminate();
+        console.log(JSON.stringify(out));
+      } finally {
+        await m.shutdown();
+      }
+    }
+  `;
+  for (const [how, nodeArgs, cube] of [
+    ['fork (the server cannot import the still-running main module: poolModules only)', ['--single-threaded'], '"ERR_NOT_EXPORTED"'],
+    ['forkserver (the server imports the main module afresh)', [], '8'],
+  ] as const) {
+    it(`runs tasks in the server's own pool: ${how}`, async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'nodemp-pool-'));
+      writeFileSync(join(dir, 'tasks.mjs'), tasks);
+      writeFileSync(join(dir, 'main.mjs'), program.replaceAll('NODEMP', JSON.stringify(dist)));
+      const child = spawn(process.execPath, [...nodeArgs, join(dir, 'main.mjs')], { stdio: ['ignore', 'pipe', 'pipe'] });
+      started.push(child);
+      const r = await output(child);
+      expect(r.stderr).toBe('');
+      expect(r.stdout).toBe(`[[1,4,9],5,[3],49,true,[25,36],"RangeError: bad 1",${cube}]\n`);
+    });
+  }
+});
+
 function script(source: string): string {
   const dir = mkdtempSync(join(tmpdir(), 'nodemp-remote-'));
   const file = join(dir, 'program.mjs');

@@ -410,6 +410,8 @@ describe('owner-death cleanup', () => {
     `, [name]);
     const tracker = Number(await s.line());
     const creator = s.child.pid!;
+    // The tracker names itself just after it is forked, which a loaded machine may not have run yet.
+    await waitUntil(() => stat(tracker).comm === 'nodemp-tracker', 5000);
     const info = stat(tracker);
     expect(info.comm).toBe('nodemp-tracker');
     expect(info.ppid).not.toBe(creator);

@@ -350,8 +350,16 @@ export class Server {
           }
           const list = argsOf(args);
           setCaller(client);
-          const made = isClass(type.callable) ? Reflect.construct(type.callable, list) : type.callable(...list);
-          this.#reply(client, [id, P.PROXY, this.#keep(client, typeid, made)]);
+          const made: unknown = isClass(type.callable) ? Reflect.construct(type.callable, list) : type.callable(...list);
+          if (!(made instanceof Promise)) {
+            this.#reply(client, [id, P.PROXY, this.#keep(client, typeid, made)]);
+            return;
+          }
+          // An async factory: the object is what it resolves to.
+          made.then(
+            (obj: unknown) => this.#settle(client, id, () => [id, P.PROXY, this.#keep(client, typeid, obj)]),
+            (error: unknown) => this.#settle(client, id, () => [id, P.FAILED, error]),
+          );
           return;
         }
         case P.INCREF:
@@ -416,10 +424,31 @@ export class Server {
       }
     };
     if (result instanceof Promise) {
-      result.then(answer, (error: unknown) => {
-        if (!client.closed) this.#reply(client, [id, P.FAILED, error]);
-      });
+      result.then(
+        (value: unknown) => {
+          try {
+            answer(value);
+          } catch (error) {
+            this.#settle(client, id, () => [id, P.FAILED, error]);
+          }
+        },
+        (error: unknown) => this.#settle(client, id, () => [id, P.FAILED, error]),
+      );
     } else answer(result);
+  }
+
+  /**
+   * Replies to a call that finished later with what `make` gives. Whatever
+   * it throws is the caller's error: an exception must not escape a promise
+   * callback here, where it would end the server as an unhandled rejection.
+   */
+  #settle(client: Client, id: number, make: () => unknown[]): void {
+    if (client.closed) return;
+    try {
+      this.#reply(client, make());
+    } catch (error) {
+      this.#reply(client, [id, P.FAILED, error]);
+    }
   }
 
   /** Queues one reply and sends what the socket takes now; false if it could not even be encoded. */

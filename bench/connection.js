@@ -18,7 +18,7 @@
 // the same work.
 import { spawnSync } from 'node:child_process';
 import { Client, ClientSync, Listener } from '../dist/index.js';
-import { median, pythonPeer } from './lib.js';
+import { echoLoop, median, pingLoop, pythonPeer } from './lib.js';
 import { withEchoChild } from './messaging.js';
 
 const quick = process.argv.includes('--quick');
@@ -50,23 +50,6 @@ function connectRounds(listener, connect) {
       return samples;
     },
   );
-}
-
-function pingLoop(conn, total) {
-  const samples = [];
-  for (let i = 0; i < total; i++) {
-    const t0 = performance.now();
-    conn.send({ i });
-    const m = conn.recvSync();
-    const t = performance.now();
-    if (m.i !== i) throw new Error(`ping-pong answer ${m.i} where ${i} was expected`);
-    if (i >= WARMUP) samples.push((t - t0) * 1000);
-  }
-  return samples;
-}
-
-function echoLoop(conn, total) {
-  for (let i = 0; i < total; i++) conn.send(conn.recvSync());
 }
 
 /** This process's CPU list as taskset writes it, and its first two CPUs; null without taskset (not Linux). */
@@ -105,7 +88,7 @@ async function pingRounds(listener, placement = 'free') {
       () => {
         if (placement === 'apart') pinSelf(cpus.first[0]);
         const conn = ClientSync(listener.address);
-        const samples = pingLoop(conn, PING + WARMUP);
+        const samples = pingLoop(conn, PING + WARMUP, WARMUP);
         conn.close();
         return samples;
       },

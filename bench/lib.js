@@ -40,3 +40,22 @@ export function pythonPeer(script, commands, interpreter = 'python3') {
   if (r.error || r.status !== 0) throw new Error(`${script} under ${interpreter} failed: ${r.error ?? `status ${r.status}`}`);
   return JSON.parse(r.stdout);
 }
+
+/** `total` blocking round trips of a small object over `conn` (the far end runs echoLoop); samples in us, the first `warmup` dropped. */
+export function pingLoop(conn, total, warmup) {
+  const samples = [];
+  for (let i = 0; i < total; i++) {
+    const t0 = performance.now();
+    conn.send({ i });
+    const m = conn.recvSync();
+    const t = performance.now();
+    if (m.i !== i) throw new Error(`ping-pong answer ${m.i} where ${i} was expected`);
+    if (i >= warmup) samples.push((t - t0) * 1000);
+  }
+  return samples;
+}
+
+/** Sends back each of the next `total` messages on `conn`. */
+export function echoLoop(conn, total) {
+  for (let i = 0; i < total; i++) conn.send(conn.recvSync());
+}

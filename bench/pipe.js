@@ -6,7 +6,7 @@
 // child, both started behind one gate (forks outside the clock), from the gate
 // opening to the last message received and checked. Prints one JSON object.
 import { Pipe } from '../dist/index.js';
-import { median } from './lib.js';
+import { echoLoop, median, pingLoop } from './lib.js';
 import { WorkerHost, asyncRoundTrips, gated, obj, python, stamp, withEchoChild } from './messaging.js';
 
 const quick = process.argv.includes('--quick');
@@ -59,23 +59,6 @@ function recvBytes(conn, n, size) {
   return { count: n, sum };
 }
 
-function pingLoop(conn, total) {
-  const samples = [];
-  for (let i = 0; i < total; i++) {
-    const t0 = performance.now();
-    conn.send({ i });
-    const m = conn.recvSync();
-    const t = performance.now();
-    if (m.i !== i) throw new Error(`ping-pong answer ${m.i} where ${i} was expected`);
-    if (i >= WARMUP) samples.push((t - t0) * 1000);
-  }
-  return samples;
-}
-
-function echoLoop(conn, total) {
-  for (let i = 0; i < total; i++) conn.send(conn.recvSync());
-}
-
 const [reader, writer] = Pipe({ duplex: false });
 const [near, far] = Pipe();
 const small = Buffer.alloc(64);
@@ -116,7 +99,7 @@ function nodempBytes(buf, n) {
 }
 
 function nodempPing() {
-  return withEchoChild(() => echoLoop(far, PING + WARMUP), () => pingLoop(near, PING + WARMUP));
+  return withEchoChild(() => echoLoop(far, PING + WARMUP), () => pingLoop(near, PING + WARMUP, WARMUP));
 }
 
 function nodempPingAsync() {

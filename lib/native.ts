@@ -79,8 +79,7 @@ export interface Native {
   netAccept(fd: number, timeoutMs: number): [number, number, Buffer | string, number] | -1;
   /** [family, address (a Buffer for Unix), port] of the socket's own end. */
   netName(fd: number): [number, Buffer | string, number];
-  netWrite(fd: number, data: Buffer): void;
-  netTrySend(fd: number, data: Buffer, offset: number): number;
+  netWrite(fd: number, data: Buffer, offset?: number, wait?: boolean): number;
   // SharedMemory (native/shm.cc, native/tracker.cc)
   shmOpen(name: string, create: boolean, size: number, track: boolean): ArrayBuffer;
   shmClose(buffer: ArrayBuffer): void;

@@ -342,19 +342,24 @@ Napi::Value Accept(const Napi::CallbackInfo& info) {
   }
 }
 
-// netWrite(fd, buffer): writes all of it, waiting in poll() while the
-// socket buffer is full. For the handshake's few short messages, which go in
-// Python's framing, not a Connection's.
+// netWrite(fd, buffer, offset = 0, wait = true) -> bytes written from
+// offset: all of them, waiting in poll() while the socket buffer is full; or,
+// with wait false, what the socket takes now (a server's reply to a client
+// that does not read must not stall its other clients: lib/manager/server.ts
+// keeps the rest). For the handshake's few short messages, which go in
+// Python's framing, not a Connection's, and a manager server's replies.
 Napi::Value Write(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = info[0].As<Napi::Number>().Int32Value();
   Napi::Buffer<uint8_t> data = info[1].As<Napi::Buffer<uint8_t>>();
-  size_t done = 0;
+  size_t start = info.Length() > 2 ? static_cast<size_t>(info[2].As<Napi::Number>().Int64Value()) : 0;
+  bool wait = info.Length() <= 3 || info[3].ToBoolean();
 #if defined(MSG_NOSIGNAL)
-  constexpr int flags = MSG_NOSIGNAL;
+  const int flags = MSG_NOSIGNAL | (wait ? 0 : MSG_DONTWAIT);
 #else
-  constexpr int flags = 0;
+  const int flags = wait ? 0 : MSG_DONTWAIT;
 #endif
+  size_t done = start;
   while (done < data.Length()) {
     ssize_t n = send(fd, data.Data() + done, data.Length() - done, flags);
     if (n >= 0) {
@@ -364,39 +369,12 @@ Napi::Value Write(const Napi::CallbackInfo& info) {
     if (errno == EINTR) continue;
     int err = errno;
     if (err == EAGAIN || err == EWOULDBLOCK) {
+      if (!wait) break;
       int r = WaitFor(fd, POLLOUT, -1);
       if (r >= 0) continue;
       err = -r;
     }
     ThrowErrno(env, err, "send", "fd " + std::to_string(fd));
-    return env.Undefined();
-  }
-  return env.Undefined();
-}
-
-// netTrySend(fd, buffer, offset) -> bytes written from offset, without
-// waiting: a server's reply to a client that does not read must not stall
-// the server's other clients (lib/manager/server.ts keeps the rest).
-Napi::Value TrySend(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  int fd = info[0].As<Napi::Number>().Int32Value();
-  Napi::Buffer<uint8_t> data = info[1].As<Napi::Buffer<uint8_t>>();
-  size_t done = info[2].As<Napi::Number>().Int64Value();
-#if defined(MSG_NOSIGNAL)
-  constexpr int flags = MSG_NOSIGNAL | MSG_DONTWAIT;
-#else
-  constexpr int flags = MSG_DONTWAIT;
-#endif
-  size_t start = done;
-  while (done < data.Length()) {
-    ssize_t n = send(fd, data.Data() + done, data.Length() - done, flags);
-    if (n >= 0) {
-      done += static_cast<size_t>(n);
-      continue;
-    }
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) break;
-    ThrowErrno(env, errno, "send", "fd " + std::to_string(fd));
     return env.Undefined();
   }
   return Napi::Number::New(env, static_cast<double>(done - start));
@@ -411,7 +389,6 @@ void InitListener(Napi::Env env, Napi::Object exports) {
   exports.Set("netAccept", Napi::Function::New(env, Accept, "netAccept"));
   exports.Set("netName", Napi::Function::New(env, Name, "netName"));
   exports.Set("netWrite", Napi::Function::New(env, Write, "netWrite"));
-  exports.Set("netTrySend", Napi::Function::New(env, TrySend, "netTrySend"));
 }
 
 }  // namespace nodemp

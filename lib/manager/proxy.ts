@@ -595,30 +595,19 @@ export function definePairs(Class: { prototype: object }, names: readonly string
   const proto = Class.prototype as Record<string, unknown>;
   for (const name of names) {
     if (reserved.has(name)) continue;
-    if (!Object.hasOwn(proto, name)) {
-      Object.defineProperty(proto, name, {
-        value: {
-          [name](this: BaseProxy, ...args: unknown[]) {
-            return this.callMethod(name, args);
-          },
-        }[name],
-        writable: true,
-        configurable: true,
-      });
-    }
-    const sync = `${name}Sync`;
-    if (!Object.hasOwn(proto, sync)) {
-      Object.defineProperty(proto, sync, {
-        value: {
-          [sync](this: BaseProxy, ...args: unknown[]) {
-            return this.callMethodSync(name, args);
-          },
-        }[sync],
-        writable: true,
-        configurable: true,
-      });
-    }
+    defineMethod(proto, name, function (this: BaseProxy, ...args: unknown[]) {
+      return this.callMethod(name, args);
+    });
+    defineMethod(proto, `${name}Sync`, function (this: BaseProxy, ...args: unknown[]) {
+      return this.callMethodSync(name, args);
+    });
   }
+}
+
+function defineMethod(proto: Record<string, unknown>, name: string, fn: Function): void {
+  if (Object.hasOwn(proto, name)) return;
+  Object.defineProperty(fn, 'name', { value: name });
+  Object.defineProperty(proto, name, { value: fn, writable: true, configurable: true });
 }
 
 sharedByName(

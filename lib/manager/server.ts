@@ -474,7 +474,7 @@ export class Server {
     try {
       while (client.outbox.length > 0) {
         const frame = client.outbox[0] as Buffer;
-        client.sent += native.netTrySend(client.fd, frame, client.sent);
+        client.sent += native.netWrite(client.fd, frame, client.sent, false);
         if (client.sent < frame.length) break;
         client.outbox.shift();
         client.sent = 0;

@@ -18,7 +18,7 @@ import sys
 import time
 from multiprocessing import Manager
 
-WARMUP = 200
+WARMUP = 2000
 
 
 def timed(rounds, op):

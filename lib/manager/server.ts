@@ -488,7 +488,14 @@ function argsOf(args: unknown): unknown[] {
 }
 
 function preview(v: unknown): string {
-  return inspect(v, { depth: 1, maxArrayLength: 5, maxStringLength: 80, breakLength: Infinity });
+  try {
+    return inspect(v, { depth: 1, maxArrayLength: 5, maxStringLength: 80, breakLength: Infinity });
+  } catch {
+    // What a client sent may not even be printable (an error whose stack is an
+    // object with no usable toString makes inspect() throw); the request is
+    // still answered, not dropped with the exception.
+    return `a value that cannot be shown (${Array.isArray(v) ? 'an array' : typeof v})`;
+  }
 }
 
 function undelivered(obj: object, method: string, value: unknown): void {

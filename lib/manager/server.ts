@@ -94,6 +94,10 @@ const SERVE_IN_A_ROW = 64;
 /** Accepts run side by side, so that clients slow to authenticate hold up only their own. */
 const CONCURRENT_ACCEPTS = 8;
 
+/** accept()'s failures that last until descriptors or memory are given back, and how long the server waits before it tries again. */
+const OUT_OF_RESOURCES = new Set(['EMFILE', 'ENFILE', 'ENOBUFS', 'ENOMEM']);
+const ACCEPT_RETRY_MS = 100;
+
 // The server of this process, if it runs one: a proxy of its own objects
 // decoded here stands for the object itself (proxy.ts asks).
 let running: Server | null = null;
@@ -261,7 +265,15 @@ export class Server {
         this.#acceptNext();
         this.#welcome(conn);
       },
-      () => {
+      (error: unknown) => {
+        // Out of descriptors or memory, accept() fails at once, and again
+        // while the client waits in the backlog: trying again from this
+        // microtask would spin without the event loop ever serving anyone
+        // (the clients already connected included), so the next try waits.
+        if (error instanceof OSError && OUT_OF_RESOURCES.has(error.code)) {
+          setTimeout(() => this.#acceptNext(), ACCEPT_RETRY_MS);
+          return;
+        }
         // A client that failed to authenticate, or the listener closed: the
         // client was told, and the next one is served.
         this.#acceptNext();

@@ -299,7 +299,12 @@ export class Server {
       let request: unknown;
       try {
         request = client.reader.next();
-        if (request === NONE && client.reader.fill(0)) request = client.reader.next();
+        // Until a whole frame is there, or the socket has nothing more: what
+        // is already there (the rest of a frame, the end of the stream) is
+        // not left to a next readiness event, which does not come once libuv
+        // has stopped the poll handle on POLLERR (a peer that reset the
+        // connection: its last bytes and its end would never be read).
+        while (request === NONE && client.reader.fill(0)) request = client.reader.next();
       } catch (error) {
         if (error instanceof EOFError || error instanceof OSError) {
           this.#close(client);

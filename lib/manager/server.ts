@@ -96,6 +96,10 @@ const SERVE_IN_A_ROW = 64;
 /** Accepts run side by side, so that clients slow to authenticate hold up only their own. */
 const CONCURRENT_ACCEPTS = 8;
 
+/** accept()'s failures that last until descriptors or memory are given back, and how long the server waits before it tries again. */
+const OUT_OF_RESOURCES = new Set(['EMFILE', 'ENFILE', 'ENOBUFS', 'ENOMEM']);
+const ACCEPT_RETRY_MS = 100;
+
 // The server of this process, if it runs one: a proxy of its own objects
 // decoded here stands for the object itself (proxy.ts asks).
 let running: Server | null = null;
@@ -266,7 +270,15 @@ export class Server {
         this.#acceptNext();
         this.#welcome(conn);
       },
-      () => {
+      (error: unknown) => {
+        // Out of descriptors or memory, accept() fails at once, and again
+        // while the client waits in the backlog: trying again from this
+        // microtask would spin without the event loop ever serving anyone
+        // (the clients already connected included), so the next try waits.
+        if (error instanceof OSError && OUT_OF_RESOURCES.has(error.code)) {
+          setTimeout(() => this.#acceptNext(), ACCEPT_RETRY_MS);
+          return;
+        }
         // A client that failed to authenticate, or the listener closed: the
         // client was told, and the next one is served.
         this.#acceptNext();
@@ -292,7 +304,12 @@ export class Server {
       let request: unknown;
       try {
         request = client.reader.next();
-        if (request === NONE && client.reader.fill(0)) request = client.reader.next();
+        // Until a whole frame is there, or the socket has nothing more: what
+        // is already there (the rest of a frame, the end of the stream) is
+        // not left to a next readiness event, which does not come once libuv
+        // has stopped the poll handle on POLLERR (a peer that reset the
+        // connection: its last bytes and its end would never be read).
+        while (request === NONE && client.reader.fill(0)) request = client.reader.next();
       } catch (error) {
         if (error instanceof EOFError || error instanceof OSError) {
           this.#close(client);
@@ -528,7 +545,14 @@ function argsOf(args: unknown): unknown[] {
 }
 
 function preview(v: unknown): string {
-  return inspect(v, { depth: 1, maxArrayLength: 5, maxStringLength: 80, breakLength: Infinity });
+  try {
+    return inspect(v, { depth: 1, maxArrayLength: 5, maxStringLength: 80, breakLength: Infinity });
+  } catch {
+    // What a client sent may not even be printable (an error whose stack is an
+    // object with no usable toString makes inspect() throw); the request is
+    // still answered, not dropped with the exception.
+    return `a value that cannot be shown (${Array.isArray(v) ? 'an array' : typeof v})`;
+  }
 }
 
 function undelivered(obj: object, method: string, value: unknown): void {

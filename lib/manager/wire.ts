@@ -78,7 +78,14 @@ export class FrameReader {
     const from = at + header;
     this.#start = from + length;
     if (this.#start === this.#end) this.#start = this.#end = 0;
-    return this.#untrusted ? decodeUntrusted(tag, buf, from, from + length) : decodeRange(tag, buf, from, from + length);
+    if (!this.#untrusted) return decodeRange(tag, buf, from, from + length);
+    // A peer's frame is decoded from a view of it alone. msgpackr checks a
+    // string's or an array's length against the end it is given only once the
+    // whole value is read; meanwhile an extension's reader (nodemp's by-name
+    // crossing, RegExp) gets what it read, and its error, which goes back to
+    // the client, would carry the bytes past the frame: this buffer's stale
+    // contents, earlier frames, or memory allocUnsafe() never cleared.
+    return decodeUntrusted(tag, buf.subarray(from, from + length), 0, length);
   }
 
   /** Room for `need` bytes from the current frame's start: moved to the front, or a larger buffer. */

@@ -322,6 +322,13 @@ interface Waiter {
 }
 
 /**
+ * Internal (lib/manager/): the next client, taken from the kernel but not yet
+ * authenticated; the function runs its handshake. A server takes the next
+ * client at once, however long this one's handshake lasts.
+ */
+export let takeClient: (listener: Listener) => Promise<() => Promise<Connection>>;
+
+/**
  * Python's multiprocessing.connection.Listener: a bound, listening socket
  * whose accept() gives a Connection per client, authenticated first when
  * an authkey is given. `accept()` waits on the event loop, `acceptSync()`
@@ -421,15 +428,23 @@ export class Listener {
 
   /** acceptSync() on the event loop: resolves with the next client's Connection. */
   async accept(): Promise<Connection> {
-    this.#listening('accept');
-    const fd = this.#took(await this.#nextClient());
-    try {
-      if (this.#authkey !== null) await handshake(fd, listenerSide(this.#authkey), this.#handshakeTimeout);
-      return new Connection(fd, { serializer: this.#serializer });
-    } catch (error) {
-      native.connClose(fd);
-      throw error;
-    }
+    return (await takeClient(this))();
+  }
+
+  static {
+    takeClient = async (listener) => {
+      listener.#listening('accept');
+      const fd = listener.#took(await listener.#nextClient());
+      return async () => {
+        try {
+          if (listener.#authkey !== null) await handshake(fd, listenerSide(listener.#authkey), listener.#handshakeTimeout);
+          return new Connection(fd, { serializer: listener.#serializer });
+        } catch (error) {
+          native.connClose(fd);
+          throw error;
+        }
+      };
+    };
   }
 
   /**

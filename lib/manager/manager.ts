@@ -217,7 +217,11 @@ export class BaseManager {
    * started (as Manager() returns them) it only waits (Python raises).
    */
   start(): Promise<void> {
-    if (this.#state !== STARTED) this.#launch('start');
+    try {
+      if (this.#state !== STARTED) this.#launch('start');
+    } catch (error) {
+      return Promise.reject(error);
+    }
     return this.#whenReady();
   }
 
@@ -229,13 +233,15 @@ export class BaseManager {
 
   /** Checks that a server answers at `address` with this authkey (Python's connect()). */
   async connect(): Promise<void> {
-    this.#beginConnect('connect');
-    await (this.#connection as ManagerConnection).call(P.INFO, []);
+    const conn = this.#beginConnect('connect');
+    await conn.call(P.INFO, []);
+    this.#connected(conn);
   }
 
   connectSync(): void {
-    this.#beginConnect('connectSync');
-    (this.#connection as ManagerConnection).callSync(P.INFO, []);
+    const conn = this.#beginConnect('connectSync');
+    conn.callSync(P.INFO, []);
+    this.#connected(conn);
   }
 
   /**
@@ -397,11 +403,17 @@ export class BaseManager {
     return new ManagerError('ERR_MANAGER_DEAD', `the manager's server process (pid ${proc.pid}) ended before it listened, exit code ${proc.exitCode}`, { cause: error });
   }
 
-  #beginConnect(method: string): void {
+  // A connect() that fails leaves the manager as it was, to be tried again.
+  #beginConnect(method: string): ManagerConnection {
     if (this.#state !== INITIAL) throw new ManagerError('ERR_MANAGER_STATE', `${method}(): the manager has already been started or connected`);
+    return resetConnection(this.#address, this.#authkey);
+  }
+
+  #connected(conn: ManagerConnection): void {
+    if (this.#state !== INITIAL) throw new ManagerError('ERR_MANAGER_STATE', 'connect(): the manager was started or connected meanwhile');
     this.#state = CONNECTED;
     rememberAuthkey(this.#address, this.#authkey);
-    this.#connection = resetConnection(this.#address, this.#authkey);
+    this.#connection = conn;
   }
 
   #conn(): ManagerConnection {
@@ -421,17 +433,12 @@ export class BaseManager {
     }
     this.#state = SHUT_DOWN;
     const shutDown = new ManagerError('ERR_MANAGER_SHUT_DOWN', `the manager at ${P.showAddress(this.#address)} was shut down`);
-    if (state === CONNECTED) {
-      this.#connection?.close(shutDown);
-      return null;
-    }
+    // A connected manager leaves the server, and the connection its proxies use, as they are.
+    if (state === CONNECTED) return null;
     const proc = this.#process as Process;
-    if (this.#ready === null && this.#connection !== null) {
-      try {
-        this.#connection.callSync(P.SHUTDOWN, []);
-      } catch {
-        // Dead already: the join below sees it.
-      }
+    if (this.#ready === null && this.#connection !== null && this.#connection.connected) {
+      // Asked without waiting for an answer: a server that does not stop in time is killed.
+      this.#connection.notify(P.SHUTDOWN, 0);
       this.#connection.close(shutDown);
     } else {
       this.#ready?.close();

@@ -10,6 +10,7 @@ import { Pool, type AsyncResult } from '../pool.js';
 import { checkInteger, invalidType } from '../args.js';
 import { SerializationError } from '../errors.js';
 import { loadReference, type FunctionRef } from '../start/reference.js';
+import { FREED } from './referents.js';
 
 /** A module's file URL as this process sees it (links resolved), or null for what is not a file. */
 export function moduleKey(module: string): string | null {
@@ -117,6 +118,11 @@ export class ManagedPool {
 
   close(): void {
     this.#pool.close();
+  }
+
+  /** Dropped by every client (or the server shut down): its workers go, as a collected Python Pool's do. */
+  [FREED](): Promise<void> {
+    return this.#pool.terminate();
   }
 
   terminate(): Promise<void> {

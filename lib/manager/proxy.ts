@@ -14,17 +14,15 @@
 // process that ends gives back all of its own as its connection closes.
 import { inspect } from 'node:util';
 import { native } from '../native.js';
-import { codecFor, decodingUntrusted, sharedByName } from '../codec.js';
+import { decodingUntrusted, sharedByName } from '../codec.js';
 import { Client, ClientSync, type Address } from '../listener.js';
 import { unwatchFd, watchFd, type Connection } from '../connection.js';
 import { EOFError, ManagerError, OSError } from '../errors.js';
 import { selfPid } from '../self.js';
 import { currentProcess, onChildStart } from '../process.js';
-import { runningServer } from './server.js';
-import { FrameReader, NONE, SpinGauge } from './wire.js';
+import { runningServer, type Server } from './server.js';
+import { FrameReader, NONE, SpinGauge, frameOf } from './wire.js';
 import * as P from './protocol.js';
-
-const codec = codecFor('msgpack');
 
 // How long a Sync call re-reads for its reply before it sleeps in the read.
 const REPLY_SPIN_MS = 0.05;
@@ -86,11 +84,20 @@ export class ManagerConnection {
   #watching = false;
   #failure: ManagerError | null = null;
   readonly #spin = new SpinGauge();
+  // Frames the socket has not taken yet, and how much of the first it has.
+  readonly #outbox: Buffer[] = [];
+  #outSent = 0;
+  #flushTimer: ReturnType<typeof setTimeout> | null = null;
   readonly #onReadable = (): void => this.#drain();
 
   constructor(address: Address, authkey: Buffer) {
     this.address = address;
     this.#authkey = authkey;
+  }
+
+  /** Whether this process has connected (and not closed since). */
+  get connected(): boolean {
+    return this.#conn !== null;
   }
 
   /** Why calls fail from now on, or null. */
@@ -128,9 +135,18 @@ export class ManagerConnection {
 
   callSync(op: number, operands: unknown[]): unknown {
     this.#check();
+    this.#notSelf();
     this.connectSync();
     const id = this.#nextId++;
     this.#send([id, op, ...operands]);
+    if (this.#outbox.length > 0) {
+      try {
+        this.#flushSync();
+      } catch (error) {
+        this.#lost(error);
+        throw this.#failure;
+      }
+    }
     const reader = this.#reader as FrameReader;
     // A server that answers at once is read without the sleep and wake-up of a blocking read.
     let spinUntil = this.#spin.allowed() ? performance.now() + REPLY_SPIN_MS : 0;
@@ -163,10 +179,60 @@ export class ManagerConnection {
   notify(op: number, operand: number): void {
     if (this.#conn === null || this.#failure !== null) return;
     try {
-      const frame = smallRequest(op, operand);
-      native.netWrite(this.#fd, frame);
+      this.#write(smallRequest(op, operand));
     } catch (error) {
       this.#lost(error);
+    }
+  }
+
+  /**
+   * Sends a frame without waiting for room: what the socket does not take
+   * waits in the outbox. A sender that waited could wait forever: a server
+   * whose replies to us are not read stops reading our requests.
+   */
+  #write(frame: Buffer): void {
+    if (this.#outbox.length === 0) {
+      const n = native.netWrite(this.#fd, frame, 0, false);
+      if (n === frame.length) return;
+      this.#outSent = n;
+    }
+    this.#outbox.push(frame);
+    this.#flushLater();
+  }
+
+  /** Sends what the outbox holds as far as the socket takes it; true once it is empty. */
+  #flushNow(): boolean {
+    while (this.#outbox.length > 0) {
+      const frame = this.#outbox[0] as Buffer;
+      this.#outSent += native.netWrite(this.#fd, frame, this.#outSent, false);
+      if (this.#outSent < frame.length) return false;
+      this.#outbox.shift();
+      this.#outSent = 0;
+    }
+    return true;
+  }
+
+  // The outbox is flushed from a timer, replies being read meanwhile (the
+  // watch reads them as they come).
+  #flushLater(): void {
+    if (this.#flushTimer !== null) return;
+    this.#flushTimer = setTimeout(() => {
+      this.#flushTimer = null;
+      if (this.#conn === null) return;
+      try {
+        if (!this.#flushNow()) this.#flushLater();
+      } catch (error) {
+        this.#lost(error);
+      }
+    }, 1);
+  }
+
+  /** For a Sync call: flushes the outbox, reading replies while the socket has no room. */
+  #flushSync(): void {
+    const reader = this.#reader as FrameReader;
+    while (!this.#flushNow()) {
+      for (let m = reader.next(); m !== NONE; m = reader.next()) this.#dispatch(m);
+      if (!reader.fill(0)) native.connPoll(this.#fd, 1);
     }
   }
 
@@ -194,6 +260,9 @@ export class ManagerConnection {
     if (this.#failure === null) this.#failure = failure;
     const pending = [...this.#pending.values()];
     this.#pending.clear();
+    this.#outbox.length = 0;
+    if (this.#flushTimer !== null) clearTimeout(this.#flushTimer);
+    this.#flushTimer = null;
     if (this.#conn !== null) {
       if (this.#watching) unwatchFd(this.#fd);
       this.#watching = false;
@@ -221,6 +290,8 @@ export class ManagerConnection {
     this.#reader = null;
     this.#watching = false;
     this.#pending.clear();
+    this.#outbox.length = 0;
+    this.#flushTimer = null;
   }
 
   #connect(): Promise<void> {
@@ -287,13 +358,34 @@ export class ManagerConnection {
     if (this.#failure !== null) throw this.#failure;
   }
 
+  // The server's own process would wait for itself: it serves from the event loop this thread would block.
+  #notSelf(): void {
+    const server = runningServer();
+    if (server !== null && P.addressKey(server.address) === P.addressKey(this.address)) {
+      throw new ManagerError('ERR_MANAGER_STATE', `the process that runs the manager server at ${P.showAddress(this.address)} cannot wait for it with a Sync call; use the Promise form`);
+    }
+  }
+
   #send(message: unknown[]): void {
-    const body = codec.encode(message);
-    if (body.byteLength > this.#limit) {
-      throw new ManagerError('ERR_MESSAGE_TOO_LONG', `a request of ${body.byteLength} bytes, over the server's limit of ${this.#limit} bytes (its maxMessageBytes)`);
+    // The proxies in the message put a reference in transit as it is
+    // encoded: if it then does not go, they are taken back.
+    const sent: Array<() => void> = [];
+    sending = sent;
+    let frame: Buffer;
+    try {
+      frame = frameOf(message);
+      const length = frame.length - (frame.readUInt32LE(1) === 0xffffffff ? 13 : 5);
+      if (length > this.#limit) {
+        throw new ManagerError('ERR_MESSAGE_TOO_LONG', `a request of ${length} bytes, over the server's limit of ${this.#limit} bytes (its maxMessageBytes)`);
+      }
+    } catch (error) {
+      for (const undo of sent) undo();
+      throw error;
+    } finally {
+      sending = null;
     }
     try {
-      native.connSend(this.#fd, codec.tag, body, 0, body.byteLength, false);
+      this.#write(frame);
     } catch (error) {
       this.#lost(error);
       throw this.#failure;
@@ -388,16 +480,22 @@ export function connectionTo(address: Address, authkey: Buffer = authkeyFor(addr
   return c;
 }
 
-/** Internal: a fresh connection to `address` from now on (a manager started or connected again). */
+/** Internal: this process's connection to `address` for a manager started or connected anew: the one there is, or a fresh one if it failed. */
 export function resetConnection(address: Address, authkey: Buffer): ManagerConnection {
   const key = P.addressKey(address);
-  connections.get(key)?.close(new ManagerError('ERR_MANAGER_DEAD', `the manager at ${P.showAddress(address)} was replaced`));
+  const existing = connections.get(key);
+  // A live one is every manager's and proxy's of that server in this process.
+  if (existing !== undefined && existing.failure === null) return existing;
   const c = new ManagerConnection(address, authkey);
   connections.set(key, c);
   return c;
 }
 
 // ---- proxies ----
+
+// While ManagerConnection.#send() encodes a request: how to take back the
+// references its proxies put in transit, should it not go.
+let sending: Array<() => void> | null = null;
 
 // How a proxy got its server reference.
 const HELD = 0;
@@ -409,7 +507,7 @@ interface Holding {
   // The process whose reference this is (a forked child takes its own).
   owner: number;
   // A reference of this process's own server (no connection).
-  readonly local: boolean;
+  local: boolean;
   // Still in transit: not yet adopted.
   transit: boolean;
 }
@@ -448,10 +546,24 @@ export class BaseProxy {
     const server = runningServer();
     const local = server !== null && P.addressKey(server.address) === P.addressKey(token.address);
     this.#holding = { address: token.address, id: token.id, owner: selfPid, local, transit: how === IN_TRANSIT && !local };
-    if (local && how === IN_TRANSIT) (server as { adoptLocal(id: number): void }).adoptLocal(token.id);
+    if (local && how === IN_TRANSIT) (server as Server).adoptLocal(token.id);
+    if (local && how === HELD) {
+      // A reply over this process's connection to its own server: the
+      // reference moves from the connection to the process itself.
+      (server as Server).holdLocal(token.id);
+      connectionTo(token.address).notify(P.DECREF, token.id);
+    }
     held.register(this, this.#holding);
     live.set(this.#holding, new WeakRef(this));
-    if (this.#holding.transit) queueMicrotask(() => this.#adopt());
+    if (this.#holding.transit) {
+      queueMicrotask(() => {
+        try {
+          this.#adopt();
+        } catch {
+          // The server is gone or refuses this process: its calls will say so.
+        }
+      });
+    }
   }
 
   /** Which server, which object there, what it exposes. */
@@ -486,8 +598,13 @@ export class BaseProxy {
   /** Internal: for a forked child, a reference of its own. */
   static takeOver(proxy: BaseProxy): void {
     const h = proxy.#holding;
-    if (h.owner === selfPid || h.local) return;
+    if (h.owner === selfPid) return;
     h.owner = selfPid;
+    // The parent's reference (held, local to its server, or still in transit:
+    // the parent adopts that one itself) stays the parent's; the child takes
+    // one of its own over its own connection.
+    h.local = false;
+    h.transit = false;
     const c = proxy.#connection();
     try {
       c.connectSync();
@@ -495,15 +612,20 @@ export class BaseProxy {
       // The server is gone: calls will say so.
       return;
     }
-    c.notify(h.transit ? P.ADOPT : P.INCREF, h.id);
-    h.transit = false;
+    c.notify(P.INCREF, h.id);
   }
 
   /** Internal: the by-name crossing's text, with a reference put in transit for the receiver. */
   static sent(proxy: BaseProxy): string {
     const h = proxy.#holding;
-    if (h.local) runningServer()?.sendLocal(h.id);
-    else {
+    if (h.local) {
+      const server = runningServer();
+      server?.sendLocal(h.id);
+      sending?.push(() => {
+        server?.adoptLocal(h.id);
+        server?.releaseLocal(h.id);
+      });
+    } else {
       const c = proxy.#connection();
       if (c.failure === null) {
         try {
@@ -512,6 +634,10 @@ export class BaseProxy {
           // The server is gone: the receiver's calls will say so.
         }
         c.notify(P.SEND, h.id);
+        sending?.push(() => {
+          c.notify(P.ADOPT, h.id);
+          c.notify(P.DECREF, h.id);
+        });
       }
     }
     return P.tokenText(proxy.#token);

@@ -12,6 +12,9 @@ import { deadlineAfter, deadlineOf, type WaitOptions } from '../waiting.js';
 import { coerceElement } from '../value.js';
 import { runningServer } from './server.js';
 
+/** A method the server calls on an object it lets go of (its last reference dropped, or the server shut down). */
+export const FREED = Symbol('nodemp.manager.freed');
+
 /** One client connection, as the objects it uses see it. */
 export interface Caller {
   readonly pid: number;
@@ -29,6 +32,8 @@ export function setCaller(c: Caller): void {
 
 interface Waiter<T> {
   who: Caller;
+  // What the waiter brings (a put()'s item), taken when its turn comes.
+  payload: unknown;
   resolve(value: T): void;
   timer: ReturnType<typeof setTimeout> | null;
   forget: () => void;
@@ -46,11 +51,11 @@ class WaitQueue<T> {
   }
 
   /** Parks the current caller until wake() gives it a value, or until `deadline`, when it gets onTimeout(). */
-  wait(deadline: number, onTimeout: () => T): Promise<T> {
+  wait(deadline: number, onTimeout: () => T, payload?: unknown): Promise<T> {
     const who = caller;
     if (who.closed) return FOREVER;
     return new Promise<T>((resolve) => {
-      const waiter: Waiter<T> = { who, resolve, timer: null, forget: () => this.#remove(waiter) };
+      const waiter: Waiter<T> = { who, payload, resolve, timer: null, forget: () => this.#remove(waiter) };
       if (deadline !== Infinity) {
         waiter.timer = setTimeout(
           () => {
@@ -724,9 +729,10 @@ export class ManagedQueue {
     const deadline = optionsDeadline('put', options);
     if (!this.full()) return this.#store(item);
     if (deadline === -Infinity) throw new QueueFull();
-    return this.#putters.wait(deadline, () => false).then((room) => {
-      if (!room) throw new QueueFull();
-      this.#store(item);
+    // The item goes in when a get() makes room, in that get()'s turn, so
+    // that no put() handled meanwhile takes the room first.
+    return this.#putters.wait(deadline, () => false, item).then((stored) => {
+      if (!stored) throw new QueueFull();
     });
   }
 
@@ -781,8 +787,13 @@ export class ManagedQueue {
 
   #takeItem(): unknown {
     const item = this.#items.shift();
-    const putter = this.#putters.take();
-    if (putter !== null) putter.resolve(true);
+    for (let putter = this.#putters.take(); putter !== null; putter = this.#putters.take()) {
+      if (putter.who.closed) continue;
+      this.stored();
+      this.#items.push(putter.payload);
+      putter.resolve(true);
+      break;
+    }
     return item;
   }
 }

@@ -9,10 +9,11 @@
 import { inspect } from 'node:util';
 import { native } from '../native.js';
 import { unwatchFd, watchFd, type Connection } from '../connection.js';
-import { Listener, type Address } from '../listener.js';
+import { Listener, takeClient, type Address } from '../listener.js';
 import { EOFError, ManagerError, OSError } from '../errors.js';
 import { selfPid } from '../self.js';
-import { setCaller, type Caller } from './referents.js';
+import { onChildStart } from '../process.js';
+import { FREED, setCaller, type Caller } from './referents.js';
 import { FrameReader, NONE, SpinGauge, frameOf } from './wire.js';
 import * as P from './protocol.js';
 
@@ -49,6 +50,9 @@ class Client implements Caller {
   // Frames not yet taken by the socket, and how much of the first went.
   readonly outbox: Buffer[] = [];
   sent = 0;
+  // Bytes in the outbox, and whether the watch is for room to write.
+  queued = 0;
+  watchingWritable = false;
   constructor(conn: Connection, limit: number) {
     this.conn = conn;
     this.fd = conn.fileno();
@@ -89,12 +93,13 @@ export interface ServerOptions {
   handshakeTimeout?: number;
 }
 
+// Replies waiting for a client that does not read them: past this many bytes it is not read from either.
+const OUTBOX_HIGH = 8 * 1024 * 1024;
+
 // How long a client just served is looked at again for its next request, and how many it may have in a row.
 const LOOK_AGAIN_MS = 0.05;
 const SERVE_IN_A_ROW = 64;
 
-/** Accepts run side by side, so that clients slow to authenticate hold up only their own. */
-const CONCURRENT_ACCEPTS = 8;
 
 /** accept()'s failures that last until descriptors or memory are given back, and how long the server waits before it tries again. */
 const OUT_OF_RESOURCES = new Set(['EMFILE', 'ENFILE', 'ENOBUFS', 'ENOMEM']);
@@ -105,6 +110,15 @@ const ACCEPT_RETRY_MS = 100;
 let running: Server | null = null;
 // The process that runs it: a forked child has a copy of the object, not the server.
 let runningIn = 0;
+
+// A child forked from a server process holds copies of its sockets: they
+// would keep the address bound and clients' connections open after the
+// server ends. The child lets go of them, saying nothing to anyone.
+onChildStart(() => {
+  if (running === null || runningIn === selfPid) return;
+  running.forget();
+  running = null;
+});
 
 /** Internal: the server this process runs, if any. */
 export function runningServer(): Server | null {
@@ -155,7 +169,7 @@ export class Server {
     this.#serving = new Promise<void>((resolve) => {
       this.#stop = resolve;
     });
-    for (let i = 0; i < CONCURRENT_ACCEPTS; i++) this.#acceptNext();
+    this.#acceptNext();
     return this.#serving;
   }
 
@@ -164,10 +178,26 @@ export class Server {
     if (this.#stopped) return;
     this.#stopped = true;
     this.#listener.close();
-    for (const client of [...this.#clients]) this.#close(client);
+    const notice = new ManagerError('ERR_MANAGER_SHUT_DOWN', `the manager at ${P.showAddress(this.address)} was shut down`);
+    for (const client of [...this.#clients]) {
+      this.#reply(client, [0, P.FAILED, notice]);
+      this.#close(client);
+    }
+    for (const entry of this.#objects.values()) freed(entry.obj);
     this.#objects.clear();
     if (running === this) running = null;
     this.#stop?.();
+  }
+
+  /** In a forked child: closes this process's copies of the server's sockets. */
+  forget(): void {
+    this.#stopped = true;
+    this.#listener.close();
+    for (const client of this.#clients) {
+      client.closed = true;
+      client.conn.close();
+    }
+    this.#clients.clear();
   }
 
   [inspect.custom](): string {
@@ -187,6 +217,12 @@ export class Server {
     if (entry === undefined) return;
     entry.transit -= 1;
     entry.held += 1;
+  }
+
+  /** A reference this process got over its own connection to itself, moved to the process itself (the connection gives its own back). */
+  holdLocal(id: number): void {
+    const entry = this.#objects.get(id);
+    if (entry !== undefined) entry.held += 1;
   }
 
   /** One of this process's own references dropped. */
@@ -227,7 +263,9 @@ export class Server {
   }
 
   #maybeFree(id: number, entry: Entry): void {
-    if (entry.held + entry.transit <= 0) this.#objects.delete(id);
+    if (entry.held + entry.transit > 0) return;
+    this.#objects.delete(id);
+    freed(entry.obj);
   }
 
   /** Keeps `obj` as a new object of `typeid`, with one reference held by `client`. */
@@ -263,12 +301,19 @@ export class Server {
 
   // ---- clients ----
 
+  // Each client is taken as it comes and authenticated on its own, so that
+  // clients slow to authenticate (or silent ones) hold up nobody else.
   #acceptNext(): void {
     if (this.#stopped) return;
-    this.#listener.accept().then(
-      (conn) => {
+    takeClient(this.#listener).then(
+      (authenticate) => {
         this.#acceptNext();
-        this.#welcome(conn);
+        authenticate().then(
+          (conn) => this.#welcome(conn),
+          () => {
+            // Refused (it was told), silent past the handshake timeout, or gone.
+          },
+        );
       },
       (error: unknown) => {
         // Out of descriptors or memory, accept() fails at once, and again
@@ -300,7 +345,7 @@ export class Server {
   #readable(client: Client): void {
     let served = 0;
     let idleSince = 0;
-    while (!client.closed && client.outbox.length === 0) {
+    while (!client.closed && client.queued < OUTBOX_HIGH) {
       let request: unknown;
       try {
         request = client.reader.next();
@@ -321,7 +366,8 @@ export class Server {
           this.#close(client);
           return;
         }
-        this.#reply(client, [0, P.FAILED, badRequest(`a message that could not be decoded: ${(error as Error).message}`)]);
+        const id = (error as { requestId?: number }).requestId ?? 0;
+        this.#reply(client, [id, P.FAILED, badRequest(`a message that could not be decoded: ${(error as Error).message}`)]);
         continue;
       }
       if (request === NONE) {
@@ -478,20 +524,23 @@ export class Server {
       // A result the codec cannot copy (a function, a symbol): the caller is told.
       frame = frameOf([message[0], P.FAILED, error]);
       client.outbox.push(frame);
+      client.queued += frame.length;
       this.#flush(client);
       return false;
     }
     client.outbox.push(frame);
+    client.queued += frame.length;
     this.#flush(client);
     return !client.closed;
   }
 
   #flush(client: Client): void {
-    const wasBlocked = client.sent > 0 || client.outbox.length > 1;
     try {
       while (client.outbox.length > 0) {
         const frame = client.outbox[0] as Buffer;
-        client.sent += native.netWrite(client.fd, frame, client.sent, false);
+        const n = native.netWrite(client.fd, frame, client.sent, false);
+        client.sent += n;
+        client.queued -= n;
         if (client.sent < frame.length) break;
         client.outbox.shift();
         client.sent = 0;
@@ -500,16 +549,19 @@ export class Server {
       this.#close(client);
       return;
     }
+    // While replies wait for room, the watch is for room; the client is read
+    // from meanwhile (as it waits for replies it may have more requests to
+    // send) until OUTBOX_HIGH bytes of replies wait: then it must take them first.
     const blocked = client.outbox.length > 0;
-    if (blocked === wasBlocked) return;
-    // While replies wait for room, the client is not read from: it must take them first.
+    if (blocked === client.watchingWritable || client.closed) return;
+    client.watchingWritable = blocked;
     if (blocked) watchFd(client.fd, () => this.#flushed(client), true);
     else watchFd(client.fd, () => this.#readable(client));
   }
 
   #flushed(client: Client): void {
     this.#flush(client);
-    if (!client.closed && client.outbox.length === 0) this.#readable(client);
+    if (!client.closed && client.queued < OUTBOX_HIGH) this.#readable(client);
   }
 
   #close(client: Client): void {
@@ -552,6 +604,18 @@ function preview(v: unknown): string {
     // object with no usable toString makes inspect() throw); the request is
     // still answered, not dropped with the exception.
     return `a value that cannot be shown (${Array.isArray(v) ? 'an array' : typeof v})`;
+  }
+}
+
+/** An object the server let go of: one that holds what must be given back (a Pool's workers) says so with [FREED]. */
+function freed(obj: object): void {
+  const release = (obj as { [FREED]?: () => unknown })[FREED];
+  if (typeof release !== 'function') return;
+  try {
+    const done = release.call(obj);
+    if (done instanceof Promise) done.catch(() => {});
+  } catch {
+    // Its own failure to let go is not the server's.
   }
 }
 

@@ -71,7 +71,10 @@ export class FrameReader {
       throw new ManagerError('ERR_MESSAGE_TOO_LONG', `a message of ${length} bytes came, over the limit of ${this.#limit} bytes (maxMessageBytes)`);
     }
     if (have < header + length) {
-      this.#makeRoom(header + length);
+      // Room as the body comes (fill() doubles the buffer when it is full),
+      // not all at once from a header: a peer's 5 bytes do not make us
+      // allocate its stated length up to the limit.
+      this.#makeRoom(Math.min(header + length, this.#buf.length));
       return NONE;
     }
     const tag = buf[at] as number;
@@ -85,7 +88,15 @@ export class FrameReader {
     // crossing, RegExp) gets what it read, and its error, which goes back to
     // the client, would carry the bytes past the frame: this buffer's stale
     // contents, earlier frames, or memory allocUnsafe() never cleared.
-    return decodeUntrusted(tag, buf.subarray(from, from + length), 0, length);
+    const frame = buf.subarray(from, from + length);
+    try {
+      return decodeUntrusted(tag, frame, 0, length);
+    } catch (error) {
+      // The request's id, if its first bytes give one, so that the answer
+      // reaches the call that waits for it.
+      if (typeof error === 'object' && error !== null) (error as { requestId?: number }).requestId = leadingId(frame);
+      throw error;
+    }
   }
 
   /** Room for `need` bytes from the current frame's start: moved to the front, or a larger buffer. */
@@ -98,6 +109,23 @@ export class FrameReader {
     this.#start = 0;
     this.#end = have;
   }
+}
+
+/** The id of a request that does not decode: the first element of the msgpack array it starts with (0: none). */
+function leadingId(body: Buffer): number {
+  let at = 0;
+  const head = body[at++];
+  if (head === undefined) return 0;
+  if (head === 0xdc) at += 2;
+  else if (head === 0xdd) at += 4;
+  else if (head < 0x90 || head > 0x9f) return 0;
+  const b = body[at];
+  if (b === undefined) return 0;
+  if (b <= 0x7f) return b;
+  if (b === 0xcc && body.length >= at + 2) return body.readUInt8(at + 1);
+  if (b === 0xcd && body.length >= at + 3) return body.readUInt16BE(at + 1);
+  if (b === 0xce && body.length >= at + 5) return body.readUInt32BE(at + 1);
+  return 0;
 }
 
 /** `value` as one frame, in a buffer of its own. */

@@ -18,7 +18,9 @@ import {
   currentProcess,
   type Token,
 } from '../dist/index.js';
-import { openFds, runScript, running, shared, shmEntries, waitUntil } from './helpers.js';
+import { readFileSync } from 'node:fs';
+import { createConnection } from 'node:net';
+import { childrenOf, openFds, runScript, running, shared, shmEntries, waitUntil } from './helpers.js';
 import { recordWarnings, sleepMs, spawnChild } from './sync-helpers.js';
 
 const warnings = recordWarnings();
@@ -568,6 +570,166 @@ describe('BaseManager.register', () => {
     await expect(wrong.connect()).rejects.toMatchObject({ name: 'AuthenticationError' });
     server.shutdown();
     await serving;
+  });
+});
+
+describe('found in review (each failed before its fix)', () => {
+  it('thousands of Promise calls with large replies in flight at once complete (the client never waits to write)', async () => {
+    const d = await manager.dict([['k', 'x'.repeat(4000)]]);
+    const got = await Promise.all(Array.from({ length: 2000 }, () => d.get('k')));
+    expect(got.every((v) => v === 'x'.repeat(4000))).toBe(true);
+    expect(d.lenSync()).toBe(1);
+  });
+
+  it('the server does not spin once replies that had to wait are sent', async () => {
+    const m = Manager();
+    const d = await m.dict([['k', 'x'.repeat(20000)]]);
+    await Promise.all(Array.from({ length: 300 }, () => d.get('k')));
+    const pid = m.process?.pid as number;
+    const cpuMs = (): number => {
+      const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') as string[];
+      return (Number(f[11]) + Number(f[12])) * 10;
+    };
+    const before = cpuMs();
+    await sleepMs(1000);
+    expect(cpuMs() - before).toBeLessThan(500);
+    await m.shutdown();
+  });
+
+  it('a proxy received after its manager shut down does not crash the receiver: its calls fail', async () => {
+    const m = Manager();
+    const d = await m.dict();
+    const [a, b] = Pipe();
+    a.send(d);
+    await m.shutdown();
+    const got = b.recvSync() as DictProxy;
+    await sleepMs(10);
+    expect(() => got.lenSync()).toThrow(ManagerError);
+    a.close();
+    b.close();
+  });
+
+  it("a request the server cannot use (another manager's proxy, a freed object's) is answered, not left pending", async () => {
+    const other = Manager();
+    const foreign = await other.list();
+    const d = await manager.dict();
+    await expect(d.set('k', foreign)).rejects.toMatchObject({ code: 'ERR_BAD_REQUEST' });
+    expect(() => d.setSync('k', foreign)).toThrow(expect.objectContaining({ code: 'ERR_BAD_REQUEST' }));
+    expect(d.lenSync()).toBe(0);
+    await other.shutdown();
+  });
+
+  it("a second manager object for the same server in one process leaves the first one's objects alone", async () => {
+    const d = await manager.dict({ a: 1 });
+    const again = new SyncManager({ address: manager.address, authkey: manager.authkey });
+    await again.connect();
+    expect(d.lenSync()).toBe(1);
+    expect((await again.dict()).lenSync()).toBe(0);
+    await again.shutdown();
+    expect(d.lenSync()).toBe(1);
+  });
+
+  it('connect() may be tried again after it failed', async () => {
+    const m = new SyncManager({ address: `\0nodemp-nobody-${process.pid}` });
+    await expect(m.connect()).rejects.toMatchObject({ code: 'ERR_MANAGER_UNREACHABLE' });
+    await expect(m.connect()).rejects.toMatchObject({ code: 'ERR_MANAGER_UNREACHABLE' });
+  });
+
+  it('silent connections that never authenticate hold up no other client', async () => {
+    const m = Manager({ address: ['127.0.0.1', 0], handshakeTimeout: 60000 });
+    await m.numberOfObjects();
+    const [host, port] = m.address as [string, number];
+    const silent = Array.from({ length: 20 }, () => createConnection(port, host));
+    await sleepMs(100);
+    const other = new SyncManager({ address: m.address, authkey: m.authkey });
+    await other.connect();
+    expect(await (await other.dict({ x: 1 })).len()).toBe(1);
+    for (const sock of silent) sock.destroy();
+    await m.shutdown();
+  });
+
+  it("shutdown() keeps to shutdownTimeout when the server is busy, and other processes' calls fail with a named error", async () => {
+    const m = Manager({ shutdownTimeout: 100 });
+    const e = await m.Event();
+    const p = run(
+      async (ev: typeof e) => {
+        try {
+          await ev.wait();
+          process.exitCode = 2;
+        } catch (error) {
+          process.exitCode = error instanceof ManagerError ? 0 : 3;
+        }
+      },
+      [e],
+    );
+    await sleepMs(200);
+    await m.shutdown();
+    await p.join();
+    expect(p.exitCode).toBe(0);
+  });
+
+  it('a dropped manager Pool takes its workers with it', () => {
+    const r = runScript(
+      `
+      import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+      import { SyncManager } from NODEMP;
+      const tasks = new URL('./tasks.mjs', import.meta.url);
+      writeFileSync(tasks, 'export function square(x) { return x * x; }');
+      const { square } = await import(tasks.href);
+      const m = new SyncManager({ poolModules: [tasks.href] });
+      m.startSync();
+      const server = m.process.pid;
+      const children = () => readdirSync('/proc').filter((p) => /^\\d+$/.test(p)).filter((p) => {
+        try { return readFileSync('/proc/' + p + '/stat', 'utf8').split(') ')[1].split(' ')[1] === String(server); } catch { return false; }
+      }).length;
+      const make = () => { const pool = m.PoolSync({ processes: 2 }); pool.mapSync(square, [1, 2, 3, 4], { chunksize: 1 }); };
+      make();
+      for (let i = 0; i < 40 && children() < 2; i++) await new Promise((r) => setTimeout(r, 50));
+      const withPool = children();
+      for (let i = 0; i < 40 && (children() > 0 || m.numberOfObjectsSync() > 0); i++) { globalThis.gc(); await new Promise((r) => setTimeout(r, 50)); }
+      console.log(JSON.stringify({ withPool, after: children(), objects: m.numberOfObjectsSync() }));
+      m.shutdownSync();
+      `,
+      { nodeArgs: ['--single-threaded', '--expose-gc'] },
+    );
+    expect(r.stderr).toBe('');
+    expect(JSON.parse(r.stdout)).toEqual({ withPool: 2, after: 0, objects: 0 });
+  });
+
+  it('a full Queue lets in only what a get() made room for', async () => {
+    const q = await manager.Queue(1);
+    await q.put(1);
+    const waiting = q.put(2);
+    await sleepMs(50);
+    await q.get();
+    await waiting;
+    await expect(q.put(3, { block: false })).rejects.toThrow(QueueFull);
+    expect(q.qsizeSync()).toBe(1);
+    expect(q.getSync()).toBe(2);
+  });
+
+  it("a forked child's copy of a proxy that was still in transit takes a reference of its own", () => {
+    const r = runScript(
+      `
+      import { SyncManager, Process, Pipe } from NODEMP;
+      const m = new SyncManager();
+      m.startSync();
+      const [a, b] = Pipe();
+      let sent = m.listSync([1, 2, 3]);
+      a.send(sent);
+      sent = null;
+      const got = b.recvSync();
+      const child = new Process({ target: (l) => { process.exitCode = l.lenSync() === 3 ? 0 : 3; }, args: [got], daemon: true });
+      child.start();
+      child.joinSync();
+      for (let i = 0; i < 5; i++) { globalThis.gc(); await new Promise((r) => setTimeout(r, 20)); }
+      console.log(JSON.stringify({ exit: child.exitCode, objects: m.numberOfObjectsSync(), len: got.lenSync() }));
+      m.shutdownSync();
+      `,
+      { nodeArgs: ['--single-threaded', '--expose-gc'] },
+    );
+    expect(r.stderr).toBe('');
+    expect(JSON.parse(r.stdout)).toEqual({ exit: 0, objects: 1, len: 3 });
   });
 });
 

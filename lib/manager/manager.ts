@@ -280,8 +280,8 @@ export class BaseManager {
    * Stops the server process start() made (asking it, then killing it after
    * `shutdownTimeout`); every proxy call after it fails with ManagerError
    * ERR_MANAGER_SHUT_DOWN (other processes' calls: ERR_MANAGER_SHUT_DOWN or
-   * ERR_MANAGER_DEAD). For a connected manager, closes this process's
-   * connection and leaves the server running. Twice does nothing.
+   * ERR_MANAGER_DEAD). A connected manager leaves the server and the
+   * proxies already made as they are. Twice does nothing.
    */
   async shutdown(): Promise<void> {
     const proc = this.#beginShutdown();

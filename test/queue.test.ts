@@ -230,6 +230,10 @@ describe('Queue', () => {
     // Blocks this thread: only the feeder thread can deliver the rest.
     consumer.joinSync();
     expect(sum[0]).toBe(n);
+    // The feeder thread counts its last message out just after the ring has it,
+    // so a consumer may have taken it first: qsize() is exact once it has.
+    const settled = performance.now() + 2000;
+    while (q.qsize() !== 0 && performance.now() < settled) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
     expect(q.qsize()).toBe(0);
     q.putSync(Buffer.from('after'));
     expect(q.getSync().toString()).toBe('after');

@@ -649,8 +649,13 @@ export class BaseProxy {
     return server.callLocal(this.#token.id, method, args);
   }
 
+  // This process's connection to the server, looked up once per process.
+  #conn: ManagerConnection | null = null;
+
   #connection(): ManagerConnection {
-    return connectionTo(this.#token.address, this.#authkey);
+    const c = this.#conn;
+    if (c !== null && c.owner === selfPid) return c;
+    return (this.#conn = connectionTo(this.#token.address, this.#authkey));
   }
 
   #adopt(): void {

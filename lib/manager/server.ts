@@ -32,6 +32,7 @@ interface Entry {
   readonly obj: object;
   readonly typeid: string;
   readonly exposed: ReadonlySet<string>;
+  readonly methodToTypeid: Readonly<Record<string, string>>;
   // References: held by open connections (theirs, in their `refs`) and in transit.
   held: number;
   transit: number;
@@ -278,7 +279,7 @@ export class Server {
     const target = obj as object;
     const exposed = type.exposed ?? (target.constructor as { exposed?: string[] }).exposed ?? publicMethods(target);
     const id = this.#nextId++;
-    this.#objects.set(id, { obj: target, typeid, exposed: new Set(exposed), held: 0, transit: 0 });
+    this.#objects.set(id, { obj: target, typeid, exposed: new Set(exposed), methodToTypeid: type.methodToTypeid, held: 0, transit: 0 });
     this.#incref(client, id);
     return [typeid, id, [...exposed]];
   }
@@ -474,7 +475,12 @@ export class Server {
     const list = argsOf(args);
     setCaller(client);
     const result: unknown = fn.apply(entry.obj, list);
-    const typeid = this.#registry.get(entry.typeid)?.methodToTypeid[method];
+    const typeid = Object.hasOwn(entry.methodToTypeid, method) ? entry.methodToTypeid[method] : undefined;
+    if (typeid === undefined && !(result instanceof Promise)) {
+      // The common case, answered without a closure.
+      if (!this.#reply(client, [id, P.OK, result])) undelivered(entry.obj, method, result);
+      return;
+    }
     const answer = (value: unknown): void => {
       if (client.closed) {
         undelivered(entry.obj, method, value);

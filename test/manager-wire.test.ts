@@ -7,6 +7,7 @@
 // Every server here is a real process; its answers are read from the wire.
 // Waits are bounded so that a server that stopped answering fails the test
 // rather than hanging it; nothing measures how long anything took.
+import { leadingId } from '../dist/manager/wire.js';
 import { execFileSync, spawnSync } from 'node:child_process';
 import { readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { createConnection, type Socket } from 'node:net';
@@ -158,23 +159,6 @@ function expectFailed(
   if (code !== undefined) expect((error as { code?: string }).code).toBe(code);
   if (message !== undefined) expect((error as Error).message).toMatch(message);
   return error as Error;
-}
-
-/** The id a request that does not decode is answered to: the first element of the msgpack array its body starts with, if an integer there says so; else 0. */
-function leadingId(body: Buffer): number {
-  let at = 0;
-  const head = body[at++];
-  if (head === undefined) return 0;
-  if (head === 0xdc) at += 2;
-  else if (head === 0xdd) at += 4;
-  else if (head < 0x90 || head > 0x9f) return 0;
-  const b = body[at];
-  if (b === undefined) return 0;
-  if (b <= 0x7f) return b;
-  if (b === 0xcc && body.length >= at + 2) return body.readUInt8(at + 1);
-  if (b === 0xcd && body.length >= at + 3) return body.readUInt16BE(at + 1);
-  if (b === 0xce && body.length >= at + 5) return body.readUInt32BE(at + 1);
-  return 0;
 }
 
 function badRequest(reply: unknown, id: number, message?: RegExp): Error {

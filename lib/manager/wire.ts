@@ -112,7 +112,7 @@ export class FrameReader {
 }
 
 /** The id of a request that does not decode: the first element of the msgpack array it starts with (0: none). */
-function leadingId(body: Buffer): number {
+export function leadingId(body: Buffer): number {
   let at = 0;
   const head = body[at++];
   if (head === undefined) return 0;

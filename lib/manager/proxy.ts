@@ -20,7 +20,7 @@ import { unwatchFd, watchFd, type Connection } from '../connection.js';
 import { EOFError, ManagerError, OSError } from '../errors.js';
 import { selfPid } from '../self.js';
 import { currentProcess, onChildStart } from '../process.js';
-import { runningServer, type Server } from './server.js';
+import { runningServerAt } from './server.js';
 import { FrameReader, NONE, SpinGauge, frameOf } from './wire.js';
 import * as P from './protocol.js';
 
@@ -104,9 +104,6 @@ export class ManagerConnection {
   get failure(): ManagerError | null {
     return this.#failure;
   }
-
-  /** The server's pid, as its greeting said (0 before). */
-  serverPid = 0;
 
   async call(op: number, operands: unknown[]): Promise<unknown> {
     this.#check();
@@ -259,26 +256,25 @@ export class ManagerConnection {
   close(failure: ManagerError): void {
     if (this.#failure === null) this.#failure = failure;
     const pending = [...this.#pending.values()];
+    if (this.#watching) unwatchFd(this.#fd);
+    this.#drop();
+    for (const p of pending) p.reject(this.#failure);
+  }
+
+  /**
+   * In a forked child: the parent's descriptor is let go without a word to
+   * the server, and its pending calls, which are the parent's, are forgotten.
+   */
+  forget(): void {
+    this.#drop();
+  }
+
+  #drop(): void {
     this.#pending.clear();
     this.#outbox.length = 0;
     if (this.#flushTimer !== null) clearTimeout(this.#flushTimer);
     this.#flushTimer = null;
-    if (this.#conn !== null) {
-      if (this.#watching) unwatchFd(this.#fd);
-      this.#watching = false;
-      try {
-        this.#conn.close();
-      } catch {
-        // Closed already.
-      }
-      this.#conn = null;
-      this.#reader = null;
-    }
-    for (const p of pending) p.reject(this.#failure);
-  }
-
-  /** In a forked child: the parent's descriptor is let go without a word to the server. */
-  forget(): void {
+    this.#watching = false;
     if (this.#conn !== null) {
       try {
         this.#conn.close();
@@ -288,10 +284,12 @@ export class ManagerConnection {
     }
     this.#conn = null;
     this.#reader = null;
-    this.#watching = false;
-    this.#pending.clear();
-    this.#outbox.length = 0;
-    this.#flushTimer = null;
+  }
+
+  /** Gives back a reference this process put in transit and nobody adopted. */
+  takeBack(id: number): void {
+    this.notify(P.ADOPT, id);
+    this.notify(P.DECREF, id);
   }
 
   #connect(): Promise<void> {
@@ -338,9 +336,7 @@ export class ManagerConnection {
       conn.close();
       throw new ManagerError('ERR_MANAGER_UNREACHABLE', `the server at ${P.showAddress(this.address)} is not a nodemp manager (its first message was ${inspect(message).slice(0, 100)})`);
     }
-    const [pid, limit] = message[2] as [number, number];
-    this.serverPid = pid;
-    this.#limit = limit;
+    this.#limit = (message[2] as [pid: number, limit: number])[1];
     this.#conn = conn;
     this.#fd = conn.fileno();
     this.#reader = reader;
@@ -360,8 +356,7 @@ export class ManagerConnection {
 
   // The server's own process would wait for itself: it serves from the event loop this thread would block.
   #notSelf(): void {
-    const server = runningServer();
-    if (server !== null && P.addressKey(server.address) === P.addressKey(this.address)) {
+    if (runningServerAt(this.address) !== null) {
       throw new ManagerError('ERR_MANAGER_STATE', `the process that runs the manager server at ${P.showAddress(this.address)} cannot wait for it with a Sync call; use the Promise form`);
     }
   }
@@ -516,12 +511,12 @@ const held = new FinalizationRegistry<Holding>((h) => {
   live.delete(h);
   if (h.owner !== selfPid) return;
   if (h.local) {
-    const server = runningServer();
-    if (server !== null && P.addressKey(server.address) === P.addressKey(h.address)) server.releaseLocal(h.id);
+    runningServerAt(h.address)?.releaseLocal(h.id);
     return;
   }
-  connections.get(P.addressKey(h.address))?.notify(h.transit ? P.ADOPT : P.DECREF, h.id);
-  if (h.transit) connections.get(P.addressKey(h.address))?.notify(P.DECREF, h.id);
+  const c = connections.get(P.addressKey(h.address));
+  if (h.transit) c?.takeBack(h.id);
+  else c?.notify(P.DECREF, h.id);
 });
 
 // The proxies alive in this process, for a forked child to take references of its own.
@@ -543,14 +538,14 @@ export class BaseProxy {
   constructor(token: P.Token, authkey: Buffer, how: number) {
     this.#token = token;
     this.#authkey = authkey;
-    const server = runningServer();
-    const local = server !== null && P.addressKey(server.address) === P.addressKey(token.address);
+    const server = runningServerAt(token.address);
+    const local = server !== null;
     this.#holding = { address: token.address, id: token.id, owner: selfPid, local, transit: how === IN_TRANSIT && !local };
-    if (local && how === IN_TRANSIT) (server as Server).adoptLocal(token.id);
-    if (local && how === HELD) {
+    if (server !== null && how === IN_TRANSIT) server.adoptLocal(token.id);
+    if (server !== null && how === HELD) {
       // A reply over this process's connection to its own server: the
       // reference moves from the connection to the process itself.
-      (server as Server).holdLocal(token.id);
+      server.holdLocal(token.id);
       connectionTo(token.address).notify(P.DECREF, token.id);
     }
     held.register(this, this.#holding);
@@ -619,8 +614,8 @@ export class BaseProxy {
   static sent(proxy: BaseProxy): string {
     const h = proxy.#holding;
     if (h.local) {
-      const server = runningServer();
-      server?.sendLocal(h.id);
+      const server = runningServerAt(h.address);
+      server?.inTransit(h.id);
       sending?.push(() => {
         server?.adoptLocal(h.id);
         server?.releaseLocal(h.id);
@@ -634,17 +629,14 @@ export class BaseProxy {
           // The server is gone: the receiver's calls will say so.
         }
         c.notify(P.SEND, h.id);
-        sending?.push(() => {
-          c.notify(P.ADOPT, h.id);
-          c.notify(P.DECREF, h.id);
-        });
+        sending?.push(() => c.takeBack(h.id));
       }
     }
     return P.tokenText(proxy.#token);
   }
 
   #callLocal(method: string, args: unknown[]): unknown {
-    const server = runningServer();
+    const server = runningServerAt(this.#token.address);
     if (server === null) throw new ManagerError('ERR_MANAGER_SHUT_DOWN', 'the manager server of this process was shut down');
     return server.callLocal(this.#token.id, method, args);
   }
@@ -669,7 +661,7 @@ export class BaseProxy {
   }
 
   [inspect.custom](): string {
-    return `<${this.constructor.name} ${this.#token.typeid} #${this.#token.id} at ${P.showAddress(this.#token.address)}>`;
+    return this.toString();
   }
 
   toString(): string {
@@ -735,7 +727,8 @@ export function definePairs(Class: { prototype: object }, names: readonly string
   }
 }
 
-function defineMethod(proto: Record<string, unknown>, name: string, fn: Function): void {
+/** Defines `fn` as the method `name` of `proto`, unless `proto` has one of its own. */
+export function defineMethod(proto: Record<string, unknown>, name: string, fn: Function): void {
   if (Object.hasOwn(proto, name)) return;
   Object.defineProperty(fn, 'name', { value: name });
   Object.defineProperty(proto, name, { value: fn, writable: true, configurable: true });
@@ -746,16 +739,14 @@ sharedByName(
   (proxy) => BaseProxy.sent(proxy),
   (text) => {
     const token = P.parseToken(text);
-    const server = runningServer();
-    const own = server !== null && P.addressKey(server.address) === P.addressKey(token.address);
+    const server = runningServerAt(token.address);
     // A server does not reach out to addresses its clients name.
-    if (decodingUntrusted() && !own) {
+    if (decodingUntrusted() && server === null) {
       throw new ManagerError('ERR_BAD_REQUEST', `a proxy of another server (${P.showAddress(token.address)}) cannot be sent to this one`);
     }
-    if (own) (server as { objectOf(id: number): object }).objectOf(token.id);
+    server?.objectOf(token.id);
     return proxyFor(token, authkeyFor(token.address), IN_TRANSIT);
   },
   true,
 );
 
-export { HELD, IN_TRANSIT };

@@ -5,7 +5,8 @@
 // typeids are made and only exposed methods called, and whatever a request
 // does wrong is answered with an error while every other client is served.
 // Replies go out without waiting: a client that does not read its replies
-// has what is left kept for it, and is not read from until it takes it.
+// has what is left kept for it, and past OUTBOX_HIGH bytes of them is not
+// read from until it takes them.
 import { inspect } from 'node:util';
 import { native } from '../native.js';
 import { unwatchFd, watchFd, type Connection } from '../connection.js';
@@ -101,7 +102,6 @@ const OUTBOX_HIGH = 8 * 1024 * 1024;
 const LOOK_AGAIN_MS = 0.05;
 const SERVE_IN_A_ROW = 64;
 
-
 /** accept()'s failures that last until descriptors or memory are given back, and how long the server waits before it tries again. */
 const OUT_OF_RESOURCES = new Set(['EMFILE', 'ENFILE', 'ENOBUFS', 'ENOMEM']);
 const ACCEPT_RETRY_MS = 100;
@@ -124,6 +124,12 @@ onChildStart(() => {
 /** Internal: the server this process runs, if any. */
 export function runningServer(): Server | null {
   return runningIn === selfPid ? running : null;
+}
+
+/** Internal: the server this process runs, if it is the one at `address`. */
+export function runningServerAt(address: Address): Server | null {
+  const server = runningServer();
+  return server !== null && P.addressKey(server.address) === P.addressKey(address) ? server : null;
 }
 
 /**
@@ -150,11 +156,6 @@ export class Server {
   /** Where clients connect: for TCP with port 0, the port it got. */
   get address(): Address {
     return this.#listener.address;
-  }
-
-  /** How many objects it holds. */
-  get objectCount(): number {
-    return this.#objects.size;
   }
 
   /**
@@ -234,8 +235,8 @@ export class Server {
     this.#maybeFree(id, entry);
   }
 
-  /** An object of this server put into a message here: in transit until a receiver adopts it. */
-  sendLocal(id: number): void {
+  /** An object of this server put into a message (here, or by a client's SEND): in transit until a receiver adopts it. */
+  inTransit(id: number): void {
     const entry = this.#objects.get(id);
     if (entry !== undefined) entry.transit += 1;
   }
@@ -247,14 +248,9 @@ export class Server {
    */
   callLocal(id: number, method: string, args: unknown[]): unknown {
     const entry = this.#entry(id);
-    if (!entry.exposed.has(method)) throw new ManagerError('ERR_NOT_EXPOSED', `${entry.typeid} has no exposed method ${JSON.stringify(method)}`);
+    const fn = methodOf(entry, method);
     setCaller(LOCAL);
-    return (entry.obj as Record<string, (...a: unknown[]) => unknown>)[method]?.(...args);
-  }
-
-  tokenOf(id: number): P.Token {
-    const entry = this.#entry(id);
-    return { typeid: entry.typeid, address: this.address, id, exposed: [...entry.exposed] };
+    return fn.apply(entry.obj, args);
   }
 
   #entry(id: number): Entry {
@@ -325,8 +321,8 @@ export class Server {
           setTimeout(() => this.#acceptNext(), ACCEPT_RETRY_MS);
           return;
         }
-        // A client that failed to authenticate, or the listener closed: the
-        // client was told, and the next one is served.
+        // Another failure of one accept() (a client that went away meanwhile):
+        // the next one is served. A closed listener ends the loop (#stopped).
         this.#acceptNext();
       },
     );
@@ -432,11 +428,9 @@ export class Server {
         case P.DECREF:
           this.#decref(client, request[2] as number);
           return;
-        case P.SEND: {
-          const entry = this.#objects.get(request[2] as number);
-          if (entry !== undefined) entry.transit += 1;
+        case P.SEND:
+          this.inTransit(request[2] as number);
           return;
-        }
         case P.ADOPT: {
           const entry = this.#objects.get(request[2] as number);
           if (entry === undefined) return;
@@ -458,8 +452,7 @@ export class Server {
           throw badRequest(`unknown op ${preview(request[1])}`);
       }
     } catch (error) {
-      if (id !== 0) this.#reply(client, [id, P.FAILED, error]);
-      else this.#reply(client, [0, P.FAILED, error]);
+      this.#reply(client, [id, P.FAILED, error]);
     }
   }
 
@@ -467,27 +460,24 @@ export class Server {
     const [, , objectId, method, args] = request as [number, number, unknown, unknown, unknown];
     if (!Number.isSafeInteger(objectId)) throw badRequest(`CALL: an object id must be an integer, got ${preview(objectId)}`);
     const entry = this.#entry(objectId as number);
-    if (typeof method !== 'string' || !entry.exposed.has(method)) {
-      throw new ManagerError('ERR_NOT_EXPOSED', `${entry.typeid} has no exposed method ${typeof method === 'string' ? JSON.stringify(method) : preview(method)}`);
-    }
-    const fn = (entry.obj as Record<string, unknown>)[method];
-    if (typeof fn !== 'function') throw new ManagerError('ERR_NOT_EXPOSED', `${entry.typeid}.${method} is not a method`);
+    const fn = methodOf(entry, method);
+    const name = method as string;
     const list = argsOf(args);
     setCaller(client);
     const result: unknown = fn.apply(entry.obj, list);
-    const typeid = Object.hasOwn(entry.methodToTypeid, method) ? entry.methodToTypeid[method] : undefined;
+    const typeid = Object.hasOwn(entry.methodToTypeid, name) ? entry.methodToTypeid[name] : undefined;
     if (typeid === undefined && !(result instanceof Promise)) {
       // The common case, answered without a closure.
-      if (!this.#reply(client, [id, P.OK, result])) undelivered(entry.obj, method, result);
+      if (!this.#reply(client, [id, P.OK, result])) undelivered(entry.obj, name, result);
       return;
     }
     const answer = (value: unknown): void => {
       if (client.closed) {
-        undelivered(entry.obj, method, value);
+        undelivered(entry.obj, name, value);
         return;
       }
       if (typeid === undefined) {
-        if (!this.#reply(client, [id, P.OK, value])) undelivered(entry.obj, method, value);
+        if (!this.#reply(client, [id, P.OK, value])) undelivered(entry.obj, name, value);
       } else {
         this.#reply(client, [id, P.PROXY, this.#keep(client, typeid, value)]);
       }
@@ -524,20 +514,18 @@ export class Server {
   #reply(client: Client, message: unknown[]): boolean {
     if (client.closed) return false;
     let frame: Buffer;
+    let encoded = true;
     try {
       frame = frameOf(message);
     } catch (error) {
       // A result the codec cannot copy (a function, a symbol): the caller is told.
       frame = frameOf([message[0], P.FAILED, error]);
-      client.outbox.push(frame);
-      client.queued += frame.length;
-      this.#flush(client);
-      return false;
+      encoded = false;
     }
     client.outbox.push(frame);
     client.queued += frame.length;
     this.#flush(client);
-    return !client.closed;
+    return encoded && !client.closed;
   }
 
   #flush(client: Client): void {
@@ -590,6 +578,16 @@ export class Server {
     for (const hook of [...client.onClose]) hook();
     client.onClose.clear();
   }
+}
+
+/** The function a client may call as `method` of `entry`'s object, or ERR_NOT_EXPOSED. */
+function methodOf(entry: Entry, method: unknown): Function {
+  if (typeof method !== 'string' || !entry.exposed.has(method)) {
+    throw new ManagerError('ERR_NOT_EXPOSED', `${entry.typeid} has no exposed method ${typeof method === 'string' ? JSON.stringify(method) : preview(method)}`);
+  }
+  const fn = (entry.obj as Record<string, unknown>)[method];
+  if (typeof fn !== 'function') throw new ManagerError('ERR_NOT_EXPOSED', `${entry.typeid}.${method} is not a method`);
+  return fn;
 }
 
 function badRequest(message: string): ManagerError {

@@ -14,7 +14,7 @@ import { currentProcess, processClassFor, type Process } from '../process.js';
 import { checkStartMethod, currentStartMethod, type StartMethod } from '../start/method.js';
 import { selfPid } from '../self.js';
 import { Server, type ServerOptions, type TypeEntry } from './server.js';
-import { BaseProxy, connectionTo, proxyTypes, rememberAuthkey, resetConnection, type ManagerConnection } from './proxy.js';
+import { BaseProxy, connectionTo, defineMethod, proxyTypes, rememberAuthkey, resetConnection, type ManagerConnection } from './proxy.js';
 import type {
   PoolProxy,
   ArrayProxy,
@@ -109,6 +109,7 @@ const INITIAL = 0;
 const STARTED = 1;
 const CONNECTED = 2;
 const SHUT_DOWN = 3;
+const STATE_NAMES = ['not started', 'started', 'connected', 'shut down'];
 
 /**
  * Python's BaseManager: subclass it and register() types, then start() a
@@ -175,23 +176,16 @@ export class BaseManager {
     registryOf(this).set(typeid, { typeid, callable, exposed, methodToTypeid: { ...methodToTypeid }, proxytype });
     if (proxytype !== null) proxyTypes.set(typeid, proxytype);
     if (!create) return;
+    // Not over a method the class has, its own or inherited (SyncManager's typed ones, create()...).
     const proto = this.prototype as unknown as Record<string, unknown>;
     if (!(typeid in proto)) {
-      Object.defineProperty(proto, typeid, {
-        value: function (this: BaseManager, ...args: unknown[]) {
-          return this.create(typeid, args);
-        },
-        configurable: true,
-        writable: true,
+      defineMethod(proto, typeid, function (this: BaseManager, ...args: unknown[]) {
+        return this.create(typeid, args);
       });
     }
     if (!(`${typeid}Sync` in proto)) {
-      Object.defineProperty(proto, `${typeid}Sync`, {
-        value: function (this: BaseManager, ...args: unknown[]) {
-          return this.createSync(typeid, args);
-        },
-        configurable: true,
-        writable: true,
+      defineMethod(proto, `${typeid}Sync`, function (this: BaseManager, ...args: unknown[]) {
+        return this.createSync(typeid, args);
       });
     }
   }
@@ -312,8 +306,7 @@ export class BaseManager {
   }
 
   [inspect.custom](): string {
-    const state = ['not started', 'started', 'connected', 'shut down'][this.#state];
-    return `<${this.constructor.name} ${P.showAddress(this.#address)} ${state}${this.#process?.pid ? ` pid=${this.#process.pid}` : ''}>`;
+    return `<${this.constructor.name} ${P.showAddress(this.#address)} ${STATE_NAMES[this.#state]}${this.#process?.pid ? ` pid=${this.#process.pid}` : ''}>`;
   }
 
   /**
@@ -334,7 +327,7 @@ export class BaseManager {
   }
 
   #launch(method: string): void {
-    if (this.#state !== INITIAL) throw new ManagerError('ERR_MANAGER_STATE', `${method}(): the manager has already been ${['', 'started', 'connected', 'shut down'][this.#state]}`);
+    if (this.#state !== INITIAL) throw new ManagerError('ERR_MANAGER_STATE', `${method}(): the manager has already been ${STATE_NAMES[this.#state]}`);
     const startMethod = this.#options.startMethod ?? currentStartMethod();
     const specs: TypeSpec[] = [...registryOf(this.constructor).values()].map((r) => [r.typeid, r.callable, r.exposed, { ...r.methodToTypeid }]);
     const [reader, writer] = Pipe({ duplex: false });
@@ -356,8 +349,13 @@ export class BaseManager {
     this.#state = STARTED;
   }
 
+  // Connected, or started and its server has reported that it listens.
+  get #isReady(): boolean {
+    return this.#state === CONNECTED || (this.#state === STARTED && this.#ready === null);
+  }
+
   #whenReady(): Promise<void> {
-    if (this.#state === CONNECTED || (this.#state === STARTED && this.#ready === null)) return Promise.resolve();
+    if (this.#isReady) return Promise.resolve();
     if (this.#state !== STARTED) return Promise.reject(this.#notRunning());
     this.#starting ??= (this.#ready as Connection).recv().then(
       (report) => this.#started(report),
@@ -369,7 +367,7 @@ export class BaseManager {
   }
 
   #readySync(): void {
-    if (this.#state === CONNECTED || (this.#state === STARTED && this.#ready === null)) return;
+    if (this.#isReady) return;
     if (this.#state !== STARTED) throw this.#notRunning();
     let report: unknown;
     try {
@@ -432,14 +430,13 @@ export class BaseManager {
       return null;
     }
     this.#state = SHUT_DOWN;
-    const shutDown = new ManagerError('ERR_MANAGER_SHUT_DOWN', `the manager at ${P.showAddress(this.#address)} was shut down`);
     // A connected manager leaves the server, and the connection its proxies use, as they are.
     if (state === CONNECTED) return null;
     const proc = this.#process as Process;
     if (this.#ready === null && this.#connection !== null && this.#connection.connected) {
       // Asked without waiting for an answer: a server that does not stop in time is killed.
       this.#connection.notify(P.SHUTDOWN, 0);
-      this.#connection.close(shutDown);
+      this.#connection.close(new ManagerError('ERR_MANAGER_SHUT_DOWN', `the manager at ${P.showAddress(this.#address)} was shut down`));
     } else {
       this.#ready?.close();
       this.#ready = null;

@@ -2,7 +2,8 @@
 // AcquirerProxy, ...). Every method comes in two forms, `name()` returning a
 // Promise and `nameSync()` blocking this thread; most are made by
 // definePairs() from the server-side class's exposed list, and typed here.
-import type { WaitOptions } from '../waiting.js';
+import { deadlineAfter, timeLeft, type WaitOptions } from '../waiting.js';
+import { invalidType } from '../args.js';
 import type { PutOptions } from '../queue.js';
 import { warnOwnerDied } from '../lock.js';
 import { referenceOf, type FunctionRefInput } from '../start/reference.js';
@@ -147,24 +148,24 @@ export class ConditionProxy extends AcquirerProxy {
 
   /** Waits until `predicate()` is truthy (checked with the lock held), or `timeout` ms pass; returns its last value. */
   async waitFor<T>(predicate: () => T, timeout?: number | null): Promise<T> {
-    const deadline = timeout === undefined || timeout === null ? Infinity : performance.now() + timeout;
+    const deadline = waitForDeadline('waitFor', predicate, timeout);
     let result = predicate();
     while (!result) {
-      const left = deadline - performance.now();
-      if (left <= 0) break;
-      await this.wait(left === Infinity ? null : left);
+      const left = timeLeft(deadline);
+      if (left === 0) break;
+      await this.wait(left ?? null);
       result = predicate();
     }
     return result;
   }
 
   waitForSync<T>(predicate: () => T, timeout?: number | null): T {
-    const deadline = timeout === undefined || timeout === null ? Infinity : performance.now() + timeout;
+    const deadline = waitForDeadline('waitForSync', predicate, timeout);
     let result = predicate();
     while (!result) {
-      const left = deadline - performance.now();
-      if (left <= 0) break;
-      this.waitSync(left === Infinity ? null : left);
+      const left = timeLeft(deadline);
+      if (left === 0) break;
+      this.waitSync(left ?? null);
       result = predicate();
     }
     return result;
@@ -175,6 +176,11 @@ export class ConditionProxy extends AcquirerProxy {
     return notified;
   }
 }
+function waitForDeadline(method: string, predicate: unknown, timeout: unknown): number {
+  if (typeof predicate !== 'function') throw invalidType(`ConditionProxy.${method}(predicate)`, 'a function', predicate);
+  return deadlineAfter(`ConditionProxy.${method}`, timeout);
+}
+
 export interface ConditionProxy extends Pair<'notify', [n?: number], void>, Pair<'notifyAll', [], void> {}
 definePairs(ConditionProxy, ['notify', 'notifyAll']);
 

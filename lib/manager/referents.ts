@@ -8,7 +8,7 @@
 import { isDeepStrictEqual } from 'node:util';
 import { BrokenBarrierError, KeyError, QueueEmpty, QueueFull, SyncError } from '../errors.js';
 import { checkInteger, invalidType, outOfRange } from '../args.js';
-import { deadlineAfter, deadlineOf, type WaitOptions } from '../waiting.js';
+import { deadlineAfter, deadlineOf, timeLeft, type WaitOptions } from '../waiting.js';
 import { coerceElement } from '../value.js';
 import { runningServer } from './server.js';
 
@@ -62,7 +62,7 @@ class WaitQueue<T> {
             this.#remove(waiter);
             resolve(onTimeout());
           },
-          Math.max(0, deadline - performance.now()),
+          timeLeft(deadline),
         );
       }
       who.onClose.add(waiter.forget);

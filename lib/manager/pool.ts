@@ -1,37 +1,31 @@
 // A SyncManager's Pool: a nodemp Pool in the server process, its tasks' functions
 // sent by reference. A reference names a module, and importing a module runs
 // it, so the server imports only the modules its owner allowed (see
-// allowedModules): a client with the authkey chooses which allowed function
+// allowModules): a client with the authkey chooses which allowed function
 // runs, never which code is loaded.
-import { realpathSync } from 'node:fs';
-import { isAbsolute } from 'node:path';
-import { fileURLToPath, pathToFileURL } from 'node:url';
+import { pathToFileURL } from 'node:url';
 import { Pool, type AsyncResult } from '../pool.js';
 import { checkInteger, invalidType } from '../args.js';
 import { SerializationError } from '../errors.js';
-import { loadReference, type FunctionRef } from '../start/reference.js';
+import { loadReference, moduleFile, type FunctionRef } from '../start/reference.js';
 import { FREED } from './referents.js';
 
 /** A module's file URL as this process sees it (links resolved), or null for what is not a file. */
-export function moduleKey(module: string): string | null {
-  let path: string;
+function moduleKey(module: string): string | null {
+  let path: string | undefined;
   try {
-    path = module.startsWith('file:') ? fileURLToPath(module) : isAbsolute(module) ? module : '';
+    path = moduleFile(module);
   } catch {
+    // Not a URL at all: no module this server loads.
     return null;
   }
-  if (path === '') return null;
-  try {
-    return pathToFileURL(realpathSync(path)).href;
-  } catch {
-    return pathToFileURL(path).href;
-  }
+  return path === undefined ? null : pathToFileURL(path).href;
 }
 
 // The modules a Pool's task functions may come from, in this server process.
 const allowed = new Set<string>();
 
-/** Internal: the server may import `modules` for Pool tasks (its owner's main module, its registered types', options.poolModules). */
+/** Internal: the server may import `modules` for Pool tasks (options.poolModules, and its owner's main module when it imports that afresh). */
 export function allowModules(modules: Iterable<string>): void {
   for (const m of modules) {
     const key = moduleKey(m);

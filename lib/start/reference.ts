@@ -137,6 +137,12 @@ function filePath(url: string): string | undefined {
   return isAbsolute(url) ? url : undefined;
 }
 
+/** The file a module URL or absolute path names, links resolved; undefined for what no file path reaches. */
+export function moduleFile(module: string): string | undefined {
+  const path = filePath(module);
+  return path === undefined ? undefined : realpath(path);
+}
+
 interface Exports {
   readonly holder: unknown;
   /** A CommonJS module's exports object (not an ES module namespace). */

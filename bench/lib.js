@@ -1,5 +1,7 @@
 // Shared helpers for the workload scripts.
 import { spawnSync } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
@@ -58,4 +60,43 @@ export function pingLoop(conn, total, warmup) {
 /** Sends back each of the next `total` messages on `conn`. */
 export function echoLoop(conn, total) {
   for (let i = 0; i < total; i++) conn.send(conn.recvSync());
+}
+
+/**
+ * CPU time (ns) one thread has used so far: the first field of its
+ * /proc/<pid>/task/<tid>/schedstat, the scheduler's own count, where
+ * /proc/<pid>/stat only has clock ticks (10 ms).
+ */
+export function threadCpuNs(pid, tid = pid) {
+  return Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+}
+
+/** CPU time (ns) a process has used so far, summed over its live threads (one that has exited is no longer counted). */
+export function processCpuNs(pid) {
+  let ns = 0;
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    try {
+      ns += threadCpuNs(pid, tid);
+    } catch (error) {
+      // The thread exited after the directory was read.
+      if (error.code !== 'ENOENT' && error.code !== 'ESRCH') throw error;
+    }
+  }
+  return ns;
+}
+
+/**
+ * Calls `fn(k)` (and awaits it) for k = 1..count, each call at k * tickMs
+ * after the start at the earliest; a call that comes late is followed at once
+ * by the next one due, so `count` calls always take about count * tickMs.
+ * Returns the wall time taken (ms).
+ */
+export async function tickLoop(count, tickMs, fn) {
+  const t0 = performance.now();
+  for (let k = 1; k <= count; k++) {
+    const wait = t0 + k * tickMs - performance.now();
+    if (wait > 0) await sleep(wait);
+    await fn(k);
+  }
+  return performance.now() - t0;
 }

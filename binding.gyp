@@ -16,7 +16,8 @@
         "native/conn.cc",
         "native/listener.cc",
         "native/ring.cc",
-        "native/start.cc"
+        "native/start.cc",
+        "native/sched.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],

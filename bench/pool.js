@@ -141,6 +141,7 @@ console.log(
     },
     'CPU-bound map speed-up over one process (higher is better)': {
       unit: 'x',
+      better: 'higher',
       nodemp: median(s.single.map((single, i) => single / s.cpu[i])),
       'python mp.Pool speed-up over one Python process': pySpeedup,
     },

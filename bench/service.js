@@ -164,7 +164,7 @@ const rows = {};
 for (const size of SIZES) {
   const row = (metric) => Object.fromEntries(SERVERS.map((s) => [s.key, available.includes(s) ? median(results[size.label][s.kind][metric]) : null]));
   const what = `HTTP server, ${size.label} of CPU work per request on 2 workers, ${CONNECTIONS} connections`;
-  rows[`${what}: requests per second (higher is better)`] = { unit: 'req/s', ...row('rps') };
+  rows[`${what}: requests per second (higher is better)`] = { unit: 'req/s', better: 'higher', ...row('rps') };
   rows[`${what}: p99 latency`] = { unit: 'ms', ...row('p99') };
   rows[`${what}: server main thread CPU per request`] = { unit: 'us', ...row('cpuPerRequest') };
 }

@@ -31,6 +31,7 @@
 // loop alive nor wakes it.
 import { inspect } from 'node:util';
 import { native } from './native.js';
+import { spinPays } from './spin.js';
 import { BYTES, codecFor, decodeRange, type Codec, type Serializer } from './codec.js';
 import { BufferTooShort, ClosedError, DirectionError, EOFError, OSError } from './errors.js';
 import { bytesOf, checkOffset, invalidType, invalidValue, outOfRange } from './args.js';
@@ -677,8 +678,9 @@ export class Connection {
       if (this.#pending.length === 0) {
         // A partner that answers within microseconds is read now, without a
         // trip through the event loop's poll and its wake-up (tens of
-        // microseconds each way here): the loop waits at most READ_SPIN_MS.
-        const value = this.#receive(method, kind, maxLength, target, offset, READ_SPIN_MS);
+        // microseconds each way here): the loop waits at most READ_SPIN_MS,
+        // and not at all when the cores are all taken (lib/spin.ts).
+        const value = this.#receive(method, kind, maxLength, target, offset, spinPays() ? READ_SPIN_MS : 0);
         if (value !== NOTHING) return Promise.resolve(value);
       }
     } catch (error) {

@@ -5,7 +5,8 @@
 import { native } from './native.js';
 import { allocCells, type Cells } from './arena.js';
 import { CELL_SIZE, EVENT_CELLS, EVENT_SLEEPERS, EVENT_WORD } from './layout.js';
-import { deadlineAfter, runAsyncFrom, runSync, sleep, spinWhileEqual, timeLeft, type Steps } from './waiting.js';
+import { deadlineAfter, runAsyncFrom, runSync, sleep, timeLeft, type Steps } from './waiting.js';
+import { spinWhileEqual } from './spin.js';
 import { fromParent, toChild, type ChildDecoder, type ChildEncoder, type State } from './start/handoff.js';
 
 // The cells an event rebuilt in a starting child takes instead of new ones.

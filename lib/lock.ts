@@ -14,18 +14,17 @@ import { SyncError, TimeoutError } from './errors.js';
 import { fromParent, toChild, type ChildDecoder, type ChildEncoder, type State } from './start/handoff.js';
 import {
   OWNER_CHECK_MS,
-  SPIN_LIMIT,
   TIMED_OUT,
   deadlineOf,
   runAsyncFrom,
   runSync,
   sleep,
   slice,
-  spinWhileNotEqual,
   timeLeft,
   type Steps,
   type WaitOptions,
 } from './waiting.js';
+import { spinUntil, spinWhileNotEqual } from './spin.js';
 
 /** The internal protocol Condition uses to wait with any lock. */
 export const acquireSteps = Symbol('nodemp.acquireSteps');
@@ -108,10 +107,7 @@ abstract class LockBase {
   #spinAndTake(): boolean {
     const w = this.words;
     this.#ownerDied = false;
-    for (let i = 0; i < SPIN_LIMIT; i++) {
-      if (Atomics.load(w, LOCK_WORD) === 0 && Atomics.compareExchange(w, LOCK_WORD, 0, selfPid) === 0) return true;
-    }
-    return false;
+    return spinUntil(() => Atomics.load(w, LOCK_WORD) === 0 && Atomics.compareExchange(w, LOCK_WORD, 0, selfPid) === 0);
   }
 
   protected acquireSlow(options: WaitOptions | undefined): Promise<boolean> {

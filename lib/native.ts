@@ -32,6 +32,8 @@ export interface Native {
   dupFd(fd: number): number;
   futexWait(buffer: ArrayBuffer, byteOffset: number, expected: number, timeoutMs?: number): 0 | 1 | 2;
   futexWake(buffer: ArrayBuffer, byteOffset: number, count: number): number;
+  /** Whether this process has lately waited for a CPU a fair share of the time (native/sched.cc): spinning would then take a partner's slice. */
+  machineBusy(): boolean;
   execve(path: string, argv: string[], env: string[]): never;
   pidAlive(pid: number): boolean;
   waitAsync(

@@ -36,7 +36,8 @@ import {
   type ErrorState,
 } from './errors.js';
 import { checkInteger, invalidType, invalidValue } from './args.js';
-import { SPIN_LIMIT, deadlineAfter, timeLeft } from './waiting.js';
+import { deadlineAfter, timeLeft } from './waiting.js';
+import { SpinGauge, spinPays } from './spin.js';
 import { selfPid } from './self.js';
 import { forkSafetyProblem } from './fork-safety.js';
 import { checkStartMethod, currentStartMethod, isBootstrapping, setBootstrapping, type StartMethod } from './start/method.js';
@@ -137,6 +138,9 @@ interface WorkerSetup {
   maxtasks: number;
 }
 
+/** Whether this worker's polls for the next task pay: they stop when tasks come too seldom for a poll to catch one. */
+const workerPoll = new SpinGauge();
+
 /**
  * The next task. A pool's tasks tend to come in runs: a worker polls for a
  * while before it sleeps, so that the next task of a run finds it awake
@@ -145,14 +149,18 @@ interface WorkerSetup {
 function nextTask(tasks: Queue<TaskMessage>): TaskMessage {
   let task = takeNowait(tasks);
   if (task !== EMPTY) return task as TaskMessage;
-  if (SPIN_LIMIT > 0) {
+  if (spinPays() && workerPoll.allowed()) {
     const until = performance.now() + WORKER_POLL_MS;
     do {
       for (let i = 0; i < 64; i++) {
         task = takeNowait(tasks);
-        if (task !== EMPTY) return task as TaskMessage;
+        if (task !== EMPTY) {
+          workerPoll.hit();
+          return task as TaskMessage;
+        }
       }
     } while (performance.now() < until);
+    workerPoll.miss();
   }
   return tasks.getSync();
 }
@@ -703,6 +711,8 @@ export class Pool {
   #state = RUN;
   #broken: unknown = null;
   #pumping = false;
+  /** Whether a turn of the event loop tends to bring an answer (#pump). */
+  readonly #loopLook = new SpinGauge();
   #dispatchQueued = false;
   #dispatching = false;
   #dispatchAgain = false;
@@ -1112,6 +1122,15 @@ export class Pool {
     this.#pumping = true;
     try {
       while (this.#sent.size > 0) {
+        if (this.#results.qsize() === 0 && !spinPays() && this.#loopLook.allowed()) {
+          // The cores are all taken, so the wait will not spin. A server
+          // busy with other requests often finds an answer after one more
+          // turn of the event loop, which costs it far less than handing the
+          // wait to a helper thread and being woken by it.
+          await new Promise(setImmediate);
+          if (this.#results.qsize() > 0) this.#loopLook.hit();
+          else this.#loopLook.miss();
+        }
         await whenReadable(this.#results);
         this.#drain();
         this.#dispatch();

@@ -28,7 +28,6 @@ import { SharedMemory } from './shared-memory.js';
 import { fromParent, toChild, type ChildDecoder, type ChildEncoder, type State } from './start/handoff.js';
 import {
   OWNER_CHECK_MS,
-  SPIN_LIMIT,
   TIMED_OUT,
   deadlineAfter,
   deadlineOf,
@@ -41,6 +40,7 @@ import {
   type Steps,
   type WaitOptions,
 } from './waiting.js';
+import { spinUntil } from './spin.js';
 
 const L = native.layout;
 const W = (byteOffset: number): number => byteOffset / 4;
@@ -186,6 +186,7 @@ class Ring {
   #stride = 0;
   // The native feeder's handle for this queue in this process (-1: none yet).
   #feed = -1;
+  readonly #published = (): boolean => this.#headPublished();
   #feedPid = 0;
   #feedPending = new Int32Array(1);
   // put() calls of this process still waiting for room in a bounded queue,
@@ -535,8 +536,7 @@ class Ring {
   }
 
   #spinForMessage(): boolean {
-    for (let i = 0; i < SPIN_LIMIT; i++) if (this.#headPublished()) return true;
-    return false;
+    return spinUntil(this.#published);
   }
 
   /**
@@ -738,11 +738,14 @@ class Ring {
       // large message is written to its segment once, when there is room.
       const need = this.#placedLength(message);
       let placed = message.end - message.start <= this.sideThreshold ? message : null;
-      for (let i = 0; i <= SPIN_LIMIT; i++) {
-        if ((placed === null || i > 0) && !this.#roomFor(need)) continue;
-        placed ??= this.#place(message);
-        if (this.tryPut(placed)) return;
-      }
+      const put = (): boolean => {
+        if (placed === null) {
+          if (!this.#roomFor(need)) return false;
+          placed = this.#place(message);
+        }
+        return this.tryPut(placed);
+      };
+      if (put() || spinUntil(() => this.#roomFor(need) && put())) return;
       if (placed !== null && placed !== message) this.#discard(placed);
     }
     if (this.#feed < 0) {

@@ -34,11 +34,11 @@ import {
   runSync,
   sleep,
   slice,
-  spinWhileEqual,
   timeLeft,
   type Steps,
   type WaitOptions,
 } from './waiting.js';
+import { spinWhileEqual } from './spin.js';
 
 const RECLAIMING = -1;
 const NO_SLOT = -1;

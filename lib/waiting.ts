@@ -3,7 +3,6 @@
 // performs them on this thread, runAsync() on a native helper thread, so
 // `xSync()` and `x()` share every line of logic and differ only in how they
 // sleep.
-import { availableParallelism } from 'node:os';
 import { native } from './native.js';
 import { invalidType, invalidValue, outOfRange } from './args.js';
 
@@ -25,29 +24,6 @@ export type Steps<T> = Generator<Sleep, T, number>;
  * still alive: the bound on how long a dead holder can stall anyone.
  */
 export const OWNER_CHECK_MS = 100;
-
-/**
- * How many times a waiter re-reads the word before it sleeps (10 to 30 µs
- * here: each Atomics call is a builtin call on Node 20). A lock held for a few instructions, or a partner that answers at
- * once, is then seen without the two system calls and the scheduler round
- * trip of a futex sleep and wake; with one CPU the other side cannot run
- * while we spin, so there is no spinning at all.
- */
-export const SPIN_LIMIT = availableParallelism() > 1 ? 800 : 0;
-
-/** Re-reads words[index] while it equals `value`, at most SPIN_LIMIT times; returns the last value read. */
-export function spinWhileEqual(words: Int32Array, index: number, value: number): number {
-  let seen = Atomics.load(words, index);
-  for (let i = 0; seen === value && i < SPIN_LIMIT; i++) seen = Atomics.load(words, index);
-  return seen;
-}
-
-/** Re-reads words[index] while it differs from `value`, at most SPIN_LIMIT times; returns the last value read. */
-export function spinWhileNotEqual(words: Int32Array, index: number, value: number): number {
-  let seen = Atomics.load(words, index);
-  for (let i = 0; seen !== value && i < SPIN_LIMIT; i++) seen = Atomics.load(words, index);
-  return seen;
-}
 
 export function sleep(buffer: ArrayBuffer, byteOffset: number, expected: number, timeout: number | undefined): Sleep {
   return { buffer, byteOffset, expected, timeout };

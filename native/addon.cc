@@ -18,6 +18,7 @@ void InitConn(Napi::Env env, Napi::Object exports);
 void InitRing(Napi::Env env, Napi::Object exports);
 void InitStart(Napi::Env env, Napi::Object exports);
 void InitListener(Napi::Env env, Napi::Object exports);
+void InitSched(Napi::Env env, Napi::Object exports);
 }  // namespace nodemp
 
 // Threads of this process that have the addon loaded now. Its bookkeeping
@@ -68,6 +69,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   nodemp::InitRing(env, exports);
   nodemp::InitStart(env, exports);
   nodemp::InitListener(env, exports);
+  nodemp::InitSched(env, exports);
   return exports;
 }
 

@@ -517,8 +517,9 @@ constexpr size_t kLongHeader = 13;
 // How a read that found nothing waits for more: not at all (timeout 0), or
 // until the deadline (timeout < 0: none). A partner that answers at once is
 // read by retrying for a few microseconds, without the sleep in poll() and the
-// scheduler's wake-up (tens of microseconds on a VM). One CPU: the partner
-// cannot run meanwhile, so no spinning there.
+// scheduler's wake-up (tens of microseconds on a VM). One CPU, or a machine
+// whose cores are all taken: the partner may well be queued behind us, so no
+// spinning there (sched.cc).
 class ReadWait {
  public:
   explicit ReadWait(double timeout_ms) : timeout_(timeout_ms) {
@@ -526,7 +527,11 @@ class ReadWait {
     if (timeout_ms == 0) return;
     double now = NowMs();
     deadline_ = timeout_ms < 0 ? -1 : now + timeout_ms;
-    spin_until_ = spin ? now + kReadSpinMs : 0;
+    // A wait no longer than the spin is one its caller chose to spend
+    // spinning (an async recv() before it goes to the event loop), never a
+    // poll() that would block the loop for a whole millisecond.
+    bool chosen = timeout_ms > 0 && timeout_ms <= kReadSpinMs;
+    spin_until_ = spin && (chosen || !MachineBusy()) ? now + kReadSpinMs : 0;
   }
 
   // After a read found nothing: 1 read again, 0 the time is up, -errno.

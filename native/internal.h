@@ -42,6 +42,10 @@ void RingAfterFork();
 // the connection descriptors stay open. A no-op when already done for this pid.
 void ConnAfterFork();
 
+// Whether this process has lately waited for a CPU a fair share of the time,
+// so that spinning waits would take a time slice a partner needs (sched.cc).
+bool MachineBusy();
+
 // Ends this process by SIGKILL once `ppid` is gone (fork.cc).
 void DieWithParent(pid_t ppid);
 // In a freshly forked child: drop the parent's control-socket watches (start.cc).

@@ -500,12 +500,14 @@ static void* Feeder(void*) {
     }
     if (progressed || full == nullptr || full->dead) continue;
     // A consumer that is busy makes room within microseconds: look again a
-    // few times before paying for a sleep (and making every consumer wake us).
+    // few times before paying for a sleep (and making every consumer wake us),
+    // unless the cores are all taken and the consumer may be queued behind us.
     // Every slot the message needs counts: only its last may still be held.
     int32_t used = SlotsFor(full->messages.front());
     RingView r = ViewOf(full);
     bool room = false;
-    for (int spin = 0; spin < kSpins && !room; spin++) {
+    int spins = MachineBusy() ? 0 : kSpins;
+    for (int spin = 0; spin < spins && !room; spin++) {
       room = Ahead(r, static_cast<uint32_t>(Load(Word(r, kQueueTail))), used) >= 0;
       if (!room) sched_yield();
     }

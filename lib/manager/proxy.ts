@@ -21,7 +21,8 @@ import { EOFError, ManagerError, OSError } from '../errors.js';
 import { selfPid } from '../self.js';
 import { currentProcess, onChildStart } from '../process.js';
 import { runningServerAt } from './server.js';
-import { FrameReader, NONE, SpinGauge, frameOf } from './wire.js';
+import { FrameReader, NONE, frameOf } from './wire.js';
+import { SpinGauge, spinPays } from '../spin.js';
 import * as P from './protocol.js';
 
 // How long a Sync call re-reads for its reply before it sleeps in the read.
@@ -116,7 +117,7 @@ export class ManagerConnection {
     });
     // As a Sync call does: a reply that comes within microseconds is taken
     // without the event loop's poll and wake-up.
-    if (this.#spin.allowed()) {
+    if (spinPays() && this.#spin.allowed()) {
       const spinUntil = performance.now() + REPLY_SPIN_MS;
       do this.#drain();
       while (this.#pending.has(id) && this.#reader !== null && performance.now() < spinUntil);
@@ -146,7 +147,7 @@ export class ManagerConnection {
     }
     const reader = this.#reader as FrameReader;
     // A server that answers at once is read without the sleep and wake-up of a blocking read.
-    let spinUntil = this.#spin.allowed() ? performance.now() + REPLY_SPIN_MS : 0;
+    let spinUntil = spinPays() && this.#spin.allowed() ? performance.now() + REPLY_SPIN_MS : 0;
     for (;;) {
       let message: unknown;
       try {

@@ -38,7 +38,7 @@ export class FrameReader {
   /**
    * Reads what has come, waiting up to `timeoutMs` (< 0: forever) for some;
    * false if nothing came. EOFError at the end of the stream. `sleepAtOnce`:
-   * no spin before sleeping (connRead's own short one), as a SpinGauge says.
+   * no spin before sleeping (connRead's own short one), as a SpinGauge (lib/spin.ts) says.
    */
   fill(timeoutMs: number, sleepAtOnce = false): boolean {
     if (this.#end === this.#buf.length) this.#makeRoom(this.#buf.length - this.#start + 1);
@@ -143,38 +143,3 @@ export function frameOf(value: unknown): Buffer {
   return frame;
 }
 
-// After this many spins in a row that found nothing, the next REST waits do
-// not spin: on a machine whose cores are all busy the partner cannot answer
-// while we spin (it needs the core we hold), and spinning only delays it.
-const MISSES = 3;
-const REST = 64;
-
-/**
- * Whether a wait should spin before it sleeps, learned from how recent
- * spins went: on idle cores a partner answers within microseconds and a
- * spin saves the sleep and wake-up; on busy ones it never does.
- */
-export class SpinGauge {
-  #misses = 0;
-  #rest = 0;
-
-  /** Whether this wait may spin. */
-  allowed(): boolean {
-    if (this.#rest === 0) return true;
-    this.#rest -= 1;
-    return false;
-  }
-
-  /** The spin found what it waited for. */
-  hit(): void {
-    this.#misses = 0;
-  }
-
-  /** The spin ran out: the wait had to sleep. */
-  miss(): void {
-    this.#misses += 1;
-    if (this.#misses < MISSES) return;
-    this.#misses = 0;
-    this.#rest = REST;
-  }
-}

@@ -1,0 +1,96 @@
+// How nodemp's waits spin before they sleep. A spin pays on idle cores,
+// where the partner that will wake us runs at the same time on another core
+// and answers within microseconds: it saves the two system calls and the
+// scheduler round trip of a futex sleep and wake. On a busy machine it does
+// not: the partner is often queued behind the spinner on the same core, and
+// every microsecond spent spinning is one it cannot run. So a wait re-reads
+// its word a few times (a fraction of a microsecond, cheap anywhere), and
+// spins on only while this process does not find itself waiting for a CPU
+// (native/sched.cc).
+import { availableParallelism } from 'node:os';
+import { native } from './native.js';
+
+/**
+ * How many times a waiter re-reads its word before it sleeps on an idle
+ * machine (10 to 30 µs here: each Atomics call is a builtin call on Node
+ * 20). With one CPU the other side cannot run while we spin, so there is no
+ * spinning at all.
+ */
+export const SPIN_LIMIT = availableParallelism() > 1 ? 800 : 0;
+
+/** Re-reads made before asking whether the machine allows more: a lock held for a few instructions is seen free within them. */
+const FIRST_READS = 32;
+
+/** Whether a wait that found nothing in its first reads may go on spinning. */
+export function spinPays(): boolean {
+  return SPIN_LIMIT > 0 && !native.machineBusy();
+}
+
+/** Re-reads words[index] while it equals `value`, as far as the machine allows; returns the last value read. */
+export function spinWhileEqual(words: Int32Array, index: number, value: number): number {
+  let seen = Atomics.load(words, index);
+  for (let i = 0; seen === value && i < FIRST_READS; i++) seen = Atomics.load(words, index);
+  if (seen !== value) return seen;
+  if (!spinPays()) return seen;
+  for (let i = FIRST_READS; seen === value && i < SPIN_LIMIT; i++) seen = Atomics.load(words, index);
+  return seen;
+}
+
+/** Re-reads words[index] while it differs from `value`, as far as the machine allows; returns the last value read. */
+export function spinWhileNotEqual(words: Int32Array, index: number, value: number): number {
+  let seen = Atomics.load(words, index);
+  for (let i = 0; seen !== value && i < FIRST_READS; i++) seen = Atomics.load(words, index);
+  if (seen === value) return seen;
+  if (!spinPays()) return seen;
+  for (let i = FIRST_READS; seen !== value && i < SPIN_LIMIT; i++) seen = Atomics.load(words, index);
+  return seen;
+}
+
+/** Calls `found` until it returns true, as far as the machine allows; returns whether it did. */
+export function spinUntil(found: () => boolean): boolean {
+  for (let i = 0; i < FIRST_READS; i++) if (found()) return true;
+  if (!spinPays()) return false;
+  for (let i = FIRST_READS; i < SPIN_LIMIT; i++) if (found()) return true;
+  return false;
+}
+
+/**
+ * Whether a long poll (a pool worker's for its next task, a manager's for
+ * its next request or reply) is worth its time, learned from how recent ones
+ * went; callers ask spinPays() first. A worker given a task every millisecond
+ * would otherwise poll a fifth of its time in vain. After MISSES fruitless
+ * polls in a row the waits go straight to sleep for a rest of FIRST_REST
+ * waits; then one wait polls again as a probe: a hit brings polling back, a
+ * miss doubles the rest (up to LONGEST_REST).
+ */
+export class SpinGauge {
+  #misses = 0;
+  #rest = 0;
+  #nextRest = FIRST_REST;
+
+  /** Whether this wait may poll. */
+  allowed(): boolean {
+    if (this.#rest === 0) return true;
+    this.#rest -= 1;
+    return false;
+  }
+
+  /** The poll found what it waited for. */
+  hit(): void {
+    this.#misses = 0;
+    this.#nextRest = FIRST_REST;
+  }
+
+  /** The poll ran out: the wait has to sleep. */
+  miss(): void {
+    this.#misses += 1;
+    if (this.#misses < MISSES) return;
+    this.#misses = 0;
+    this.#rest = this.#nextRest;
+    this.#nextRest = Math.min(this.#nextRest * 2, LONGEST_REST);
+  }
+}
+
+const MISSES = 2;
+const FIRST_REST = 16;
+const LONGEST_REST = 1024;

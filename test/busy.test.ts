@@ -1,0 +1,144 @@
+// Waits on a busy machine (issue #15): a process that finds itself waiting
+// for a CPU stops spinning before it sleeps (native/sched.cc, lib/spin.ts),
+// and every wait still ends as it should. The load is one CPU-bound process
+// more than there are cores, started here and killed after.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { availableParallelism } from 'node:os';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Event, Pipe, Pool, Process, Queue, Semaphore } from '../dist/index.js';
+import { native } from '../dist/native.js';
+import { SpinGauge } from '../dist/spin.js';
+
+describe('SpinGauge', () => {
+  it('stops polling after two misses in a row, probes again after a rest, and doubles the rest while probes miss', () => {
+    const g = new SpinGauge();
+    expect(g.allowed()).toBe(true);
+    g.miss();
+    expect(g.allowed()).toBe(true);
+    g.miss();
+    const rest = (): number => {
+      let n = 0;
+      while (!g.allowed()) n++;
+      return n;
+    };
+    expect(rest()).toBe(16);
+    // The probe misses (and the one after it): twice the rest.
+    g.miss();
+    g.miss();
+    expect(rest()).toBe(32);
+  });
+
+  it('a hit ends the misses in a row and brings the first rest back', () => {
+    const g = new SpinGauge();
+    g.miss();
+    g.hit();
+    g.miss();
+    expect(g.allowed()).toBe(true);
+    g.miss();
+    let n = 0;
+    while (!g.allowed()) n++;
+    expect(n).toBe(16);
+    g.miss();
+    g.hit();
+    g.miss();
+    g.miss();
+    n = 0;
+    while (!g.allowed()) n++;
+    expect(n).toBe(16);
+  });
+});
+
+describe('on a machine whose cores are all taken', () => {
+  const burners: ChildProcess[] = [];
+
+  beforeAll(() => {
+    // Each checks now and then that this test process still lives, so none outlives it.
+    const check = `const p = ${process.pid}; for (let i = 1; ; i++) if ((i & 0xffffff) === 0 && process.ppid !== p) process.exit(0);`;
+    for (let i = 0; i <= availableParallelism(); i++) burners.push(spawn(process.execPath, ['-e', check], { stdio: 'ignore' }));
+  });
+
+  afterAll(async () => {
+    await Promise.all(
+      burners.map((b) => {
+        const gone = new Promise((resolve) => b.once('exit', resolve));
+        b.kill('SIGKILL');
+        return gone;
+      }),
+    );
+  });
+
+  it('this process finds the machine busy', async () => {
+    let busy = false;
+    const until = Date.now() + 10_000;
+    while (!busy && Date.now() < until) {
+      // Work for a while, so that this process competes for a CPU too.
+      const t = performance.now();
+      while (performance.now() - t < 20);
+      busy = native.machineBusy();
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+    expect(busy).toBe(true);
+  });
+
+  it('semaphore, event and queue ping-pongs between processes give every round, in order', async () => {
+    const rounds = 2000;
+    const s1 = new Semaphore(0);
+    const s2 = new Semaphore(0);
+    const go = new Event();
+    const a = new Queue<number>();
+    const b = new Queue<number>();
+    const child = new Process({
+      daemon: true,
+      target: () => {
+        for (let i = 0; i < rounds; i++) {
+          s1.acquireSync();
+          s2.release();
+        }
+        go.waitSync();
+        for (let i = 0; i < rounds; i++) b.putSync(a.getSync() + 1);
+      },
+    });
+    child.start();
+    for (let i = 0; i < rounds; i++) {
+      s1.release();
+      expect(await s2.acquire({ timeout: 10_000 })).toBe(true);
+    }
+    go.set();
+    for (let i = 0; i < rounds; i++) {
+      a.putSync(i);
+      expect(i % 2 === 0 ? b.getSync({ timeout: 10_000 }) : await b.get({ timeout: 10_000 })).toBe(i + 1);
+    }
+    expect(await child.join(10_000)).toBe(0);
+  });
+
+  it('a Pipe ping-pong, sync and async receives, gives every message in order', async () => {
+    const [left, right] = Pipe();
+    const child = new Process({
+      daemon: true,
+      target: () => {
+        for (let m = right.recvSync(); m !== null; m = right.recvSync()) right.send(m);
+      },
+    });
+    child.start();
+    for (let i = 0; i < 1000; i++) {
+      left.send({ i });
+      expect(i % 2 === 0 ? left.recvSync() : await left.recv()).toEqual({ i });
+    }
+    left.send(null);
+    expect(await child.join(10_000)).toBe(0);
+    left.close();
+    right.close();
+  });
+
+  it('a Pool answers apply, map with chunksize 1 and tasks that come one at a time', async () => {
+    await using pool = new Pool({ processes: 2 });
+    const square = (x: number): number => x * x;
+    const items = Array.from({ length: 3000 }, (_, i) => i);
+    expect(await pool.map(square, items, { chunksize: 1 })).toEqual(items.map(square));
+    for (let i = 0; i < 200; i++) {
+      expect(await pool.apply(square, [i])).toBe(i * i);
+      if (i % 20 === 0) await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+    expect(pool.applySync(square, [7])).toBe(49);
+  });
+});

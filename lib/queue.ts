@@ -40,7 +40,7 @@ import {
   type Steps,
   type WaitOptions,
 } from './waiting.js';
-import { spinUntil } from './spin.js';
+import { FIRST_READS, SPIN_LIMIT, spinPays } from './spin.js';
 
 const L = native.layout;
 const W = (byteOffset: number): number => byteOffset / 4;
@@ -186,7 +186,6 @@ class Ring {
   #stride = 0;
   // The native feeder's handle for this queue in this process (-1: none yet).
   #feed = -1;
-  readonly #published = (): boolean => this.#headPublished();
   #feedPid = 0;
   #feedPending = new Int32Array(1);
   // put() calls of this process still waiting for room in a bounded queue,
@@ -536,7 +535,12 @@ class Ring {
   }
 
   #spinForMessage(): boolean {
-    return spinUntil(this.#published);
+    let limit = FIRST_READS;
+    for (let i = 0; i < limit; i++) {
+      if (this.#headPublished()) return true;
+      if (i === FIRST_READS - 1 && spinPays()) limit = SPIN_LIMIT;
+    }
+    return false;
   }
 
   /**
@@ -738,14 +742,13 @@ class Ring {
       // large message is written to its segment once, when there is room.
       const need = this.#placedLength(message);
       let placed = message.end - message.start <= this.sideThreshold ? message : null;
-      const put = (): boolean => {
-        if (placed === null) {
-          if (!this.#roomFor(need)) return false;
-          placed = this.#place(message);
-        }
-        return this.tryPut(placed);
-      };
-      if (put() || spinUntil(() => this.#roomFor(need) && put())) return;
+      let limit = FIRST_READS;
+      for (let i = 0; i <= limit; i++) {
+        if (i === FIRST_READS && i > 0 && spinPays()) limit = SPIN_LIMIT;
+        if ((placed === null || i > 0) && !this.#roomFor(need)) continue;
+        placed ??= this.#place(message);
+        if (this.tryPut(placed)) return;
+      }
       if (placed !== null && placed !== message) this.#discard(placed);
     }
     if (this.#feed < 0) {

@@ -18,8 +18,11 @@ import { native } from './native.js';
  */
 export const SPIN_LIMIT = availableParallelism() > 1 ? 800 : 0;
 
-/** Re-reads made before asking whether the machine allows more: a lock held for a few instructions is seen free within them. */
-const FIRST_READS = 32;
+/**
+ * Re-reads made before asking whether the machine allows more: a fraction of
+ * a microsecond, within which a partner that is running often answers.
+ */
+export const FIRST_READS = SPIN_LIMIT > 0 ? 32 : 0;
 
 /** Whether a wait that found nothing in its first reads may go on spinning. */
 export function spinPays(): boolean {
@@ -44,14 +47,6 @@ export function spinWhileNotEqual(words: Int32Array, index: number, value: numbe
   if (!spinPays()) return seen;
   for (let i = FIRST_READS; seen !== value && i < SPIN_LIMIT; i++) seen = Atomics.load(words, index);
   return seen;
-}
-
-/** Calls `found` until it returns true, as far as the machine allows; returns whether it did. */
-export function spinUntil(found: () => boolean): boolean {
-  for (let i = 0; i < FIRST_READS; i++) if (found()) return true;
-  if (!spinPays()) return false;
-  for (let i = FIRST_READS; i < SPIN_LIMIT; i++) if (found()) return true;
-  return false;
 }
 
 /**

@@ -28,8 +28,8 @@ namespace nodemp {
 // process must have waited for a CPU to count as on a busy machine (with
 // hysteresis: it counts as idle again below kIdleShare).
 constexpr uint64_t kWindowNs = 2000000;
-constexpr uint64_t kBusyShareOf1000 = 60;
-constexpr uint64_t kIdleShareOf1000 = 30;
+constexpr uint64_t kBusyShareOf1000 = 150;
+constexpr uint64_t kIdleShareOf1000 = 80;
 
 static std::atomic<uint64_t> window_start{0};
 static std::atomic<uint64_t> delay_at_start{0};

@@ -507,15 +507,21 @@ class Ring {
   /** Until the head message looks published (true), or the deadline passes (false); takes nothing. */
   *publishedSteps(deadline: number): Steps<boolean> {
     const w = this.words;
-    for (;;) {
-      if (this.#spinForMessage()) return true;
+    // After a whole owner check of nothing, a message is not microseconds
+    // away: no spin. And once a check has found the ring empty and put its
+    // counts right, the next ones have nothing to do until a producer
+    // reserves the head (and dies before it publishes) or a count goes
+    // astray: recovery reads every row's process (a tenth of a millisecond,
+    // cold), which an idle consumer should not pay ten times a second.
+    for (let checks = 0; ; checks++) {
+      if (checks > 0 ? this.#headPublished() : this.#spinForMessage()) return true;
       if (timeLeft(deadline) === 0) return false;
       const seq = Atomics.load(w, PUT_SEQ);
       this.#announceSleep(GET_SLEEP_SEQ, seq);
       if (this.#headPublished() || this.shutDown !== RUNNING) return true;
       const result = yield sleep(this.buffer, PUT_SEQ * 4, seq, slice(deadline, OWNER_CHECK_MS));
       if (result !== TIMED_OUT) return true;
-      this.recover(CONSUMER);
+      if (checks === 0 || Atomics.load(w, TAIL) !== Atomics.load(w, HEAD) || this.count() !== 0) this.recover(CONSUMER);
     }
   }
 

@@ -1,8 +1,14 @@
 // Asynchronous futex waits: waitAsync(buffer, byteOffset, expected, timeoutMs,
-// callback) sleeps on a helper thread and calls callback(error, result) on the
-// event loop, so a Promise-returning wait never blocks the loop. Threads are
-// started on demand (one per wait in flight, as a futex sleeper can watch only
-// one word) and kept for reuse while work keeps coming.
+// callback) calls callback(error, result) on the event loop once the word is
+// woken, so a Promise-returning wait never blocks the loop.
+//
+// Where the kernel has io_uring futex waits (Linux 6.7+), the wait is a
+// request on a ring of this process whose descriptor the event loop polls:
+// the waker's futex wake completes it and wakes the loop, once. Elsewhere it
+// sleeps on a helper thread, which then wakes the loop: two wake-ups, each a
+// trip through the scheduler that costs most on a machine whose cores are all
+// taken. Threads are started on demand (one per wait in flight, as a futex
+// sleeper can watch only one word) and kept for reuse while work keeps coming.
 //
 // Fork: the helper threads do not exist in a child, and the mutex guarding
 // their queue must not be copied while one of them holds it. pthread_atfork
@@ -12,6 +18,8 @@
 #include <uv.h>
 #include <pthread.h>
 #include <cerrno>
+#include <cstdlib>
+#include <cstring>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -20,6 +28,15 @@
 
 #include "errors.h"
 #include "internal.h"
+
+#if defined(__linux__)
+#include <linux/futex.h>
+#include <linux/io_uring.h>
+#include <linux/time_types.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 namespace nodemp {
 
@@ -33,6 +50,8 @@ struct Job {
   // Its environment ended (a worker thread exited) while it was out: its
   // references belong to a dead environment and are let go, never called.
   bool abandoned = false;
+  // A request on the ring rather than a thread's.
+  bool on_ring = false;
 };
 
 static void FreeJob(Job* job) {
@@ -88,28 +107,221 @@ static void* Work(void*) {
   }
 }
 
+static void Deliver(Job* job) {
+  Napi::Env env(loop_env);
+  in_flight.erase(job);
+  if (in_flight.empty()) uv_unref(reinterpret_cast<uv_handle_t*>(async));
+  Napi::HandleScope scope(env);
+  if (job->result < 0) {
+    Napi::Value error = ErrnoError(env, -job->result, "futex_wait");
+    CallFromLoop(env, job->callback, {error});
+  } else {
+    CallFromLoop(env, job->callback, {env.Null(), Napi::Number::New(env, job->result)});
+  }
+  delete job;
+}
+
+static bool StartWait(Job* job);
+
+// Hands the wait to a helper thread, or fails it if none can be started.
+static void SubmitToThread(Job* job) {
+  if (StartWait(job)) return;
+  job->result = -errno;
+  Deliver(job);
+}
+
+#if defined(__linux__)
+// The ring, event-loop thread only. Not in the headers this is built with
+// before Linux 6.7: the futex-wait opcode, and futex2's flag for a 32-bit
+// word (shared between processes: no FUTEX2_PRIVATE).
+constexpr uint8_t kOpFutexWait = 51;
+constexpr uint32_t kFutex2SizeU32 = 0x02;
+constexpr uint32_t kRingEntries = 256;
+// The user_data of a wait's linked timeout, whose own completion is not news.
+constexpr uint64_t kTimeoutTag = 1;
+
+struct Ring {
+  int fd = -1;
+  unsigned* sq_head = nullptr;
+  unsigned* sq_tail = nullptr;
+  unsigned sq_mask = 0;
+  unsigned* sq_array = nullptr;
+  io_uring_sqe* sqes = nullptr;
+  unsigned* cq_head = nullptr;
+  unsigned* cq_tail = nullptr;
+  unsigned cq_mask = 0;
+  io_uring_cqe* cqes = nullptr;
+  void* sq_map = nullptr;
+  size_t sq_map_len = 0;
+  void* cq_map = nullptr;
+  size_t cq_map_len = 0;
+  size_t sqes_len = 0;
+  uv_poll_t* poll = nullptr;
+  int waits = 0;
+};
+// 0 not tried yet, 1 in use, -1 unavailable (no io_uring, or one without futex waits).
+static int ring_state = 0;
+static Ring ring;
+
+static void RingUnmap() {
+  if (ring.sq_map != nullptr) munmap(ring.sq_map, ring.sq_map_len);
+  if (ring.cq_map != nullptr && ring.cq_map != ring.sq_map) munmap(ring.cq_map, ring.cq_map_len);
+  if (ring.sqes != nullptr) munmap(ring.sqes, ring.sqes_len);
+  if (ring.fd >= 0) close(ring.fd);
+  ring = Ring();
+}
+
+static void OnRing(uv_poll_t*, int, int);
+
+static void* MapRing(size_t length, off_t offset) {
+  void* p = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, ring.fd, offset);
+  if (p == MAP_FAILED) return nullptr;
+  // A forked child must not see this process's ring: it makes its own.
+  madvise(p, length, MADV_DONTFORK);
+  return p;
+}
+
+static bool RingOpen(Napi::Env env) {
+  io_uring_params p;
+  std::memset(&p, 0, sizeof p);
+  int fd = static_cast<int>(syscall(__NR_io_uring_setup, kRingEntries, &p));
+  if (fd < 0) return false;
+  ring.fd = fd;
+  ring.sq_map_len = p.sq_off.array + p.sq_entries * sizeof(unsigned);
+  ring.cq_map_len = p.cq_off.cqes + p.cq_entries * sizeof(io_uring_cqe);
+  bool single = (p.features & IORING_FEAT_SINGLE_MMAP) != 0;
+  if (single && ring.cq_map_len > ring.sq_map_len) ring.sq_map_len = ring.cq_map_len;
+  ring.sq_map = MapRing(ring.sq_map_len, IORING_OFF_SQ_RING);
+  ring.cq_map = single ? ring.sq_map : MapRing(ring.cq_map_len, IORING_OFF_CQ_RING);
+  ring.sqes_len = p.sq_entries * sizeof(io_uring_sqe);
+  ring.sqes = static_cast<io_uring_sqe*>(MapRing(ring.sqes_len, IORING_OFF_SQES));
+  if (ring.sq_map == nullptr || ring.cq_map == nullptr || ring.sqes == nullptr) {
+    RingUnmap();
+    return false;
+  }
+  auto at = [](void* base, uint32_t off) { return reinterpret_cast<unsigned*>(static_cast<char*>(base) + off); };
+  ring.sq_head = at(ring.sq_map, p.sq_off.head);
+  ring.sq_tail = at(ring.sq_map, p.sq_off.tail);
+  ring.sq_mask = *at(ring.sq_map, p.sq_off.ring_mask);
+  ring.sq_array = at(ring.sq_map, p.sq_off.array);
+  ring.cq_head = at(ring.cq_map, p.cq_off.head);
+  ring.cq_tail = at(ring.cq_map, p.cq_off.tail);
+  ring.cq_mask = *at(ring.cq_map, p.cq_off.ring_mask);
+  ring.cqes = reinterpret_cast<io_uring_cqe*>(static_cast<char*>(ring.cq_map) + p.cq_off.cqes);
+  ring.poll = new uv_poll_t;
+  if (uv_poll_init(LoopOf(env), ring.poll, fd) != 0) {
+    delete ring.poll;
+    ring.poll = nullptr;
+    RingUnmap();
+    return false;
+  }
+  return true;
+}
+
+// Queues the wait (and its timeout) and submits it; false if the ring had no room or did not take it.
+static bool RingSubmit(Job* job) {
+  unsigned tail = *ring.sq_tail;
+  unsigned head = __atomic_load_n(ring.sq_head, __ATOMIC_ACQUIRE);
+  unsigned need = job->timeout_ns >= 0 ? 2 : 1;
+  if (tail - head + need > ring.sq_mask + 1) return false;
+  io_uring_sqe* sqe = &ring.sqes[tail & ring.sq_mask];
+  std::memset(sqe, 0, sizeof *sqe);
+  sqe->opcode = kOpFutexWait;
+  sqe->fd = static_cast<int32_t>(kFutex2SizeU32);
+  sqe->addr = reinterpret_cast<uint64_t>(job->addr);
+  sqe->addr2 = job->expected;
+  sqe->addr3 = FUTEX_BITSET_MATCH_ANY;
+  sqe->user_data = reinterpret_cast<uint64_t>(job);
+  ring.sq_array[tail & ring.sq_mask] = tail & ring.sq_mask;
+  // Read by the kernel as it takes the requests in, within io_uring_enter below.
+  __kernel_timespec ts{job->timeout_ns / 1000000000, job->timeout_ns % 1000000000};
+  if (need == 2) {
+    sqe->flags = IOSQE_IO_LINK;
+    io_uring_sqe* t = &ring.sqes[(tail + 1) & ring.sq_mask];
+    std::memset(t, 0, sizeof *t);
+    t->opcode = IORING_OP_LINK_TIMEOUT;
+    t->fd = -1;
+    t->addr = reinterpret_cast<uint64_t>(&ts);
+    t->len = 1;
+    t->user_data = kTimeoutTag;
+    ring.sq_array[(tail + 1) & ring.sq_mask] = (tail + 1) & ring.sq_mask;
+  }
+  __atomic_store_n(ring.sq_tail, tail + need, __ATOMIC_RELEASE);
+  for (;;) {
+    long r = syscall(__NR_io_uring_enter, ring.fd, need, 0, 0, nullptr, 0);
+    if (r >= 0) break;
+    if (errno == EINTR) continue;
+    // Not taken in: withdraw them; a thread waits instead.
+    __atomic_store_n(ring.sq_tail, tail, __ATOMIC_RELEASE);
+    return false;
+  }
+  if (ring.waits++ == 0) uv_poll_start(ring.poll, UV_READABLE, OnRing);
+  job->on_ring = true;
+  return true;
+}
+
+static void OnRing(uv_poll_t*, int, int) {
+  unsigned head = *ring.cq_head;
+  unsigned tail = __atomic_load_n(ring.cq_tail, __ATOMIC_ACQUIRE);
+  std::vector<Job*> done;
+  for (; head != tail; head++) {
+    io_uring_cqe* cqe = &ring.cqes[head & ring.cq_mask];
+    if (cqe->user_data == kTimeoutTag) continue;
+    Job* job = reinterpret_cast<Job*>(cqe->user_data);
+    int res = cqe->res;
+    // -ECANCELED: its linked timeout ended it. -EINTR: woken for no reason; the caller looks and waits again.
+    if (res == 0 || res == -EINTR) job->result = kWoken;
+    else if (res == -EAGAIN) job->result = kNotEqual;
+    else if (res == -ECANCELED) job->result = kTimedOut;
+    else job->result = res;
+    done.push_back(job);
+  }
+  __atomic_store_n(ring.cq_head, head, __ATOMIC_RELEASE);
+  for (Job* job : done) {
+    if (--ring.waits == 0) uv_poll_stop(ring.poll);
+    if (job->result == -EINVAL || job->result == -EOPNOTSUPP) {
+      // An io_uring without futex waits (before Linux 6.7): threads from now on.
+      ring_state = -1;
+      job->on_ring = false;
+      SubmitToThread(job);
+      continue;
+    }
+    Deliver(job);
+  }
+}
+
+static void RingClose() {
+  if (ring.poll != nullptr) {
+    uv_close(reinterpret_cast<uv_handle_t*>(ring.poll), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
+    ring.poll = nullptr;
+  }
+  RingUnmap();
+}
+
+static bool TryRing(Napi::Env env, Job* job) {
+  // NODEMP_IO_URING=0 keeps to threads: for a kernel whose io_uring misbehaves, and for measuring one against the other.
+  if (ring_state == 0) {
+    const char* choice = getenv("NODEMP_IO_URING");
+    ring_state = (choice != nullptr && std::strcmp(choice, "0") == 0) || !RingOpen(env) ? -1 : 1;
+  }
+  return ring_state == 1 && RingSubmit(job);
+}
+#else
+static bool TryRing(Napi::Env, Job*) { return false; }
+#endif
+
 static void OnFinished(uv_async_t*) {
   std::vector<Job*> batch;
   {
     std::lock_guard<std::mutex> lock(*mu);
     batch.swap(finished);
   }
-  Napi::Env env(loop_env);
   for (Job* job : batch) {
     if (job->abandoned) {
       FreeJob(job);
       continue;
     }
-    in_flight.erase(job);
-    if (in_flight.empty()) uv_unref(reinterpret_cast<uv_handle_t*>(async));
-    Napi::HandleScope scope(env);
-    if (job->result < 0) {
-      Napi::Value error = ErrnoError(env, -job->result, "futex_wait");
-      CallFromLoop(env, job->callback, {error});
-    } else {
-      CallFromLoop(env, job->callback, {env.Null(), Napi::Number::New(env, job->result)});
-    }
-    delete job;
+    Deliver(job);
   }
 }
 
@@ -134,8 +346,16 @@ static void AtForkChild() {
 void WaiterEnvCleanup(napi_env env) {
   if (async == nullptr || loop_env != env) return;
   std::lock_guard<std::mutex> lock(*mu);
-  for (Job* job : in_flight) job->abandoned = true;
+  for (Job* job : in_flight) {
+    job->abandoned = true;
+    // Closing the ring ends its requests: nothing will come back for them.
+    if (job->on_ring) FreeJob(job);
+  }
   in_flight.clear();
+#if defined(__linux__)
+  RingClose();
+  ring_state = 0;
+#endif
   uv_close(reinterpret_cast<uv_handle_t*>(async), [](uv_handle_t* h) { delete reinterpret_cast<uv_async_t*>(h); });
   async = nullptr;
   loop_env = nullptr;
@@ -145,6 +365,18 @@ void WaiterAfterFork() {
   for (Job* job : in_flight) delete job;
   in_flight.clear();
   if (async != nullptr) uv_unref(reinterpret_cast<uv_handle_t*>(async));
+#if defined(__linux__)
+  // The parent's ring was not mapped into this process (MADV_DONTFORK) and
+  // its requests are the parent's: let go of the descriptor and the poll
+  // handle, and make a ring of our own when a wait needs one.
+  if (ring.poll != nullptr) {
+    uv_close(reinterpret_cast<uv_handle_t*>(ring.poll), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
+    ring.poll = nullptr;
+  }
+  if (ring.fd >= 0) close(ring.fd);
+  ring = Ring();
+  if (ring_state == 1) ring_state = 0;
+#endif
 }
 
 static bool StartThread() {
@@ -190,6 +422,21 @@ static Napi::Value WaitAsync(const Napi::CallbackInfo& info) {
   job->timeout_ns = timeout_ns;
   job->buffer = Napi::Persistent(info[0].As<Napi::ArrayBuffer>());
   job->callback = Napi::Persistent(info[4].As<Napi::Function>());
+  if (in_flight.empty()) uv_ref(reinterpret_cast<uv_handle_t*>(async));
+  in_flight.insert(job);
+  if (TryRing(env, job)) return env.Undefined();
+  if (!StartWait(job)) {
+    int err = errno;
+    in_flight.erase(job);
+    if (in_flight.empty()) uv_unref(reinterpret_cast<uv_handle_t*>(async));
+    delete job;
+    ThrowErrno(env, err, "pthread_create", "no thread to wait on");
+  }
+  return env.Undefined();
+}
+
+// Hands the wait to a helper thread; false (errno set) if none could be started.
+static bool StartWait(Job* job) {
   bool need_thread;
   {
     std::lock_guard<std::mutex> lock(*mu);
@@ -214,15 +461,12 @@ static Napi::Value WaitAsync(const Napi::CallbackInfo& info) {
     }
     // A thread that went idle meanwhile may already be sleeping on it.
     if (withdrawn) {
-      delete job;
-      ThrowErrno(env, err, "pthread_create", "no thread to wait on");
-      return env.Undefined();
+      errno = err;
+      return false;
     }
   }
   cv->notify_one();
-  if (in_flight.empty()) uv_ref(reinterpret_cast<uv_handle_t*>(async));
-  in_flight.insert(job);
-  return env.Undefined();
+  return true;
 }
 
 void InitWaiter(Napi::Env env, Napi::Object exports) {

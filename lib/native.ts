@@ -43,6 +43,8 @@ export interface Native {
     timeoutMs: number | undefined,
     callback: (error: Error | null, result?: 0 | 1 | 2) => void,
   ): void;
+  /** How this process's async waits sleep: through io_uring (Linux 6.7+), on helper threads, or not decided before the first. */
+  waitMechanism(): 'io_uring' | 'threads' | 'undecided';
   layout: Layout;
   // The feeder of unbounded queues (native/ring.cc)
   /** `pending`: an int32, the feed's count of waiting messages, kept up to date by the native side. */

@@ -146,6 +146,7 @@ struct Ring {
   unsigned* sq_tail = nullptr;
   unsigned sq_mask = 0;
   unsigned* sq_array = nullptr;
+  unsigned* sq_flags = nullptr;
   io_uring_sqe* sqes = nullptr;
   unsigned* cq_head = nullptr;
   unsigned* cq_tail = nullptr;
@@ -204,6 +205,7 @@ static bool RingOpen(Napi::Env env) {
   ring.sq_tail = at(ring.sq_map, p.sq_off.tail);
   ring.sq_mask = *at(ring.sq_map, p.sq_off.ring_mask);
   ring.sq_array = at(ring.sq_map, p.sq_off.array);
+  ring.sq_flags = at(ring.sq_map, p.sq_off.flags);
   ring.cq_head = at(ring.cq_map, p.cq_off.head);
   ring.cq_tail = at(ring.cq_map, p.cq_off.tail);
   ring.cq_mask = *at(ring.cq_map, p.cq_off.ring_mask);
@@ -261,22 +263,28 @@ static bool RingSubmit(Job* job) {
 }
 
 static void OnRing(uv_poll_t*, int, int) {
-  unsigned head = *ring.cq_head;
-  unsigned tail = __atomic_load_n(ring.cq_tail, __ATOMIC_ACQUIRE);
   std::vector<Job*> done;
-  for (; head != tail; head++) {
-    io_uring_cqe* cqe = &ring.cqes[head & ring.cq_mask];
-    if (cqe->user_data == kTimeoutTag) continue;
-    Job* job = reinterpret_cast<Job*>(cqe->user_data);
-    int res = cqe->res;
-    // -ECANCELED: its linked timeout ended it. -EINTR: woken for no reason; the caller looks and waits again.
-    if (res == 0 || res == -EINTR) job->result = kWoken;
-    else if (res == -EAGAIN) job->result = kNotEqual;
-    else if (res == -ECANCELED) job->result = kTimedOut;
-    else job->result = res;
-    done.push_back(job);
+  for (;;) {
+    unsigned head = *ring.cq_head;
+    unsigned tail = __atomic_load_n(ring.cq_tail, __ATOMIC_ACQUIRE);
+    for (; head != tail; head++) {
+      io_uring_cqe* cqe = &ring.cqes[head & ring.cq_mask];
+      if (cqe->user_data == kTimeoutTag) continue;
+      Job* job = reinterpret_cast<Job*>(cqe->user_data);
+      int res = cqe->res;
+      // -ECANCELED: its linked timeout ended it. -EINTR: woken for no reason; the caller looks and waits again.
+      if (res == 0 || res == -EINTR) job->result = kWoken;
+      else if (res == -EAGAIN) job->result = kNotEqual;
+      else if (res == -ECANCELED) job->result = kTimedOut;
+      else job->result = res;
+      done.push_back(job);
+    }
+    __atomic_store_n(ring.cq_head, head, __ATOMIC_RELEASE);
+    // More completions than the ring holds wait in the kernel, and only
+    // io_uring_enter brings them in: the descriptor would not say so again.
+    if ((__atomic_load_n(ring.sq_flags, __ATOMIC_ACQUIRE) & IORING_SQ_CQ_OVERFLOW) == 0) break;
+    syscall(__NR_io_uring_enter, ring.fd, 0, 0, IORING_ENTER_GETEVENTS, nullptr, 0);
   }
-  __atomic_store_n(ring.cq_head, head, __ATOMIC_RELEASE);
   for (Job* job : done) {
     if (--ring.waits == 0) uv_poll_stop(ring.poll);
     if (job->result == -EINVAL || job->result == -EOPNOTSUPP) {
@@ -471,6 +479,14 @@ static bool StartWait(Job* job) {
 
 void InitWaiter(Napi::Env env, Napi::Object exports) {
   exports.Set("waitAsync", Napi::Function::New(env, WaitAsync, "waitAsync"));
+  exports.Set("waitMechanism", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+#if defined(__linux__)
+    const char* which = ring_state == 1 ? "io_uring" : ring_state == -1 ? "threads" : "undecided";
+#else
+    const char* which = "threads";
+#endif
+    return Napi::String::New(info.Env(), which);
+  }));
 }
 
 }  // namespace nodemp

@@ -36,11 +36,15 @@ export interface Run {
 }
 
 /**
- * Runs an ES module (NODEMP resolves to the built library) in a fresh `node`, by default single-threaded.
+ * Runs an ES module (NODEMP resolves to the built library) in a fresh `node`, by default single-threaded,
+ * with `env` added to this process's environment.
  * With `files`, its output goes to files, so that the call returns when the process ends even while
  * children it left running still hold its stdout.
  */
-export function runScript(source: string, options: { args?: string[]; nodeArgs?: string[]; timeout?: number; files?: boolean } = {}): Run {
+export function runScript(
+  source: string,
+  options: { args?: string[]; nodeArgs?: string[]; timeout?: number; files?: boolean; env?: Record<string, string> } = {},
+): Run {
   const dir = mkdtempSync(join(tmpdir(), 'nodemp-test-'));
   const file = join(dir, 'script.mjs');
   writeFileSync(file, source.replaceAll('NODEMP', JSON.stringify(dist)));
@@ -48,6 +52,7 @@ export function runScript(source: string, options: { args?: string[]; nodeArgs?:
   const r = spawnSync(process.execPath, [...(options.nodeArgs ?? ['--single-threaded']), file, ...(options.args ?? [])], {
     encoding: 'utf8',
     timeout: options.timeout ?? 20000,
+    env: options.env ? { ...process.env, ...options.env } : process.env,
     stdio: out ? ['pipe', out[0], out[1]] : ['pipe', 'pipe', 'pipe'],
   });
   if (out) {

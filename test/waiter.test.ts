@@ -1,9 +1,11 @@
-// Asynchronous waits sleep on native helper threads. They must not hold a
-// forked child alive, must not be lost for the parent across a fork, and must
-// scale to many waits at once.
+// Asynchronous waits sleep through io_uring (Linux 6.7+) or on native helper
+// threads. They must not hold a forked child alive, must not be lost for the
+// parent across a fork, and must scale to many waits at once, either way.
+import { readdirSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { Event, Process, Semaphore } from '../dist/index.js';
-import { openFds } from './helpers.js';
+import { native } from '../dist/native.js';
+import { openFds, runScript } from './helpers.js';
 import { busySleep, spawnChild } from './sync-helpers.js';
 
 describe('asynchronous waits', () => {
@@ -45,5 +47,50 @@ describe('asynchronous waits', () => {
     await child.join();
     expect(s.getValue()).toBe(0);
     expect(openFds()).toEqual(before);
+  });
+
+  it('through io_uring where the kernel has it, 2000 waits at once start no helper thread and all end, when woken together', async () => {
+    const s = new Semaphore(0);
+    const first = s.acquire({ timeout: 20000 });
+    if (native.waitMechanism() !== 'io_uring') {
+      s.release();
+      await first;
+      return;
+    }
+    const threads = readdirSync('/proc/self/task').length;
+    // Each wait with a timeout completes twice (the wait and its timer): far more completions at once than the ring holds.
+    const results = [first, ...Array.from({ length: 1999 }, () => s.acquire({ timeout: 20000 }))];
+    expect(readdirSync('/proc/self/task').length).toBe(threads);
+    const child = spawnChild(() => {
+      s.release(2000);
+    });
+    expect((await Promise.all(results)).every(Boolean)).toBe(true);
+    await child.join();
+  });
+
+  it('on helper threads (NODEMP_IO_URING=0): waits across a fork, timeouts and 100 waits at once', () => {
+    const r = runScript(
+      `
+      const { Event, Process, Semaphore } = await import(NODEMP);
+      const { native } = await import(NODEMP.replace('index.js', 'native.js'));
+      const e = new Event();
+      const pending = e.wait(10000);
+      const setter = new Process({ daemon: true, target: () => e.set() });
+      setter.start();
+      const woken = await pending;
+      await setter.join();
+      const timedOut = await new Event().wait(50);
+      const s = new Semaphore(0);
+      const all = Array.from({ length: 100 }, () => s.acquire({ timeout: 20000 }));
+      const releaser = new Process({ daemon: true, target: () => { for (let i = 0; i < 100; i++) s.release(); } });
+      releaser.start();
+      const taken = (await Promise.all(all)).every(Boolean);
+      await releaser.join();
+      console.log(JSON.stringify({ mechanism: native.waitMechanism(), woken, timedOut, taken }));
+    `,
+      { env: { NODEMP_IO_URING: '0' } },
+    );
+    expect(r.stderr).toBe('');
+    expect(JSON.parse(r.stdout)).toEqual({ mechanism: 'threads', woken: true, timedOut: false, taken: true });
   });
 });

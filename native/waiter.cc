@@ -285,8 +285,11 @@ static void OnRing(uv_poll_t*, int, int) {
     if ((__atomic_load_n(ring.sq_flags, __ATOMIC_ACQUIRE) & IORING_SQ_CQ_OVERFLOW) == 0) break;
     syscall(__NR_io_uring_enter, ring.fd, 0, 0, IORING_ENTER_GETEVENTS, nullptr, 0);
   }
+  // Counted off before any callback runs: a callback that waits again
+  // starts the poll again, and must not find it stopped by a later one.
+  ring.waits -= static_cast<int>(done.size());
+  if (ring.waits == 0) uv_poll_stop(ring.poll);
   for (Job* job : done) {
-    if (--ring.waits == 0) uv_poll_stop(ring.poll);
     if (job->result == -EINVAL || job->result == -EOPNOTSUPP) {
       // An io_uring without futex waits (before Linux 6.7): threads from now on.
       ring_state = -1;

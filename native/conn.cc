@@ -127,6 +127,7 @@ int PollTimeout(double left) {
 // Waits until fd reports `events` (or an error/hang-up) or timeout_ms passes
 // (< 0: forever). Returns 1 ready, 0 timed out, -errno on failure.
 int WaitFor(int fd, short events, double timeout_ms) {
+  SampleIfDue();
   double deadline = timeout_ms < 0 ? -1 : NowMs() + timeout_ms;
   for (;;) {
     pollfd p{fd, events, 0};

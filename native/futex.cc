@@ -33,6 +33,7 @@ static uint64_t MonotonicNs() {
 }
 
 int WaitOnWord(uint32_t* addr, uint32_t expected, int64_t timeout_ns) {
+  SampleIfDue();
   uint64_t deadline = timeout_ns >= 0 ? MonotonicNs() + static_cast<uint64_t>(timeout_ns) : 0;
   for (;;) {
     int64_t left = -1;

@@ -45,6 +45,8 @@ void ConnAfterFork();
 // Whether this process has lately waited for a CPU a fair share of the time,
 // so that spinning waits would take a time slice a partner needs (sched.cc).
 bool MachineBusy();
+// Takes that verdict again if its window has ended; called by every wait as it goes to sleep.
+void SampleIfDue();
 
 // Ends this process by SIGKILL once `ppid` is gone (fork.cc).
 void DieWithParent(pid_t ppid);

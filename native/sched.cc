@@ -96,11 +96,15 @@ static void Sample(uint64_t now) {
 static void Sample(uint64_t now) {}
 #endif
 
-bool MachineBusy() {
+bool MachineBusy() { return busy.load(std::memory_order_relaxed); }
+
+// The verdict is taken again on the way to sleep, never while a wait spins:
+// reading the counter costs a few system calls, which a spin that is about
+// to see its partner's answer should not pay. A forked child goes on with
+// its parent's verdict until its first window ends.
+void SampleIfDue() {
   uint64_t now = NowNs();
-  // A forked child goes on with its parent's verdict until its first window ends.
   if (now - window_start.load(std::memory_order_relaxed) >= kWindowNs) Sample(now);
-  return busy.load(std::memory_order_relaxed);
 }
 
 void InitSched(Napi::Env env, Napi::Object exports) {

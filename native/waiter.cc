@@ -222,6 +222,7 @@ static bool RingOpen(Napi::Env env) {
 
 // Queues the wait (and its timeout) and submits it; false if the ring had no room or did not take it.
 static bool RingSubmit(Job* job) {
+  SampleIfDue();
   unsigned tail = *ring.sq_tail;
   unsigned head = __atomic_load_n(ring.sq_head, __ATOMIC_ACQUIRE);
   unsigned need = job->timeout_ns >= 0 ? 2 : 1;

@@ -96,10 +96,14 @@ class Server {
 
   constructor() {
     const [mine, theirs] = native.socketPair();
-    // The server runs V8 without background threads whatever this process does: that is what lets it fork.
-    const flags = childExecArgv().filter((f) => f !== '--single-threaded' && f !== '--single_threaded');
+    // The server runs V8 without background work whatever this process does: that is what lets it fork.
+    // --single-threaded still leaves Node's platform 4 worker threads asleep on one condition variable,
+    // and a child forked with several sleepers copied in there can hang in its first garbage collection
+    // (pthread_cond_signal waiting for sleepers that do not exist in it); one worker thread leaves no
+    // second sleeper to wait for.
+    const flags = childExecArgv().filter((f) => !/^--(single[-_]threaded|v8[-_]pool[-_]size)\b/.test(f));
     try {
-      this.pid = spawnNode(SERVER, [String(selfPid)], theirs, [...flags, '--single-threaded']);
+      this.pid = spawnNode(SERVER, [String(selfPid)], theirs, [...flags, '--single-threaded', '--v8-pool-size=1']);
     } catch (error) {
       native.closeFd(mine);
       throw error;

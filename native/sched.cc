@@ -67,7 +67,11 @@ static bool RunDelayNs(uint64_t* out) {
 
 static void Sample(uint64_t now) {
   uint64_t delay;
-  if (!RunDelayNs(&delay)) return;
+  if (!RunDelayNs(&delay)) {
+    // No schedstats here: the verdict stays idle, and a failed read is not retried on every sleep.
+    window_start.store(now, std::memory_order_relaxed);
+    return;
+  }
   pid_t pid = getpid();
   uint64_t start = window_start.load(std::memory_order_relaxed);
   uint64_t before = delay_at_start.load(std::memory_order_relaxed);

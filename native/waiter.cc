@@ -164,10 +164,17 @@ struct Ring {
 static int ring_state = 0;
 static Ring ring;
 
-static void RingUnmap() {
-  if (ring.sq_map != nullptr) munmap(ring.sq_map, ring.sq_map_len);
-  if (ring.cq_map != nullptr && ring.cq_map != ring.sq_map) munmap(ring.cq_map, ring.cq_map_len);
-  if (ring.sqes != nullptr) munmap(ring.sqes, ring.sqes_len);
+// Lets go of the ring: its poll handle, its mappings (`mapped` false: a forked
+// child, where MADV_DONTFORK left them out) and its descriptor.
+static void RingRelease(bool mapped) {
+  if (ring.poll != nullptr) {
+    uv_close(reinterpret_cast<uv_handle_t*>(ring.poll), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
+  }
+  if (mapped) {
+    if (ring.sq_map != nullptr) munmap(ring.sq_map, ring.sq_map_len);
+    if (ring.cq_map != nullptr && ring.cq_map != ring.sq_map) munmap(ring.cq_map, ring.cq_map_len);
+    if (ring.sqes != nullptr) munmap(ring.sqes, ring.sqes_len);
+  }
   if (ring.fd >= 0) close(ring.fd);
   ring = Ring();
 }
@@ -197,7 +204,7 @@ static bool RingOpen(Napi::Env env) {
   ring.sqes_len = p.sq_entries * sizeof(io_uring_sqe);
   ring.sqes = static_cast<io_uring_sqe*>(MapRing(ring.sqes_len, IORING_OFF_SQES));
   if (ring.sq_map == nullptr || ring.cq_map == nullptr || ring.sqes == nullptr) {
-    RingUnmap();
+    RingRelease(true);
     return false;
   }
   auto at = [](void* base, uint32_t off) { return reinterpret_cast<unsigned*>(static_cast<char*>(base) + off); };
@@ -214,7 +221,7 @@ static bool RingOpen(Napi::Env env) {
   if (uv_poll_init(LoopOf(env), ring.poll, fd) != 0) {
     delete ring.poll;
     ring.poll = nullptr;
-    RingUnmap();
+    RingRelease(true);
     return false;
   }
   return true;
@@ -302,14 +309,6 @@ static void OnRing(uv_poll_t*, int, int) {
   }
 }
 
-static void RingClose() {
-  if (ring.poll != nullptr) {
-    uv_close(reinterpret_cast<uv_handle_t*>(ring.poll), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
-    ring.poll = nullptr;
-  }
-  RingUnmap();
-}
-
 static bool TryRing(Napi::Env env, Job* job) {
   // NODEMP_IO_URING=0 keeps to threads: for a kernel whose io_uring misbehaves, and for measuring one against the other.
   if (ring_state == 0) {
@@ -365,7 +364,7 @@ void WaiterEnvCleanup(napi_env env) {
   }
   in_flight.clear();
 #if defined(__linux__)
-  RingClose();
+  RingRelease(true);
   ring_state = 0;
 #endif
   uv_close(reinterpret_cast<uv_handle_t*>(async), [](uv_handle_t* h) { delete reinterpret_cast<uv_async_t*>(h); });
@@ -378,15 +377,8 @@ void WaiterAfterFork() {
   in_flight.clear();
   if (async != nullptr) uv_unref(reinterpret_cast<uv_handle_t*>(async));
 #if defined(__linux__)
-  // The parent's ring was not mapped into this process (MADV_DONTFORK) and
-  // its requests are the parent's: let go of the descriptor and the poll
-  // handle, and make a ring of our own when a wait needs one.
-  if (ring.poll != nullptr) {
-    uv_close(reinterpret_cast<uv_handle_t*>(ring.poll), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
-    ring.poll = nullptr;
-  }
-  if (ring.fd >= 0) close(ring.fd);
-  ring = Ring();
+  // The parent's ring's requests are the parent's: a wait here makes a ring of its own.
+  RingRelease(false);
   if (ring_state == 1) ring_state = 0;
 #endif
 }

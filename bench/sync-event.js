@@ -124,6 +124,42 @@ function nodempCold() {
   return samples;
 }
 
+// The floor under nodempCold(): the same two Node processes and the same
+// pause, with nothing of Event's between them: a bare futex word, woken and
+// waited on through the addon's futexWait/futexWake. Whatever this costs
+// beyond a thread's wake-up is the kernel's and the machine's, paid by any
+// wake of another Node process.
+function rawCold() {
+  const buffer = native.mapShared(32);
+  const w = new Int32Array(buffer, 0, 2);
+  const stamp = new BigInt64Array(buffer, 16, 2);
+  const child = new Process({
+    daemon: true,
+    target: () => {
+      for (let i = 0; i < coldRounds; i++) {
+        while (Atomics.load(w, 0) === 0) native.futexWait(buffer, 0, 0);
+        stamp[1] = process.hrtime.bigint() - stamp[0];
+        Atomics.store(w, 0, 0);
+        Atomics.store(w, 1, 1);
+        native.futexWake(buffer, 4, 1);
+      }
+    },
+  });
+  child.start();
+  const samples = [];
+  for (let i = 0; i < coldRounds; i++) {
+    pause(2);
+    stamp[0] = process.hrtime.bigint();
+    Atomics.store(w, 0, 1);
+    native.futexWake(buffer, 0, 1);
+    while (Atomics.load(w, 1) === 0) native.futexWait(buffer, 4, 0);
+    Atomics.store(w, 1, 0);
+    samples.push(Number(stamp[1]) / 1000);
+  }
+  child.joinSync();
+  return samples;
+}
+
 const coldWorkerSource = `
 const { workerData: { sab, total } } = require('node:worker_threads');
 const w = new Int32Array(sab);
@@ -162,12 +198,13 @@ function python() {
   return r.status === 0 ? JSON.parse(r.stdout).one_way_us : null;
 }
 
-// Passes alternate between all five, so a noisy stretch of the machine's
+// Passes alternate between all of them, so a noisy stretch of the machine's
 // time lands on every side. Each Worker has exited before the next fork.
-const us = { nodempSync: [], nodempAsync: [], python: [], workersSync: [], workersAsync: [], nodempCold: [], workersCold: [] };
+const us = { nodempSync: [], nodempAsync: [], python: [], workersSync: [], workersAsync: [], nodempCold: [], workersCold: [], rawCold: [] };
 for (let p = 0; p < passes; p++) {
   us.nodempCold.push(...nodempCold());
   us.workersCold.push(...(await workersCold()));
+  us.rawCold.push(...rawCold());
   us.nodempSync.push(...(await nodemp(false)));
   us.nodempAsync.push(...(await nodemp(true)));
   const py = python();
@@ -187,6 +224,7 @@ console.log(JSON.stringify({
     unit: 'us',
     nodemp: median(us.nodempCold),
     'worker_threads Atomics.wait/notify, cold': median(us.workersCold),
+    'floor: a bare futex word between two Node processes (futexWait/futexWake), cold': median(us.rawCold),
   },
   'Event set -> waiter running, other process (await wait()), one-way': {
     unit: 'us',

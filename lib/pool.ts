@@ -21,7 +21,7 @@
 // fails with WorkerDiedError and the rest go to other workers.
 import { inspect } from 'node:util';
 import { Process, bootstrappingError, cpuCount, processClassFor, setExitListener } from './process.js';
-import { EMPTY, Queue, takeNowait, whenReadable } from './queue.js';
+import { EMPTY, Queue, putWokeSleeper, takeNowait, takeWaiting, whenReadable } from './queue.js';
 import {
   ForkSafetyError,
   PoolError,
@@ -138,6 +138,8 @@ interface WorkerSetup {
   maxtasks: number;
 }
 
+const RESOLVED = Promise.resolve();
+
 /** Whether this worker's polls for the next task pay: they stop when tasks come too seldom for a poll to catch one. */
 const workerPoll = new SpinGauge();
 
@@ -162,7 +164,9 @@ function nextTask(tasks: Queue<TaskMessage>): TaskMessage {
     } while (performance.now() < until);
     workerPoll.miss();
   }
-  return tasks.getSync();
+  // The poll above was this wait's spin, or the gauge found that polls do
+  // not pay: either way the queue's own spin before it sleeps would not.
+  return takeWaiting(tasks, false) as TaskMessage;
 }
 
 /**
@@ -711,6 +715,8 @@ export class Pool {
   #state = RUN;
   #broken: unknown = null;
   #pumping = false;
+  /** Whether a batch sent since the last answers woke its worker from sleep: the pump then does not spin for them. */
+  #wokeWorker = false;
   /** Whether a turn of the event loop tends to bring an answer (#pump). */
   readonly #loopLook = new SpinGauge();
   #dispatchQueued = false;
@@ -826,7 +832,10 @@ export class Pool {
   #dispatchSoon(): void {
     if (this.#dispatchQueued) return;
     this.#dispatchQueued = true;
-    queueMicrotask(() => {
+    // A resolved promise's reaction, not queueMicrotask(), which makes an
+    // AsyncResource for every call: a tenth of the main thread's time in a
+    // pool given one task a millisecond.
+    RESOLVED.then(() => {
       this.#dispatchQueued = false;
       // A process forked from one that had this queued is not the pool's.
       if (selfPid === this.#owner) this.#dispatch();
@@ -1002,6 +1011,7 @@ export class Pool {
         continue;
       }
       if (ref !== undefined) w.told?.add(b.fnId);
+      if (putWokeSleeper(w.tasks)) this.#wokeWorker = true;
       this.#again.shift();
       b.worker = w;
       b.sentAt = performance.now();
@@ -1131,7 +1141,11 @@ export class Pool {
           if (this.#results.qsize() > 0) this.#loopLook.hit();
           else this.#loopLook.miss();
         }
-        await whenReadable(this.#results);
+        // A worker woken from sleep answers after its wake-up (tens of
+        // microseconds), which a spin would only spend.
+        const spin = !this.#wokeWorker;
+        this.#wokeWorker = false;
+        await whenReadable(this.#results, spin);
         this.#drain();
         this.#dispatch();
       }

@@ -86,9 +86,15 @@ const SIDE = 0x40;
 const SKIP = 0x7f;
 const LENGTH_MASK = 0xffffff;
 
+// The longest a consumer sleeps on an empty ring between checks for a
+// producer that died with the head reserved.
+const IDLE_CHECK_MAX_MS = 1000;
+
 const NOTHING = Symbol('nothing');
 const TAKE = Symbol('take');
 const READABLE = Symbol('readable');
+const TAKE_WAITING = Symbol('take waiting');
+const PUT_WOKE = Symbol('put woke');
 
 /** What takeNowait() returns from an empty queue. */
 export const EMPTY: unique symbol = NOTHING as never;
@@ -102,8 +108,22 @@ export function takeNowait(q: Queue<unknown>): unknown {
  * Internal (Pool): resolves once a message may be there to take, without
  * taking it, so that whoever acts on it takes it in the same tick.
  */
-export function whenReadable(q: Queue<unknown>): Promise<boolean> {
-  return runAsync(q[READABLE]());
+export function whenReadable(q: Queue<unknown>, spin = true): Promise<boolean> {
+  return runAsync(q[READABLE](spin));
+}
+
+/** Internal (Pool): getSync(), without the spin before the sleep where the caller has just polled. */
+export function takeWaiting(q: Queue<unknown>, spin: boolean): unknown {
+  return q[TAKE_WAITING](spin);
+}
+
+/**
+ * Internal (Pool): whether this process's latest put into `q` woke a consumer
+ * asleep in the kernel. Its answer is then a wake-up away, not microseconds:
+ * a spin for it would only burn the time it takes.
+ */
+export function putWokeSleeper(q: Queue<unknown>): boolean {
+  return q[PUT_WOKE]();
 }
 const DEFAULT_RING_BYTES = 1 << 20;
 const MIN_RING_BYTES = 4096;
@@ -183,6 +203,8 @@ class Ring {
   readonly joinable: boolean;
   #row = NO_ROW;
   #rowPid = 0;
+  /** Whether the latest tryPut() of this process woke sleeping consumers. */
+  putWoke = false;
   #stride = 0;
   // The native feeder's handle for this queue in this process (-1: none yet).
   #feed = -1;
@@ -220,8 +242,13 @@ class Ring {
     this.data = new Uint8Array(this.buffer, HEADER_SIZE + metaBytes, dataBytes);
     this.dataWords = new Int32Array(this.buffer, HEADER_SIZE + metaBytes, dataBytes / 4);
     this.#stride = this.slots / 8;
-    // Slot i starts out free for position i.
-    if (adoptingRing === null) for (let i = 0; i < this.slots; i++) this.meta[this.metaOf(i) + META_SEQ] = i;
+    if (adoptingRing === null) {
+      // Slot i starts out free for position i.
+      for (let i = 0; i < this.slots; i++) this.meta[this.metaOf(i) + META_SEQ] = i;
+      // Nobody sleeps on a new queue: its first put and first get make no wake-up call.
+      this.words[GET_SLEEP_SEQ] = -1;
+      this.words[PUT_SLEEP_SEQ] = -1;
+    }
   }
 
   /**
@@ -323,7 +350,7 @@ class Ring {
     if (this.joinable) Atomics.add(w, UNFINISHED, 1);
     Atomics.store(meta, i + META_SEQ, (pos + 1) | 0);
     this.#idlePublished();
-    this.#wakeConsumers();
+    this.putWoke = this.#wakeConsumers();
     return true;
   }
 
@@ -348,11 +375,14 @@ class Ring {
    * went to sleep since the last bump, there is nobody to wake (see
    * kQueueGetSleepSeq in native/layout.h; the feeder does the same).
    */
-  #wakeConsumers(): void {
+  /** True if it woke them. */
+  #wakeConsumers(): boolean {
     const w = this.words;
     const seq = Atomics.load(w, PUT_SEQ);
-    if (Atomics.load(w, GET_SLEEP_SEQ) !== seq) return;
-    if (Atomics.compareExchange(w, PUT_SEQ, seq, (seq + 1) | 0) === seq) native.futexWake(this.buffer, PUT_SEQ * 4, 0x7fffffff);
+    if (Atomics.load(w, GET_SLEEP_SEQ) !== seq) return false;
+    if (Atomics.compareExchange(w, PUT_SEQ, seq, (seq + 1) | 0) !== seq) return false;
+    native.futexWake(this.buffer, PUT_SEQ * 4, 0x7fffffff);
+    return true;
   }
 
   /** As #wakeConsumers, for producers asleep on GET_SEQ (kQueuePutSleepSeq). */
@@ -494,34 +524,42 @@ class Ring {
 
   // ---- waiting --------------------------------------------------------------
 
-  *getSteps(deadline: number, into: Uint8Array | null = null, offset = 0): Steps<unknown> {
+  *getSteps(deadline: number, into: Uint8Array | null = null, offset = 0, spin = true): Steps<unknown> {
     for (;;) {
       const value = this.tryGet(into, offset);
       if (value !== NOTHING) return value;
       if (this.shutDown !== RUNNING) throw new ShutDown('the queue was shut down and nothing is left to take');
       if (deadline === -Infinity) throw new QueueEmpty();
-      if (!(yield* this.publishedSteps(deadline))) throw new QueueEmpty(`the queue stayed empty for the whole timeout`);
+      if (!(yield* this.publishedSteps(deadline, spin))) throw new QueueEmpty(`the queue stayed empty for the whole timeout`);
     }
   }
 
   /** Until the head message looks published (true), or the deadline passes (false); takes nothing. */
-  *publishedSteps(deadline: number): Steps<boolean> {
+  *publishedSteps(deadline: number, spin = true): Steps<boolean> {
     const w = this.words;
     // After a whole owner check of nothing, a message is not microseconds
     // away: no spin. And once a check has found the ring empty and put its
     // counts right, the next ones have nothing to do until a producer
     // reserves the head (and dies before it publishes) or a count goes
     // astray: recovery reads every row's process (a tenth of a millisecond,
-    // cold), which an idle consumer should not pay ten times a second.
+    // cold), which an idle consumer should not pay ten times a second. Nor
+    // the wake-up itself, a fifth of a millisecond of CPU here: while the
+    // ring stays empty the checks come further apart, up to a second.
+    let checkMs = OWNER_CHECK_MS;
     for (let checks = 0; ; checks++) {
-      if (checks > 0 ? this.#headPublished() : this.#spinForMessage()) return true;
+      if (checks > 0 || !spin ? this.#headPublished() : this.#spinForMessage()) return true;
       if (timeLeft(deadline) === 0) return false;
       const seq = Atomics.load(w, PUT_SEQ);
       this.#announceSleep(GET_SLEEP_SEQ, seq);
       if (this.#headPublished() || this.shutDown !== RUNNING) return true;
-      const result = yield sleep(this.buffer, PUT_SEQ * 4, seq, slice(deadline, OWNER_CHECK_MS));
+      const result = yield sleep(this.buffer, PUT_SEQ * 4, seq, slice(deadline, checkMs));
       if (result !== TIMED_OUT) return true;
-      if (checks === 0 || Atomics.load(w, TAIL) !== Atomics.load(w, HEAD) || this.count() !== 0) this.recover(CONSUMER);
+      if (checks === 0 || Atomics.load(w, TAIL) !== Atomics.load(w, HEAD) || this.count() !== 0) {
+        this.recover(CONSUMER);
+        checkMs = OWNER_CHECK_MS;
+      } else {
+        checkMs = Math.min(checkMs * 2, IDLE_CHECK_MAX_MS);
+      }
     }
   }
 
@@ -978,8 +1016,18 @@ export class Queue<T = unknown> {
     return this.#open('getNowait()').tryGet();
   }
 
-  [READABLE](): Steps<boolean> {
-    return this.#open('get()').publishedSteps(Infinity);
+  [READABLE](spin: boolean): Steps<boolean> {
+    return this.#open('get()').publishedSteps(Infinity, spin);
+  }
+
+  [TAKE_WAITING](spin: boolean): unknown {
+    const ring = this.#open('getSync()');
+    const value = ring.tryGet();
+    return value !== NOTHING ? value : runSync(ring.getSteps(Infinity, null, 0, spin));
+  }
+
+  [PUT_WOKE](): boolean {
+    return this.#ring.putWoke;
   }
 
   /** The shared ring, for diagnostics and the crash tests: { buffer, slots }. */

@@ -157,6 +157,7 @@ constexpr uint32_t kQueueJoinSleepers = 152;
 // sequence, every consumer asleep on the old value has been woken (all of
 // them are), and the puts that follow need no system call until a consumer
 // goes to sleep again. A sleeper killed leaves at most one needless wake.
+// Both start at -1 (the sequences at 0), since nobody sleeps on a new queue.
 constexpr uint32_t kQueueGetSleepSeq = 156;
 constexpr uint32_t kQueuePutSleepSeq = 160;   // the same for producers, on kQueueGetSeq
 // Each process writes its entry twice per message; one cache line per entry

@@ -43,14 +43,23 @@ static uint64_t NowNs() {
 }
 
 #if defined(__linux__)
+// The counter file stays open and is read again from its start: one system
+// call a window where opening it each time cost three. "self" was resolved
+// when it was opened, so a forked child (another pid) opens its own.
+static int stat_fd = -1;
+static pid_t stat_fd_pid = 0;
+
 // Nanoseconds this process's main thread has waited on a run queue; false
 // where the kernel does not keep schedstats.
-static bool RunDelayNs(uint64_t* out) {
-  int fd = open("/proc/self/schedstat", O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return false;
+static bool RunDelayNs(pid_t pid, uint64_t* out) {
+  if (stat_fd_pid != pid) {
+    if (stat_fd >= 0) close(stat_fd);
+    stat_fd = open("/proc/self/schedstat", O_RDONLY | O_CLOEXEC);
+    stat_fd_pid = pid;
+  }
+  if (stat_fd < 0) return false;
   char buf[96];
-  ssize_t n = read(fd, buf, sizeof buf - 1);
-  close(fd);
+  ssize_t n = pread(stat_fd, buf, sizeof buf - 1, 0);
   if (n <= 0) return false;
   buf[n] = 0;
   // "<ns on cpu> <ns waiting on a run queue> <time slices>"
@@ -67,12 +76,12 @@ static bool RunDelayNs(uint64_t* out) {
 
 static void Sample(uint64_t now) {
   uint64_t delay;
-  if (!RunDelayNs(&delay)) {
+  pid_t pid = getpid();
+  if (!RunDelayNs(pid, &delay)) {
     // No schedstats here: the verdict stays idle, and a failed read is not retried on every sleep.
     window_start.store(now, std::memory_order_relaxed);
     return;
   }
-  pid_t pid = getpid();
   uint64_t start = window_start.load(std::memory_order_relaxed);
   uint64_t before = delay_at_start.load(std::memory_order_relaxed);
   // A forked child's counters start again from 0: its first window only sets the baseline.

@@ -120,6 +120,38 @@ describe('Queue recovery under repeated kills', () => {
     expect(q.qsize()).toBe(0);
   });
 
+  it('a consumer idle on an empty queue wakes seldom, and still mends a reservation a producer died with', async () => {
+    const q = new Queue<string>({ ringSize: 4096 });
+    const { w } = header(q);
+    const out = shared(2);
+    // Times this thread has been put on a CPU (schedstat's third field): its wake-ups.
+    const runs = (): number => Number(readFileSync('/proc/thread-self/schedstat', 'utf8').split(' ')[2]);
+    const consumer = spawnChild(() => {
+      const before = runs();
+      try {
+        q.getSync({ timeout: 5000 });
+        Atomics.store(out, 1, 1);
+      } catch {
+        // QueueEmpty: nothing was ever published
+      }
+      Atomics.store(out, 0, runs() - before);
+    });
+    // Two seconds into the consumer's wait, a producer dies between its reservation and its publish.
+    const producer = spawnChild(() => {
+      busySleep(2000);
+      mark(w, 0, L.kQueueKindPutting, Atomics.load(w, W(L.kQueueTail)), true);
+      reserveAndDie(w, 0);
+    });
+    await producer.join();
+    expect(await consumer.join()).toBe(0);
+    expect(out[1]).toBe(0);
+    // The consumer's checks skipped the dead reservation.
+    expect(Atomics.load(w, W(L.kQueueHead))).toBe(Atomics.load(w, W(L.kQueueTail)));
+    expect(q.qsize()).toBe(0);
+    // Checks every 100 ms would be 50 wake-ups in the 5 s; coming further apart, a handful.
+    expect(out[0]).toBeLessThan(20);
+  });
+
   it.each([
     ['unbounded', 0],
     ['bounded', 1000],

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { BufferTooShort, ClosedError, JoinableQueue, Queue, QueueEmpty, QueueFull, SimpleQueue, SyncError } from '../dist/index.js';
 import { native } from '../dist/native.js';
+import { putWokeSleeper } from '../dist/queue.js';
 import { openFds, runScript, shared, shmEntries } from './helpers.js';
 import { busySleep, loopTicksDuring, spawnChild } from './sync-helpers.js';
 
@@ -527,6 +528,25 @@ describe('Queue', () => {
     for (let i = 0; i < 100; i++) q.getSync();
     // The ring's memfd, open while the queue lives: what a spawned child is handed.
     expect(openFds().filter((fd) => !before.includes(fd))).toEqual([expect.stringMatching(/ -> \/memfd:nodemp \(deleted\)$/)]);
+  });
+});
+
+describe('Queue: whether a put woke a sleeping consumer (the Pool skips its spin for such an answer)', () => {
+  it('says no with no consumer asleep and yes once one sleeps in getSync()', async () => {
+    const q = new Queue<string>();
+    const back = new Queue<string>();
+    q.putSync('nobody waits');
+    expect(putWokeSleeper(q)).toBe(false);
+    expect(q.getSync()).toBe('nobody waits');
+    const child = spawnChild(() => back.putSync(q.getSync()));
+    // Asleep in the kernel once it has announced its sleep on the ring's put sequence.
+    const { w } = header(q);
+    while (Atomics.load(w, L.kQueueGetSleepSeq / 4) !== Atomics.load(w, L.kQueuePutSeq / 4) || child.pid === undefined) busySleep(5);
+    busySleep(200);
+    q.putSync('wake up');
+    expect(putWokeSleeper(q)).toBe(true);
+    expect(back.getSync({ timeout: 5000 })).toBe('wake up');
+    expect(await child.join()).toBe(0);
   });
 });
 

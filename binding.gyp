@@ -17,7 +17,8 @@
         "native/listener.cc",
         "native/ring.cc",
         "native/start.cc",
-        "native/sched.cc"
+        "native/sched.cc",
+        "native/trace.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_DISABLE_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],

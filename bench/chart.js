@@ -5,7 +5,7 @@
 
 // [metric as run.js names it, label on the chart, peers to show (all when absent)]
 const HEADLINE = [
-  ['process start->join (fork, joinSync)', 'Process start → join'],
+  ['process start->join (fork, joinSync)', 'Process start → join (start() from a callback)'],
   ['process start->join (forkserver, plain parent, await join)', 'Process start → join, forkserver'],
   ['process start->first message (spawn)', 'Process start → first message, spawn'],
   ['Lock acquireSync+release, uncontended', 'Lock acquire + release'],

@@ -6,6 +6,7 @@
 // is first imported.
 import { executionAsyncResource } from 'node:async_hooks';
 import { constants } from 'node:os';
+import { native } from './native.js';
 
 const noop = (): void => {};
 
@@ -47,19 +48,6 @@ function installTimerRegistry(): Set<NodeJS.Timeout> {
 
 const liveTimers = installTimerRegistry();
 
-// Node keeps pending immediates in one linked list; a fresh one is its tail,
-// so walking back from it reaches every immediate the parent queued.
-function clearQueuedImmediates(): void {
-  const probe = setImmediate(noop) as unknown as Linked;
-  let item = probe._idlePrev;
-  while (item !== null) {
-    const prev = item._idlePrev;
-    clearImmediate(item as unknown as NodeJS.Immediate);
-    item = prev;
-  }
-  clearImmediate(probe as unknown as NodeJS.Immediate);
-}
-
 // start() called from inside an immediate: the rest of that batch hangs off
 // the running one, and Node's processImmediate would resume at the running one
 // (already counted down, its frame gone). Clear the rest, make the running one
@@ -67,7 +55,7 @@ function clearQueuedImmediates(): void {
 // Node resumes, its pending count never drops below the real number (an
 // undercount would strand later immediates; an overcount of one only costs a
 // no-op call per loop turn).
-function repairImmediateBatch(running: Linked): void {
+const repairImmediateBatch = (function repairImmediateBatch(running: Linked): void {
   let item = running._idleNext;
   while (item !== null) {
     const next = item._idleNext;
@@ -89,12 +77,12 @@ function repairImmediateBatch(running: Linked): void {
   }) as unknown as Linked;
   spare = setImmediate(noop) as unknown as Linked;
   (spare as unknown as NodeJS.Immediate).unref();
-}
+});
 
-function isStdio(handle: { _handle?: { fd?: number } }): boolean {
+const isStdio = (function isStdio(handle: { _handle?: { fd?: number } }): boolean {
   const fd = handle._handle?.fd;
   return typeof fd === 'number' && fd >= 0 && fd <= 2;
-}
+});
 
 interface Closable {
   constructor?: { name?: string };
@@ -103,7 +91,7 @@ interface Closable {
   close?: () => void;
 }
 
-function closeInheritedHandles(): void {
+const closeInheritedHandles = (function closeInheritedHandles(): void {
   const handles = (process as unknown as { _getActiveHandles(): Closable[] })._getActiveHandles();
   for (const handle of handles) {
     if ((handle as unknown) === process || isStdio(handle as { _handle?: { fd?: number } })) continue;
@@ -114,7 +102,7 @@ function closeInheritedHandles(): void {
     if (typeof handle.destroy === 'function') handle.destroy();
     else if (typeof handle.close === 'function') handle.close();
   }
-}
+});
 
 const PARENT_ONLY_EVENTS = new Set([
   'exit',
@@ -127,26 +115,111 @@ const PARENT_ONLY_EVENTS = new Set([
   'disconnect',
 ]);
 
-function dropParentListeners(): void {
-  // Removing a signal's last listener closes Node's handle for it and restores
-  // the default action, so terminate() ends the child even if the parent
-  // catches SIGTERM.
-  for (const event of process.eventNames()) {
-    if (typeof event === 'string' && (event in constants.signals || PARENT_ONLY_EVENTS.has(event))) process.removeAllListeners(event);
-  }
-  // The IPC channel to the parent's own parent belongs to the parent.
-  if (process.connected) process.disconnect?.();
+/**
+ * What a child forked now would inherit of this process's work, looked up in
+ * the parent just before fork(). Looking costs the parent a few microseconds
+ * of warm code; in the child, every page that code writes is a copy-on-write
+ * fault (about 4 µs each here) and every function it runs for the first time
+ * is compiled there: done in the child, the same lookups took half a
+ * millisecond of every start. The child only acts on what is listed, and a
+ * parent with nothing pending costs it nothing.
+ */
+export interface Inherited {
+  /** The timer or immediate whose callback is calling start(), if any. */
+  running: object | null;
+  runningKind: string | undefined;
+  timers: readonly NodeJS.Timeout[];
+  immediates: readonly Linked[];
+  /** The parent's listeners of its signals and PARENT_ONLY_EVENTS, by event. */
+  listeners: readonly (readonly [string, readonly ((...args: unknown[]) => void)[]])[];
+  connected: boolean;
 }
 
-/** In a freshly forked child: cancel and close what belongs to the parent. */
-export function dropInheritedWork(): void {
+const NOTHING: readonly never[] = Object.freeze([]);
+
+export function inheritedWork(): Inherited {
   const running = executionAsyncResource() as (object & { constructor?: { name?: string } }) | undefined;
-  const kind = running?.constructor?.name;
-  if (kind === 'Timeout') clearTimeout(running as NodeJS.Timeout);
-  for (const timer of liveTimers) clearTimeout(timer);
-  liveTimers.clear();
-  clearQueuedImmediates();
-  if (kind === 'Immediate') repairImmediateBatch(running as unknown as Linked);
-  closeInheritedHandles();
-  dropParentListeners();
+  const runningKind = running?.constructor?.name;
+  let listeners: [string, ((...args: unknown[]) => void)[]][] | null = null;
+  for (const event of process.eventNames()) {
+    if (typeof event === 'string' && (event in constants.signals || PARENT_ONLY_EVENTS.has(event))) {
+      (listeners ??= []).push([event, process.listeners(event as 'exit') as ((...args: unknown[]) => void)[]]);
+    }
+  }
+  return {
+    running: running ?? null,
+    runningKind,
+    timers: liveTimers.size > 0 ? Array.from(liveTimers) : NOTHING,
+    immediates: queuedImmediates(),
+    listeners: listeners ?? NOTHING,
+    connected: process.connected === true,
+  };
 }
+
+// Node keeps pending immediates in one linked list; a fresh one is its tail,
+// so walking back from it reaches every immediate queued.
+function queuedImmediates(): readonly Linked[] {
+  const probe = setImmediate(noop) as unknown as Linked;
+  let list: Linked[] | null = null;
+  for (let item = probe._idlePrev; item !== null; item = item._idlePrev) (list ??= []).push(item);
+  clearImmediate(probe as unknown as NodeJS.Immediate);
+  return list ?? NOTHING;
+}
+
+/**
+ * In a freshly forked child: removes the parent's listeners (`inherited`, from
+ * inheritedWork() just before the fork) of the events `which` picks, and only
+ * those: a target that ran already keeps its own. Removing a signal's last
+ * listener closes Node's handle for it and restores the default action, so
+ * terminate() ends the child even if the parent catches SIGTERM.
+ */
+export const dropParentListeners = (function dropParentListeners(inherited: Inherited, which: (event: string) => boolean): void {
+  for (const [event, fns] of inherited.listeners) {
+    if (which(event)) for (const fn of fns) process.removeListener(event, fn);
+  }
+});
+
+/**
+ * The parent's 'exit' and 'beforeExit' listeners only matter once those
+ * events are emitted (every parent has some: Node's own and nodemp's). A
+ * child that ends inline drops them only if it has listeners of its own to
+ * call then: the removal was a tenth of a millisecond of every start.
+ */
+export const isLate = (function isLate(event: string): boolean {
+  return event === 'exit' || event === 'beforeExit';
+});
+
+/** Whether this child added listeners of its own for `event` (the parent's not yet dropped). */
+export const hasOwnListeners = (function hasOwnListeners(inherited: Inherited, event: string): boolean {
+  let parents = 0;
+  for (const [e, fns] of inherited.listeners) if (e === event) parents = fns.length;
+  return process.listenerCount(event) > parents;
+});
+
+/** In a freshly forked child: cancels and closes the rest of what belongs to the parent. */
+export const dropInheritedWork = (function dropInheritedWork(inherited: Inherited): void {
+  const { running, runningKind } = inherited;
+  if (runningKind === 'Timeout') clearTimeout(running as NodeJS.Timeout);
+  for (const timer of inherited.timers) clearTimeout(timer);
+  for (const immediate of inherited.immediates) clearImmediate(immediate as unknown as NodeJS.Immediate);
+  if (runningKind === 'Immediate') repairImmediateBatch(running as unknown as Linked);
+  // Listed here, not in the parent: a socket the parent unref'd is hidden from
+  // it there, and fork() made every inherited one visible (fork.cc).
+  closeInheritedHandles();
+  // The IPC channel to the parent's own parent belongs to the parent.
+  if (inherited.connected) process.disconnect?.();
+});
+
+/**
+ * In a forked child whose target ran inline and returned: whether it left
+ * work that keeps a process going (Node's own rule for when to exit): a
+ * beforeExit listener, a ref'd timer of its own, or more active handles and
+ * requests on the event loop than before it ran (`loopWorkBefore`).
+ */
+export const workLeft = (function workLeft(inherited: Inherited, loopWorkBefore: number): boolean {
+  if (hasOwnListeners(inherited, 'beforeExit')) return true;
+  for (const timer of liveTimers) {
+    if (timer.hasRef() && !inherited.timers.includes(timer)) return true;
+  }
+  return native.loopWork() > loopWorkBefore;
+});

@@ -13,6 +13,10 @@ export interface Native {
   loadedEver(): number;
   fork(daemon: boolean): number;
   detach(sentinel: unknown, launch: () => void, loopEmpty: () => void, exit: () => void): void;
+  /** In a freshly forked child: whether the target may run at once on the stack of start() (fork.cc). */
+  canRunInline(): boolean;
+  /** The event loop's active handles and requests. */
+  loopWork(): number;
   exit(code: number): never;
   getpid(): number;
   getppid(): number;
@@ -46,6 +50,10 @@ export interface Native {
   /** How this process's async waits sleep: through io_uring (Linux 6.7+), on helper threads, or not decided before the first. */
   waitMechanism(): 'io_uring' | 'threads' | 'undecided';
   layout: Layout;
+  // The stamps of a process start's phases (native/trace.cc, lib/start/trace.ts)
+  traceStart(buffer: ArrayBuffer | null): void;
+  traceStamp(phase: number): void;
+  trace: Record<string, number>;
   // The feeder of unbounded queues (native/ring.cc)
   /** `pending`: an int32, the feed's count of waiting messages, kept up to date by the native side. */
   feedOpen(buffer: ArrayBuffer, slots: number, joinable: boolean): { handle: number; pending: ArrayBuffer };

@@ -6,6 +6,8 @@ import { refreshSelfPid } from './self.js';
 import { ForkSafetyError, ProcessError } from './errors.js';
 import { forkSafetyProblem } from './fork-safety.js';
 import { becomeChild } from './child.js';
+import { inheritedWork } from './inherit.js';
+import { phases, stamp } from './start/trace.js';
 import { CONTEXT_CLASS, checkStartMethod, currentStartMethod, isBootstrapping, type StartMethod } from './start/method.js';
 import { isFunctionRef, loadReference, referenceOf, type FunctionRefInput } from './start/reference.js';
 
@@ -96,6 +98,11 @@ interface JoinWaiter {
 
 // Per-process state. A forked child resets it to describe itself.
 let current: Process;
+// The parent, as enterChild() found it; its ParentProcess is made on first
+// use. Made in enterChild(), it cost every child a fifth of a millisecond: a
+// class's first instance is built (constructor compiled, private fields and
+// shape set up) in the child, since the parent never made one.
+let parentState: ChildState | null = null;
 let parent: ParentProcess | null = null;
 let identity: number[] = [];
 let childCounter = 0;
@@ -290,6 +297,7 @@ export class Process<A extends unknown[] = unknown[]> {
   }
 
   start(): void {
+    stamp(phases.kTraceStart);
     this.#checkOpen();
     if (this.#pid !== null || this.#isCurrent) {
       throw new ProcessError('ERR_PROCESS_STARTED', `cannot start a process twice (${this.#name} has pid ${this.pid})`);
@@ -330,11 +338,12 @@ export class Process<A extends unknown[] = unknown[]> {
     const problem = forkSafetyProblem();
     if (problem !== null) throw new ForkSafetyError(problem);
 
+    const inherited = inheritedWork();
     const pid = native.fork(this.#daemon);
     if (pid === 0) {
       enterChild(this as unknown as Process, state);
       this.#startedBy = self;
-      becomeChild(() => this.run(), this.#name);
+      becomeChild(() => this.run(), this.#name, inherited, true);
     }
     this.#started(pid, self);
   }
@@ -350,9 +359,9 @@ export class Process<A extends unknown[] = unknown[]> {
   }
 
   static {
-    markCurrent = (proc) => {
+    markCurrent = (function markCurrent(proc: Process) {
       proc.#isCurrent = true;
-    };
+    });
     partsOf = (proc) => ({ target: proc.#target, args: proc.#args });
     adoptAs = (Class, options, state) => {
       Process.#adopting = state;
@@ -509,11 +518,12 @@ export class Process<A extends unknown[] = unknown[]> {
  * Internal: in a new child (forked, spawned or made by the forkserver), makes
  * `proc` the current process and forgets the parent's children.
  */
-export function enterChild(proc: Process, state: ChildState): void {
+export const enterChild = (function enterChild(proc: Process, state: ChildState): void {
   // Before anything asks which process this is (the child-start hooks do).
   refreshSelfPid();
   children.clear();
-  parent = new ParentProcess(state.parentPid, state.parentName, state.remoteParent);
+  parentState = state;
+  parent = null;
   current = proc;
   identity = state.identity;
   childCounter = 0;
@@ -521,7 +531,7 @@ export function enterChild(proc: Process, state: ChildState): void {
   foreignExit = null;
   markCurrent(proc);
   for (const hook of childStartHooks) hook();
-}
+});
 
 const childStartHooks: Array<() => void> = [];
 
@@ -575,6 +585,7 @@ export function currentProcess(): Process {
 
 /** The parent of this process, or null in the main process. */
 export function parentProcess(): ParentProcess | null {
+  if (parent === null && parentState !== null) parent = new ParentProcess(parentState.parentPid, parentState.parentName, parentState.remoteParent);
   return parent;
 }
 

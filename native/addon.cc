@@ -19,6 +19,7 @@ void InitRing(Napi::Env env, Napi::Object exports);
 void InitStart(Napi::Env env, Napi::Object exports);
 void InitListener(Napi::Env env, Napi::Object exports);
 void InitSched(Napi::Env env, Napi::Object exports);
+void InitTrace(Napi::Env env, Napi::Object exports);
 }  // namespace nodemp
 
 // Threads of this process that have the addon loaded now. Its bookkeeping
@@ -70,6 +71,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   nodemp::InitStart(env, exports);
   nodemp::InitListener(env, exports);
   nodemp::InitSched(env, exports);
+  nodemp::InitTrace(env, exports);
   return exports;
 }
 

@@ -105,6 +105,10 @@ struct ChildLoop {
 };
 static ChildLoop* child = nullptr;
 static pid_t parent_pid = 0;
+// Inherited sockets, pipes and watchers (stdio aside), counted as the child
+// starts: lib/child.ts closes them before a target runs, so a target cannot
+// run at once, inside start(), while there are any.
+static int inherited_closable = 0;
 
 // Whether the child has work left: Node's own test (uv_loop_alive), minus our
 // watchdog handle and minus requests inherited from the parent, which were
@@ -140,6 +144,7 @@ static void OnLauncher(uv_idle_t* handle) {
   v8::Isolate* isolate = v8::Isolate::GetCurrent();
   if (isolate->IsExecutionTerminating()) isolate->CancelTerminateExecution();
   child->launched = true;
+  TraceStamp(kTraceLaunch);
   CallFromLoop(Napi::Env(child->env), child->launch, {});
 }
 
@@ -161,15 +166,48 @@ static void RefInheritedSockets(uv_handle_t* h, void*) {
   // Made visible to process._getActiveHandles(), so JS can close the sockets
   // and servers it owns (unref'd ones would be hidden from it).
   if (uv_is_closing(h)) return;
+  uv_os_fd_t fd;
   switch (h->type) {
     case UV_TCP:
     case UV_NAMED_PIPE:
     case UV_UDP:
       uv_ref(h);
+      if (uv_fileno(h, &fd) != 0 || fd > 2) inherited_closable++;
+      break;
+    case UV_TTY:
+      if (uv_fileno(h, &fd) != 0 || fd > 2) inherited_closable++;
+      break;
+    case UV_FS_EVENT:
+    case UV_FS_POLL:
+      if (uv_is_active(h)) inherited_closable++;
       break;
     default:
       break;
   }
+}
+
+// canRunInline() -> whether a freshly forked child may run its target at
+// once, on the stack of start(), rather than from its event loop after the
+// caller's frames are abandoned: not inside a microtask checkpoint (V8
+// empties the microtask queue when the termination that abandons those
+// frames ends one, and would take the target's own microtasks with it), and
+// with nothing inherited that must be closed before a target runs.
+static Napi::Value CanRunInline(const Napi::CallbackInfo& info) {
+  v8::Isolate* isolate = v8::Isolate::GetCurrent();
+  v8::MicrotaskQueue* queue = isolate->GetCurrentContext()->GetMicrotaskQueue();
+  bool in_checkpoint = queue != nullptr && queue->IsRunningMicrotasks();
+  return Napi::Boolean::New(info.Env(), parent_pid != 0 && !in_checkpoint && inherited_closable == 0);
+}
+
+// loopWork() -> what would keep the event loop running (uv_loop_alive's
+// test, counted): its active handles and requests, and handles still
+// closing, whose close callbacks are yet to run. Compared before and after
+// a target run at once.
+static Napi::Value LoopWork(const Napi::CallbackInfo& info) {
+  uv_loop_t* loop = LoopOf(info.Env());
+  unsigned closing = 0;
+  for (uv_handle_t* h = loop->closing_handles; h != nullptr; h = h->next_closing) closing++;
+  return Napi::Number::New(info.Env(), static_cast<double>(loop->active_handles + loop->active_reqs.count + closing));
 }
 
 static void Quiesce(uv_handle_t* h, void* arg) {
@@ -249,17 +287,23 @@ void DieWithParent(pid_t ppid) {
 static Napi::Value Fork(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   bool daemon = info[0].ToBoolean();
+  TraceStamp(kTraceMaps);
 #if defined(__linux__)
   AllowHeapInheritance();
 #endif
   pid_t self = getpid();
   fflush(nullptr);
+  TraceStamp(kTraceFork);
   pid_t pid = fork();
   if (pid < 0) {
     ThrowErrno(env, errno, "fork");
     return env.Undefined();
   }
-  if (pid > 0) return Napi::Number::New(env, pid);
+  if (pid > 0) {
+    TraceStamp(kTraceParentBack);
+    return Napi::Number::New(env, pid);
+  }
+  TraceStamp(kTraceChildFirst);
 
   parent_pid = self;
   uv_loop_t* loop = LoopOf(env);
@@ -276,12 +320,14 @@ static Napi::Value Fork(const Napi::CallbackInfo& info) {
     uv_close(reinterpret_cast<uv_handle_t*>(&child->launcher), nullptr);
     child = nullptr;
   }
+  inherited_closable = 0;
   ReapAfterFork();
   WaiterAfterFork();
   RingAfterFork();
   ConnAfterFork();
   StartAfterFork();
   uv_walk(loop, RefInheritedSockets, nullptr);
+  TraceStamp(kTraceChildFixed);
   return Napi::Number::New(env, 0);
 }
 
@@ -300,6 +346,7 @@ static Napi::Value Detach(const Napi::CallbackInfo& info) {
   child->loop_empty = Napi::Persistent(info[2].As<Napi::Function>());
   child->exit = Napi::Persistent(info[3].As<Napi::Function>());
 
+  TraceStamp(kTraceDetach);
   bool stdin_in_use = false;
   uv_walk(child->loop, Quiesce, &stdin_in_use);
   // As Python does, a child reads nothing from the parent's stdin. A handle
@@ -326,6 +373,7 @@ static Napi::Value Detach(const Napi::CallbackInfo& info) {
   napi_fatal_exception(env, info[0]);
   if (env.IsExceptionPending()) env.GetAndClearPendingException();
 
+  TraceStamp(kTraceRepaired);
   v8::Isolate* isolate = v8::Isolate::GetCurrent();
   isolate->AddCallCompletedCallback(OnCallCompleted);
   isolate->AddMicrotasksCompletedCallback(OnMicrotasksCompleted, nullptr);
@@ -337,6 +385,7 @@ static Napi::Value Detach(const Napi::CallbackInfo& info) {
 // exist in a forked child.
 static Napi::Value Exit(const Napi::CallbackInfo& info) {
   int code = info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : 0;
+  TraceStamp(kTraceExit);
   _exit(code & 0xff);
 }
 
@@ -351,6 +400,8 @@ static Napi::Value Pid(const Napi::CallbackInfo& info) {
 void InitFork(Napi::Env env, Napi::Object exports) {
   exports.Set("fork", Napi::Function::New(env, Fork, "fork"));
   exports.Set("detach", Napi::Function::New(env, Detach, "detach"));
+  exports.Set("canRunInline", Napi::Function::New(env, CanRunInline, "canRunInline"));
+  exports.Set("loopWork", Napi::Function::New(env, LoopWork, "loopWork"));
   exports.Set("exit", Napi::Function::New(env, Exit, "exit"));
   exports.Set("getpid", Napi::Function::New(env, Pid, "getpid"));
   exports.Set("getppid", Napi::Function::New(env, ParentPid, "getppid"));

@@ -48,6 +48,25 @@ bool MachineBusy();
 // Takes that verdict again if its window has ended; called by every wait as it goes to sleep.
 void SampleIfDue();
 
+// The moments of one process start that trace.cc can stamp, in order.
+enum TracePhase {
+  kTraceStart,        // parent: start() entered
+  kTraceMaps,         // parent: the pass over its mappings (MADV_DOFORK) begins
+  kTraceFork,         // parent: fork() called
+  kTraceParentBack,   // parent: fork() returned
+  kTraceChildFirst,   // child: fork() returned
+  kTraceChildFixed,   // child: event loop and the mechanisms' after-fork state redone
+  kTraceChildJs,      // child: back in JS, the current process set up
+  kTraceDropped,      // child: the parent's timers, immediates, handles and listeners dropped
+  kTraceDetach,       // child: detach() called
+  kTraceRepaired,     // child: async-id stack repaired, termination of the caller's frames requested
+  kTraceLaunch,       // child: the target starts, from the event loop
+  kTraceTargetDone,   // child: the target returned (or its promise settled)
+  kTraceExit,         // child: _exit()
+  kTracePhases,
+};
+void TraceStamp(TracePhase phase);
+
 // Ends this process by SIGKILL once `ppid` is gone (fork.cc).
 void DieWithParent(pid_t ppid);
 // In a freshly forked child: drop the parent's control-socket watches (start.cc).

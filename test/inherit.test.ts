@@ -191,3 +191,93 @@ describe('stdio', () => {
     expect(r.stderr).toMatch(/never settled/);
   });
 });
+
+// Issue #16: started outside a microtask checkpoint (a timer or I/O callback,
+// CommonJS top-level code) with no inherited socket, a fork child runs its
+// target at once on the stack of start() and ends there when it leaves no
+// work. In a plain `node` process, since a vitest worker's IPC channel is an
+// inherited socket that keeps its children on the event-loop path.
+describe('a target run at once, inside start()', () => {
+  const cases = `
+    import { Process, Value } from NODEMP;
+    import { native } from NODEMP_NATIVE;
+    import { phases, traceStarts } from NODEMP_TRACE;
+    const stamps = new BigUint64Array(native.mapShared(8 * phases.kTracePhases));
+    traceStarts(stamps.buffer);
+    const v = new Value('i', 0);
+    const parentPid = process.pid;
+    process.on('exit', () => { if (process.pid !== parentPid) v.value = -1; });
+    process.on('SIGTERM', () => {});
+    const cases = {
+      sync: () => { v.value = 1; },
+      nextTick: () => { process.nextTick(() => { v.value = 2; }); },
+      microtask: () => { Promise.resolve().then(() => { v.value = 3; }); },
+      queueMicrotask: () => { queueMicrotask(() => { v.value = 4; }); },
+      timer: () => { setTimeout(() => { v.value = 5; }, 20); },
+      immediate: () => { setImmediate(() => { v.value = 6; }); },
+      async: async () => { await new Promise((r) => setTimeout(r, 10)); v.value = 7; },
+      ownExitListener: () => { process.on('exit', (code) => { v.value = 100 + code; }); process.exitCode = 8; },
+      beforeExit: () => { let n = 0; process.on('beforeExit', () => { if (n++ === 0) setTimeout(() => { v.value = 9; }, 5); }); },
+      socket: () => { import('node:net').then(({ createServer }) => { const s = createServer().listen(0, '127.0.0.1', () => s.close(() => { v.value = 10; })); }); },
+      throws: () => { v.value = 11; throw new Error('thrown inline'); },
+      exits: () => { v.value = 12; process.exit(5); },
+      throwsInTick: () => { process.nextTick(() => { v.value = 13; throw new Error('thrown in a tick'); }); },
+    };
+    const run = (name, target) => {
+      v.value = 0;
+      stamps.fill(0n);
+      const p = new Process({ target });
+      p.start();
+      const code = p.joinSync();
+      // Ended inside start(); ran there, then went on in the event loop; or ran from the event loop.
+      const detached = stamps[phases.kTraceDetach];
+      const path = detached === 0n ? 'inline' : stamps[phases.kTraceTargetDone] < detached ? 'inline, then loop' : 'loop';
+      console.log(JSON.stringify({ name, value: v.value, code, path }));
+    };
+    setImmediate(() => {
+      for (const [name, target] of Object.entries(cases)) run(name, target);
+      // A long synchronous target: the parent's SIGTERM handler is not the child's.
+      const spinner = new Process({ target: () => { for (;;); } });
+      spinner.start();
+      setTimeout(() => {
+        spinner.terminate();
+        console.log(JSON.stringify({ name: 'terminated', code: spinner.joinSync() }));
+        // In a promise job the target runs from the event loop, as before.
+        Promise.resolve().then(() => run('inPromiseJob', () => { v.value = 14; }));
+      }, 100);
+    });
+  `;
+
+  it('runs and ends at once when it leaves nothing, and hands whatever it leaves to the event loop', () => {
+    const r = runScript(
+      cases.replace('NODEMP_NATIVE', JSON.stringify(new URL('../dist/native.js', import.meta.url).href)).replace('NODEMP_TRACE', JSON.stringify(new URL('../dist/start/trace.js', import.meta.url).href)),
+    );
+    expect(r.status).toBe(0);
+    const out = Object.fromEntries(
+      r.stdout
+        .trim()
+        .split('\n')
+        .map((line) => JSON.parse(line))
+        .map(({ name, ...rest }) => [name, rest]),
+    );
+    expect(out).toEqual({
+      sync: { value: 1, code: 0, path: 'inline' },
+      nextTick: { value: 2, code: 0, path: 'inline' },
+      microtask: { value: 3, code: 0, path: 'inline' },
+      queueMicrotask: { value: 4, code: 0, path: 'inline' },
+      timer: { value: 5, code: 0, path: 'inline, then loop' },
+      immediate: { value: 6, code: 0, path: 'inline, then loop' },
+      async: { value: 7, code: 0, path: 'loop' },
+      ownExitListener: { value: 108, code: 8, path: 'inline' },
+      beforeExit: { value: 9, code: 0, path: 'inline, then loop' },
+      socket: { value: 10, code: 0, path: 'inline, then loop' },
+      throws: { value: 11, code: 1, path: 'inline' },
+      exits: { value: 12, code: 5, path: 'inline' },
+      throwsInTick: { value: 13, code: 1, path: 'inline' },
+      terminated: { code: -15 },
+      inPromiseJob: { value: 14, code: 0, path: 'loop' },
+    });
+    expect(r.stderr).toContain('Error: thrown inline');
+    expect(r.stderr).toContain('Error: thrown in a tick');
+  });
+});

@@ -673,7 +673,7 @@ export class BaseProxy {
 // The forked child's copies of its parent's proxies: each gets a reference
 // of the child's own before the parent can drop its copy (as Python's
 // BaseProxy._after_fork), and the parent's connections are let go.
-onChildStart(() => {
+onChildStart((function dropParentConnections() {
   for (const [key, c] of connections) {
     if (c.owner === selfPid) continue;
     c.forget();
@@ -684,7 +684,7 @@ onChildStart(() => {
     if (proxy === undefined) live.delete(h);
     else BaseProxy.takeOver(proxy);
   }
-});
+}));
 
 /** Proxy classes by typeid, for proxies that arrive in messages (BaseManager.register() adds to it). */
 export const proxyTypes = new Map<string, new (token: P.Token, authkey: Buffer, how: number) => BaseProxy>();

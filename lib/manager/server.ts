@@ -116,11 +116,11 @@ let runningIn = 0;
 // A child forked from a server process holds copies of its sockets: they
 // would keep the address bound and clients' connections open after the
 // server ends. The child lets go of them, saying nothing to anyone.
-onChildStart(() => {
+onChildStart((function forgetParentServer() {
   if (running === null || runningIn === selfPid) return;
   running.forget();
   running = null;
-});
+}));
 
 /** Internal: the server this process runs, if any. */
 export function runningServer(): Server | null {

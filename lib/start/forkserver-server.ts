@@ -9,6 +9,7 @@ import { setFlagsFromString } from 'node:v8';
 import { native } from '../native.js';
 import { setForeignExitHandler } from '../process.js';
 import { becomeChild } from '../child.js';
+import { inheritedWork } from '../inherit.js';
 import { ForkSafetyError, errorState } from '../errors.js';
 import { recvMessage, sendMessage, type Message } from './channel.js';
 import { becomeStarted, type Header } from './preparation.js';
@@ -96,6 +97,7 @@ async function serve(message: Message): Promise<void> {
     return;
   }
   let pid: number;
+  const inherited = inheritedWork();
   try {
     pid = native.fork(header.state.daemon);
   } catch (error) {
@@ -107,7 +109,7 @@ async function serve(message: Message): Promise<void> {
     // What made the server's code compile eagerly would slow the child's own later imports.
     setFlagsFromString('--lazy');
     setFlagsFromString('--flush-bytecode');
-    becomeChild(async () => (await becomeStarted(header, payload, fds)).run(), header.state.name);
+    becomeChild(async () => (await becomeStarted(header, payload, fds)).run(), header.state.name, inherited);
   }
   closeAll(fds);
   native.track(pid);
@@ -130,12 +132,17 @@ let hooksAtStart = false;
 
 async function probeHooks(): Promise<void> {
   if (!process.execArgv.some((f) => /^--(import|loader|experimental-loader)\b/.test(f))) return;
+  const inherited = inheritedWork();
   const pid = native.fork(true);
   if (pid === 0) {
     native.closeFd(SOCK);
-    becomeChild(async () => {
-      await import('node:os');
-    }, 'forkserver-probe');
+    becomeChild(
+      async () => {
+        await import('node:os');
+      },
+      'forkserver-probe',
+      inherited,
+    );
   }
   native.track(pid);
   const code = native.waitSync(pid, 2000);

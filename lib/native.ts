@@ -38,6 +38,8 @@ export interface Native {
   futexWake(buffer: ArrayBuffer, byteOffset: number, count: number): number;
   /** Whether this process has lately waited for a CPU a fair share of the time (native/sched.cc): spinning would then take a partner's slice. */
   machineBusy(): boolean;
+  /** Internal (tests): the busy verdict after one window (native/sched.cc Verdict). */
+  schedVerdict(wasBusy: boolean, waitedNs: number, slices: number, windowNs: number): boolean;
   execve(path: string, argv: string[], env: string[]): never;
   pidAlive(pid: number): boolean;
   waitAsync(

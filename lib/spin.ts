@@ -70,8 +70,9 @@ export class SpinGauge {
     return false;
   }
 
-  /** The poll found what it waited for. */
+  /** The poll found what it waited for, or one would have: polls pay again, from the next wait. */
   hit(): void {
+    this.#rest = 0;
     this.#misses = 0;
     this.#nextRest = FIRST_REST;
   }

@@ -46,6 +46,35 @@ describe('SpinGauge', () => {
     while (!g.allowed()) n++;
     expect(n).toBe(16);
   });
+
+  it('a hit in the middle of a rest (a wait a poll would have caught) ends the rest at once', () => {
+    const g = new SpinGauge();
+    for (let i = 0; i < 6; i++) g.miss();
+    expect(g.allowed()).toBe(false);
+    expect(g.allowed()).toBe(false);
+    g.hit();
+    expect(g.allowed()).toBe(true);
+    g.miss();
+    expect(g.allowed()).toBe(true);
+  });
+});
+
+describe('the busy verdict of one window (native/sched.cc)', () => {
+  const MS = 1_000_000;
+  it('counts a share of the window spent waiting for a CPU as busy, and a small one as idle', () => {
+    // 10 time slices in 2 ms, 0.8 ms of it runnable without a CPU.
+    expect(native.schedVerdict(false, 0.8 * MS, 10, 2 * MS)).toBe(true);
+    expect(native.schedVerdict(false, 0.05 * MS, 10, 2 * MS)).toBe(false);
+    // Between the two thresholds the verdict stays what it was.
+    expect(native.schedVerdict(false, 0.22 * MS, 1, 2 * MS)).toBe(false);
+    expect(native.schedVerdict(true, 0.22 * MS, 1, 2 * MS)).toBe(true);
+  });
+
+  it('does not count the few microseconds every wake-up waits: a process that sleeps on every wait of an idle machine is idle', () => {
+    // 1000 wake-ups of 6 µs each in 12 ms: half the window, all of it wake-ups.
+    expect(native.schedVerdict(false, 6 * MS, 1000, 12 * MS)).toBe(false);
+    expect(native.schedVerdict(true, 6 * MS, 1000, 12 * MS)).toBe(false);
+  });
 });
 
 describe('on a machine whose cores are all taken', () => {

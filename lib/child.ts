@@ -138,6 +138,7 @@ export const becomeChild = (function becomeChild(run: () => unknown, label: stri
     for (;;) waitForTermination();
   }
   stamp(phases.kTraceLaunch);
+  const reqsBefore = native.activeRequests();
   const workBefore = native.loopWork();
   const result = start();
   if (!isThenable(result)) {
@@ -154,6 +155,6 @@ export const becomeChild = (function becomeChild(run: () => unknown, label: stri
   dropParentListeners(inherited, isLate);
   lateDropped = true;
   dropInheritedWork(inherited);
-  native.detach(detachSentinel, isThenable(result) ? () => settle(result) : () => {}, loopEmpty, exit);
+  native.detach(detachSentinel, isThenable(result) ? () => settle(result) : () => {}, loopEmpty, exit, reqsBefore);
   for (;;) waitForTermination();
 });

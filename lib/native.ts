@@ -12,11 +12,14 @@ export interface Native {
   /** Threads of this process that have ever loaded the addon. */
   loadedEver(): number;
   fork(daemon: boolean): number;
-  detach(sentinel: unknown, launch: () => void, loopEmpty: () => void, exit: () => void): void;
+  /** `reqsBeforeTarget`: activeRequests() before a target run at once; the requests it started are its own, not the parent's. */
+  detach(sentinel: unknown, launch: () => void, loopEmpty: () => void, exit: () => void, reqsBeforeTarget?: number): void;
   /** In a freshly forked child: whether the target may run at once on the stack of start() (fork.cc). */
   canRunInline(): boolean;
   /** The event loop's active handles and requests. */
   loopWork(): number;
+  /** The event loop's requests in flight. */
+  activeRequests(): number;
   exit(code: number): never;
   getpid(): number;
   getppid(): number;
@@ -39,7 +42,7 @@ export interface Native {
   /** Whether this process has lately waited for a CPU a fair share of the time (native/sched.cc): spinning would then take a partner's slice. */
   machineBusy(): boolean;
   /** Internal (tests): the busy verdict after one window (native/sched.cc Verdict). */
-  schedVerdict(wasBusy: boolean, waitedNs: number, slices: number, windowNs: number): boolean;
+  schedVerdict(wasBusy: boolean, waitedNs: number, slices: number, windowNs: number, crowded: boolean): boolean;
   execve(path: string, argv: string[], env: string[]): never;
   pidAlive(pid: number): boolean;
   waitAsync(

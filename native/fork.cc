@@ -90,6 +90,21 @@ static void AllowHeapInheritance() {
 }
 #endif
 
+// Thread-pool work that the parent's threads had finished, but its loop had
+// not yet collected, waits on loop->wq. Collected in the child, it would run
+// the parent's callbacks here, and each would end a request that the child
+// counted as lost with the threads (ChildHasWork), so that a request of the
+// child's own went uncounted and the child ended with its callback unrun
+// (seen: fs.readFile called by a target). Each item is one active request.
+// The child has no other thread yet: wq_mutex, which a parent's thread may
+// have held at fork(), is not taken.
+static void DropFinishedParentWork(uv_loop_t* loop) {
+  unsigned dropped = 0;
+  for (uv__queue* q = loop->wq.next; q != &loop->wq; q = q->next) dropped++;
+  loop->wq.next = loop->wq.prev = &loop->wq;
+  loop->active_reqs.count -= dropped < loop->active_reqs.count ? dropped : loop->active_reqs.count;
+}
+
 struct ChildLoop {
   napi_env env = nullptr;
   uv_loop_t* loop = nullptr;
@@ -99,6 +114,9 @@ struct ChildLoop {
   Napi::FunctionReference loop_empty;  // () => void: emits 'beforeExit'
   Napi::FunctionReference exit;        // () => void: emits 'exit', flushes, _exit()
   unsigned inherited_reqs = 0;
+  // Requests in flight before a target that ran at once, inside start(), was
+  // called (-1: none ran): the ones it started itself are not inherited.
+  double reqs_before_target = -1;
   int launcher_ticks = 0;
   bool launched = false;
   bool exiting = false;
@@ -141,6 +159,9 @@ static void OnLauncher(uv_idle_t* handle) {
   if (child->launcher_ticks++ == 0) return;
   uv_idle_stop(handle);
   child->inherited_reqs = child->loop->active_reqs.count;
+  if (child->reqs_before_target >= 0 && child->reqs_before_target < child->inherited_reqs) {
+    child->inherited_reqs = static_cast<unsigned>(child->reqs_before_target);
+  }
   v8::Isolate* isolate = v8::Isolate::GetCurrent();
   if (isolate->IsExecutionTerminating()) isolate->CancelTerminateExecution();
   child->launched = true;
@@ -203,6 +224,11 @@ static Napi::Value CanRunInline(const Napi::CallbackInfo& info) {
 // test, counted): its active handles and requests, and handles still
 // closing, whose close callbacks are yet to run. Compared before and after
 // a target run at once.
+// activeRequests() -> the event loop's requests in flight (fs, dns, writes...).
+static Napi::Value ActiveRequests(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(LoopOf(info.Env())->active_reqs.count));
+}
+
 static Napi::Value LoopWork(const Napi::CallbackInfo& info) {
   uv_loop_t* loop = LoopOf(info.Env());
   unsigned closing = 0;
@@ -313,6 +339,7 @@ static Napi::Value Fork(const Napi::CallbackInfo& info) {
     _exit(70);
   }
   if (daemon) DieWithParent(self);
+  DropFinishedParentWork(loop);
   if (child != nullptr) {
     // Forked from a forked child: its watchdog would end us with its state.
     // The handles close on the next loop turn, so the struct stays allocated.
@@ -331,7 +358,7 @@ static Napi::Value Fork(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, 0);
 }
 
-// detach(sentinel, launch, loopEmpty, exit): see the header comment. Never
+// detach(sentinel, launch, loopEmpty, exit, reqsBeforeTarget?): see the header comment. Never
 // returns to the caller's frames: JS execution is terminated on return.
 static Napi::Value Detach(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -345,6 +372,7 @@ static Napi::Value Detach(const Napi::CallbackInfo& info) {
   child->launch = Napi::Persistent(info[1].As<Napi::Function>());
   child->loop_empty = Napi::Persistent(info[2].As<Napi::Function>());
   child->exit = Napi::Persistent(info[3].As<Napi::Function>());
+  if (info[4].IsNumber()) child->reqs_before_target = info[4].As<Napi::Number>().DoubleValue();
 
   TraceStamp(kTraceDetach);
   bool stdin_in_use = false;
@@ -402,6 +430,7 @@ void InitFork(Napi::Env env, Napi::Object exports) {
   exports.Set("detach", Napi::Function::New(env, Detach, "detach"));
   exports.Set("canRunInline", Napi::Function::New(env, CanRunInline, "canRunInline"));
   exports.Set("loopWork", Napi::Function::New(env, LoopWork, "loopWork"));
+  exports.Set("activeRequests", Napi::Function::New(env, ActiveRequests, "activeRequests"));
   exports.Set("exit", Napi::Function::New(env, Exit, "exit"));
   exports.Set("getpid", Napi::Function::New(env, Pid, "getpid"));
   exports.Set("getppid", Napi::Function::New(env, ParentPid, "getppid"));

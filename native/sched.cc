@@ -13,13 +13,14 @@
 // so often that this alone reached 48% of its time: a pool's main thread,
 // once found busy, stopped spinning, slept on every answer, and its wake-ups
 // kept it "busy" on an idle machine (apply round trip 10 µs instead of 3).
-// So each time slice is allowed kWakeAllowanceNs of waiting, and only the
-// rest counts. On a busy machine that lets a process that sleeps on every
-// wait (the scheduler runs a waking sleeper soon) be found idle again and
-// spin for a window, until the wait for a CPU that the spin brings makes it
-// busy once more: measured under two CPU-bound processes, that did better
-// (Semaphore ping-pong 1.8 µs, Pool.apply 12 µs) than also keeping the
-// verdict while runnable tasks outnumber the cores (9.7 µs, 42 µs).
+// A busy machine looks the same from inside one process: its sleeper, too,
+// is run soon after each wake-up. So where the wait is mostly wake-ups (under
+// kWakeAllowanceNs per time slice), the kernel's count of runnable tasks
+// decides: more than the cores, busy. Judging by the allowance alone made
+// the ping-pongs under load 3-4x slower (they spun again, and lost their
+// partner's slices); keeping the verdict whenever runnable tasks outnumber
+// the cores, with no allowance test first, made the Event wake and
+// Pool.apply under load slower than a thread's.
 #include <napi.h>
 #include <atomic>
 #include <cstdint>
@@ -46,11 +47,16 @@ constexpr uint64_t kIdleShareOf1000 = 80;
 constexpr uint64_t kWakeAllowanceNs = 20000;
 
 // The verdict after a window of `window` ns in which the main thread waited
-// `waited` ns on a run queue over `slices` time slices.
-static bool Verdict(bool was_busy, uint64_t waited, uint64_t slices, uint64_t window) {
+// `waited` ns on a run queue over `slices` time slices; `crowded()` (more
+// tasks runnable than cores) is asked only when the wait was mostly wake-ups.
+template <typename Crowded>
+static bool Verdict(bool was_busy, uint64_t waited, uint64_t slices, uint64_t window, Crowded crowded) {
+  if (window == 0) return was_busy;
+  uint64_t threshold = was_busy ? kIdleShareOf1000 : kBusyShareOf1000;
+  if (waited * 1000 / window < threshold) return false;
   uint64_t allowed = slices * kWakeAllowanceNs;
-  uint64_t share = waited > allowed && window > 0 ? (waited - allowed) * 1000 / window : 0;
-  return share >= (was_busy ? kIdleShareOf1000 : kBusyShareOf1000);
+  if (waited > allowed && (waited - allowed) * 1000 / window >= threshold) return true;
+  return crowded();
 }
 
 static std::atomic<uint64_t> window_start{0};
@@ -98,6 +104,25 @@ static bool ReadSchedstat(pid_t pid, uint64_t* delay, uint64_t* slices) {
   return true;
 }
 
+// Whether more tasks are runnable right now, this one included, than there
+// are cores: the fourth field of /proc/loadavg, "<runnable>/<all>". Where it
+// cannot be read, the wait for a CPU alone decides, as it did before.
+static int loadavg_fd = -1;
+static bool RunnableExceedCores() {
+  static const long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  if (loadavg_fd < 0) loadavg_fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
+  if (loadavg_fd < 0) return true;
+  char buf[128];
+  ssize_t n = pread(loadavg_fd, buf, sizeof buf - 1, 0);
+  if (n <= 0) return true;
+  buf[n] = 0;
+  char* p = buf;
+  for (int spaces = 0; *p != 0 && spaces < 3; p++) spaces += *p == ' ';
+  long runnable = 0;
+  for (; *p >= '0' && *p <= '9'; p++) runnable = runnable * 10 + (*p - '0');
+  return runnable > cores;
+}
+
 static void Sample(uint64_t now) {
   uint64_t delay;
   uint64_t slices;
@@ -113,7 +138,7 @@ static void Sample(uint64_t now) {
   // A forked child's counters start again from 0: its first window only sets the baseline.
   if (sampled_pid.load(std::memory_order_relaxed) == pid && start != 0 && delay >= before && slices >= slices_before) {
     bool was = busy.load(std::memory_order_relaxed);
-    busy.store(Verdict(was, delay - before, slices - slices_before, now - start), std::memory_order_relaxed);
+    busy.store(Verdict(was, delay - before, slices - slices_before, now - start, RunnableExceedCores), std::memory_order_relaxed);
   }
   sampled_pid.store(pid, std::memory_order_relaxed);
   delay_at_start.store(delay, std::memory_order_relaxed);
@@ -150,11 +175,12 @@ void InitSched(Napi::Env env, Napi::Object exports) {
   exports.Set("machineBusy", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
     return Napi::Boolean::New(info.Env(), MachineBusy());
   }));
-  // Internal (tests): schedVerdict(wasBusy, waitedNs, slices, windowNs).
+  // Internal (tests): schedVerdict(wasBusy, waitedNs, slices, windowNs, crowded).
   exports.Set("schedVerdict", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+    bool crowded = info[4].ToBoolean().Value();
     bool verdict = Verdict(info[0].ToBoolean().Value(), static_cast<uint64_t>(info[1].ToNumber().Int64Value()),
                            static_cast<uint64_t>(info[2].ToNumber().Int64Value()),
-                           static_cast<uint64_t>(info[3].ToNumber().Int64Value()));
+                           static_cast<uint64_t>(info[3].ToNumber().Int64Value()), [crowded] { return crowded; });
     return Napi::Boolean::New(info.Env(), verdict);
   }));
 }

@@ -63,17 +63,21 @@ describe('the busy verdict of one window (native/sched.cc)', () => {
   const MS = 1_000_000;
   it('counts a share of the window spent waiting for a CPU as busy, and a small one as idle', () => {
     // 10 time slices in 2 ms, 0.8 ms of it runnable without a CPU.
-    expect(native.schedVerdict(false, 0.8 * MS, 10, 2 * MS)).toBe(true);
-    expect(native.schedVerdict(false, 0.05 * MS, 10, 2 * MS)).toBe(false);
+    expect(native.schedVerdict(false, 0.8 * MS, 10, 2 * MS, false)).toBe(true);
+    expect(native.schedVerdict(false, 0.05 * MS, 10, 2 * MS, true)).toBe(false);
     // Between the two thresholds the verdict stays what it was.
-    expect(native.schedVerdict(false, 0.22 * MS, 1, 2 * MS)).toBe(false);
-    expect(native.schedVerdict(true, 0.22 * MS, 1, 2 * MS)).toBe(true);
+    expect(native.schedVerdict(false, 0.22 * MS, 1, 2 * MS, false)).toBe(false);
+    expect(native.schedVerdict(true, 0.22 * MS, 1, 2 * MS, false)).toBe(true);
   });
 
-  it('does not count the few microseconds every wake-up waits: a process that sleeps on every wait of an idle machine is idle', () => {
+  it('a wait that is mostly wake-ups counts as busy only while more tasks are runnable than there are cores', () => {
     // 1000 wake-ups of 6 µs each in 12 ms: half the window, all of it wake-ups.
-    expect(native.schedVerdict(false, 6 * MS, 1000, 12 * MS)).toBe(false);
-    expect(native.schedVerdict(true, 6 * MS, 1000, 12 * MS)).toBe(false);
+    // A process that sleeps on every wait of an idle machine is idle...
+    expect(native.schedVerdict(false, 6 * MS, 1000, 12 * MS, false)).toBe(false);
+    expect(native.schedVerdict(true, 6 * MS, 1000, 12 * MS, false)).toBe(false);
+    // ...and one that sleeps on every wait of a crowded machine is busy.
+    expect(native.schedVerdict(false, 6 * MS, 1000, 12 * MS, true)).toBe(true);
+    expect(native.schedVerdict(true, 6 * MS, 1000, 12 * MS, true)).toBe(true);
   });
 });
 

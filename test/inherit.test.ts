@@ -204,7 +204,10 @@ describe('a target run at once, inside start()', () => {
     import { phases, traceStarts } from NODEMP_TRACE;
     const stamps = new BigUint64Array(native.mapShared(8 * phases.kTracePhases));
     traceStarts(stamps.buffer);
+    import { readFile, stat } from 'node:fs';
     const v = new Value('i', 0);
+    const leaked = new Value('i', 0);
+    const here = new URL(import.meta.url);
     const parentPid = process.pid;
     process.on('exit', () => { if (process.pid !== parentPid) v.value = -1; });
     process.on('SIGTERM', () => {});
@@ -222,6 +225,7 @@ describe('a target run at once, inside start()', () => {
       throws: () => { v.value = 11; throw new Error('thrown inline'); },
       exits: () => { v.value = 12; process.exit(5); },
       throwsInTick: () => { process.nextTick(() => { v.value = 13; throw new Error('thrown in a tick'); }); },
+      readFile: () => { readFile(here, (error) => { v.value = error ? -2 : 15; }); },
     };
     const run = (name, target) => {
       v.value = 0;
@@ -236,6 +240,13 @@ describe('a target run at once, inside start()', () => {
     };
     setImmediate(() => {
       for (const [name, target] of Object.entries(cases)) run(name, target);
+      // Thread-pool work of the parent's that is done, but not yet collected
+      // by its event loop when the child is forked: its callback is the
+      // parent's, and the child's own requests still count.
+      stat(here, () => { if (process.pid !== parentPid) leaked.value = 1; });
+      const until = Date.now() + 50;
+      while (Date.now() < until);
+      run('afterParentWorkDone', () => { readFile(here, (error) => { v.value = error ? -2 : 16 + leaked.value; }); });
       // A long synchronous target: the parent's SIGTERM handler is not the child's.
       const spinner = new Process({ target: () => { for (;;); } });
       spinner.start();
@@ -243,7 +254,10 @@ describe('a target run at once, inside start()', () => {
         spinner.terminate();
         console.log(JSON.stringify({ name: 'terminated', code: spinner.joinSync() }));
         // In a promise job the target runs from the event loop, as before.
-        Promise.resolve().then(() => run('inPromiseJob', () => { v.value = 14; }));
+        Promise.resolve().then(() => {
+          run('inPromiseJob', () => { v.value = 14; });
+          run('readFileInPromiseJob', () => { readFile(here, (error) => { v.value = error ? -2 : 18; }); });
+        });
       }, 100);
     });
   `;
@@ -274,8 +288,11 @@ describe('a target run at once, inside start()', () => {
       throws: { value: 11, code: 1, path: 'inline' },
       exits: { value: 12, code: 5, path: 'inline' },
       throwsInTick: { value: 13, code: 1, path: 'inline' },
+      readFile: { value: 15, code: 0, path: 'inline, then loop' },
+      afterParentWorkDone: { value: 16, code: 0, path: 'inline, then loop' },
       terminated: { code: -15 },
       inPromiseJob: { value: 14, code: 0, path: 'loop' },
+      readFileInPromiseJob: { value: 18, code: 0, path: 'loop' },
     });
     expect(r.stderr).toContain('Error: thrown inline');
     expect(r.stderr).toContain('Error: thrown in a tick');

@@ -142,8 +142,6 @@ const RESOLVED = Promise.resolve();
 
 /** Whether this worker's polls for the next task pay: they stop when tasks come too seldom for a poll to catch one. */
 const workerPoll = new SpinGauge();
-/** Waits in a row, during a rest, that a task ended within a poll's time. */
-let soonWakes = 0;
 
 /**
  * The next task. A pool's tasks tend to come in runs: a worker polls for a
@@ -171,20 +169,7 @@ function nextTask(tasks: Queue<TaskMessage>): TaskMessage {
   // not pay: either way the queue's own spin before it sleeps would not.
   const asleep = performance.now();
   task = takeWaiting(tasks, false);
-  // Tasks that came within a poll's time, twice in a row, would have been
-  // caught by polls: the rest ends at once. Counted in waits alone, a rest
-  // grown long while tasks came seldom went on for a thousand tasks once they
-  // came every few microseconds, each of them paying a wake-up (apply round
-  // trip 10-30 µs instead of 3). Once alone was too often: two tasks a timer
-  // tick sends back to back ended the rest of a pool given a task a
-  // millisecond, and its polls cost it a fifth more CPU.
-  if (!poll) {
-    if (performance.now() - asleep >= WORKER_POLL_MS) soonWakes = 0;
-    else if (++soonWakes === 2) {
-      soonWakes = 0;
-      workerPoll.hit();
-    }
-  }
+  if (!poll) workerPoll.slept(performance.now() - asleep < WORKER_POLL_MS);
   return task as TaskMessage;
 }
 

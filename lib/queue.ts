@@ -373,9 +373,9 @@ class Ring {
   /**
    * Wakes every consumer asleep on the current PUT_SEQ, once: when no consumer
    * went to sleep since the last bump, there is nobody to wake (see
-   * kQueueGetSleepSeq in native/layout.h; the feeder does the same).
+   * kQueueGetSleepSeq in native/layout.h; the feeder does the same). True
+   * if it woke them.
    */
-  /** True if it woke them. */
   #wakeConsumers(): boolean {
     const w = this.words;
     const seq = Atomics.load(w, PUT_SEQ);
@@ -914,10 +914,15 @@ export class Queue<T = unknown> {
 
   /** Takes the oldest message, blocking until there is one (or QueueEmpty after the timeout). */
   getSync(options?: WaitOptions): T {
+    return this.#takeSync(options, true);
+  }
+
+  /** getSync(); with `spin` false, a wait that finds the queue empty sleeps without spinning first. */
+  #takeSync(options: WaitOptions | undefined, spin: boolean): T {
     const ring = this.#open('getSync()');
     const value = ring.tryGet();
     if (value !== NOTHING) return value as T;
-    return runSync(ring.getSteps(options === undefined ? Infinity : deadlineOf(`${this.constructor.name}.getSync`, options))) as T;
+    return runSync(ring.getSteps(options === undefined ? Infinity : deadlineOf(`${this.constructor.name}.getSync`, options), null, 0, spin)) as T;
   }
 
   /**
@@ -1021,9 +1026,7 @@ export class Queue<T = unknown> {
   }
 
   [TAKE_WAITING](spin: boolean): unknown {
-    const ring = this.#open('getSync()');
-    const value = ring.tryGet();
-    return value !== NOTHING ? value : runSync(ring.getSteps(Infinity, null, 0, spin));
+    return this.#takeSync(undefined, spin);
   }
 
   [PUT_WOKE](): boolean {

@@ -18,7 +18,9 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
+#include <algorithm>
 #include <cerrno>
+#include <climits>
 #include <cstdio>
 #include <cstring>
 #include <string>
@@ -115,8 +117,9 @@ struct ChildLoop {
   Napi::FunctionReference exit;        // () => void: emits 'exit', flushes, _exit()
   unsigned inherited_reqs = 0;
   // Requests in flight before a target that ran at once, inside start(), was
-  // called (-1: none ran): the ones it started itself are not inherited.
-  double reqs_before_target = -1;
+  // called (no bound when none ran): the ones it started itself are not
+  // inherited.
+  unsigned reqs_before_target = UINT_MAX;
   int launcher_ticks = 0;
   bool launched = false;
   bool exiting = false;
@@ -158,10 +161,7 @@ static void OnLauncher(uv_idle_t* handle) {
   // thread-pool work.
   if (child->launcher_ticks++ == 0) return;
   uv_idle_stop(handle);
-  child->inherited_reqs = child->loop->active_reqs.count;
-  if (child->reqs_before_target >= 0 && child->reqs_before_target < child->inherited_reqs) {
-    child->inherited_reqs = static_cast<unsigned>(child->reqs_before_target);
-  }
+  child->inherited_reqs = std::min(child->loop->active_reqs.count, child->reqs_before_target);
   v8::Isolate* isolate = v8::Isolate::GetCurrent();
   if (isolate->IsExecutionTerminating()) isolate->CancelTerminateExecution();
   child->launched = true;
@@ -220,15 +220,15 @@ static Napi::Value CanRunInline(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), parent_pid != 0 && !in_checkpoint && inherited_closable == 0);
 }
 
-// loopWork() -> what would keep the event loop running (uv_loop_alive's
-// test, counted): its active handles and requests, and handles still
-// closing, whose close callbacks are yet to run. Compared before and after
-// a target run at once.
 // activeRequests() -> the event loop's requests in flight (fs, dns, writes...).
 static Napi::Value ActiveRequests(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(LoopOf(info.Env())->active_reqs.count));
 }
 
+// loopWork() -> what would keep the event loop running (uv_loop_alive's
+// test, counted): its active handles and requests, and handles still
+// closing, whose close callbacks are yet to run. Compared before and after
+// a target run at once.
 static Napi::Value LoopWork(const Napi::CallbackInfo& info) {
   uv_loop_t* loop = LoopOf(info.Env());
   unsigned closing = 0;
@@ -372,7 +372,7 @@ static Napi::Value Detach(const Napi::CallbackInfo& info) {
   child->launch = Napi::Persistent(info[1].As<Napi::Function>());
   child->loop_empty = Napi::Persistent(info[2].As<Napi::Function>());
   child->exit = Napi::Persistent(info[3].As<Napi::Function>());
-  if (info[4].IsNumber()) child->reqs_before_target = info[4].As<Napi::Number>().DoubleValue();
+  if (info[4].IsNumber()) child->reqs_before_target = info[4].As<Napi::Number>().Uint32Value();
 
   TraceStamp(kTraceDetach);
   bool stdin_in_use = false;

@@ -57,6 +57,19 @@ describe('SpinGauge', () => {
     g.miss();
     expect(g.allowed()).toBe(true);
   });
+
+  it('two sleeps in a row that a poll would have cut short end a rest; one alone, or one then a long one, does not', () => {
+    const g = new SpinGauge();
+    g.miss();
+    g.miss();
+    expect(g.allowed()).toBe(false);
+    g.slept(true);
+    g.slept(false);
+    g.slept(true);
+    expect(g.allowed()).toBe(false);
+    g.slept(true);
+    expect(g.allowed()).toBe(true);
+  });
 });
 
 describe('the busy verdict of one window (native/sched.cc)', () => {

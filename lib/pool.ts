@@ -25,6 +25,7 @@ import { EMPTY, Queue, putWokeSleeper, takeNowait, takeWaiting, whenReadable } f
 import {
   ForkSafetyError,
   PoolError,
+  ProcessError,
   QueueEmpty,
   QueueFull,
   RemoteTraceback,
@@ -788,6 +789,28 @@ export class Pool {
     return id;
   }
 
+  /**
+   * What the pool holds now, for diagnosis (the soak prints it when a call
+   * hangs): each worker's pid, the batches it holds and the one it runs,
+   * and the batches waiting to be sent.
+   */
+  [Symbol.for('nodemp.pool.state')](): object {
+    return {
+      state: this.#state,
+      workers: this.#workers.map((w) => ({
+        pid: w.pid,
+        alive: w.proc.exitCode === null,
+        retiring: w.retiring,
+        running: Atomics.load(w.running, 0),
+        held: w.held.map((b) => b.id),
+        assigned: w.assigned,
+      })),
+      waiting: this.#again.map((b) => b.id),
+      sent: [...this.#sent.keys()],
+      jobs: this.#jobs.length,
+    };
+  }
+
   /** The pids of the current workers (none before the first task). */
   get pids(): number[] {
     return this.#workers.filter((w) => !w.retiring).map((w) => w.pid);
@@ -1065,15 +1088,30 @@ export class Pool {
   }
 
   #spawn(): Worker {
-    const tasks = new Queue<TaskMessage>({ ringSize: TASK_RING_BYTES, maxsize: AHEAD_MAX + 1 });
-    const running = new RawArray('i', 1);
-    const setup: WorkerSetup = { tasks, results: this.#results, running, initializer: this.#initializer, initargs: this.#initargs, maxtasks: this.#maxtasks };
-    const name = `PoolWorker-${++workerCounter}`;
     const forked = this.#method === 'fork';
-    const proc = forked
-      ? new Process({ daemon: true, name, target: () => serve(setup) })
-      : new (processClassFor(this.#method))<unknown[]>({ daemon: true, name, target: SERVE, args: [setup] });
-    proc.start();
+    const launch = (): [Process, WorkerSetup] => {
+      const tasks = new Queue<TaskMessage>({ ringSize: TASK_RING_BYTES, maxsize: AHEAD_MAX + 1 });
+      const setup: WorkerSetup = { tasks, results: this.#results, running: new RawArray('i', 1), initializer: this.#initializer, initargs: this.#initargs, maxtasks: this.#maxtasks };
+      const name = `PoolWorker-${++workerCounter}`;
+      const p = forked
+        ? new Process({ daemon: true, name, target: () => serve(setup) })
+        : new (processClassFor(this.#method))<unknown[]>({ daemon: true, name, target: SERVE, args: [setup] });
+      p.start();
+      return [p, setup];
+    };
+    let proc: Process;
+    let setup: WorkerSetup;
+    try {
+      [proc, setup] = launch();
+    } catch (error) {
+      // The fork server died under this start and the next start makes a new
+      // one: a task does not fail for that, as it does not for a worker's death.
+      // The new worker gets queues of its own: a child the dying server may
+      // have forked must not share them.
+      if (!(error instanceof ProcessError && error.code === 'ERR_FORKSERVER_DIED')) throw error;
+      [proc, setup] = launch();
+    }
+    const { tasks, running } = setup;
     const w: Worker = {
       proc,
       pid: proc.pid as number,

@@ -143,10 +143,15 @@ export class Semaphore {
     }
   }
 
-  /** Gives back the slots of holders that died; true if any came back. */
+  /**
+   * Takes back the slots of holders that died, keeping one for this acquire
+   * (booked here) and handing the rest to the count. Handing them all to the
+   * count would let another process take the dead holder's slot first, and
+   * that process would not be told that its holder died. True if one was kept.
+   */
   #reclaimDead(): boolean {
     const w = this.#words;
-    let reclaimed = 0;
+    let kept = false;
     for (let i = 0; i < SEM_HOLDER_SLOTS; i++) {
       const pidIndex = SEM_HOLDERS + i * SEM_HOLDER_WORDS + SEM_HOLDER_PID;
       const pid = Atomics.load(w, pidIndex);
@@ -155,13 +160,18 @@ export class Semaphore {
       const slots = Atomics.exchange(w, SEM_HOLDERS + i * SEM_HOLDER_WORDS + SEM_HOLDER_COUNT, 0);
       Atomics.store(w, pidIndex, 0);
       if (slots > 0) {
-        this.#give(slots);
-        reclaimed += slots;
+        let give = slots;
+        if (!kept) {
+          kept = true;
+          give--;
+          this.#book(1);
+        }
+        if (give > 0) this.#give(give);
         warnOwnerDied(`${slots === 1 ? 'A slot' : `${slots} slots`} of a ${this.constructor.name}`, pid);
       }
     }
-    if (reclaimed > 0) this.#ownerDied = true;
-    return reclaimed > 0;
+    if (kept) this.#ownerDied = true;
+    return kept;
   }
 
   #give(slots: number): void {
@@ -180,10 +190,7 @@ export class Semaphore {
     if (deadline !== -Infinity) spinWhileEqual(w, SEM_VALUE, 0);
     for (;;) {
       if (this.#tryTake()) return true;
-      if (deadline === -Infinity || timeLeft(deadline) === 0) {
-        if (this.#reclaimDead()) continue;
-        return false;
-      }
+      if (deadline === -Infinity || timeLeft(deadline) === 0) return this.#reclaimDead();
       Atomics.add(w, SEM_SLEEPERS, 1);
       let result: number;
       try {
@@ -191,7 +198,7 @@ export class Semaphore {
       } finally {
         Atomics.sub(w, SEM_SLEEPERS, 1);
       }
-      if (result === TIMED_OUT) this.#reclaimDead();
+      if (result === TIMED_OUT && this.#reclaimDead()) return true;
     }
   }
 
@@ -207,24 +214,35 @@ export class Semaphore {
     return runAsyncFrom(() => this.#acquireSteps(deadlineOf(`${this.constructor.name}.acquire`, options)));
   }
 
-  /** Gives back `n` slots (any process may release). */
+  /**
+   * Gives back `n` slots (any process may release). The holder table is
+   * updated before the count: a process killed between the two then leaves a
+   * slot lost, never one counted twice (once free, once held by the dead).
+   */
   release(n = 1): void {
     checkInteger(`${this.constructor.name}.release(n)`, n, 1, MAX_VALUE);
     const w = this.#words;
+    this.#checkRoom(Atomics.load(w, SEM_VALUE), n);
+    this.#unbook(n);
     for (;;) {
       const value = Atomics.load(w, SEM_VALUE);
       if (value + n > this.#max) {
-        throw new SyncError(
-          'ERR_SEMAPHORE_OVERFLOW',
-          this.#max === MAX_VALUE
-            ? `Semaphore.release(${n}): the value would exceed ${MAX_VALUE}`
-            : `BoundedSemaphore.release(): released too many times (value ${value}, bound ${this.#max})`,
-        );
+        this.#book(n);
+        this.#checkRoom(value, n);
       }
       if (Atomics.compareExchange(w, SEM_VALUE, value, value + n) === value) break;
     }
-    this.#unbook(n);
     if (Atomics.load(w, SEM_SLEEPERS) > 0) native.futexWake(this.#buffer, this.#byteOffset, n);
+  }
+
+  #checkRoom(value: number, n: number): void {
+    if (value + n <= this.#max) return;
+    throw new SyncError(
+      'ERR_SEMAPHORE_OVERFLOW',
+      this.#max === MAX_VALUE
+        ? `Semaphore.release(${n}): the value would exceed ${MAX_VALUE}`
+        : `BoundedSemaphore.release(): released too many times (value ${value}, bound ${this.#max})`,
+    );
   }
 
   /** Takes a slot (blocking) and returns a handle that gives it back on dispose. */

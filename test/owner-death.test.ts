@@ -2,9 +2,9 @@
 // others stuck: the next acquirer takes it over and is told (ownerDied and an
 // OwnerDiedWarning). Python's multiprocessing deadlocks here.
 import { describe, expect, it } from 'vitest';
-import { Lock, RLock, Semaphore, BoundedSemaphore, Condition, Value } from '../dist/index.js';
+import { Lock, RLock, Semaphore, BoundedSemaphore, Condition, Value, RawArray } from '../dist/index.js';
 import { gate, running, waitUntil } from './helpers.js';
-import { recordWarnings, spawnChild } from './sync-helpers.js';
+import { busySleep, recordWarnings, spawnChild } from './sync-helpers.js';
 
 const warnings = recordWarnings();
 
@@ -139,6 +139,32 @@ describe('owner death', () => {
     s.release();
     s.release();
     expect(s.getValue()).toBe(3);
+  });
+
+  it('Semaphore: the process that takes a dead holder\'s slot is told, even with another one racing for it', () => {
+    // Found by the soak: the waiter that found the dead holder gave its slot
+    // back to the count, and a process spinning on the count took it first,
+    // with ownerDied false, while the finder later said true. Each round: the
+    // holder dies, a racer spins on the count, this process finds the death.
+    for (let round = 0; round < 8; round++) {
+      const s = new Semaphore(1);
+      const told = new RawArray('i', 3);
+      const take = (): void => {
+        const at = 1 + Atomics.add(told.typed, 0, 1);
+        told.typed[at] = s.ownerDied ? 1 : 2;
+        busySleep(20);
+        s.release();
+      };
+      holderKilled(() => s.acquireSync());
+      const racer = spawnChild(() => {
+        while (s.getValue() === 0);
+        if (s.acquireSync({ timeout: 5000 })) take();
+      });
+      expect(s.acquireSync({ timeout: 5000 })).toBe(true);
+      take();
+      expect(racer.joinSync(5000)).toBe(0);
+      expect([...told.typed]).toEqual([2, 1, 2]);
+    }
   });
 
   it('BoundedSemaphore: recovery never lifts the value above its bound', () => {

@@ -93,6 +93,7 @@ class Server {
   readonly #children = new Map<number, ServerChild>();
   #holds = 0;
   #dead = false;
+  #status: number | undefined;
 
   constructor() {
     const [mine, theirs] = native.socketPair();
@@ -217,8 +218,20 @@ class Server {
     child.exited(code);
   }
 
+  /** The server's exit status once reaped (here, by #lost() or by an earlier call); undefined while it runs or if it is not known. */
+  #reap(timeoutMs: number): number | undefined {
+    if (this.#status === undefined) {
+      try {
+        this.#status = timeoutMs === 0 ? native.tryReap(this.pid) : native.waitSync(this.pid, timeoutMs);
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'ECHILD') throw error;
+      }
+    }
+    return this.#status;
+  }
+
   #diedError(when: string, cause?: unknown): ProcessError {
-    const code = native.waitSync(this.pid, 1000);
+    const code = this.#reap(1000);
     const how = code === undefined ? 'ended' : code < 0 ? `was killed by signal ${-code}` : `exited with code ${code}`;
     const error = new ProcessError(
       'ERR_FORKSERVER_DIED',
@@ -235,7 +248,9 @@ class Server {
     this.#dead = true;
     native.sockUnwatch(this.#sock);
     native.closeFd(this.#sock);
-    native.tryReap(this.pid);
+    // Its socket closes before it is a zombie to reap: if that is still to
+    // come, the exit watch reaps it then (and closes its pidfd).
+    if (this.#reap(0) === undefined) native.watch(this.pid, false);
     if (server === this) server = null;
     const orphans = [...this.#children.values()];
     this.#children.clear();

@@ -1,0 +1,866 @@
+// One soak run: every nodemp mechanism at once, across real processes, while
+// a chaos driver kills and stops them. Started by bench/soak.js (which checks
+// for leaks once this process is gone) as:
+//   node --single-threaded --expose-gc harness.js --seconds N --seed S --rate R --out FILE
+import { readdirSync, readFileSync, readlinkSync, writeFileSync, writeSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { crc32 } from 'node:zlib';
+import { setTimeout as sleep } from 'node:timers/promises';
+import {
+  activeChildren,
+  EOFError,
+  getContext,
+  JoinableQueue,
+  Lock,
+  Pipe,
+  Pool,
+  Queue,
+  QueueEmpty,
+  RawArray,
+  RLock,
+  Semaphore,
+  SharedMemory,
+  SyncManager,
+  Value,
+} from '../../dist/index.js';
+import { checkFailure, checkValue, History, MessageLedger } from './ledger.js';
+import * as roles from './roles.js';
+import { BUCKETS, bucketOf, makeRng, quantileMs } from './rng.js';
+
+const { CTL, CELL, EXIT_MANAGER_DEAD } = roles;
+
+const opts = { seconds: 60, seed: 1, rate: 24, out: null };
+for (let i = 2; i < process.argv.length; i += 2) {
+  const key = process.argv[i].replace(/^--/, '');
+  opts[key] = key === 'out' ? process.argv[i + 1] : Number(process.argv[i + 1]);
+}
+
+/** An operation of the harness's own (a pool call, an echo) that takes longer is a hang. */
+const DEADLINE_MS = 30_000;
+/** A child's operation (its watch slot set) that takes longer is a hang. */
+const CHILD_DEADLINE_MS = 30_000;
+const SLOTS = 64;
+const COUNTER_WORKERS = 2;
+
+const rng = makeRng(opts.seed);
+const history = new History();
+const violations = [];
+const hangs = [];
+let brokenHistory = null;
+const counts = {
+  starts: 0,
+  startFailures: 0,
+  kill: 0,
+  stop: 0,
+  killsBy: {},
+  poolCalls: 0,
+  poolTasks: 0,
+  poolWorkerDied: 0,
+  poolThrown: 0,
+  poolAborted: 0,
+  echoes: 0,
+  echoBytes: 0,
+  shmChecked: 0,
+  managerGenerations: 0,
+  managerGenerationsLost: 0,
+  managerAppends: 0,
+};
+
+function violation(message) {
+  violations.push({ t: Date.now() - history.start, message });
+  history.add('violation', { message });
+  brokenHistory ??= history.recent();
+  process.stderr.write(`soak: VIOLATION ${message}\n`);
+}
+
+function hang(message) {
+  hangs.push({ t: Date.now() - history.start, message });
+  history.add('hang', { message });
+  brokenHistory ??= history.recent();
+  process.stderr.write(`soak: HANG ${message}\n`);
+}
+
+const ctl = new RawArray('i', CTL.SIZE);
+const watch = new RawArray('d', SLOTS);
+const acked = new RawArray('i', SLOTS);
+const hist = new RawArray('i', BUCKETS);
+const histTyped = hist.typed;
+const freeSlots = Array.from({ length: SLOTS }, (_, i) => SLOTS - 1 - i);
+
+function record(ms) {
+  Atomics.add(histTyped, bucketOf(ms * 1000), 1);
+}
+
+let stopping = false;
+let stopNow;
+const stopped = new Promise((resolve) => (stopNow = resolve));
+const untilStop = (ms) => Promise.race([sleep(ms), stopped]);
+
+/** Settles like `promise`, or with { hang: true } once DEADLINE_MS pass (the promise is then left). */
+async function deadline(what, promise, ms = DEADLINE_MS) {
+  let timer;
+  const late = new Promise((resolve) => (timer = setTimeout(() => resolve({ hang: true }), ms)));
+  const t0 = performance.now();
+  const r = await Promise.race([promise.then((value) => ({ value }), (error) => ({ error })), late]);
+  clearTimeout(timer);
+  if (r.hang) hang(`${what}: not settled after ${ms / 1000} s`);
+  else record(performance.now() - t0);
+  return r;
+}
+
+// ---------------------------------------------------------------- processes
+
+/** pid -> { name, kind, slot, proc, conn, method, killed, watchdogKilled, stoppedUntil } */
+const live = new Map();
+
+/**
+ * Starts one participant and follows it to its end. `hooks.onMessage(m, entry)`
+ * gets its reports (unless `hooks.ownConn`: the caller talks on entry.conn);
+ * the returned entry's `done` resolves with how it ended: 'exited' (by
+ * itself), 'killed' (by the chaos driver or the watchdog), 'lost' (its fork
+ * server died, taking its exit status), 'manager-dead', or 'crashed' (a
+ * violation already recorded).
+ */
+function startRole(name, method, target, extra, hooks = {}) {
+  const slot = freeSlots.pop();
+  if (slot === undefined) throw new Error('soak: out of watch slots');
+  watch.typed[slot] = 0;
+  acked.typed[slot] = 0;
+  const [mine, theirs] = Pipe();
+  const Proc = getContext(method).Process;
+  const proc = new Proc({ target, args: [ctl, watch, acked, hist, slot, theirs, ...extra], daemon: true, name });
+  try {
+    proc.start();
+  } catch (error) {
+    mine.close();
+    theirs.close();
+    freeSlots.push(slot);
+    throw error;
+  }
+  theirs.close();
+  counts.starts++;
+  const entry = { name, slot, proc, pid: proc.pid, conn: mine, method, killed: false, watchdogKilled: false, stoppedUntil: 0 };
+  live.set(proc.pid, entry);
+  history.add('start', { role: name, pid: proc.pid, method });
+  const reader = hooks.ownConn ? Promise.resolve() : readReports(entry, hooks.onMessage);
+  entry.done = (async () => {
+    await reader;
+    const code = await proc.join();
+    const how = await classify(entry, code, hooks);
+    entry.acked = acked.typed[slot];
+    entry.code = code;
+    history.add('end', { role: name, pid: entry.pid, code, how });
+    live.delete(entry.pid);
+    if (!hooks.ownConn) mine.close();
+    freeSlots.push(slot);
+    return how;
+  })();
+  return entry;
+}
+
+async function readReports(entry, onMessage) {
+  for (;;) {
+    let m;
+    try {
+      m = await entry.conn.recv();
+    } catch (error) {
+      if (!(error instanceof EOFError)) violation(`${entry.name} pid ${entry.pid}: its report pipe failed: ${error.code ?? error.name}: ${error.message}`);
+      return;
+    }
+    if (m !== null && typeof m === 'object' && !Array.isArray(m) && (m.v || m.hang)) {
+      if (m.v) violation(`${entry.name} pid ${entry.pid}: ${m.v}`);
+      else hang(`${entry.name} pid ${entry.pid}: ${m.hang}`);
+    } else {
+      onMessage?.(m, entry);
+    }
+  }
+}
+
+let forkserverDeaths = 0;
+
+async function classify(entry, code, hooks) {
+  if (code === 0) return 'exited';
+  if (code === -9 && (entry.killed || entry.watchdogKilled)) return 'killed';
+  if (code === 255 && entry.method === 'forkserver' && forkserverDeaths > 0) return 'lost';
+  if (code === EXIT_MANAGER_DEAD && hooks.managerDead && (await hooks.managerDead())) return 'manager-dead';
+  violation(`${entry.name} pid ${entry.pid} (${entry.method}) ended with exit code ${code}`);
+  return 'crashed';
+}
+
+/**
+ * Runs `count` copies of a participant, starting a new one whenever one ends,
+ * while `keepGoing()` holds. `make()` returns [target, extra args, hooks,
+ * onEnd(how, entry)].
+ */
+async function supervise(name, method, count, keepGoing, make) {
+  await Promise.all(
+    Array.from({ length: count }, async () => {
+      let failures = 0;
+      while (keepGoing()) {
+        const [target, extra, hooks, onEnd] = make();
+        let entry;
+        try {
+          entry = startRole(name, method, target, extra, hooks);
+          failures = 0;
+        } catch (error) {
+          counts.startFailures++;
+          history.add('start failed', { role: name, method, error: `${error.code ?? error.name}: ${error.message}` });
+          hooks.onStartFailed?.();
+          if (++failures === 50) violation(`${name} (${method}): 50 starts in a row failed, the last with ${error.code ?? error.name}: ${error.message}`);
+          await sleep(20);
+          continue;
+        }
+        onEnd(await entry.done, entry);
+      }
+    }),
+  );
+}
+
+// ---------------------------------------------------------------- queues
+
+const queues = [
+  { name: 'Queue', q: new Queue(), joinable: false, cap: 1 << 20, ledger: new MessageLedger('Queue'), methods: ['forkserver', 'fork'] },
+  {
+    name: 'JoinableQueue(maxsize 16)',
+    q: new JoinableQueue({ maxsize: 16 }),
+    joinable: true,
+    cap: 64 << 10,
+    ledger: new MessageLedger('JoinableQueue'),
+    methods: ['fork', 'spawn'],
+  },
+];
+let nextProducer = 1;
+let nextConsumer = 1;
+let producersDone = false;
+
+function queueWork() {
+  const producers = queues.flatMap((Q) =>
+    Q.methods.map((method) =>
+      supervise(`producer of ${Q.name}`, method, 1, () => !stopping, () => {
+        const p = nextProducer++;
+        Q.ledger.producerStarted(p);
+        return [
+          roles.producer,
+          [Q.q, p, rng.int(20, 300), rng.fork(), Q.cap, rng.chance(0.3)],
+          { onStartFailed: () => Q.ledger.producerEnded(p, false, 0) },
+          (how, entry) => {
+            const v = Q.ledger.producerEnded(p, how === 'exited', entry.acked);
+            if (v) violation(v);
+          },
+        ];
+      }),
+    ),
+  );
+  const consumers = queues.map((Q) =>
+    supervise(`consumer of ${Q.name}`, 'fork', 2, () => !producersDone || ctl.typed[CTL.DRAIN] === 0, () => {
+      const c = nextConsumer++;
+      return [
+        roles.consumer,
+        [Q.q, Q.joinable],
+        {
+          onMessage: (m) => {
+            const v = Q.ledger.receive(c, m[0], m[1], m[2] === 1, m[3]);
+            if (v) violation(v);
+          },
+        },
+        (how) => Q.ledger.consumerEnded(c, how !== 'exited'),
+      ];
+    }),
+  );
+  return { producers: Promise.all(producers), consumers: Promise.all(consumers) };
+}
+
+async function drainQueues(work) {
+  await work.producers;
+  producersDone = true;
+  ctl.typed[CTL.DRAIN] = 1;
+  await work.consumers;
+  for (const Q of queues) {
+    let left = 0;
+    for (;;) {
+      try {
+        Q.q.getNowait();
+        left++;
+      } catch (error) {
+        if (error instanceof QueueEmpty) break;
+        throw error;
+      }
+    }
+    if (left > 0) violation(`${Q.name}: ${left} messages were still in the queue after every consumer drained it`);
+    const { violations: vs } = Q.ledger.finish();
+    for (const v of vs) violation(v);
+  }
+}
+
+// ---------------------------------------------------------------- counters
+
+const counters = [
+  { kind: 'lock', guard: new Lock() },
+  { kind: 'rlock', guard: new RLock() },
+  { kind: 'sem', guard: new Semaphore(1) },
+  { kind: 'value', guard: null, value: new Value('i', 0) },
+].map((c) => ({ ...c, cells: new RawArray('i', CELL.MINE + COUNTER_WORKERS) }));
+
+function counterWork() {
+  return Promise.all(
+    counters.flatMap((C) =>
+      Array.from({ length: COUNTER_WORKERS }, (_, w) =>
+        supervise(`${C.kind} counter`, 'fork', 1, () => !stopping, () => [
+          roles.counter,
+          [C.kind, C.guard, C.cells, w, rng.fork(), C.value ?? null],
+          {},
+          () => {},
+        ]),
+      ),
+    ),
+  );
+}
+
+/** Takes each lock once more (undoing an increment its last holder died in) and checks the sums. */
+async function checkCounters() {
+  for (const C of counters) {
+    const c = C.cells.typed;
+    const lock = C.kind === 'value' ? C.value.getLock() : C.guard;
+    const r = await deadline(`${C.kind} counter: final acquire`, lock.acquire({ timeout: DEADLINE_MS }));
+    if (r.value !== true) {
+      violation(`${C.kind} counter: the lock could not be taken at the end`);
+      continue;
+    }
+    if (c[CELL.JOURNAL] !== 0) {
+      if (!lock.ownerDied) violation(`${C.kind} counter: an increment was half done at the end, but the lock reports no dead owner`);
+      if (C.kind === 'value') C.value.value = c[CELL.OLD];
+      else c[CELL.COUNT] = c[CELL.OLD];
+      c[CELL.MINE + c[CELL.OLD_SLOT]] = c[CELL.OLD_MINE];
+      c[CELL.JOURNAL] = 0;
+    }
+    c[CELL.INSIDE] = 0;
+    const total = C.kind === 'value' ? C.value.value : c[CELL.COUNT];
+    let sum = 0;
+    for (let w = 0; w < COUNTER_WORKERS; w++) sum += c[CELL.MINE + w];
+    if (total !== sum) violation(`${C.kind} counter: ${total}, but the increments that returned add up to ${sum}`);
+    C.total = total;
+    lock.release();
+  }
+}
+
+// ---------------------------------------------------------------- pools
+
+const pools = [
+  { name: 'Pool(fork)', pool: new Pool({ processes: 2, startMethod: 'fork' }) },
+  { name: 'Pool(forkserver, maxtasksperchild 40)', pool: new Pool({ processes: 2, startMethod: 'forkserver', maxtasksperchild: 40 }) },
+];
+let nextX = 0;
+
+function makeItems() {
+  const n = rng.int(1, 40);
+  return Array.from({ length: n }, () => ({ x: nextX++, us: rng.logInt(1, 4000), fail: rng.chance(0.03) }));
+}
+
+function judge(what, r, items) {
+  counts.poolCalls++;
+  counts.poolTasks += items.length;
+  if (r.hang) return;
+  if ('error' in r) {
+    if (r.error?.name === 'WorkerDiedError') counts.poolWorkerDied++;
+    else counts.poolThrown++;
+    const v = checkFailure(what, r.error, new Set(items.filter((i) => i.fail).map((i) => i.x)));
+    if (v) violation(v);
+    return;
+  }
+  const values = r.value;
+  if (items.some((i) => i.fail)) violation(`${what}: resolved, though item ${items.find((i) => i.fail).x} throws`);
+  if (values.length !== items.length) violation(`${what}: ${values.length} results for ${items.length} items`);
+  for (let i = 0; i < items.length; i++) {
+    const v = checkValue(what, items[i].x, values[i], 2 * items[i].x + 1);
+    if (v) return violation(v);
+  }
+}
+
+async function poolCall(P) {
+  const { pool } = P;
+  const hangsBefore = hangs.length;
+  await poolOp(P);
+  // What the workers were doing, for the report of a call that hung.
+  if (hangs.length > hangsBefore) {
+    const state = pool[Symbol.for('nodemp.pool.state')]();
+    for (const w of state.workers) w.process = procState(w.pid);
+    hangs.at(-1).message += `; the pool now: ${JSON.stringify(state)}`;
+  }
+}
+
+async function poolOp(P) {
+  const { pool } = P;
+  const items = makeItems();
+  const fn = rng.chance(0.2) ? roles.taskAsync : roles.task;
+  const args = items.map((i) => [i.x, i.us, i.fail]);
+  const chunksize = rng.chance(0.5) ? undefined : rng.int(1, 8);
+  const op = rng.pick(['map', 'starmap', 'imap', 'imapUnordered', 'apply', 'applyAsync', 'abort']);
+  const what = `${P.name} ${op} of ${items.length} (x ${items[0].x}..)`;
+  switch (op) {
+    case 'map':
+      return judge(what, await deadline(what, pool.map(fn, args, { chunksize })), items);
+    case 'starmap':
+      return judge(what, await deadline(what, pool.starmap(roles.work, args, { chunksize })), items);
+    case 'imap':
+    case 'imapUnordered':
+      return judge(what, await deadline(what, collect(what, pool[op](fn, args, { chunksize }), items, op === 'imap')), items);
+    case 'apply': {
+      const one = items.slice(0, 1);
+      const r = await deadline(what, pool.apply(roles.work, args[0]));
+      return judge(what, 'value' in r ? { value: [r.value] } : r, one);
+    }
+    case 'applyAsync': {
+      const calls = items.map(() => 0);
+      const results = args.map((a, i) =>
+        pool.applyAsync(roles.work, a, { callback: () => calls[i]++, errorCallback: () => calls[i]++ }),
+      );
+      const settled = await Promise.all(results.map((res, i) => deadline(`${what} #${i}`, res.get())));
+      await sleep(1);
+      settled.forEach((r, i) => {
+        if (!r.hang && calls[i] !== 1) violation(`${what} #${i}: its callbacks ran ${calls[i]} times`);
+        judge(`${what} #${i}`, 'value' in r ? { value: [r.value] } : r, [items[i]]);
+      });
+      return;
+    }
+    case 'abort': {
+      const ac = new AbortController();
+      const reason = new Error('soak abort');
+      setTimeout(() => ac.abort(reason), rng.int(0, 4));
+      const r = await deadline(what, pool.apply(roles.work, args[0], { signal: ac.signal }));
+      if ('error' in r && r.error === reason) {
+        counts.poolAborted++;
+        counts.poolCalls++;
+        return;
+      }
+      return judge(what, 'value' in r ? { value: [r.value] } : r, items.slice(0, 1));
+    }
+  }
+}
+
+/** Iterates an imap, checking each answer as it comes; resolves with them in input order. */
+async function collect(what, iterable, items, ordered) {
+  const want = new Map(items.map((i) => [2 * i.x + 1, i]));
+  const out = [];
+  let position = 0;
+  try {
+    for await (const value of iterable) {
+      if (ordered) {
+        const v = checkValue(what, items[position].x, value, 2 * items[position].x + 1);
+        if (v) violation(v);
+      } else if (!want.delete(value)) {
+        violation(`${what}: answered ${value}, not one of the items still due (twice, or never asked)`);
+      }
+      position++;
+      out.push(value);
+    }
+  } catch (error) {
+    if (ordered && error?.name === 'SoakTaskError' && error.message !== `task ${items[position]?.x} failed on purpose`) {
+      violation(`${what}: the error of another item was thrown at position ${position}: ${error.message}`);
+    }
+    throw error;
+  }
+  return ordered ? out : items.map((i) => 2 * i.x + 1);
+}
+
+async function poolWork(P) {
+  while (!stopping) await poolCall(P);
+}
+
+// ---------------------------------------------------------------- pipe echoes
+
+async function echoWork() {
+  let i = 0;
+  while (!stopping) {
+    const entry = startRole('echo', 'fork', roles.echo, [], { ownConn: true });
+    const conn = entry.conn;
+    let gone = false;
+    while (!stopping && !gone) {
+      const bytes = rng.chance(0.5);
+      const size = rng.logInt(1, 256 << 10);
+      const payload = bytes ? randomBytes(size) : { i, text: 'x'.repeat(size % 4096), big: BigInt(i) };
+      i++;
+      try {
+        conn.send(payload);
+      } catch (error) {
+        gone = true;
+        break;
+      }
+      const r = await deadline(`echo of ${size} bytes`, conn.recv());
+      if (r.hang) break;
+      if ('error' in r) {
+        if (!(r.error instanceof EOFError) && r.error?.code !== 'ECONNRESET') violation(`echo: recv failed with ${r.error?.code ?? r.error?.name}: ${r.error?.message}`);
+        gone = true;
+        break;
+      }
+      const same = bytes
+        ? Buffer.isBuffer(r.value) && r.value.equals(payload)
+        : r.value?.i === payload.i && r.value?.text === payload.text && r.value?.big === payload.big;
+      if (!same) violation(`echo: message ${payload.i ?? `of ${size} bytes`} came back different`);
+      counts.echoes++;
+      counts.echoBytes += size;
+    }
+    if (!gone) {
+      try {
+        conn.send(null);
+      } catch {
+        // Killed as it was told to stop: its end says so below.
+      }
+    }
+    const how = await entry.done;
+    conn.close();
+    if (gone && how === 'exited') violation(`echo pid ${entry.pid}: its pipe ended but it exited by itself`);
+  }
+}
+
+// ---------------------------------------------------------------- shared memory
+
+function shmWork() {
+  return supervise('SharedMemory worker', 'spawn', 1, () => !stopping, () => [
+    roles.shmWorker,
+    [rng.fork()],
+    {
+      onMessage: (m, entry) => {
+        let verdict = 'ok';
+        try {
+          const seg = new SharedMemory({ name: m.shm });
+          if (seg.size < m.n || crc32(seg.buf.subarray(0, m.n)) !== m.crc) verdict = 'different bytes';
+          seg.close();
+          counts.shmChecked++;
+        } catch (error) {
+          verdict = `${error.code ?? error.name}: ${error.message}`;
+        }
+        try {
+          entry.conn.send(verdict);
+        } catch {
+          // The worker died meanwhile.
+        }
+      },
+    },
+    () => {},
+  ]);
+}
+
+function shmEntries() {
+  return readdirSync('/dev/shm').filter((n) => n.startsWith('nodemp_'));
+}
+
+// ---------------------------------------------------------------- managers
+
+let managerServerPid = 0;
+
+async function managerWork() {
+  let gen = 0;
+  let nextClient = 1;
+  while (!stopping) {
+    gen++;
+    counts.managerGenerations++;
+    const manager = new SyncManager();
+    const started = await deadline('manager start', manager.start());
+    if (started.hang || 'error' in started) {
+      if ('error' in started) violation(`manager: start failed with ${started.error?.code ?? started.error?.name}: ${started.error?.message}`);
+      return;
+    }
+    const made = await deadline('manager objects', Promise.all([manager.list(), manager.Lock()]));
+    if (made.hang || 'error' in made) {
+      if (made.error?.code === 'ERR_MANAGER_DEAD') {
+        counts.managerGenerationsLost++;
+        continue;
+      }
+      if ('error' in made) violation(`manager: making objects failed with ${made.error?.code}: ${made.error?.message}`);
+      return;
+    }
+    const [list, mlock] = made.value;
+    managerServerPid = manager.process.pid;
+    let serverDead = false;
+    const serverEnd = manager.process.join().then((code) => {
+      serverDead = true;
+      managerServerPid = 0;
+      return code;
+    });
+    let ended = false;
+    const clients = new Map();
+    const supervisors = supervise('manager client', 'fork', 2, () => !stopping && !ended && !serverDead, () => {
+      const id = nextClient++;
+      return [
+        roles.managerClient,
+        [list, mlock, id, gen],
+        // A client may see the server gone before this process's join() does.
+        { managerDead: () => Promise.race([serverEnd.then(() => true), sleep(5000).then(() => false)]) },
+        (how, entry) => clients.set(id, { how, acked: entry.acked }),
+      ];
+    });
+    await Promise.race([untilStop(rng.int(3000, 15000)), serverEnd]);
+    ended = true;
+    ctl.typed[CTL.MANAGER_STOP] = gen;
+    await supervisors;
+    if (!serverDead) {
+      const r = await deadline('manager list copy', list.copy());
+      if ('value' in r) checkManagerList(gen, r.value, clients);
+      else if (!serverDead) violation(`manager: reading the list failed: ${r.error?.code}: ${r.error?.message}`);
+    }
+    if (serverDead) counts.managerGenerationsLost++;
+    await deadline('manager shutdown', manager.shutdown());
+    await serverEnd;
+  }
+}
+
+function checkManagerList(gen, items, clients) {
+  const seen = new Map();
+  for (const [id, seq] of items) {
+    const next = seen.get(id) ?? 0;
+    if (seq !== next) return violation(`manager generation ${gen}: client ${id} appended ${seq} where ${next} was due`);
+    seen.set(id, next + 1);
+  }
+  for (const [id, { how, acked: n }] of clients) {
+    const got = seen.get(id) ?? 0;
+    const ok = how === 'exited' ? got === n : got === n || got === n + 1;
+    if (!ok) violation(`manager generation ${gen}: client ${id} (${how}) had ${n} appends answered, the list holds ${got}`);
+    counts.managerAppends += got;
+  }
+}
+
+// ---------------------------------------------------------------- chaos
+
+function forkserverPids() {
+  const pids = [];
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, 'latin1');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid !== process.pid) continue;
+      if (readFileSync(`/proc/${d}/cmdline`, 'latin1').includes('forkserver-main')) pids.push(Number(d));
+    } catch {
+      // It ended as we looked.
+    }
+  }
+  return pids;
+}
+
+const stoppedPids = new Map();
+
+function candidates() {
+  const list = [];
+  for (const [pid, entry] of live) if (!entry.killed && !entry.watchdogKilled) list.push({ pid, kind: entry.name, entry });
+  for (const P of pools) for (const pid of P.pool.pids) list.push({ pid, kind: `${P.name} worker` });
+  // The servers are one each: hit them less often than the many clients.
+  if (rng.chance(0.3)) {
+    for (const pid of forkserverPids()) list.push({ pid, kind: 'fork server' });
+    if (managerServerPid) list.push({ pid: managerServerPid, kind: 'manager server' });
+  }
+  return list.filter((c) => !stoppedPids.has(c.pid));
+}
+
+function signal(pid, sig) {
+  if (!Number.isInteger(pid) || pid <= 1 || pid === process.pid) return false;
+  try {
+    process.kill(pid, sig);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+async function chaos() {
+  await sleep(300);
+  while (!stopping) {
+    await untilStop(rng.expo(1000 / opts.rate));
+    if (stopping) break;
+    const all = candidates();
+    if (all.length === 0) continue;
+    const target = rng.pick(all);
+    if (rng.chance(0.4)) {
+      if (target.entry) target.entry.killed = true;
+      if (!signal(target.pid, 'SIGKILL')) continue;
+      if (target.kind === 'fork server') forkserverDeaths++;
+      counts.kill++;
+      counts.killsBy[target.kind] = (counts.killsBy[target.kind] ?? 0) + 1;
+      history.add('SIGKILL', { pid: target.pid, role: target.kind });
+    } else {
+      const ms = rng.int(1, 150);
+      if (roles.pidGone(target.pid)) continue;
+      stopAndContinue(target.pid, ms);
+      counts.stop++;
+      history.add('SIGSTOP', { pid: target.pid, role: target.kind, ms });
+      stoppedPids.set(
+        target.pid,
+        setTimeout(() => stoppedPids.delete(target.pid), ms),
+      );
+    }
+  }
+  writeSync(CONTINUER, 'C\n');
+  for (const timer of stoppedPids.values()) clearTimeout(timer);
+  stoppedPids.clear();
+}
+
+/**
+ * SIGSTOP now and SIGCONT `ms` later are sent by bench/soak.js, not by this
+ * process: a call here that blocks on a stopped process (a synchronous start
+ * through a stopped fork server) would otherwise never see its SIGCONT.
+ */
+const CONTINUER = 3;
+
+function stopAndContinue(pid, ms) {
+  writeSync(CONTINUER, `S ${pid} ${ms}\n`);
+}
+
+function watchdog() {
+  const now = Date.now();
+  for (const entry of live.values()) {
+    const since = watch.typed[entry.slot];
+    if (since !== 0 && now - since > CHILD_DEADLINE_MS && !entry.watchdogKilled) {
+      hang(`${entry.name} pid ${entry.pid}: one operation has run ${((now - since) / 1000).toFixed(1)} s`);
+      entry.watchdogKilled = true;
+      signal(entry.pid, 'SIGKILL');
+    }
+  }
+}
+
+// ---------------------------------------------------------------- the run
+
+function procState(pid) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    return `state ${stat[stat.lastIndexOf(')') + 2]}`;
+  } catch {
+    return 'gone';
+  }
+}
+
+function fdTargets() {
+  const out = [];
+  for (const fd of readdirSync('/proc/self/fd')) {
+    try {
+      out.push(`${fd} -> ${readlinkSync(`/proc/self/fd/${fd}`)}`);
+    } catch {
+      // The directory's own descriptor, gone by now.
+    }
+  }
+  return out;
+}
+
+/** Starts the fork server, whose connection lives as long as this process, before the descriptors are counted. */
+async function warmUp() {
+  const p = new (getContext('forkserver').Process)({ target: roles.idle });
+  p.start();
+  await p.join();
+  p.close();
+}
+
+/**
+ * Descriptors open now beyond `before`, by what they point to: a socket or
+ * pipe by kind (the fork server's change with each restart). Left out: the
+ * ones a process opens once and keeps by design (the run-queue readers of
+ * native/sched.cc and the async-wait ring), opened whenever a wait first needs them,
+ * and shared mappings (memfds), which are memory: they go when the collector
+ * takes their objects, and the arena keeps its current chunk. Those are
+ * counted apart (`memfds`): a few more at the end is the arena moving on; a
+ * leak would show as many.
+ */
+function fdSurplus(before, after) {
+  const kind = (f) => f.replace(/^\d+ -> /, '').replace(/^(socket|pipe):\[\d+\]$/, '$1');
+  const lifetime = new Set(['/proc/loadavg', `/proc/${process.pid}/schedstat`, 'anon_inode:[io_uring]']);
+  const counts = new Map();
+  for (const f of before) counts.set(kind(f), (counts.get(kind(f)) ?? 0) + 1);
+  const extra = [];
+  for (const f of after) {
+    if (lifetime.has(kind(f)) || kind(f).startsWith('/memfd:')) continue;
+    const n = counts.get(kind(f)) ?? 0;
+    if (n > 0) counts.set(kind(f), n - 1);
+    else extra.push(f);
+  }
+  return extra;
+}
+
+const isMemfd = (f) => f.includes('/memfd:');
+
+async function main() {
+  await warmUp();
+  const fdsBefore = fdTargets();
+  const rss = [];
+  let shmMax = 0;
+  const t0 = Date.now();
+  const sampler = setInterval(() => {
+    rss.push({ t: Date.now() - t0, mb: process.memoryUsage.rss() / 2 ** 20 });
+    shmMax = Math.max(shmMax, shmEntries().length);
+    watchdog();
+  }, 500);
+
+  const queueRun = queueWork();
+  const runs = [counterWork(), ...pools.map(poolWork), echoWork(), shmWork(), managerWork(), chaos()];
+  const progress = setInterval(() => {
+    const ops = histTyped.reduce((a, b) => a + b, 0);
+    process.stderr.write(
+      `soak: ${Math.round((Date.now() - t0) / 1000)} s, ${ops} operations, ${counts.kill} kills, ${counts.stop} stops, ` +
+        `${violations.length} violations, ${hangs.length} hangs, ${live.size} participants\n`,
+    );
+  }, 10_000);
+
+  await sleep(opts.seconds * 1000);
+  const ranMs = Date.now() - t0;
+  stopping = true;
+  stopNow();
+  ctl.typed[CTL.STOP] = 1;
+  history.add('stopping');
+  clearInterval(progress);
+
+  // Each step of the wind-down has a deadline too; one that passes is a hang,
+  // reported with who was still running, and the run ends there.
+  const steps = [
+    ['the participants to finish (queues drained)', () => Promise.all([drainQueues(queueRun), ...runs])],
+    ['the final check of the counters', () => checkCounters()],
+    ...pools.map((P) => [`${P.name} to close and join`, () => (P.pool.close(), P.pool.join())]),
+  ];
+  for (const [what, step] of steps) {
+    history.add('wind-down', { what });
+    const r = await deadline(`waiting for ${what}`, step(), 90_000);
+    if (r.hang) {
+      const who = [...live.values()].map((e) => `${e.name} pid ${e.pid} (${procState(e.pid)}, op since ${watch.typed[e.slot] ? Date.now() - watch.typed[e.slot] : '-'} ms)`);
+      hangs.at(-1).message += `; still running: ${who.join(', ') || 'none'}`;
+      break;
+    }
+    if ('error' in r) violation(`${what}: ${r.error?.stack ?? r.error}`);
+  }
+  clearInterval(sampler);
+
+  const leaks = [];
+  if (activeChildren().length > 0) leaks.push(`children still running: ${activeChildren().map((p) => `${p.name} ${p.pid}`).join(', ')}`);
+  globalThis.gc?.();
+  await sleep(100);
+  globalThis.gc?.();
+  const fdsAfter = fdTargets();
+  const extra = fdSurplus(fdsBefore, fdsAfter);
+  const rssQuarter = rss.find((s) => s.t >= ranMs / 4)?.mb ?? rss[0]?.mb ?? 0;
+  const rssEnd = rss.at(-1)?.mb ?? 0;
+  const rssGrowth = rssEnd - rssQuarter;
+  const result = {
+    seconds: Math.round(ranMs / 1000),
+    seed: opts.seed,
+    rate: opts.rate,
+    operations: histTyped.reduce((a, b) => a + b, 0),
+    faults: { kill: counts.kill, stop: counts.stop },
+    violations: violations.length,
+    hangs: hangs.length,
+    leaks: leaks.length,
+    p50Ms: quantileMs(histTyped, 0.5),
+    p99Ms: quantileMs(histTyped, 0.99),
+    detail: {
+      ...counts,
+      messages: Object.fromEntries(queues.map((Q) => [Q.name, { received: Q.ledger.received, bytes: Q.ledger.bytes, consumersKilled: Q.ledger.consumersKilled }])),
+      counters: Object.fromEntries(counters.map((C) => [C.kind, C.total])),
+      forkserverDeaths,
+      shmSegmentsMax: shmMax,
+      fds: { before: fdsBefore.length, after: fdsAfter.length, unexplained: extra },
+      memfds: { before: fdsBefore.filter(isMemfd).length, after: fdsAfter.filter(isMemfd).length },
+      rssMb: { quarter: +rssQuarter.toFixed(1), end: +rssEnd.toFixed(1), max: +Math.max(...rss.map((s) => s.mb)).toFixed(1), growthAfterQuarter: +rssGrowth.toFixed(1) },
+    },
+    violationList: violations,
+    hangList: hangs,
+    leakList: leaks,
+    history: brokenHistory,
+  };
+  writeFileSync(opts.out, JSON.stringify(result, null, 2));
+  process.exit(0);
+}
+
+await main();

@@ -13,7 +13,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
-const opts = { seconds: 60, seed: randomBytes(4).readUInt32LE(0), rate: 40 };
+const opts = { seconds: 60, seed: randomBytes(4).readUInt32LE(0), rate: 25 };
 for (let i = 2; i < process.argv.length; i++) {
   const m = /^--(seconds|seed|rate)(?:=(.*))?$/.exec(process.argv[i]);
   const value = m ? (m[2] ?? process.argv[++i]) : undefined;
@@ -183,7 +183,7 @@ function writeSoakMd(s) {
   const when = new Date().toISOString().slice(0, 16).replace('T', ' ');
   const text = `# Soak: the latest 10-minute run
 
-Written by \`npm run soak -- --seconds ${s.seconds >= 600 ? opts.seconds : s.seconds} --seed ${s.seed}\` on ${when} UTC (this 2-core machine).
+Written by \`npm run soak -- --seconds ${opts.seconds} --seed ${s.seed} --rate ${opts.rate}\` on ${when} UTC (this 2-core machine).
 What runs and what is checked: [the README's "Soak"](../README.md#soak-and-fault-injection).
 
 | | |

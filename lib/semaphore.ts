@@ -1,13 +1,21 @@
 // Semaphore and BoundedSemaphore: the count of free slots is a futex word in
-// shared memory, taken and given back with compare-and-swap from JS; a
-// sleeper count lets release() skip the wake system call when nobody sleeps.
+// shared memory; a sleeper count lets release() skip the wake system call
+// when nobody sleeps.
 //
 // A process that dies holding slots must not shrink the semaphore for good.
 // Next to the count, a small table records per process how many slots it
-// holds; a process that would sleep first gives back the slots of holders
+// holds; a process that would sleep first takes back the slots of holders
 // that have died. A release from a process that holds nothing (the signalling
 // pattern: one process acquires, another releases) is booked against another
 // holder, so the table never credits more slots than are really out.
+//
+// The count and the table change together, under a bookkeeping lock held for
+// a few stores (its word holds the holder's pid). Each change is written as an
+// intent first (the row, the count before, the row's count before and after):
+// a process killed between its stores leaves the lock to the next one, which
+// sees from the count whether the change was made and sets the row to match.
+// Without that, a kill between the two stores (a few nanoseconds, found by the
+// soak after a few thousand kills) lost a slot for good or counted it twice.
 import { native } from './native.js';
 import { allocCells, type Cells } from './arena.js';
 import {
@@ -18,6 +26,11 @@ import {
   SEM_HOLDER_PID,
   SEM_HOLDER_SLOTS,
   SEM_HOLDER_WORDS,
+  SEM_INTENT_AFTER,
+  SEM_INTENT_BEFORE,
+  SEM_INTENT_ROW,
+  SEM_INTENT_VALUE,
+  SEM_LOCK,
   SEM_SLEEPERS,
   SEM_VALUE,
 } from './layout.js';
@@ -40,8 +53,9 @@ import {
 } from './waiting.js';
 import { spinWhileEqual } from './spin.js';
 
-const RECLAIMING = -1;
 const NO_SLOT = -1;
+/** Spins on a busy bookkeeping lock before looking whether its holder lives; then 1 ms sleeps between looks. */
+const BOOKS_SPINS = 256;
 const MAX_VALUE = 0x7fffffff;
 
 // The cells a semaphore rebuilt in a starting child takes instead of new ones.
@@ -100,14 +114,68 @@ export class Semaphore {
 
   #tryTake(): boolean {
     const w = this.#words;
-    for (;;) {
-      const value = Atomics.load(w, SEM_VALUE);
-      if (value === 0) return false;
-      if (Atomics.compareExchange(w, SEM_VALUE, value, value - 1) === value) {
-        this.#book(1);
-        return true;
+    if (Atomics.load(w, SEM_VALUE) === 0) return false;
+    this.#lockBooks();
+    const took = Atomics.load(w, SEM_VALUE) > 0;
+    if (took) this.#move(this.#myRow(), 1);
+    Atomics.store(w, SEM_LOCK, 0);
+    return took;
+  }
+
+  /**
+   * Takes the bookkeeping lock, waiting for a live holder (its hold is a few
+   * stores; longer only if it is stopped) and completing the change of a dead
+   * one first.
+   */
+  #lockBooks(): void {
+    const w = this.#words;
+    for (let spins = 0; ; spins++) {
+      const holder = Atomics.compareExchange(w, SEM_LOCK, 0, selfPid);
+      if (holder === 0) return;
+      if (spins < BOOKS_SPINS) continue;
+      if (!native.pidAlive(holder)) {
+        if (Atomics.compareExchange(w, SEM_LOCK, holder, selfPid) === holder) {
+          this.#completeIntent();
+          return;
+        }
+        continue;
       }
+      native.futexWait(this.#buffer, this.#byteOffset + SEM_LOCK * 4, holder, 1);
     }
+  }
+
+  /** Under the lock taken from a dead holder: makes its row agree with the count, whichever of the two stores it made. */
+  #completeIntent(): void {
+    const w = this.#words;
+    const rowPlusOne = Atomics.load(w, SEM_INTENT_ROW);
+    if (rowPlusOne === 0) return;
+    const made = Atomics.load(w, SEM_VALUE) !== Atomics.load(w, SEM_INTENT_VALUE);
+    const count = SEM_HOLDERS + (rowPlusOne - 1) * SEM_HOLDER_WORDS + SEM_HOLDER_COUNT;
+    Atomics.store(w, count, Atomics.load(w, made ? SEM_INTENT_AFTER : SEM_INTENT_BEFORE));
+    Atomics.store(w, SEM_INTENT_ROW, 0);
+  }
+
+  /**
+   * Under the lock: moves `slots` from the count to row `row` (negative: back
+   * to the count). A row of NO_SLOT is a process the table has no room for:
+   * only the count changes.
+   */
+  #move(row: number, slots: number): void {
+    const w = this.#words;
+    const value = Atomics.load(w, SEM_VALUE);
+    if (row === NO_SLOT) {
+      Atomics.store(w, SEM_VALUE, value - slots);
+      return;
+    }
+    const count = SEM_HOLDERS + row * SEM_HOLDER_WORDS + SEM_HOLDER_COUNT;
+    const before = Atomics.load(w, count);
+    Atomics.store(w, SEM_INTENT_VALUE, value);
+    Atomics.store(w, SEM_INTENT_BEFORE, before);
+    Atomics.store(w, SEM_INTENT_AFTER, before + slots);
+    Atomics.store(w, SEM_INTENT_ROW, row + 1);
+    Atomics.store(w, SEM_VALUE, value - slots);
+    Atomics.store(w, count, before + slots);
+    Atomics.store(w, SEM_INTENT_ROW, 0);
   }
 
   #myRow(): number {
@@ -127,61 +195,66 @@ export class Semaphore {
     return row;
   }
 
-  #book(slots: number): void {
-    const row = this.#myRow();
-    if (row !== NO_SLOT) Atomics.add(this.#words, SEM_HOLDERS + row * SEM_HOLDER_WORDS + SEM_HOLDER_COUNT, slots);
-  }
-
+  /** Under the lock: gives `slots` back to the count from the rows that hold them, this process's first. */
   #unbook(slots: number): void {
     const w = this.#words;
+    const held = (row: number): number => Atomics.load(w, SEM_HOLDERS + row * SEM_HOLDER_WORDS + SEM_HOLDER_COUNT);
+    let left = slots;
     const mine = this.#myRow();
-    for (let left = slots; left > 0; left--) {
-      if (mine !== NO_SLOT && decrementIfPositive(w, SEM_HOLDERS + mine * SEM_HOLDER_WORDS + SEM_HOLDER_COUNT)) continue;
-      for (let i = 0; i < SEM_HOLDER_SLOTS; i++) {
-        if (decrementIfPositive(w, SEM_HOLDERS + i * SEM_HOLDER_WORDS + SEM_HOLDER_COUNT)) break;
-      }
+    if (mine !== NO_SLOT && held(mine) > 0) {
+      const n = Math.min(left, held(mine));
+      this.#move(mine, -n);
+      left -= n;
     }
+    for (let i = 0; i < SEM_HOLDER_SLOTS && left > 0; i++) {
+      const n = Math.min(left, held(i));
+      if (n <= 0) continue;
+      this.#move(i, -n);
+      left -= n;
+    }
+    if (left > 0) this.#move(NO_SLOT, -left);
   }
 
   /**
    * Takes back the slots of holders that died, keeping one for this acquire
-   * (booked here) and handing the rest to the count. Handing them all to the
-   * count would let another process take the dead holder's slot first, and
-   * that process would not be told that its holder died. True if one was kept.
+   * and handing the rest to the count. Handing them all to the count would
+   * let another process take the dead holder's slot first, and that process
+   * would not be told that its holder died. True if one was kept.
    */
   #reclaimDead(): boolean {
     const w = this.#words;
-    let kept = false;
+    const pidAt = (row: number): number => SEM_HOLDERS + row * SEM_HOLDER_WORDS + SEM_HOLDER_PID;
+    // Looking costs a /proc read per row: done before the lock, whose holders
+    // must never wait long.
+    const dead: [number, number][] = [];
     for (let i = 0; i < SEM_HOLDER_SLOTS; i++) {
-      const pidIndex = SEM_HOLDERS + i * SEM_HOLDER_WORDS + SEM_HOLDER_PID;
-      const pid = Atomics.load(w, pidIndex);
-      if (pid <= 0 || pid === selfPid || native.pidAlive(pid)) continue;
-      if (Atomics.compareExchange(w, pidIndex, pid, RECLAIMING) !== pid) continue;
-      const slots = Atomics.exchange(w, SEM_HOLDERS + i * SEM_HOLDER_WORDS + SEM_HOLDER_COUNT, 0);
-      Atomics.store(w, pidIndex, 0);
+      const pid = Atomics.load(w, pidAt(i));
+      if (pid > 0 && pid !== selfPid && !native.pidAlive(pid)) dead.push([i, pid]);
+    }
+    if (dead.length === 0) return false;
+    let kept = false;
+    let given = 0;
+    this.#lockBooks();
+    for (const [i, pid] of dead) {
+      if (Atomics.load(w, pidAt(i)) !== pid) continue;
+      const slots = Atomics.load(w, SEM_HOLDERS + i * SEM_HOLDER_WORDS + SEM_HOLDER_COUNT);
       if (slots > 0) {
-        let give = slots;
-        if (!kept) {
+        this.#move(i, -slots);
+        const room = this.#max - Atomics.load(w, SEM_VALUE);
+        if (room < 0) this.#move(NO_SLOT, -room);
+        if (!kept && Atomics.load(w, SEM_VALUE) > 0) {
           kept = true;
-          give--;
-          this.#book(1);
+          this.#move(this.#myRow(), 1);
         }
-        if (give > 0) this.#give(give);
+        given += slots;
         warnOwnerDied(`${slots === 1 ? 'A slot' : `${slots} slots`} of a ${this.constructor.name}`, pid);
       }
+      Atomics.store(w, pidAt(i), 0);
     }
+    Atomics.store(w, SEM_LOCK, 0);
+    if (given > (kept ? 1 : 0) && Atomics.load(w, SEM_SLEEPERS) > 0) native.futexWake(this.#buffer, this.#byteOffset, given);
     if (kept) this.#ownerDied = true;
     return kept;
-  }
-
-  #give(slots: number): void {
-    const w = this.#words;
-    for (;;) {
-      const value = Atomics.load(w, SEM_VALUE);
-      const next = Math.min(value + slots, this.#max);
-      if (Atomics.compareExchange(w, SEM_VALUE, value, next) === value) break;
-    }
-    if (Atomics.load(w, SEM_SLEEPERS) > 0) native.futexWake(this.#buffer, this.#byteOffset, slots);
   }
 
   *#acquireSteps(deadline: number): Steps<boolean> {
@@ -214,35 +287,24 @@ export class Semaphore {
     return runAsyncFrom(() => this.#acquireSteps(deadlineOf(`${this.constructor.name}.acquire`, options)));
   }
 
-  /**
-   * Gives back `n` slots (any process may release). The holder table is
-   * updated before the count: a process killed between the two then leaves a
-   * slot lost, never one counted twice (once free, once held by the dead).
-   */
+  /** Gives back `n` slots (any process may release). */
   release(n = 1): void {
     checkInteger(`${this.constructor.name}.release(n)`, n, 1, MAX_VALUE);
     const w = this.#words;
-    this.#checkRoom(Atomics.load(w, SEM_VALUE), n);
-    this.#unbook(n);
-    for (;;) {
-      const value = Atomics.load(w, SEM_VALUE);
-      if (value + n > this.#max) {
-        this.#book(n);
-        this.#checkRoom(value, n);
-      }
-      if (Atomics.compareExchange(w, SEM_VALUE, value, value + n) === value) break;
+    this.#lockBooks();
+    const value = Atomics.load(w, SEM_VALUE);
+    if (value + n > this.#max) {
+      Atomics.store(w, SEM_LOCK, 0);
+      throw new SyncError(
+        'ERR_SEMAPHORE_OVERFLOW',
+        this.#max === MAX_VALUE
+          ? `Semaphore.release(${n}): the value would exceed ${MAX_VALUE}`
+          : `BoundedSemaphore.release(): released too many times (value ${value}, bound ${this.#max})`,
+      );
     }
+    this.#unbook(n);
+    Atomics.store(w, SEM_LOCK, 0);
     if (Atomics.load(w, SEM_SLEEPERS) > 0) native.futexWake(this.#buffer, this.#byteOffset, n);
-  }
-
-  #checkRoom(value: number, n: number): void {
-    if (value + n <= this.#max) return;
-    throw new SyncError(
-      'ERR_SEMAPHORE_OVERFLOW',
-      this.#max === MAX_VALUE
-        ? `Semaphore.release(${n}): the value would exceed ${MAX_VALUE}`
-        : `BoundedSemaphore.release(): released too many times (value ${value}, bound ${this.#max})`,
-    );
   }
 
   /** Takes a slot (blocking) and returns a handle that gives it back on dispose. */
@@ -255,14 +317,6 @@ export class Semaphore {
 
   [Symbol.for('nodejs.util.inspect.custom')](): string {
     return `${this.constructor.name} { value: ${this.getValue()} }`;
-  }
-}
-
-function decrementIfPositive(w: Int32Array, index: number): boolean {
-  for (;;) {
-    const n = Atomics.load(w, index);
-    if (n <= 0) return false;
-    if (Atomics.compareExchange(w, index, n, n - 1) === n) return true;
   }
 }
 

@@ -19,6 +19,11 @@ void InitLayout(Napi::Env env, Napi::Object exports) {
   NODEMP_EXPORT(kLockCells);
   NODEMP_EXPORT(kSemValue);
   NODEMP_EXPORT(kSemSleepers);
+  NODEMP_EXPORT(kSemLock);
+  NODEMP_EXPORT(kSemIntentRow);
+  NODEMP_EXPORT(kSemIntentValue);
+  NODEMP_EXPORT(kSemIntentBefore);
+  NODEMP_EXPORT(kSemIntentAfter);
   NODEMP_EXPORT(kSemHolders);
   NODEMP_EXPORT(kSemHolderSlots);
   NODEMP_EXPORT(kSemHolderPid);

@@ -30,6 +30,8 @@ describe('shared-memory layout', () => {
     expect(layout.LOCK_WORD * 4).toBe(L.kLockWord);
     expect(layout.LOCK_DEPTH * 4).toBe(L.kLockDepth);
     expect(layout.SEM_HOLDERS * 4).toBe(L.kSemHolders);
+    expect(layout.SEM_LOCK * 4).toBe(L.kSemLock);
+    expect(layout.SEM_INTENT_AFTER * 4).toBe(L.kSemIntentAfter);
     expect(layout.SEM_HOLDER_WORDS * 4).toBe(L.kSemHolderSize);
     expect(layout.COND_TOKENS * 4).toBe(L.kCondTokens);
     expect(layout.BARRIER_COUNT * 4).toBe(L.kBarrierCount);

@@ -54,8 +54,18 @@ const shmBefore = new Set(shmEntries());
 const child = spawn(
   process.execPath,
   ['--single-threaded', '--expose-gc', '--no-warnings', `${here}soak/harness.js`, '--seconds', String(opts.seconds), '--seed', String(opts.seed), '--rate', String(opts.rate), '--out', out],
-  { stdio: ['ignore', 'inherit', 'inherit', 'pipe'], env: { ...process.env, NODEMP_SOAK_RUN: run } },
+  { stdio: ['ignore', 'inherit', 'pipe', 'pipe'], env: { ...process.env, NODEMP_SOAK_RUN: run } },
 );
+// Every process of the run writes to this stderr: a native crash of one whose
+// death is otherwise excused (a pool worker, a server) shows only here.
+const crashes = [];
+let errTail = '';
+child.stderr.on('data', (chunk) => {
+  process.stderr.write(chunk);
+  const lines = (errTail + chunk.toString('latin1')).split('\n');
+  errTail = lines.pop();
+  for (const line of lines) if (/FATAL ERROR|Segmentation fault|core dumped|Assertion .*failed|Check failed|terminate called/.test(line)) crashes.push(line.trim());
+});
 // The harness's stops: "S pid ms" stops pid and continues it ms later; "C"
 // continues every stopped one now. Sent from here so that a harness blocked
 // on a stopped process still sees it continued.
@@ -137,6 +147,11 @@ const fds = result.detail?.fds;
 if (fds && fds.unexplained.length > 0) result.leakList.push(`descriptors left open: ${fds.unexplained.join(', ')}`);
 const memfds = result.detail?.memfds;
 if (memfds && memfds.after > memfds.before + 4) result.leakList.push(`shared mappings (memfds) grew from ${memfds.before} to ${memfds.after}`);
+for (const line of crashes) {
+  result.violationList.push({ message: `a process of the run crashed: ${line}` });
+  result.violations++;
+}
+
 result.leaks = result.leakList.length;
 
 const row = (k, v) => console.log(`| ${k.padEnd(28)} | ${String(v).padStart(14)} |`);

@@ -1002,13 +1002,23 @@ export class Pool {
     if (this.#idle()) this.#becameIdle();
   }
 
+  /**
+   * Takes `b` off the queue of batches to send. Not simply the head: starting
+   * a worker through the fork server reads the server's news, and an exit in
+   * it puts the dead worker's unstarted batches back at the head meanwhile.
+   */
+  #unqueue(b: Batch): void {
+    const at = this.#again.indexOf(b);
+    if (at >= 0) this.#again.splice(at, 1);
+  }
+
   #dispatchPass(): void {
     if (this.#state === TERMINATE || this.#broken !== null) return;
     for (;;) {
       const b = this.#nextBatch();
       if (b === null) return;
       if (b.job.settled) {
-        this.#again.shift();
+        this.#unqueue(b);
         continue;
       }
       if (!this.#workers.some((x) => !x.retiring && x.knowsBelow > b.fnId)) {
@@ -1019,7 +1029,7 @@ export class Pool {
         w = this.#pick(b.fnId);
       } catch (error) {
         // The fork failed (no memory, a thread started since, a daemon's pool): the call fails, not the program.
-        this.#again.shift();
+        this.#unqueue(b);
         b.job.abort(error);
         continue;
       }
@@ -1033,13 +1043,13 @@ export class Pool {
           w.ahead = Math.max(AHEAD_MIN, w.held.length);
           continue;
         }
-        this.#again.shift();
+        this.#unqueue(b);
         b.job.abort(error);
         continue;
       }
       if (ref !== undefined) w.told?.add(b.fnId);
       if (putWokeSleeper(w.tasks)) this.#wokeWorker = true;
-      this.#again.shift();
+      this.#unqueue(b);
       b.worker = w;
       b.sentAt = performance.now();
       w.held.push(b);

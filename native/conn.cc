@@ -252,7 +252,7 @@ void OnReadable(uv_poll_t* handle, int status, int events) {
   w->in_callback = true;
   // An error status (EBADF, ...) is reported as readiness too: the read that
   // follows in JS raises the real error.
-  if (on_readable != nullptr) {
+  if (on_readable != nullptr && watch_env != nullptr) {
     Napi::Env env(watch_env);
     Napi::HandleScope scope(env);
     CallFromLoop(env, *on_readable, {Napi::Number::New(env, fd)});

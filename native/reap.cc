@@ -139,7 +139,7 @@ static int Reap(pid_t pid) {
 
 static void Notify(pid_t pid, int code) {
   Forget(pid);
-  if (on_exit.IsEmpty()) return;
+  if (on_exit.IsEmpty() || watch_env == nullptr) return;
   Napi::Env env(watch_env);
   Napi::HandleScope scope(env);
   CallFromLoop(env, on_exit, {Napi::Number::New(env, pid), Napi::Number::New(env, code)});

@@ -108,6 +108,14 @@ static void* Work(void*) {
 }
 
 static void Deliver(Job* job) {
+  // A completion that comes in as the environment is torn down has nobody to
+  // tell (the soak saw one end a process with a fatal error).
+  if (loop_env == nullptr) {
+    in_flight.erase(job);
+    job->abandoned = true;
+    FreeJob(job);
+    return;
+  }
   Napi::Env env(loop_env);
   in_flight.erase(job);
   if (in_flight.empty()) uv_unref(reinterpret_cast<uv_handle_t*>(async));

@@ -499,6 +499,28 @@ describe('a fork server killed during a start', () => {
     }
   });
 
+  it('loses no task when a worker\'s exit is heard while the same pool starts another', async () => {
+    // Found by the soak: the start of a new worker reads the fork server's
+    // pending news, an earlier worker's exit among it, and that exit put the
+    // dead worker's unstarted task back at the head of the queue the pool was
+    // dispatching from; the pool then took that task off instead of the one it
+    // had just sent, and the task was never run nor answered.
+    const pool = new ctx.Pool({ processes: 2, maxtasksperchild: 1, initializer: targets.slowInit, initargs: [2000] });
+    const state = (): { workers: { pid: number }[] } => (pool as unknown as Record<symbol, () => { workers: { pid: number }[] }>)[Symbol.for('nodemp.pool.state')]();
+    const first = pool.apply(targets.add, [1, 1]);
+    await new Promise((resolve) => setImmediate(resolve));
+    const [{ pid }] = state().workers;
+    // Killed in its initializer, before its task; the server reaps it and
+    // writes the news, which waits unread while this tick goes on.
+    process.kill(pid, 'SIGKILL');
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 300);
+    const second = pool.apply(targets.add, [2, 2]);
+    const late = new Promise((resolve) => setTimeout(() => resolve('not answered within 10 s'), 10000));
+    expect(await Promise.race([first, late])).toBe(2);
+    expect(await Promise.race([second, late])).toBe(4);
+    await pool.terminate();
+  });
+
   it('does not fail a Pool task whose worker was being started', async () => {
     const pool = new ctx.Pool({ processes: 1 });
     expect(await pool.apply(targets.add, [1, 2])).toBe(3);

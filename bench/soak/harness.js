@@ -361,8 +361,14 @@ function judge(what, r, items) {
   counts.poolTasks += items.length;
   if (r.hang) return;
   if ('error' in r) {
-    if (r.error?.name === 'WorkerDiedError') counts.poolWorkerDied++;
-    else counts.poolThrown++;
+    if (r.error?.name === 'WorkerDiedError') {
+      counts.poolWorkerDied++;
+      // Killed (by the chaos driver, or by the pool for an abort), or its
+      // status lost with a killed fork server; anything else is a crash.
+      if (r.error.exitCode !== -9 && r.error.exitCode !== 255) violation(`${what}: a worker ended with exit code ${r.error.exitCode}: ${r.error.message}`);
+    } else {
+      counts.poolThrown++;
+    }
     const v = checkFailure(what, r.error, new Set(items.filter((i) => i.fail).map((i) => i.x)));
     if (v) violation(v);
     return;
@@ -577,6 +583,8 @@ async function managerWork() {
       managerServerPid = 0;
       return code;
     });
+    // A client may see the server gone before this process's join() does.
+    const managerGone = () => Promise.race([serverEnd.then(() => true), sleep(5000).then(() => false)]);
     let ended = false;
     const clients = new Map();
     const supervisors = supervise('manager client', 'fork', 2, () => !stopping && !ended && !serverDead, () => {
@@ -584,19 +592,24 @@ async function managerWork() {
       return [
         roles.managerClient,
         [list, mlock, id, gen],
-        // A client may see the server gone before this process's join() does.
-        { managerDead: () => Promise.race([serverEnd.then(() => true), sleep(5000).then(() => false)]) },
+        { managerDead: managerGone },
         (how, entry) => clients.set(id, { how, acked: entry.acked }),
       ];
     });
     await Promise.race([untilStop(rng.int(3000, 15000)), serverEnd]);
+    if (serverDead) {
+      const code = await serverEnd;
+      if (code !== -9) violation(`manager: its server ended by itself, exit code ${code}`);
+    }
     ended = true;
     ctl.typed[CTL.MANAGER_STOP] = gen;
     await supervisors;
     if (!serverDead) {
       const r = await deadline('manager list copy', list.copy());
       if ('value' in r) checkManagerList(gen, r.value, clients);
-      else if (!serverDead) violation(`manager: reading the list failed: ${r.error?.code}: ${r.error?.message}`);
+      else if (r.error && !(r.error.code === 'ERR_MANAGER_DEAD' && (await managerGone()))) {
+        violation(`manager: reading the list failed: ${r.error.code}: ${r.error.message}`);
+      }
     }
     if (serverDead) counts.managerGenerationsLost++;
     await deadline('manager shutdown', manager.shutdown());
@@ -745,12 +758,20 @@ function fdTargets() {
   return out;
 }
 
-/** Starts the fork server, whose connection lives as long as this process, before the descriptors are counted. */
+/**
+ * Opens what lives as long as this process before the descriptors are
+ * counted: the fork server's connection, and Node's stdio streams (made on
+ * first use; on a pipe, Node opens a /dev/null descriptor with them).
+ */
 async function warmUp() {
-  const p = new (getContext('forkserver').Process)({ target: roles.idle });
-  p.start();
-  await p.join();
-  p.close();
+  void process.stdout;
+  void process.stderr;
+  for (const method of ['forkserver', 'fork']) {
+    const p = new (getContext(method).Process)({ target: roles.idle });
+    p.start();
+    await p.join();
+    p.close();
+  }
 }
 
 /**

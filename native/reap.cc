@@ -159,7 +159,12 @@ static void OnSigchld(uv_signal_t*, int) {
     int code = Reap(kv.first);
     if (code != kRunning && code != kNotOurChild) done.emplace_back(kv.first, code);
   }
-  for (auto& d : done) Notify(d.first, d.second);
+  pid_t self = getpid();
+  for (auto& d : done) {
+    // A callback that forked comes back here in the child: the rest are the parent's children.
+    if (getpid() != self) return;
+    Notify(d.first, d.second);
+  }
 }
 
 // track(pid): begin bookkeeping for a child just forked.

@@ -68,6 +68,28 @@ describe('asynchronous waits', () => {
     await child.join();
   });
 
+  it('a child forked from one wait\'s callback, with more waits done in the same batch, exits cleanly', async () => {
+    // Found by the soak ("corrupted double-linked list" in a pool worker): the
+    // fork happens inside the native loop that delivers a batch of finished
+    // waits; the child came back into that loop and delivered the rest, jobs
+    // that are the parent's and that the fork had already freed in it.
+    for (let round = 0; round < 5; round++) {
+      const s = new Semaphore(0);
+      const waits = Array.from({ length: 8 }, () => s.acquire({ timeout: 20000 }));
+      const children: Process[] = [];
+      void waits[0].then(() => {
+        const child = new Process({ target: () => {} });
+        child.start();
+        children.push(child);
+      });
+      const releaser = spawnChild(() => s.release(8));
+      expect((await Promise.all(waits)).every(Boolean)).toBe(true);
+      await releaser.join();
+      expect(children).toHaveLength(1);
+      expect(await children[0].join(20000)).toBe(0);
+    }
+  });
+
   it('on helper threads (NODEMP_IO_URING=0): waits across a fork, timeouts and 100 waits at once', () => {
     const r = runScript(
       `
@@ -86,11 +108,21 @@ describe('asynchronous waits', () => {
       releaser.start();
       const taken = (await Promise.all(all)).every(Boolean);
       await releaser.join();
-      console.log(JSON.stringify({ mechanism: native.waitMechanism(), woken, timedOut, taken }));
+      // A child forked from one wait's callback while more waits finished with it (see above).
+      const s2 = new Semaphore(0);
+      const batch = Array.from({ length: 8 }, () => s2.acquire({ timeout: 20000 }));
+      let forked = null;
+      batch[0].then(() => { forked = new Process({ target: () => {} }); forked.start(); });
+      const releaser2 = new Process({ daemon: true, target: () => s2.release(8) });
+      releaser2.start();
+      await Promise.all(batch);
+      await releaser2.join();
+      const forkedExit = await forked.join(20000);
+      console.log(JSON.stringify({ mechanism: native.waitMechanism(), woken, timedOut, taken, forkedExit }));
     `,
       { env: { NODEMP_IO_URING: '0' } },
     );
     expect(r.stderr).toBe('');
-    expect(JSON.parse(r.stdout)).toEqual({ mechanism: 'threads', woken: true, timedOut: false, taken: true });
+    expect(JSON.parse(r.stdout)).toEqual({ mechanism: 'threads', woken: true, timedOut: false, taken: true, forkedExit: 0 });
   });
 });

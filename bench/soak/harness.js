@@ -488,6 +488,8 @@ async function echoWork() {
       try {
         conn.send(payload);
       } catch (error) {
+        // The echo was killed: its end is closed. Anything else is nodemp's failure.
+        if (error?.code !== 'EPIPE' && error?.code !== 'ECONNRESET') violation(`echo: send failed with ${error?.code ?? error?.name}: ${error?.message}`);
         gone = true;
         break;
       }

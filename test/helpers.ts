@@ -97,12 +97,20 @@ export async function waitUntil(predicate: () => boolean, timeoutMs = 5000): Pro
   return predicate();
 }
 
-/** This process's open descriptors as "fd -> target" strings. */
+/**
+ * This process's open descriptors as "fd -> target" strings, less the ones
+ * nodemp opens once, when first needed, and keeps for the life of the process
+ * by design: the run-queue readers of native/sched.cc (/proc/loadavg and this
+ * process's schedstat) and the ring of async waits. Which test first needs
+ * them depends on the machine's load, so counting them made leak checks flaky.
+ */
 export function openFds(): string[] {
+  const lifetime = new Set(['/proc/loadavg', `/proc/${process.pid}/schedstat`, 'anon_inode:[io_uring]']);
   const out: string[] = [];
   for (const fd of readdirSync('/proc/self/fd')) {
     try {
-      out.push(`${fd} -> ${readlinkSync(`/proc/self/fd/${fd}`)}`);
+      const target = readlinkSync(`/proc/self/fd/${fd}`);
+      if (!lifetime.has(target)) out.push(`${fd} -> ${target}`);
     } catch {
       // the descriptor readdir itself used
     }

@@ -58,6 +58,10 @@ const NO_SLOT = -1;
 const BOOKS_SPINS = 256;
 const MAX_VALUE = 0x7fffffff;
 
+/** Word indices of row `row` of the holder table: its process, and the slots it holds. */
+const pidAt = (row: number): number => SEM_HOLDERS + row * SEM_HOLDER_WORDS + SEM_HOLDER_PID;
+const countAt = (row: number): number => SEM_HOLDERS + row * SEM_HOLDER_WORDS + SEM_HOLDER_COUNT;
+
 // The cells a semaphore rebuilt in a starting child takes instead of new ones.
 let adopting: Cells | null = null;
 
@@ -118,7 +122,7 @@ export class Semaphore {
     this.#lockBooks();
     const took = Atomics.load(w, SEM_VALUE) > 0;
     if (took) this.#move(this.#myRow(), 1);
-    Atomics.store(w, SEM_LOCK, 0);
+    this.#unlockBooks();
     return took;
   }
 
@@ -144,13 +148,17 @@ export class Semaphore {
     }
   }
 
+  #unlockBooks(): void {
+    Atomics.store(this.#words, SEM_LOCK, 0);
+  }
+
   /** Under the lock taken from a dead holder: makes its row agree with the count, whichever of the two stores it made. */
   #completeIntent(): void {
     const w = this.#words;
     const rowPlusOne = Atomics.load(w, SEM_INTENT_ROW);
     if (rowPlusOne === 0) return;
     const made = Atomics.load(w, SEM_VALUE) !== Atomics.load(w, SEM_INTENT_VALUE);
-    const count = SEM_HOLDERS + (rowPlusOne - 1) * SEM_HOLDER_WORDS + SEM_HOLDER_COUNT;
+    const count = countAt(rowPlusOne - 1);
     Atomics.store(w, count, Atomics.load(w, made ? SEM_INTENT_AFTER : SEM_INTENT_BEFORE));
     Atomics.store(w, SEM_INTENT_ROW, 0);
   }
@@ -167,7 +175,7 @@ export class Semaphore {
       Atomics.store(w, SEM_VALUE, value - slots);
       return;
     }
-    const count = SEM_HOLDERS + row * SEM_HOLDER_WORDS + SEM_HOLDER_COUNT;
+    const count = countAt(row);
     const before = w[count];
     // Plain stores, in program order (x86 keeps it; the seq-cst store of the
     // row number orders them elsewhere): each one seq-cst cost the ping-pong
@@ -186,10 +194,10 @@ export class Semaphore {
     const w = this.#words;
     let row = NO_SLOT;
     for (let i = 0; i < SEM_HOLDER_SLOTS && row === NO_SLOT; i++) {
-      if (Atomics.load(w, SEM_HOLDERS + i * SEM_HOLDER_WORDS + SEM_HOLDER_PID) === selfPid) row = i;
+      if (Atomics.load(w, pidAt(i)) === selfPid) row = i;
     }
     for (let i = 0; i < SEM_HOLDER_SLOTS && row === NO_SLOT; i++) {
-      if (Atomics.compareExchange(w, SEM_HOLDERS + i * SEM_HOLDER_WORDS + SEM_HOLDER_PID, 0, selfPid) === 0) row = i;
+      if (Atomics.compareExchange(w, pidAt(i), 0, selfPid) === 0) row = i;
     }
     // A full table leaves this process's slots untracked: they are still
     // counted correctly, only not given back should it die holding them.
@@ -201,7 +209,7 @@ export class Semaphore {
   /** Under the lock: gives `slots` back to the count from the rows that hold them, this process's first. */
   #unbook(slots: number): void {
     const w = this.#words;
-    const held = (row: number): number => Atomics.load(w, SEM_HOLDERS + row * SEM_HOLDER_WORDS + SEM_HOLDER_COUNT);
+    const held = (row: number): number => Atomics.load(w, countAt(row));
     let left = slots;
     const mine = this.#myRow();
     if (mine !== NO_SLOT && held(mine) > 0) {
@@ -226,7 +234,6 @@ export class Semaphore {
    */
   #reclaimDead(): boolean {
     const w = this.#words;
-    const pidAt = (row: number): number => SEM_HOLDERS + row * SEM_HOLDER_WORDS + SEM_HOLDER_PID;
     // Looking costs a /proc read per row: done before the lock, whose holders
     // must never wait long.
     const dead: [number, number][] = [];
@@ -240,7 +247,7 @@ export class Semaphore {
     this.#lockBooks();
     for (const [i, pid] of dead) {
       if (Atomics.load(w, pidAt(i)) !== pid) continue;
-      const slots = Atomics.load(w, SEM_HOLDERS + i * SEM_HOLDER_WORDS + SEM_HOLDER_COUNT);
+      const slots = Atomics.load(w, countAt(i));
       if (slots > 0) {
         this.#move(i, -slots);
         const room = this.#max - Atomics.load(w, SEM_VALUE);
@@ -254,7 +261,7 @@ export class Semaphore {
       }
       Atomics.store(w, pidAt(i), 0);
     }
-    Atomics.store(w, SEM_LOCK, 0);
+    this.#unlockBooks();
     if (given > (kept ? 1 : 0) && Atomics.load(w, SEM_SLEEPERS) > 0) native.futexWake(this.#buffer, this.#byteOffset, given);
     if (kept) this.#ownerDied = true;
     return kept;
@@ -297,7 +304,7 @@ export class Semaphore {
     this.#lockBooks();
     const value = Atomics.load(w, SEM_VALUE);
     if (value + n > this.#max) {
-      Atomics.store(w, SEM_LOCK, 0);
+      this.#unlockBooks();
       throw new SyncError(
         'ERR_SEMAPHORE_OVERFLOW',
         this.#max === MAX_VALUE
@@ -306,7 +313,7 @@ export class Semaphore {
       );
     }
     this.#unbook(n);
-    Atomics.store(w, SEM_LOCK, 0);
+    this.#unlockBooks();
     if (Atomics.load(w, SEM_SLEEPERS) > 0) native.futexWake(this.#buffer, this.#byteOffset, n);
   }
 

@@ -126,6 +126,10 @@ struct ChildLoop {
 };
 static ChildLoop* child = nullptr;
 static pid_t parent_pid = 0;
+static unsigned fork_generation = 0;
+
+unsigned ForkGeneration() { return fork_generation; }
+
 // Inherited sockets, pipes and watchers (stdio aside), counted as the child
 // starts: lib/child.ts closes them before a target runs, so a target cannot
 // run at once, inside start(), while there are any.
@@ -331,6 +335,7 @@ static Napi::Value Fork(const Napi::CallbackInfo& info) {
   }
   TraceStamp(kTraceChildFirst);
 
+  fork_generation++;
   parent_pid = self;
   uv_loop_t* loop = LoopOf(env);
   int err = uv_loop_fork(loop);

@@ -12,6 +12,12 @@ uv_loop_t* LoopOf(Napi::Env env);
 // In a freshly forked child: forget the parent's children (their pidfds and
 // poll handles belong to the parent's bookkeeping).
 void ReapAfterFork();
+
+// Counts the forks this process is a child of (fork.cc). A native loop that
+// calls into JS compares it before and after: a callback that forked returns
+// in the child too, where what the loop still holds is the parent's.
+unsigned ForkGeneration();
+
 // Calls `fn` from a libuv callback the way Node calls its own callbacks, so
 // microtasks and process.nextTick callbacks run when it returns.
 void CallFromLoop(Napi::Env env, const Napi::FunctionReference& fn, std::initializer_list<napi_value> args);

@@ -159,10 +159,10 @@ static void OnSigchld(uv_signal_t*, int) {
     int code = Reap(kv.first);
     if (code != kRunning && code != kNotOurChild) done.emplace_back(kv.first, code);
   }
-  pid_t self = getpid();
+  unsigned generation = ForkGeneration();
   for (auto& d : done) {
     // A callback that forked comes back here in the child: the rest are the parent's children.
-    if (getpid() != self) return;
+    if (ForkGeneration() != generation) return;
     Notify(d.first, d.second);
   }
 }

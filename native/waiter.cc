@@ -312,12 +312,12 @@ static void OnRing(uv_poll_t*, int, int) {
   // holds the loop again, and must not find it let go by a later one.
   ring.waits -= static_cast<int>(done.size());
   if (ring.waits == 0) uv_unref(reinterpret_cast<uv_handle_t*>(ring.poll));
-  pid_t self = getpid();
+  unsigned generation = ForkGeneration();
   for (Job* job : done) {
     // A callback that forked comes back here in the child too, where the
     // jobs left are the parent's, freed by WaiterAfterFork: delivering them
     // was a double free (the soak saw "corrupted double-linked list").
-    if (getpid() != self) return;
+    if (ForkGeneration() != generation) return;
     if (job->result == -EINVAL || job->result == -EOPNOTSUPP) {
       // An io_uring without futex waits (before Linux 6.7): threads from now on.
       ring_state = -1;
@@ -347,10 +347,10 @@ static void OnFinished(uv_async_t*) {
     std::lock_guard<std::mutex> lock(*mu);
     batch.swap(finished);
   }
-  pid_t self = getpid();
+  unsigned generation = ForkGeneration();
   for (Job* job : batch) {
     // As in OnRing: the rest of the batch is the parent's once a callback forked.
-    if (getpid() != self) return;
+    if (ForkGeneration() != generation) return;
     if (job->abandoned) {
       FreeJob(job);
       continue;

@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { readdirSync, readFileSync } from 'node:fs';
 import { spawn } from 'node:child_process';
-import { childrenOf, openFds, waitUntil } from './helpers.js';
+import { childrenOf, openFds, running, waitUntil } from './helpers.js';
 import {
   Barrier,
   BoundedSemaphore,
@@ -39,6 +39,10 @@ import {
 import * as targets from './fixtures/start/targets.mjs';
 
 const methods: StartMethod[] = isSingleThreaded() ? ['fork', 'spawn', 'forkserver'] : ['spawn', 'forkserver'];
+
+function isForkServer(pid: number): boolean {
+  return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('forkserver-main');
+}
 
 function shmNames(): Set<string> {
   return new Set(readdirSync('/dev/shm').filter((n) => n.startsWith('nodemp')));
@@ -408,7 +412,7 @@ describe.each(methods)('%s', (method) => {
       expect(await p.join(20000)).toBe(0);
     }
     expect(notMemory().length).toBeLessThanOrEqual(fds);
-    const kids = childrenOf(process.pid).filter((pid) => !readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('forkserver-main'));
+    const kids = childrenOf(process.pid).filter((pid) => !isForkServer(pid));
     expect(kids).toEqual([]);
   });
 
@@ -435,7 +439,7 @@ describe('a fork server killed during a start', () => {
   const ctx = getContext('forkserver');
 
   function serverPid(): number {
-    const pids = childrenOf(process.pid).filter((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('forkserver-main'));
+    const pids = childrenOf(process.pid).filter(isForkServer);
     expect(pids).toHaveLength(1);
     return pids[0];
   }
@@ -488,10 +492,7 @@ describe('a fork server killed during a start', () => {
         expect(await p.join(20000)).toBe(0);
       }
       await new Promise((resolve) => setTimeout(resolve, 200));
-      const zombies = childrenOf(process.pid).filter((pid) => {
-        const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-        return stat[stat.lastIndexOf(')') + 2] === 'Z';
-      });
+      const zombies = childrenOf(process.pid).filter((pid) => !running(pid));
       expect(zombies).toEqual([]);
       expect(pidfds()).toBeLessThanOrEqual(before);
     } finally {

@@ -740,12 +740,8 @@ function watchdog() {
 // ---------------------------------------------------------------- the run
 
 function procState(pid) {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
-    return `state ${stat[stat.lastIndexOf(')') + 2]}`;
-  } catch {
-    return 'gone';
-  }
+  const state = roles.procState(pid);
+  return state === null ? 'gone' : `state ${state}`;
 }
 
 function fdTargets() {

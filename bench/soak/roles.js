@@ -121,16 +121,20 @@ function spinFor(us) {
   while (performance.now() < until);
 }
 
+/** The state letter of pid in /proc (R, S, T, Z...), or null once it is gone. */
+export function procState(pid) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    return stat[stat.lastIndexOf(')') + 2];
+  } catch {
+    return null;
+  }
+}
+
 /** Whether pid has ended (gone, or a zombie nobody reaped yet). */
 export function pidGone(pid) {
-  let stat;
-  try {
-    stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
-  } catch {
-    return true;
-  }
-  const state = stat[stat.lastIndexOf(')') + 2];
-  return state === 'Z' || state === 'X';
+  const state = procState(pid);
+  return state === null || state === 'Z' || state === 'X';
 }
 
 /**

@@ -182,14 +182,15 @@ if (result.seconds >= 600) writeSoakMd(summary);
 
 const failed = result.violations + result.hangs + result.leaks;
 if (failed > 0) {
-  console.error(`\nsoak FAILED with seed ${result.seed} (repeat: npm run soak -- --seconds ${opts.seconds} --seed ${result.seed} --rate ${opts.rate})`);
-  for (const v of result.violationList) console.error(`  violation at ${v.t ?? '?'} ms: ${v.message}`);
-  for (const h of result.hangList) console.error(`  hang at ${h.t ?? '?'} ms: ${h.message}`);
-  for (const l of result.leakList) console.error(`  leak: ${l}`);
+  // The history first and the failures last: a CI log that keeps only its tail keeps the seed and what failed.
   if (history) {
     console.error('history up to the first failure (ms since start):');
     for (const e of history) console.error(`  ${JSON.stringify(e)}`);
   }
+  console.error(`\nsoak FAILED with seed ${result.seed} (repeat: npm run soak -- --seconds ${opts.seconds} --seed ${result.seed} --rate ${opts.rate})`);
+  for (const v of result.violationList) console.error(`  violation at ${v.t ?? '?'} ms: ${v.message}`);
+  for (const h of result.hangList) console.error(`  hang at ${h.t ?? '?'} ms: ${h.message}`);
+  for (const l of result.leakList) console.error(`  leak: ${l}`);
   process.exit(1);
 }
 

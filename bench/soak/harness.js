@@ -388,10 +388,15 @@ async function poolCall(P) {
   await poolOp(P);
   // What the workers were doing, for the report of a call that hung.
   if (hangs.length > hangsBefore) {
-    const state = pool[Symbol.for('nodemp.pool.state')]();
-    for (const w of state.workers) w.process = procState(w.pid);
-    hangs.at(-1).message += `; the pool now: ${JSON.stringify(state)}`;
+    hangs.at(-1).message += `; the pool now: ${JSON.stringify(poolState(pool))}`;
   }
+}
+
+/** What a pool holds, with each worker's process state, for the report of a hang. */
+function poolState(pool) {
+  const state = pool[Symbol.for('nodemp.pool.state')]();
+  for (const w of state.workers) w.process = procState(w.pid);
+  return state;
 }
 
 async function poolOp(P) {
@@ -834,14 +839,15 @@ async function main() {
   const steps = [
     ['the participants to finish (queues drained)', () => Promise.all([drainQueues(queueRun), ...runs])],
     ['the final check of the counters', () => checkCounters()],
-    ...pools.map((P) => [`${P.name} to close and join`, () => (P.pool.close(), P.pool.join())]),
+    ...pools.map((P) => [`${P.name} to close and join`, () => (P.pool.close(), P.pool.join()), P.pool]),
   ];
-  for (const [what, step] of steps) {
+  for (const [what, step, pool] of steps) {
     history.add('wind-down', { what });
     const r = await deadline(`waiting for ${what}`, step(), 90_000);
     if (r.hang) {
       const who = [...live.values()].map((e) => `${e.name} pid ${e.pid} (${procState(e.pid)}, op since ${watch.typed[e.slot] ? Date.now() - watch.typed[e.slot] : '-'} ms)`);
       hangs.at(-1).message += `; still running: ${who.join(', ') || 'none'}`;
+      if (pool) hangs.at(-1).message += `; the pool now: ${JSON.stringify(poolState(pool))}`;
       break;
     }
     if ('error' in r) violation(`${what}: ${r.error?.stack ?? r.error}`);

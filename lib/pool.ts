@@ -808,9 +808,9 @@ export class Pool {
       waiting: this.#again.map((b) => b.id),
       sent: [...this.#sent.keys()],
       jobs: this.#jobs.length,
-      pumping: this.#pumping,
       // Whether anything reads the answers, and how many wait to be read.
-      results: inspect(this.#results),
+      pumping: this.#pumping,
+      answersWaiting: this.#results.qsize(),
     };
   }
 

@@ -2,8 +2,8 @@
 import { writeSync } from 'node:fs';
 import { inspect } from 'node:util';
 import { native } from './native.js';
-import { dropInheritedWork, dropParentListeners, hasOwnListeners, isLate, workLeft, type Inherited } from './inherit.js';
-import { refreshSelfPid } from './self.js';
+import { dropInheritedWork, dropParentListeners, dropParentTicks, hasOwnListeners, isLate, workLeft, type Inherited } from './inherit.js';
+import { refreshSelfPid, selfPid } from './self.js';
 import { phases, stamp } from './start/trace.js';
 
 // Identifies the one error native detach() raises on purpose (see fork.cc).
@@ -57,6 +57,7 @@ const isThenable = (function isThenable(value: unknown): value is PromiseLike<un
 export const becomeChild = (function becomeChild(run: () => unknown, label: string, inherited: Inherited, inline = false): never {
   stamp(phases.kTraceChildJs);
   refreshSelfPid();
+  dropParentTicks(selfPid);
   const now = inline && native.canRunInline();
   let lateDropped = !now;
   dropParentListeners(inherited, now ? isEarly : everyEvent);

@@ -2,8 +2,8 @@
 // the whole JS heap, and with it every pending timer, immediate, socket and
 // process listener of the parent; left alone, the child would fire the
 // parent's intervals and serve the parent's connections. Node offers no public
-// list of timers, so a registry watches their lifecycle from the moment nodemp
-// is first imported.
+// list of timers or immediates, so registries watch their lifecycle from the
+// moment nodemp is first imported.
 import { executionAsyncResource } from 'node:async_hooks';
 import { constants } from 'node:os';
 import { native } from './native.js';
@@ -18,27 +18,27 @@ interface Linked {
   _argv?: unknown[];
 }
 
-// Every Timeout sets `this._destroyed = false` when it is scheduled and Node
-// sets it to true when it fires for the last time or is cleared. An accessor
-// on the shared prototype sees both without wrapping any public function.
-// Symbol.for keys let two copies of nodemp in one process share one registry.
-function installTimerRegistry(): Set<NodeJS.Timeout> {
-  const probe = setTimeout(noop, 0);
+// Every Timeout and Immediate sets `this._destroyed = false` when it is
+// scheduled, and Node sets it to true when it fires for the last time or is
+// cleared. An accessor on the shared prototype sees both without wrapping any
+// public function. Symbol.for keys let two copies of nodemp in one process
+// share one registry.
+function installRegistry<T extends object>(kind: string, probe: T, clear: (item: T) => void): Set<T> {
   const proto = Object.getPrototypeOf(probe) as Record<symbol, unknown>;
-  clearTimeout(probe);
-  const registryKey = Symbol.for('nodemp.liveTimers');
-  const existing = proto[registryKey] as Set<NodeJS.Timeout> | undefined;
+  clear(probe);
+  const registryKey = Symbol.for(`nodemp.live${kind}s`);
+  const existing = proto[registryKey] as Set<T> | undefined;
   if (existing) return existing;
-  const live = new Set<NodeJS.Timeout>();
-  const state = Symbol.for('nodemp.timerDestroyed');
+  const live = new Set<T>();
+  const state = Symbol.for(`nodemp.${kind.toLowerCase()}Destroyed`);
   Object.defineProperty(proto, registryKey, { value: live });
   Object.defineProperty(proto, '_destroyed', {
     configurable: true,
     get(this: Record<symbol, unknown>) {
       return this[state];
     },
-    set(this: NodeJS.Timeout & Record<symbol, unknown>, value: boolean) {
-      this[state] = value;
+    set(this: T, value: boolean) {
+      (this as Record<symbol, unknown>)[state] = value;
       if (value) live.delete(this);
       else live.add(this);
     },
@@ -46,7 +46,65 @@ function installTimerRegistry(): Set<NodeJS.Timeout> {
   return live;
 }
 
-const liveTimers = installTimerRegistry();
+const liveTimers = installRegistry<NodeJS.Timeout>('Timer', setTimeout(noop, 0), clearTimeout);
+// Node runs a batch of immediates from a list of its own, which no new
+// immediate reaches: only a registry finds the rest of a batch that start()
+// was called in the middle of (from a promise continuation between two).
+const liveImmediates = installRegistry<NodeJS.Immediate>('Immediate', setImmediate(noop), clearImmediate);
+
+// The process.nextTick callbacks queued when fork() was called are the
+// parent's, as its microtasks are (native fork() drops those). Node keeps
+// them in a queue no public API reaches, so each is queued behind a gate
+// that runs it only in the process that queued it: a few nanoseconds a tick.
+// Node's own modules queue theirs through process.nextTick as well. An
+// accessor keeps the gate when code saves and restores process.nextTick
+// (test runners and fake timers do).
+interface TickGate {
+  pid: number;
+}
+
+type NextTick = (callback: (...args: unknown[]) => void, ...args: unknown[]) => void;
+
+function installTickGate(): TickGate {
+  const key = Symbol.for('nodemp.tickGate');
+  const holder = process as unknown as Record<symbol, TickGate | undefined>;
+  const existing = holder[key];
+  if (existing) return existing;
+  const gate: TickGate = { pid: native.getpid() };
+  const run = (function run(pid: number, callback: (...args: unknown[]) => void, args: unknown[] | undefined): void {
+    if (pid !== gate.pid) return;
+    if (args === undefined) callback();
+    else callback(...args);
+  });
+  const innerOf = new WeakMap<NextTick, NextTick>();
+  const gated = (function gated(raw: NextTick): NextTick {
+    const nextTick = function nextTick(callback: (...args: unknown[]) => void, ...args: unknown[]): void {
+      // The function's own error for a callback that is not one.
+      if (typeof callback !== 'function') return raw(callback);
+      raw(run as (...args: unknown[]) => void, gate.pid, callback, args.length === 0 ? undefined : args);
+    };
+    innerOf.set(nextTick, raw);
+    return nextTick;
+  });
+  let current = gated(process.nextTick);
+  Object.defineProperty(process, 'nextTick', {
+    configurable: true,
+    enumerable: true,
+    get: () => current,
+    set(fn: NextTick) {
+      current = typeof fn !== 'function' || innerOf.has(fn) ? fn : gated(fn);
+    },
+  });
+  Object.defineProperty(process, key, { value: gate });
+  return gate;
+}
+
+const tickGate = installTickGate();
+
+/** In a freshly forked child: the parent's pending process.nextTick callbacks will not run here. */
+export const dropParentTicks = (function dropParentTicks(pid: number): void {
+  tickGate.pid = pid;
+});
 
 // start() called from inside an immediate: the rest of that batch hangs off
 // the running one, and Node's processImmediate would resume at the running one
@@ -77,6 +135,21 @@ const repairImmediateBatch = (function repairImmediateBatch(running: Linked): vo
   }) as unknown as Linked;
   spare = setImmediate(noop) as unknown as Linked;
   (spare as unknown as NodeJS.Immediate).unref();
+});
+
+// start() called between two immediates of a batch (from a promise
+// continuation or a process.nextTick callback Node runs there): Node resumes
+// the batch at its next immediate, the one whose predecessor already ran.
+// Cleared, it would be skipped by a step from a predecessor that this
+// resumption does not have; so it stays counted and does nothing.
+const isNextOfBatch = (function isNextOfBatch(immediate: Linked): boolean {
+  const before = immediate._idlePrev;
+  return before !== null && before._destroyed;
+});
+
+const makeNoop = (function makeNoop(immediate: Linked): void {
+  immediate._onImmediate = noop;
+  immediate._argv = undefined;
 });
 
 const isStdio = (function isStdio(handle: { _handle?: { fd?: number } }): boolean {
@@ -150,21 +223,12 @@ export function inheritedWork(): Inherited {
     running: running ?? null,
     runningKind,
     timers: liveTimers.size > 0 ? Array.from(liveTimers) : NOTHING,
-    immediates: queuedImmediates(),
+    immediates: liveImmediates.size > 0 ? (Array.from(liveImmediates) as unknown as Linked[]) : NOTHING,
     listeners: listeners ?? NOTHING,
     connected: process.connected === true,
   };
 }
 
-// Node keeps pending immediates in one linked list; a fresh one is its tail,
-// so walking back from it reaches every immediate queued.
-function queuedImmediates(): readonly Linked[] {
-  const probe = setImmediate(noop) as unknown as Linked;
-  let list: Linked[] | null = null;
-  for (let item = probe._idlePrev; item !== null; item = item._idlePrev) (list ??= []).push(item);
-  clearImmediate(probe as unknown as NodeJS.Immediate);
-  return list ?? NOTHING;
-}
 
 /**
  * In a freshly forked child: removes the parent's listeners (`inherited`, from
@@ -201,8 +265,11 @@ export const dropInheritedWork = (function dropInheritedWork(inherited: Inherite
   const { running, runningKind } = inherited;
   if (runningKind === 'Timeout') clearTimeout(running as NodeJS.Timeout);
   for (const timer of inherited.timers) clearTimeout(timer);
-  for (const immediate of inherited.immediates) clearImmediate(immediate as unknown as NodeJS.Immediate);
   if (runningKind === 'Immediate') repairImmediateBatch(running as unknown as Linked);
+  for (const immediate of inherited.immediates) {
+    if (runningKind !== 'Immediate' && isNextOfBatch(immediate)) makeNoop(immediate);
+    else clearImmediate(immediate as unknown as NodeJS.Immediate);
+  }
   // Listed here, not in the parent: a socket the parent unref'd is hidden from
   // it there, and fork() made every inherited one visible (fork.cc).
   closeInheritedHandles();
@@ -213,13 +280,16 @@ export const dropInheritedWork = (function dropInheritedWork(inherited: Inherite
 /**
  * In a forked child whose target ran inline and returned: whether it left
  * work that keeps a process going (Node's own rule for when to exit): a
- * beforeExit listener, a ref'd timer of its own, or more active handles and
- * requests on the event loop than before it ran (`loopWorkBefore`).
+ * beforeExit listener, a ref'd timer or immediate of its own, or more active
+ * handles and requests on the event loop than before it ran (`loopWorkBefore`).
  */
 export const workLeft = (function workLeft(inherited: Inherited, loopWorkBefore: number): boolean {
   if (hasOwnListeners(inherited, 'beforeExit')) return true;
   for (const timer of liveTimers) {
     if (timer.hasRef() && !inherited.timers.includes(timer)) return true;
+  }
+  for (const immediate of liveImmediates) {
+    if (immediate.hasRef() && !(inherited.immediates as readonly unknown[]).includes(immediate)) return true;
   }
   return native.loopWork() > loopWorkBefore;
 });

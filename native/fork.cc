@@ -107,6 +107,21 @@ static void DropFinishedParentWork(uv_loop_t* loop) {
   loop->active_reqs.count -= dropped < loop->active_reqs.count ? dropped : loop->active_reqs.count;
 }
 
+// The microtasks queued when fork() was called are the parent's: promise
+// continuations of its code, which would go on in the child with the parent's
+// objects and its share of every queue and pool (the soak saw a child take
+// answers meant for the parent's pool). V8 empties its queue when a
+// checkpoint is terminated; inside a checkpoint, detach()'s termination does
+// the same (canRunInline() is false there).
+static void DropParentMicrotasks() {
+  v8::Isolate* isolate = v8::Isolate::GetCurrent();
+  v8::MicrotaskQueue* queue = isolate->GetCurrentContext()->GetMicrotaskQueue();
+  if (queue == nullptr || queue->IsRunningMicrotasks()) return;
+  isolate->TerminateExecution();
+  queue->PerformCheckpoint(isolate);
+  isolate->CancelTerminateExecution();
+}
+
 struct ChildLoop {
   napi_env env = nullptr;
   uv_loop_t* loop = nullptr;
@@ -345,6 +360,7 @@ static Napi::Value Fork(const Napi::CallbackInfo& info) {
   }
   if (daemon) DieWithParent(self);
   DropFinishedParentWork(loop);
+  DropParentMicrotasks();
   if (child != nullptr) {
     // Forked from a forked child: its watchdog would end us with its state.
     // The handles close on the next loop turn, so the struct stays allocated.

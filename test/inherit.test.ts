@@ -34,6 +34,85 @@ describe('parent work does not run in the child', () => {
     expect([...mem.slice(0, 5)]).toEqual([0, 0, 0, 0, 1]);
   });
 
+  // The soak caught a fork pool's worker running the harness's continuations:
+  // it went on as a second harness, took answers meant for another pool and
+  // never exited.
+  it('promise continuations and process.nextTick callbacks the parent queued before start() never run in the child; its own do', async () => {
+    const mem = shared();
+    const schedules: [string, (fn: () => void) => void][] = [
+      ['a timer', (fn) => setTimeout(fn, 1)],
+      ['an immediate', (fn) => setImmediate(fn)],
+      ['a promise continuation', (fn) => void Promise.resolve().then(fn)],
+      ['process.nextTick', (fn) => process.nextTick(fn)],
+    ];
+    const targets = [
+      () => {
+        process.nextTick(() => Atomics.add(mem, 3, 1));
+        queueMicrotask(() => Atomics.add(mem, 4, 1));
+      },
+      async () => {
+        await null;
+        process.nextTick(() => Atomics.add(mem, 3, 1));
+        queueMicrotask(() => Atomics.add(mem, 4, 1));
+        await sleep(5);
+      },
+    ];
+    let starts = 0;
+    for (const [from, schedule] of schedules) {
+      for (const target of targets) {
+        const p = await new Promise<Process>((resolve) =>
+          schedule(() => {
+            void Promise.resolve().then(() => inChild() && Atomics.add(mem, 0, 1));
+            void (async () => {
+              await null;
+              if (inChild()) Atomics.add(mem, 1, 1);
+            })();
+            process.nextTick(() => inChild() && Atomics.add(mem, 2, 1));
+            const proc = new Process({ target });
+            proc.start();
+            resolve(proc);
+          }),
+        );
+        expect(await p.join(), from).toBe(0);
+        starts++;
+        await sleep(5);
+        expect([...mem.slice(0, 5)], from).toEqual([0, 0, 0, starts, starts]);
+      }
+    }
+  });
+
+  // The soak caught this one: a pool's pump waiting on setImmediate() went on
+  // in a worker forked from a promise continuation run between two immediates.
+  it('the rest of a batch of immediates start() was called in the middle of never runs in the child; it does in the parent', async () => {
+    const mem = shared();
+    const between: [string, (fn: () => void) => void][] = [
+      ['a promise continuation', (fn) => void Promise.resolve().then(fn)],
+      ['process.nextTick', (fn) => process.nextTick(fn)],
+    ];
+    const targets = [() => {}, () => sleep(20)];
+    let rounds = 0;
+    for (const [from, schedule] of between) {
+      for (const target of targets) {
+        let p!: Process;
+        await new Promise<void>((done) => {
+          setImmediate(() => schedule(() => {
+            p = new Process({ target });
+            p.start();
+          }));
+          setImmediate(() => Atomics.add(mem, inChild() ? 0 : 1, 1));
+          setImmediate(() => {
+            Atomics.add(mem, inChild() ? 0 : 1, 1);
+            if (!inChild()) done();
+          });
+        });
+        rounds++;
+        expect(await p.join(), from).toBe(0);
+        await sleep(5);
+        expect([mem[0], mem[1]], from).toEqual([0, 2 * rounds]);
+      }
+    }
+  });
+
   it('the caller\'s catch and finally blocks do not run in the child', async () => {
     const mem = shared();
     let p!: Process;

@@ -96,8 +96,24 @@ let stopNow;
 const stopped = new Promise((resolve) => (stopNow = resolve));
 const untilStop = (ms) => Promise.race([sleep(ms), stopped]);
 
+const harnessPid = process.pid;
+
+/**
+ * The harness's own code going on in a forked child (a pool's worker, a
+ * participant) is nodemp's failure: that child would act as a second harness
+ * on the same queues and pools. It is counted where the harness reads it and
+ * the child ends.
+ */
+function inHarness(where) {
+  if (process.pid === harnessPid) return;
+  Atomics.add(ctl.typed, CTL.FOREIGN, 1);
+  writeSync(2, `soak: the harness's code (${where}) ran in child ${process.pid}:\n${new Error().stack}\n`);
+  process.exit(70);
+}
+
 /** Settles with { value } or { error } as `promise` does, or with { hang: true } once `ms` pass (the promise is then left), and records its latency. */
 async function deadline(what, promise, ms = DEADLINE_MS) {
+  inHarness(what);
   let timer;
   const late = new Promise((resolve) => (timer = setTimeout(() => resolve({ hang: true }), ms)));
   const t0 = performance.now();
@@ -474,7 +490,10 @@ async function collect(what, iterable, items, ordered) {
 }
 
 async function poolWork(P) {
-  while (!stopping) await poolCall(P);
+  while (!stopping) {
+    inHarness(P.name);
+    await poolCall(P);
+  }
 }
 
 // ---------------------------------------------------------------- pipe echoes
@@ -853,6 +872,7 @@ async function main() {
     if ('error' in r) violation(`${what}: ${r.error?.stack ?? r.error}`);
   }
   clearInterval(sampler);
+  if (ctl.typed[CTL.FOREIGN] > 0) violation(`the harness's code ran in a forked child ${ctl.typed[CTL.FOREIGN]} time(s) (stack on stderr)`);
 
   const leaks = [];
   if (activeChildren().length > 0) leaks.push(`children still running: ${activeChildren().map((p) => `${p.name} ${p.pid}`).join(', ')}`);

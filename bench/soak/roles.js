@@ -12,7 +12,7 @@ import { crc32 } from 'node:zlib';
 import { QueueEmpty, SharedMemory } from '../../dist/index.js';
 import { bucketOf, makeRng } from './rng.js';
 
-export const CTL = { STOP: 0, DRAIN: 1, MANAGER_STOP: 2, SIZE: 4 };
+export const CTL = { STOP: 0, DRAIN: 1, MANAGER_STOP: 2, FOREIGN: 3, SIZE: 4 };
 /** Counter cells (an Int32 RawArray per guarded counter). */
 export const CELL = { COUNT: 0, INSIDE: 1, JOURNAL: 2, OLD: 3, OLD_SLOT: 4, OLD_MINE: 5, MINE: 8 };
 export const HEADER = 16;

@@ -178,6 +178,16 @@ class Server {
     }
   }
 
+  /**
+   * drain(), and whether the process is still there: on a loaded machine a
+   * killed server's socket was seen to stay quiet for milliseconds after its
+   * process had gone, long enough for the next start to be sent to it.
+   */
+  check(): void {
+    this.drain();
+    if (!this.#dead && !native.pidAlive(this.pid)) this.#lost();
+  }
+
   /** Blocks until `child`'s exit code is known or timeoutMs passes. */
   waitFor(child: ServerChild, timeoutMs: number | undefined): void {
     const deadline = timeoutMs === undefined ? Infinity : performance.now() + timeoutMs;
@@ -270,7 +280,7 @@ class Server {
 
 function theServer(): Server {
   // One that died while we were not looking is noticed here, not by the start it would fail.
-  if (server !== null && ownerPid === selfPid) server.drain();
+  if (server !== null && ownerPid === selfPid) server.check();
   // A forked child inherits the object but not the server's attention.
   if (server !== null && ownerPid !== selfPid) server.forget();
   if (server === null || server.dead || ownerPid !== selfPid) {

@@ -714,6 +714,9 @@ async function chaos() {
     const all = candidates();
     if (all.length === 0) continue;
     const target = rng.pick(all);
+    // A pool worker the pool has not yet seen end is still listed: a signal
+    // to it would land on nothing and must not count as a fault.
+    if (roles.pidGone(target.pid)) continue;
     if (rng.chance(0.4)) {
       if (target.entry) target.entry.killed = true;
       if (!signal(target.pid, 'SIGKILL')) continue;
@@ -723,7 +726,6 @@ async function chaos() {
       history.add('SIGKILL', { pid: target.pid, role: target.kind });
     } else {
       const ms = rng.int(1, 150);
-      if (roles.pidGone(target.pid)) continue;
       stopAndContinue(target.pid, ms);
       counts.stop++;
       history.add('SIGSTOP', { pid: target.pid, role: target.kind, ms });

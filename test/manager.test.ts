@@ -19,6 +19,7 @@ import {
   type Token,
 } from '../dist/index.js';
 import { readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { createConnection } from 'node:net';
 import { childrenOf, openFds, runScript, running, shared, shmEntries, waitUntil } from './helpers.js';
 import { recordWarnings, sleepMs, spawnChild } from './sync-helpers.js';
@@ -642,6 +643,21 @@ describe('found in review (each failed before its fix)', () => {
     expect((await again.dict()).lenSync()).toBe(0);
     await again.shutdown();
     expect(d.lenSync()).toBe(1);
+  });
+
+  // The soak saw a manager killed between accepting a connection and its
+  // greeting: a server that was there and went away is dead, not unreachable.
+  it('a server that accepts and then closes the connection is ERR_MANAGER_DEAD, not unreachable', async () => {
+    const { createServer } = await import('node:net');
+    const address = `${tmpdir()}/nodemp-closes-${process.pid}.sock`;
+    const server = createServer((socket) => socket.destroy());
+    await new Promise<void>((resolve) => server.listen(address, resolve));
+    try {
+      const m = new SyncManager({ address, authkey: Buffer.from('key') });
+      await expect(m.connect()).rejects.toMatchObject({ name: 'ManagerError', code: 'ERR_MANAGER_DEAD' });
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
   });
 
   it('connect() may be tried again after it failed', async () => {

@@ -347,6 +347,14 @@ export class ManagerConnection {
   #unreachable(error: unknown): Error {
     if (error instanceof ManagerError || (error instanceof Error && error.name === 'AuthenticationError')) return error;
     const code = (error as { code?: string }).code ?? '';
+    // Connected, then cut off before the greeting: the server was there and went away (killed as it accepted).
+    if (error instanceof EOFError || code === 'EPIPE' || code === 'ECONNRESET') {
+      return new ManagerError(
+        'ERR_MANAGER_DEAD',
+        `the manager at ${P.showAddress(this.address)} closed the connection before it greeted this process: it was shut down or died`,
+        { cause: error },
+      );
+    }
     const why = code === 'ECONNREFUSED' || code === 'ENOENT' ? 'no server listens there' : (error as Error).message;
     return new ManagerError('ERR_MANAGER_UNREACHABLE', `cannot reach the manager at ${P.showAddress(this.address)}: ${why}`, { cause: error });
   }

@@ -106,6 +106,12 @@ export const dropParentTicks = (function dropParentTicks(pid: number): void {
   tickGate.pid = pid;
 });
 
+/** An immediate that stays queued and counted but does nothing when it runs. */
+const makeNoop = (function makeNoop(immediate: Linked): void {
+  immediate._onImmediate = noop;
+  immediate._argv = undefined;
+});
+
 // start() called from inside an immediate: the rest of that batch hangs off
 // the running one, and Node's processImmediate would resume at the running one
 // (already counted down, its frame gone). Clear the rest, make the running one
@@ -121,8 +127,7 @@ const repairImmediateBatch = (function repairImmediateBatch(running: Linked): vo
     item = next;
   }
   running._idleNext = null;
-  running._onImmediate = noop;
-  running._argv = undefined;
+  makeNoop(running);
   running._destroyed = false;
   // `first` runs and unlinks `spare` behind it, so `spare` stays counted but
   // is never run; unref() keeps it from holding the loop open.
@@ -145,11 +150,6 @@ const repairImmediateBatch = (function repairImmediateBatch(running: Linked): vo
 const isNextOfBatch = (function isNextOfBatch(immediate: Linked): boolean {
   const before = immediate._idlePrev;
   return before !== null && before._destroyed;
-});
-
-const makeNoop = (function makeNoop(immediate: Linked): void {
-  immediate._onImmediate = noop;
-  immediate._argv = undefined;
 });
 
 const isStdio = (function isStdio(handle: { _handle?: { fd?: number } }): boolean {
@@ -229,7 +229,6 @@ export function inheritedWork(): Inherited {
   };
 }
 
-
 /**
  * In a freshly forked child: removes the parent's listeners (`inherited`, from
  * inheritedWork() just before the fork) of the events `which` picks, and only
@@ -285,11 +284,12 @@ export const dropInheritedWork = (function dropInheritedWork(inherited: Inherite
  */
 export const workLeft = (function workLeft(inherited: Inherited, loopWorkBefore: number): boolean {
   if (hasOwnListeners(inherited, 'beforeExit')) return true;
-  for (const timer of liveTimers) {
-    if (timer.hasRef() && !inherited.timers.includes(timer)) return true;
-  }
-  for (const immediate of liveImmediates) {
-    if (immediate.hasRef() && !(inherited.immediates as readonly unknown[]).includes(immediate)) return true;
-  }
+  if (hasOwnRefd(liveTimers, inherited.timers) || hasOwnRefd(liveImmediates, inherited.immediates)) return true;
   return native.loopWork() > loopWorkBefore;
+});
+
+/** Whether `live` holds a ref'd timer or immediate that is not one of the parent's (`inherited`). */
+const hasOwnRefd = (function hasOwnRefd(live: ReadonlySet<{ hasRef(): boolean }>, inherited: readonly unknown[]): boolean {
+  for (const item of live) if (item.hasRef() && !inherited.includes(item)) return true;
+  return false;
 });

@@ -100,3 +100,23 @@ export async function tickLoop(count, tickMs, fn) {
   }
   return performance.now() - t0;
 }
+
+/**
+ * Live processes whose environment holds `marker` (NAME=value), which every
+ * process of a run inherits: what a run left behind. Zombies are not counted.
+ */
+export function markedProcesses(marker) {
+  const found = [];
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      if (!readFileSync(`/proc/${d}/environ`, 'latin1').split('\0').includes(marker)) continue;
+      const stat = readFileSync(`/proc/${d}/stat`, 'latin1');
+      if (stat[stat.lastIndexOf(')') + 2] === 'Z') continue;
+      found.push({ pid: Number(d), cmd: readFileSync(`/proc/${d}/cmdline`, 'latin1').replaceAll('\0', ' ').trim() });
+    } catch {
+      // Gone as we looked, or not ours to read.
+    }
+  }
+  return found;
+}

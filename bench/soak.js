@@ -6,11 +6,13 @@
 // history that broke.
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { Chaos } from './soak/chaos.js';
+import { markedProcesses } from './lib.js';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
 const opts = { seconds: 60, seed: randomBytes(4).readUInt32LE(0), rate: 25 };
@@ -26,34 +28,21 @@ for (let i = 2; i < process.argv.length; i++) {
 
 const run = randomBytes(6).toString('hex');
 const marker = `NODEMP_SOAK_RUN=${run}`;
-const out = join(tmpdir(), `nodemp-soak-${run}.json`);
+const dir = mkdtempSync(join(tmpdir(), 'nodemp-soak-'));
+const out = join(dir, 'result.json');
+const targets = join(dir, 'targets');
+const faults = join(dir, 'faults');
+writeFileSync(faults, '');
 
 function shmEntries() {
   return readdirSync('/dev/shm').filter((n) => n.startsWith('nodemp_'));
-}
-
-/** Processes of this run still alive: every participant inherits the marker. */
-function runProcesses() {
-  const found = [];
-  for (const d of readdirSync('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      if (!readFileSync(`/proc/${d}/environ`, 'latin1').split('\0').includes(marker)) continue;
-      const stat = readFileSync(`/proc/${d}/stat`, 'latin1');
-      if (stat[stat.lastIndexOf(')') + 2] === 'Z') continue;
-      found.push({ pid: Number(d), cmd: readFileSync(`/proc/${d}/cmdline`, 'latin1').replaceAll('\0', ' ').trim() });
-    } catch {
-      // Gone as we looked, or not ours to read.
-    }
-  }
-  return found;
 }
 
 console.error(`soak: ${opts.seconds} s, seed ${opts.seed}, about ${opts.rate} faults a second`);
 const shmBefore = new Set(shmEntries());
 const child = spawn(
   process.execPath,
-  ['--single-threaded', '--expose-gc', '--no-warnings', `${here}soak/harness.js`, '--seconds', String(opts.seconds), '--seed', String(opts.seed), '--rate', String(opts.rate), '--out', out],
+  ['--single-threaded', '--expose-gc', '--no-warnings', `${here}soak/harness.js`, '--seconds', String(opts.seconds), '--seed', String(opts.seed), '--out', out, '--targets', targets, '--faults', faults],
   { stdio: ['ignore', 'inherit', 'pipe', 'pipe'], env: { ...process.env, NODEMP_SOAK_RUN: run } },
 );
 // Every process of the run writes to this stderr: a native crash of one whose
@@ -66,34 +55,16 @@ child.stderr.on('data', (chunk) => {
   errTail = lines.pop();
   for (const line of lines) if (/FATAL ERROR|Segmentation fault|core dumped|Assertion .*failed|Check failed|terminate called/.test(line)) crashes.push(line.trim());
 });
-// The harness's stops: "S pid ms" stops pid and continues it ms later; "C"
-// continues every stopped one now. Sent from here so that a harness blocked
-// on a stopped process still sees it continued.
-const stopped = new Map();
-const resume = (pid) => {
-  clearTimeout(stopped.get(pid));
-  stopped.delete(pid);
-  try {
-    process.kill(pid, 'SIGCONT');
-  } catch {
-    // It was killed meanwhile.
-  }
-};
+// The harness writes "R" when the run starts and "C" when it stops; the
+// driver sends no faults outside that.
+const chaos = new Chaos({ seed: opts.seed, rate: opts.rate, harnessPid: child.pid, marker, targets, faults });
 let pending = '';
 child.stdio[3].setEncoding('latin1').on('data', (chunk) => {
   const lines = (pending + chunk).split('\n');
   pending = lines.pop();
   for (const line of lines) {
-    const [op, pid, ms] = line.split(' ').map((x, i) => (i ? Number(x) : x));
-    if (op === 'C') for (const p of [...stopped.keys()]) resume(p);
-    else if (op === 'S' && pid > 1 && !stopped.has(pid)) {
-      try {
-        process.kill(pid, 'SIGSTOP');
-        stopped.set(pid, setTimeout(() => resume(pid), ms));
-      } catch {
-        // Gone already.
-      }
-    }
+    if (line === 'R') chaos.start();
+    else if (line === 'C') chaos.end();
   }
 });
 let overran = false;
@@ -103,12 +74,11 @@ const limit = setTimeout(() => {
 }, (opts.seconds + 240) * 1000);
 const [code, sig] = await new Promise((resolve) => child.on('exit', (c, s) => resolve([c, s])));
 clearTimeout(limit);
-for (const pid of [...stopped.keys()]) resume(pid);
+chaos.end();
 
 let result;
 try {
   result = JSON.parse(readFileSync(out, 'utf8'));
-  unlinkSync(out);
 } catch {
   result = {
     seconds: null, seed: opts.seed, operations: null, faults: null, violations: 0, hangs: overran ? 1 : 0, leaks: 0, p50Ms: null, p99Ms: null,
@@ -118,13 +88,15 @@ try {
   };
   if (!overran) result.violations = 1;
 }
+rmSync(dir, { recursive: true, force: true });
+result = { seconds: result.seconds, seed: result.seed, rate: opts.rate, ...result };
 
 // Daemons die with the harness and the segment tracker once its last owner is
 // gone; give them a moment, then whatever is left is a leak.
-let left = runProcesses();
+let left = markedProcesses(marker);
 for (let i = 0; i < 50 && left.length > 0; i++) {
   await sleep(100);
-  left = runProcesses();
+  left = markedProcesses(marker);
 }
 for (const p of left) {
   result.leakList.push(`process ${p.pid} left running: ${p.cmd}`);

@@ -291,7 +291,7 @@ abstract class Job {
   }
 }
 
-interface Settler<T> {
+export interface Settler<T> {
   resolve(value: T): void;
   reject(error: unknown): void;
 }
@@ -797,7 +797,9 @@ export class Pool {
   [Symbol.for('nodemp.pool.state')](): object {
     return {
       state: this.#state,
-      workers: this.#workers.map((w) => ({
+      // A copy: reading exitCode may notice a worker's exit and take it out
+      // of #workers mid-walk, which would leave a hole in what map() gives.
+      workers: [...this.#workers].map((w) => ({
         pid: w.pid,
         alive: w.proc.exitCode === null,
         retiring: w.retiring,
@@ -1421,11 +1423,14 @@ function defaultChunksize(n: number, processes: number): number {
   return Math.max(1, Math.ceil(n / (processes * 4)));
 }
 
-/** Settles `result` and calls the user's callbacks; a callback that throws is reported as an uncaught exception. */
-function withCallbacks<T>(result: AsyncResult<T>, options: AsyncOptions<T>): Settler<unknown> {
+/**
+ * Settles `result` and calls the user's callbacks; a callback that throws is reported as an uncaught exception.
+ * @internal (ClusterPool's too)
+ */
+export function withCallbacks<T>(result: AsyncResult<T>, options: AsyncOptions<T>, what = 'Pool'): Settler<unknown> {
   const { callback, errorCallback } = options;
-  if (callback !== undefined && typeof callback !== 'function') throw invalidType('Pool: callback', 'a function', callback);
-  if (errorCallback !== undefined && typeof errorCallback !== 'function') throw invalidType('Pool: errorCallback', 'a function', errorCallback);
+  if (callback !== undefined && typeof callback !== 'function') throw invalidType(`${what}: callback`, 'a function', callback);
+  if (errorCallback !== undefined && typeof errorCallback !== 'function') throw invalidType(`${what}: errorCallback`, 'a function', errorCallback);
   const call = (fn: ((v: never) => void) | undefined, v: unknown): void => {
     if (fn === undefined) return;
     try {

@@ -538,6 +538,23 @@ describe('Pool: cancellation and limits', () => {
   });
 });
 
+describe('Pool: diagnostics', () => {
+  it("the state a soak reports for a hung call lists every worker, when reading one's exit code finds it dead", async () => {
+    const p = pool({ processes: 2 });
+    await p.map(square, [1, 2, 3, 4], { chunksize: 1 });
+    const [first] = p.pids;
+    process.kill(first!, 'SIGKILL');
+    // Dead, and not yet seen dead by the pool (this thread waits without
+    // letting the event loop run): the state's walk is what notices.
+    const until = Date.now() + 5000;
+    while (running(first!) && Date.now() < until) busySleep(1);
+    expect(running(first!)).toBe(false);
+    const state = (p as unknown as Record<symbol, () => { workers: unknown[] }>)[Symbol.for('nodemp.pool.state')]!();
+    expect(state.workers).toHaveLength(2);
+    for (let i = 0; i < state.workers.length; i++) expect(state.workers[i]).toBeTypeOf('object');
+  });
+});
+
 describe('Pool: shutting down', () => {
   it('close() lets the work finish, join() waits for the workers; use after close throws', async () => {
     const p = pool({ processes: 2 });

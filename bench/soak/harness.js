@@ -1,8 +1,8 @@
 // One soak run: every nodemp mechanism at once, across real processes, while
 // a chaos driver kills and stops them. Started by bench/soak.js (which checks
 // for leaks once this process is gone) as:
-//   node --single-threaded --expose-gc harness.js --seconds N --seed S --rate R --out FILE
-import { readdirSync, readFileSync, readlinkSync, writeFileSync, writeSync } from 'node:fs';
+//   node --single-threaded --expose-gc harness.js --seconds N --seed S --out FILE --targets FILE --faults FILE
+import { openSync, readdirSync, readFileSync, readlinkSync, readSync, renameSync, writeFileSync, writeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { crc32 } from 'node:zlib';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -29,10 +29,10 @@ import { BUCKETS, bucketOf, makeRng, quantileMs } from './rng.js';
 
 const { CTL, CELL, EXIT_MANAGER_DEAD } = roles;
 
-const opts = { seconds: 60, seed: 1, rate: 25, out: null };
+const opts = { seconds: 60, seed: 1, out: null, targets: null, faults: null };
 for (let i = 2; i < process.argv.length; i += 2) {
   const key = process.argv[i].replace(/^--/, '');
-  opts[key] = key === 'out' ? process.argv[i + 1] : Number(process.argv[i + 1]);
+  opts[key] = ['out', 'targets', 'faults'].includes(key) ? process.argv[i + 1] : Number(process.argv[i + 1]);
 }
 
 /** An operation of the harness's own (a pool call, an echo) that takes longer is a hang. */
@@ -158,6 +158,7 @@ function startRole(name, method, target, extra, hooks = {}) {
   const entry = { name, slot, proc, pid: proc.pid, conn: mine, method, killed: false, watchdogKilled: false };
   live.set(proc.pid, entry);
   history.add('start', { role: name, pid: proc.pid, method });
+  publishTargets();
   const reader = hooks.ownConn ? Promise.resolve() : readReports(entry, hooks.onMessage);
   entry.done = (async () => {
     await reader;
@@ -196,6 +197,7 @@ let forkserverDeaths = 0;
 
 async function classify(entry, code, hooks) {
   if (code === 0) return 'exited';
+  readFaults();
   if (code === -9 && (entry.killed || entry.watchdogKilled)) return 'killed';
   if (code === 255 && entry.method === 'forkserver' && forkserverDeaths > 0) return 'lost';
   if (code === EXIT_MANAGER_DEAD && hooks.managerDead && (await hooks.managerDead())) return 'manager-dead';
@@ -403,7 +405,7 @@ async function poolCall(P) {
   const hangsBefore = hangs.length;
   await poolOp(P);
   // What the workers were doing, for the report of a call that hung.
-  if (hangs.length > hangsBefore) {
+  if (hangs.length > hangsBefore && hangs.at(-1).message.startsWith(P.name)) {
     hangs.at(-1).message += `; the pool now: ${JSON.stringify(poolState(pool))}`;
   }
 }
@@ -599,6 +601,10 @@ async function managerWork() {
         continue;
       }
       if ('error' in made) violation(`manager: making objects failed with ${made.error?.code}: ${made.error?.message}`);
+      // Counted once, as what it is: the server it leaves must not read as a leak too.
+      if (made.hang) hangs.at(-1).message += `; its server, pid ${manager.process.pid}: ${procState(manager.process.pid)}`;
+      manager.process.kill();
+      await manager.process.join();
       return;
     }
     const [list, mlock] = made.value;
@@ -678,19 +684,76 @@ function forkserverPids() {
   return pids;
 }
 
-const stoppedPids = new Map();
-
-function candidates() {
-  const list = [];
-  for (const [pid, entry] of live) if (!entry.killed && !entry.watchdogKilled) list.push({ pid, kind: entry.name, entry });
-  for (const P of pools) for (const pid of P.pool.pids) list.push({ pid, kind: `${P.name} worker` });
-  // The servers are one each: hit them less often than the many clients.
-  if (rng.chance(0.3)) {
-    for (const pid of forkserverPids()) list.push({ pid, kind: 'fork server' });
-    if (managerServerPid) list.push({ pid: managerServerPid, kind: 'manager server' });
-  }
-  return list.filter((c) => !stoppedPids.has(c.pid));
+/**
+ * Who the chaos driver (bench/soak/chaos.js, in bench/soak.js) may hit: a line
+ * "pid, kind, server" each, in a file replaced whole so that it never reads
+ * half of one. Written as participants start and every 20 ms (a pool replaces
+ * its workers on its own); the driver skips the ones it finds gone.
+ */
+function publishTargets() {
+  const lines = [];
+  for (const [pid, entry] of live) if (!entry.killed && !entry.watchdogKilled) lines.push(`${pid}\t${entry.name}\t0`);
+  for (const P of pools) for (const pid of P.pool.pids) lines.push(`${pid}\t${P.name} worker\t0`);
+  for (const pid of forkserverPids()) lines.push(`${pid}\tfork server\t1`);
+  if (managerServerPid) lines.push(`${managerServerPid}\tmanager server\t1`);
+  writeFileSync(`${opts.targets}.next`, lines.join('\n'));
+  renameSync(`${opts.targets}.next`, opts.targets);
 }
+
+/**
+ * Takes in the faults the driver has sent since the last call. It appends each
+ * kill before it signals, so a participant seen ended by SIGKILL has its line
+ * here by then: classify() reads the log first.
+ */
+const faultLog = { fd: -1, at: 0, tail: '', buf: Buffer.alloc(1 << 16) };
+
+function readFaults() {
+  if (faultLog.fd < 0) faultLog.fd = openSync(opts.faults, 'r');
+  for (;;) {
+    const n = readSync(faultLog.fd, faultLog.buf, 0, faultLog.buf.length, faultLog.at);
+    if (n === 0) return;
+    faultLog.at += n;
+    const lines = (faultLog.tail + faultLog.buf.toString('latin1', 0, n)).split('\n');
+    faultLog.tail = lines.pop();
+    for (const line of lines) takeFault(line.split('\t'));
+  }
+}
+
+function takeFault([op, pidText, kind, ...rest]) {
+  const pid = Number(pidText);
+  const t = Number(rest.at(-1)) - history.start;
+  if (op === 'K') {
+    const entry = live.get(pid);
+    if (entry) entry.killed = true;
+    if (kind === 'fork server') forkserverDeaths++;
+    counts.kill++;
+    counts.killsBy[kind] = (counts.killsBy[kind] ?? 0) + 1;
+    history.add('SIGKILL', { pid, role: kind, t });
+  } else if (op === 'U') {
+    // The kill found it gone: no fault after all.
+    counts.kill--;
+    counts.killsBy[kind]--;
+    if (kind === 'fork server') forkserverDeaths--;
+    history.add('SIGKILL missed', { pid, role: kind, t });
+  } else if (op === 'S') {
+    counts.stop++;
+    history.add('SIGSTOP', { pid, role: kind, ms: Number(rest[0]), t });
+  }
+}
+
+async function chaos() {
+  publishTargets();
+  writeSync(CHAOS, 'R\n');
+  while (!stopping) {
+    await untilStop(20);
+    publishTargets();
+    readFaults();
+  }
+  writeSync(CHAOS, 'C\n');
+}
+
+/** Written "C" when the run stops: the driver sends no more faults and continues every stopped participant. */
+const CHAOS = 3;
 
 function signal(pid, sig) {
   if (!Number.isInteger(pid) || pid <= 1 || pid === process.pid) return false;
@@ -700,55 +763,6 @@ function signal(pid, sig) {
   } catch {
     return false;
   }
-}
-
-async function chaos() {
-  await sleep(300);
-  // Faults keep to their schedule (a Poisson process at opts.rate) even when
-  // this event loop runs late: the ones due are sent at once.
-  let due = performance.now();
-  while (!stopping) {
-    due += rng.expo(1000 / opts.rate);
-    await untilStop(Math.max(0, due - performance.now()));
-    if (stopping) break;
-    const all = candidates();
-    if (all.length === 0) continue;
-    const target = rng.pick(all);
-    // A pool worker the pool has not yet seen end is still listed: a signal
-    // to it would land on nothing and must not count as a fault.
-    if (roles.pidGone(target.pid)) continue;
-    if (rng.chance(0.4)) {
-      if (target.entry) target.entry.killed = true;
-      if (!signal(target.pid, 'SIGKILL')) continue;
-      if (target.kind === 'fork server') forkserverDeaths++;
-      counts.kill++;
-      counts.killsBy[target.kind] = (counts.killsBy[target.kind] ?? 0) + 1;
-      history.add('SIGKILL', { pid: target.pid, role: target.kind });
-    } else {
-      const ms = rng.int(1, 150);
-      stopAndContinue(target.pid, ms);
-      counts.stop++;
-      history.add('SIGSTOP', { pid: target.pid, role: target.kind, ms });
-      stoppedPids.set(
-        target.pid,
-        setTimeout(() => stoppedPids.delete(target.pid), ms),
-      );
-    }
-  }
-  writeSync(CONTINUER, 'C\n');
-  for (const timer of stoppedPids.values()) clearTimeout(timer);
-  stoppedPids.clear();
-}
-
-/**
- * SIGSTOP now and SIGCONT `ms` later are sent by bench/soak.js, not by this
- * process: a call here that blocks on a stopped process (a synchronous start
- * through a stopped fork server) would otherwise never see its SIGCONT.
- */
-const CONTINUER = 3;
-
-function stopAndContinue(pid, ms) {
-  writeSync(CONTINUER, `S ${pid} ${ms}\n`);
 }
 
 function watchdog() {
@@ -784,10 +798,12 @@ function fdTargets() {
 
 /**
  * Opens what lives as long as this process before the descriptors are
- * counted: the fork server's connection, and Node's stdio streams (made on
- * first use; on a pipe, Node opens a /dev/null descriptor with them).
+ * counted: the fork server's connection, Node's stdio streams (made on first
+ * use; on a pipe, Node opens a /dev/null descriptor with them) and the fault
+ * log.
  */
 async function warmUp() {
+  readFaults();
   void process.stdout;
   void process.stderr;
   for (const method of ['forkserver', 'fork']) {
@@ -889,7 +905,6 @@ async function main() {
   const result = {
     seconds: Math.round(ranMs / 1000),
     seed: opts.seed,
-    rate: opts.rate,
     operations: histTyped.reduce((a, b) => a + b, 0),
     faults: { kill: counts.kill, stop: counts.stop },
     violations: violations.length,

@@ -1,0 +1,161 @@
+// The chaos driver: SIGKILL, and SIGSTOP followed later by SIGCONT, to random
+// participants of the run, as a Poisson process at `rate` faults a second.
+//
+// It runs in bench/soak.js, not in the harness: the harness's event loop runs
+// late whenever a synchronous start forks (hundreds of milliseconds on a busy
+// machine), and a driver on it sent its faults in bursts that hit the few
+// participants alive and then found nobody. The harness publishes who may be
+// hit (`targets`, a file it replaces as participants come and go); the driver
+// appends each fault to `faults` before it signals, so the harness, reading
+// that log when it judges how a participant ended, always knows a kill of its
+// own from a crash.
+import { appendFileSync, readFileSync } from 'node:fs';
+import { makeRng } from './rng.js';
+
+/** "R" (running), "T" (stopped), "Z" (zombie) or null when pid is gone. */
+function procState(pid) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    return stat[stat.lastIndexOf(')') + 2];
+  } catch {
+    return null;
+  }
+}
+
+const gone = (pid) => {
+  const s = procState(pid);
+  return s === null || s === 'Z' || s === 'X';
+};
+
+export class Chaos {
+  #rng;
+  #rate;
+  #harnessPid;
+  #marker;
+  #targets;
+  #faults;
+  #timer = null;
+  #due = 0;
+  #ended = false;
+  /** pid -> the timer that continues it. */
+  #stopped = new Map();
+  /** pid -> when it was killed: it can look alive for a moment after kill() returns. */
+  #killedAt = new Map();
+
+  constructor({ seed, rate, harnessPid, marker, targets, faults }) {
+    this.#rng = makeRng((seed ^ 0x9e3779b9) >>> 0);
+    this.#rate = rate;
+    this.#harnessPid = harnessPid;
+    this.#marker = marker;
+    this.#targets = targets;
+    this.#faults = faults;
+  }
+
+  start() {
+    this.#due = performance.now();
+    this.#tick();
+  }
+
+  /** No more faults; every stopped participant is continued now. */
+  end() {
+    this.#ended = true;
+    clearTimeout(this.#timer);
+    for (const pid of [...this.#stopped.keys()]) this.#resume(pid);
+  }
+
+  #tick() {
+    if (this.#ended) return;
+    // A late turn sends the faults that fell due meanwhile, to keep the rate.
+    while (this.#due <= performance.now()) {
+      this.#due += this.#rng.expo(1000 / this.#rate);
+      this.#inject();
+    }
+    this.#timer = setTimeout(() => this.#tick(), Math.max(0, this.#due - performance.now()));
+  }
+
+  #candidates() {
+    let text;
+    try {
+      text = readFileSync(this.#targets, 'latin1');
+    } catch {
+      return [];
+    }
+    // The servers are one each: hit them less often than the many clients,
+    // or a manager's server seldom lives long enough for its clients' work
+    // to be checked.
+    const servers = this.#rng.chance(0.1);
+    const list = [];
+    for (const line of text.split('\n')) {
+      const [pid, kind, server] = line.split('\t');
+      const p = Number(pid);
+      if (!(p > 1) || p === process.pid || p === this.#harnessPid) continue;
+      if (server === '1' && !servers) continue;
+      if (this.#stopped.has(p) || this.#killedJustNow(p) || gone(p)) continue;
+      list.push({ pid: p, kind });
+    }
+    return list;
+  }
+
+  #killedJustNow(pid) {
+    const at = this.#killedAt.get(pid);
+    if (at === undefined) return false;
+    if (performance.now() - at < 1000 && !gone(pid)) return true;
+    // Pids come round again (pid_max may be as low as 32768).
+    this.#killedAt.delete(pid);
+    return false;
+  }
+
+  #ours(pid) {
+    try {
+      return readFileSync(`/proc/${pid}/environ`, 'latin1').split('\0').includes(this.#marker);
+    } catch {
+      return false;
+    }
+  }
+
+  #log(line) {
+    appendFileSync(this.#faults, `${line}\t${Date.now()}\n`);
+  }
+
+  /** One fault to one participant; one that ends between the pick and the signal is no fault, and another is picked. */
+  #inject() {
+    for (let tries = 0; tries < 4; tries++) {
+      const all = this.#candidates();
+      if (all.length === 0) return;
+      const { pid, kind } = this.#rng.pick(all);
+      // The list can be a moment old: a pid ended and reused since by a
+      // process of another run, or of nobody's run, is not ours to hit.
+      if (!this.#ours(pid)) continue;
+      if (this.#rng.chance(0.4)) {
+        this.#log(`K\t${pid}\t${kind}`);
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          this.#log(`U\t${pid}\t${kind}`);
+          continue;
+        }
+        this.#killedAt.set(pid, performance.now());
+      } else {
+        const ms = this.#rng.int(1, 150);
+        try {
+          process.kill(pid, 'SIGSTOP');
+        } catch {
+          continue;
+        }
+        this.#log(`S\t${pid}\t${kind}\t${ms}`);
+        this.#stopped.set(pid, setTimeout(() => this.#resume(pid), ms));
+      }
+      return;
+    }
+  }
+
+  #resume(pid) {
+    clearTimeout(this.#stopped.get(pid));
+    this.#stopped.delete(pid);
+    try {
+      process.kill(pid, 'SIGCONT');
+    } catch {
+      // Killed meanwhile.
+    }
+  }
+}

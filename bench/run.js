@@ -48,7 +48,7 @@ const stopBurners = busy ? startBurners() : () => {};
 
 // Every workload this run starts, in order, so that progress can say how far it is.
 const HEAP_MB = [50, 500, 1024];
-const WORKLOADS = only?.size ?? 1 + HEAP_MB.length * 2 + 4 + 2 + 2 + 4;
+const WORKLOADS = only?.size ?? 1 + HEAP_MB.length * 2 + 4 + 2 + 2 + 4 + 1;
 let started = 0;
 const runStarted = performance.now();
 // A long workload says it still runs this often, so a run never goes quiet for minutes.
@@ -165,6 +165,10 @@ for (const script of ['connection.js', 'manager.js']) {
 for (const script of ['pool.js', 'start-methods.js', 'idle-cpu.js', 'service.js']) {
   if (want(script)) Object.assign(results, await runWorkload(script));
 }
+
+// ClusterPool (issue #18) on a loopback redis-server, beside BullMQ doing the
+// same task as one job per item, plain and sandboxed.
+if (want('cluster.js')) Object.assign(results, await runWorkload('cluster.js'));
 stopBurners();
 
 const python = spawnSync('python3', ['--version'], { encoding: 'utf8' }).stdout.trim();

@@ -277,6 +277,24 @@ export class KeyError extends Error {
   }
 }
 
+/**
+ * A ClusterPool (nodemp/cluster) or its Redis failed, not a task:
+ * `'ERR_BULLMQ_MISSING'` the optional peers bullmq and ioredis are not installed;
+ * `'ERR_REDIS_UNREACHABLE'` no Redis answered at the address;
+ * `'ERR_REDIS_LOST'` the connection broke and did not come back within `reconnectTimeout`;
+ * `'ERR_JOB_FAILED'` BullMQ failed a job for a reason of its own (stalled
+ * more often than allowed, removed by someone else) with no task error to pass on;
+ * `'ERR_BAD_URL'` the Redis address is not one.
+ */
+export class ClusterError extends Error {
+  readonly code: 'ERR_BULLMQ_MISSING' | 'ERR_REDIS_UNREACHABLE' | 'ERR_REDIS_LOST' | 'ERR_JOB_FAILED' | 'ERR_BAD_URL';
+  constructor(code: ClusterError['code'], message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'ClusterError';
+    this.code = code;
+  }
+}
+
 type ErrorClass = new (...args: never[]) => Error;
 
 /** nodemp's own error classes: each crosses processes as itself (see lib/codec.ts, and Pool's failures). */
@@ -303,6 +321,7 @@ export const ownErrorClasses: readonly ErrorClass[] = [
   RemoteTraceback,
   ManagerError,
   KeyError,
+  ClusterError,
 ];
 
 // What an error received from another process is rebuilt as, by name.

@@ -1,0 +1,148 @@
+// ClusterPool (issue #18) on loopback Redis: tiny tasks (x * x) through
+// ClusterPool.map with default chunking and with chunksize 1, on `nodemp
+// worker` with one and with two local processes, beside BullMQ doing the
+// same task as one job per item: plain Workers (one process each, the task
+// inline), BullMQ's sandboxed processors (one Worker, its processes BullMQ's
+// own), and, for the time per job, a Worker handing each job to a local nodemp
+// Pool by hand: the process hop without ClusterPool's wrapping, the floor of
+// a design that runs tasks outside the process talking to Redis. Every side
+// reads its answers from the queue's event stream.
+// Median of the passes; prints one JSON object.
+import { spawn } from 'node:child_process';
+import { Queue, QueueEvents } from 'bullmq';
+import IORedis from 'ioredis';
+import { ClusterPool } from '../dist/cluster/index.js';
+import { median } from './lib.js';
+import { square } from './peers/cluster-task.mjs';
+import { startRedis } from '../test/fixtures/cluster/redis.mjs';
+
+const quick = process.argv.includes('--quick');
+const passes = quick ? 3 : 5;
+const MAP_ITEMS = quick ? 2000 : 10_000;
+const JOB_ITEMS = quick ? 300 : 1000;
+const here = new URL('.', import.meta.url);
+const bin = new URL('../bin/nodemp.js', import.meta.url).pathname;
+
+function started(args, ready) {
+  const proc = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const exited = new Promise((resolve) => proc.once('exit', resolve));
+  return new Promise((resolve, reject) => {
+    let err = '';
+    proc.stderr.on('data', (d) => {
+      err += d;
+      if (err.includes(ready)) resolve({ proc, exited });
+    });
+    exited.then((code) => reject(new Error(`${args.join(' ')} exited (${code}) before it was ready: ${err}`)));
+  });
+}
+
+async function stop(workers) {
+  for (const w of workers) w.proc.kill('SIGTERM');
+  await Promise.all(workers.map((w) => w.exited));
+}
+
+/** ms for `n` one-job-per-item jobs through BullMQ, added in one addBulk, until the last is seen completed. */
+async function bullmqRun(port, queue, n) {
+  const client = new IORedis({ host: '127.0.0.1', port, maxRetriesPerRequest: null });
+  const q = new Queue(queue, { connection: client });
+  const last = await client.xrevrange(`bull:${queue}:events`, '+', '-', 'COUNT', 1);
+  const events = new QueueEvents(queue, { connection: { host: '127.0.0.1', port }, lastEventId: last[0]?.[0] ?? '0-0' });
+  await events.waitUntilReady();
+  const done = new Set();
+  let wake;
+  events.on('completed', ({ jobId, returnvalue }) => {
+    if (Number(returnvalue) < 0) throw new Error('bench: a wrong answer');
+    done.add(jobId);
+    wake?.();
+  });
+  const t0 = performance.now();
+  const jobs = await q.addBulk(Array.from({ length: n }, (_, x) => ({ name: 'square', data: { x }, opts: { removeOnComplete: true, removeOnFail: true } })));
+  const ids = jobs.map((j) => j.id);
+  while (!ids.every((id) => done.has(id))) await new Promise((resolve) => (wake = resolve));
+  const ms = performance.now() - t0;
+  await events.close();
+  await q.close();
+  client.disconnect();
+  return ms;
+}
+
+async function nodempRuns(url, processes) {
+  const queue = `bench-nodemp-${processes}-${process.pid}`;
+  const workers = [await started([bin, 'worker', '--redis', url, '--queue', queue, '--processes', String(processes)], ': ready')];
+  const pool = new ClusterPool({ redis: url, queue });
+  try {
+    const items = Array.from({ length: MAP_ITEMS }, (_, i) => i);
+    const few = items.slice(0, JOB_ITEMS);
+    const check = (values) => {
+      if (values[7] !== 49) throw new Error('bench: a wrong answer');
+    };
+    check(await pool.map(square, few, { chunksize: 1 }));
+    const mapMs = [];
+    const jobMs = [];
+    for (let p = 0; p < passes; p++) {
+      let t0 = performance.now();
+      check(await pool.map(square, items));
+      mapMs.push(performance.now() - t0);
+      t0 = performance.now();
+      check(await pool.map(square, few, { chunksize: 1 }));
+      jobMs.push(performance.now() - t0);
+    }
+    return { map: MAP_ITEMS / (median(mapMs) / 1000), job: median(jobMs) / JOB_ITEMS };
+  } finally {
+    await pool.terminate();
+    await stop(workers);
+  }
+}
+
+async function bullmqRuns(port, processes, mode) {
+  const queue = `bench-bullmq-${mode}-${processes}-${process.pid}`;
+  const worker = new URL('peers/bullmq-worker.mjs', here).pathname;
+  // plain: one Worker process per process, 2 jobs at once each (a nodemp worker takes 2 per process);
+  // sandboxed: one Worker whose `processes` child processes BullMQ starts itself;
+  // pool: one Worker handing each job to a local nodemp Pool of `processes`, 2 per process at once.
+  const args = {
+    plain: Array.from({ length: processes }, () => [worker, String(port), queue, '2']),
+    sandboxed: [[worker, String(port), queue, String(processes), '--sandboxed']],
+    pool: [[worker, String(port), queue, String(2 * processes), '--pool', String(processes)]],
+  }[mode];
+  const workers = await Promise.all(args.map((a) => started(a, 'bullmq worker: ready')));
+  try {
+    await bullmqRun(port, queue, JOB_ITEMS);
+    const ms = [];
+    for (let p = 0; p < passes; p++) ms.push(await bullmqRun(port, queue, JOB_ITEMS));
+    return { map: JOB_ITEMS / (median(ms) / 1000), job: median(ms) / JOB_ITEMS };
+  } finally {
+    await stop(workers);
+  }
+}
+
+const rows = {};
+let redis = null;
+try {
+  redis = await startRedis();
+} catch (error) {
+  process.stderr.write(`bench: cluster rows read n/a: ${error.message}\n`);
+}
+for (const processes of [1, 2]) {
+  const n = `${processes} worker process${processes === 1 ? '' : 'es'}`;
+  const nodemp = redis && (await nodempRuns(redis.url, processes));
+  const plain = redis && (await bullmqRuns(redis.port, processes, 'plain'));
+  const sandboxed = redis && (await bullmqRuns(redis.port, processes, 'sandboxed'));
+  const byHand = redis && (await bullmqRuns(redis.port, processes, 'pool'));
+  rows[`ClusterPool.map of tiny tasks, default chunking, ${n}`] = {
+    unit: 'items/s',
+    better: 'higher',
+    nodemp: nodemp?.map ?? null,
+    'BullMQ, a job per item': plain?.map ?? null,
+    'BullMQ sandboxed processors, a job per item': sandboxed?.map ?? null,
+  };
+  rows[`ClusterPool.map, chunksize 1: time per job, ${n}`] = {
+    unit: 'ms',
+    nodemp: nodemp?.job ?? null,
+    'BullMQ, a job per item': plain?.job ?? null,
+    'BullMQ sandboxed processors, a job per item': sandboxed?.job ?? null,
+    'BullMQ handing each job to a local nodemp Pool by hand': byHand?.job ?? null,
+  };
+}
+await redis?.stop();
+console.log(JSON.stringify(rows));

@@ -80,16 +80,12 @@ export class Chaos {
     } catch {
       return [];
     }
-    // The servers are one each: hit them less often than the many clients,
-    // or a manager's server seldom lives long enough for its clients' work
-    // to be checked.
-    const servers = this.#rng.chance(0.1);
     const list = [];
     for (const line of text.split('\n')) {
-      const [pid, kind, server] = line.split('\t');
+      const [pid, kind, share] = line.split('\t');
       const p = Number(pid);
       if (!(p > 1) || p === process.pid || p === this.#harnessPid) continue;
-      if (server === '1' && !servers) continue;
+      if (Number(share) < 1 && !this.#rng.chance(Number(share))) continue;
       if (this.#stopped.has(p) || this.#killedJustNow(p) || gone(p)) continue;
       list.push({ pid: p, kind });
     }

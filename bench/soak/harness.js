@@ -628,7 +628,8 @@ async function managerWork() {
         (how, entry) => clients.set(id, { how, acked: entry.acked }),
       ];
     });
-    await Promise.race([untilStop(rng.int(3000, 15000)), serverEnd]);
+    // Short enough that most servers live to have their list checked.
+    await Promise.race([untilStop(rng.int(2000, 8000)), serverEnd]);
     if (serverDead) {
       const code = await serverEnd;
       if (code !== -9) violation(`manager: its server ended by itself, exit code ${code}`);
@@ -685,17 +686,20 @@ function forkserverPids() {
 }
 
 /**
- * Who the chaos driver (bench/soak/chaos.js, in bench/soak.js) may hit: a line
- * "pid, kind, server" each, in a file replaced whole so that it never reads
- * half of one. Written as participants start and every 20 ms (a pool replaces
- * its workers on its own); the driver skips the ones it finds gone.
+ * Who the chaos driver (bench/soak/chaos.js, in bench/soak.js) may hit: a
+ * line "pid, kind, the chance it is a candidate at a pick" each, in a file
+ * replaced whole so that it never reads half of one. Written as participants
+ * start and every 20 ms (a pool replaces its workers on its own); the driver
+ * skips the ones it finds gone.
  */
 function publishTargets() {
   const lines = [];
-  for (const [pid, entry] of live) if (!entry.killed && !entry.watchdogKilled) lines.push(`${pid}\t${entry.name}\t0`);
-  for (const P of pools) for (const pid of P.pool.pids) lines.push(`${pid}\t${P.name} worker\t0`);
-  for (const pid of forkserverPids()) lines.push(`${pid}\tfork server\t1`);
-  if (managerServerPid) lines.push(`${managerServerPid}\tmanager server\t1`);
+  for (const [pid, entry] of live) if (!entry.killed && !entry.watchdogKilled) lines.push(`${pid}\t${entry.name}\t1`);
+  for (const P of pools) for (const pid of P.pool.pids) lines.push(`${pid}\t${P.name} worker\t1`);
+  // The servers are one each: hit less often than the many clients. The
+  // manager's least, or it seldom lives long enough for its list to be checked.
+  for (const pid of forkserverPids()) lines.push(`${pid}\tfork server\t0.1`);
+  if (managerServerPid) lines.push(`${managerServerPid}\tmanager server\t0.03`);
   writeFileSync(`${opts.targets}.next`, lines.join('\n'));
   renameSync(`${opts.targets}.next`, opts.targets);
 }

@@ -111,12 +111,27 @@ export function markedProcesses(marker) {
     if (!/^\d+$/.test(d)) continue;
     try {
       if (!readFileSync(`/proc/${d}/environ`, 'latin1').split('\0').includes(marker)) continue;
-      const stat = readFileSync(`/proc/${d}/stat`, 'latin1');
-      if (stat[stat.lastIndexOf(')') + 2] === 'Z') continue;
+      if (procState(d) === 'Z') continue;
       found.push({ pid: Number(d), cmd: readFileSync(`/proc/${d}/cmdline`, 'latin1').replaceAll('\0', ' ').trim() });
     } catch {
       // Gone as we looked, or not ours to read.
     }
   }
   return found;
+}
+
+/** The state letter of pid in /proc (R, S, T, Z...), or null once it is gone. */
+export function procState(pid) {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    return stat[stat.lastIndexOf(')') + 2];
+  } catch {
+    return null;
+  }
+}
+
+/** Whether pid has ended (gone, or a zombie nobody reaped yet). */
+export function pidGone(pid) {
+  const state = procState(pid);
+  return state === null || state === 'Z' || state === 'X';
 }

@@ -694,7 +694,8 @@ function checkFunction(what: string, fn: unknown): asserts fn is (...args: any[]
   if (typeof fn !== 'function') throw invalidType(`${what}: fn`, 'a function', fn);
 }
 
-function checkIterable(what: string, items: unknown): asserts items is Iterable<unknown> {
+/** @internal (ClusterPool's too) */
+export function checkIterable(what: string, items: unknown): asserts items is Iterable<unknown> {
   if (items === null || items === undefined || typeof (items as Iterable<unknown>)[Symbol.iterator] !== 'function') {
     throw invalidType(`${what}: iterable`, 'an iterable (an array, a Set, a generator...)', items);
   }
@@ -1410,11 +1411,12 @@ function terminatedError(): PoolError {
   return new PoolError('ERR_POOL_TERMINATED', 'the pool was terminated before this task finished');
 }
 
-function checkOptions(call: string, options: MapOptions): MapOptions {
-  if (typeof options !== 'object' || options === null) throw invalidType(`Pool.${call}: options`, 'an object', options);
+/** @internal (ClusterPool's too, with `what` 'ClusterPool') */
+export function checkOptions(call: string, options: MapOptions, what = 'Pool'): MapOptions {
+  if (typeof options !== 'object' || options === null) throw invalidType(`${what}.${call}: options`, 'an object', options);
   const { chunksize, signal } = options;
-  if (chunksize !== undefined) checkInteger(`Pool.${call}: chunksize`, chunksize, 1);
-  if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalidType(`Pool.${call}: signal`, 'an AbortSignal', signal);
+  if (chunksize !== undefined) checkInteger(`${what}.${call}: chunksize`, chunksize, 1);
+  if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalidType(`${what}.${call}: signal`, 'an AbortSignal', signal);
   return options;
 }
 

@@ -10,22 +10,8 @@
 // that log when it judges how a participant ended, always knows a kill of its
 // own from a crash.
 import { appendFileSync, readFileSync } from 'node:fs';
+import { pidGone } from '../lib.js';
 import { makeRng } from './rng.js';
-
-/** "R" (running), "T" (stopped), "Z" (zombie) or null when pid is gone. */
-function procState(pid) {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
-    return stat[stat.lastIndexOf(')') + 2];
-  } catch {
-    return null;
-  }
-}
-
-const gone = (pid) => {
-  const s = procState(pid);
-  return s === null || s === 'Z' || s === 'X';
-};
 
 export class Chaos {
   #rng;
@@ -86,7 +72,7 @@ export class Chaos {
       const p = Number(pid);
       if (!(p > 1) || p === process.pid || p === this.#harnessPid) continue;
       if (Number(share) < 1 && !this.#rng.chance(Number(share))) continue;
-      if (this.#stopped.has(p) || this.#killedJustNow(p) || gone(p)) continue;
+      if (this.#stopped.has(p) || this.#killedJustNow(p) || pidGone(p)) continue;
       list.push({ pid: p, kind });
     }
     return list;
@@ -95,7 +81,7 @@ export class Chaos {
   #killedJustNow(pid) {
     const at = this.#killedAt.get(pid);
     if (at === undefined) return false;
-    if (performance.now() - at < 1000 && !gone(pid)) return true;
+    if (performance.now() - at < 1000 && !pidGone(pid)) return true;
     // Pids come round again (pid_max may be as low as 32768).
     this.#killedAt.delete(pid);
     return false;

@@ -7,9 +7,9 @@
 //   hist   RawArray('i'): the latency histogram all roles add to
 //   conn   a Connection to the harness: reports and violations
 import { randomFillSync } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { crc32 } from 'node:zlib';
 import { QueueEmpty, SharedMemory } from '../../dist/index.js';
+import { pidGone, procState } from '../lib.js';
 import { bucketOf, makeRng } from './rng.js';
 
 export const CTL = { STOP: 0, DRAIN: 1, MANAGER_STOP: 2, FOREIGN: 3, SIZE: 4 };
@@ -121,21 +121,7 @@ function spinFor(us) {
   while (performance.now() < until);
 }
 
-/** The state letter of pid in /proc (R, S, T, Z...), or null once it is gone. */
-export function procState(pid) {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
-    return stat[stat.lastIndexOf(')') + 2];
-  } catch {
-    return null;
-  }
-}
-
-/** Whether pid has ended (gone, or a zombie nobody reaped yet). */
-export function pidGone(pid) {
-  const state = procState(pid);
-  return state === null || state === 'Z' || state === 'X';
-}
+export { procState, pidGone };
 
 /**
  * Increments a counter under `lock`, journalling each increment so that the

@@ -15,8 +15,8 @@ let loaded: { bullmq: BullMQ; Redis: RedisClass } | undefined;
 export function peers(): { bullmq: BullMQ; Redis: RedisClass } {
   if (loaded !== undefined) return loaded;
   const paths = [process.cwd(), import.meta.dirname];
+  const require = createRequire(import.meta.url);
   const load = (name: string): unknown => {
-    const require = createRequire(import.meta.url);
     try {
       return require(require.resolve(name, { paths }));
     } catch (error) {

@@ -97,11 +97,6 @@ export class JobClient {
     return this.#queueName;
   }
 
-  /** Calls not yet settled. */
-  get pending(): number {
-    return this.#calls.size;
-  }
-
   async whenIdle(): Promise<void> {
     while (this.#calls.size > 0) await new Promise<void>((resolve) => this.#idleWaiters.push(resolve));
   }
@@ -113,8 +108,9 @@ export class JobClient {
 
   /**
    * apply: `input` is the arguments, and the value is the answer; map and
-   * starmap: `input` is the items, sent in jobs of `chunksize` (default: about
-   * four jobs per process behind the queue), and the answer is their values.
+   * starmap: `input` is the items, sent in jobs of `chunksize` (checked by the
+   * caller; default: about four jobs per process behind the queue), and the
+   * answer is their values.
    */
   async run(ref: FunctionRef, kind: JobKind, input: unknown[], options: { chunksize?: number | undefined; signal?: AbortSignal | undefined } = {}): Promise<unknown> {
     if (kind === 'apply') {
@@ -123,7 +119,6 @@ export class JobClient {
       return out;
     }
     const chunksize = options.chunksize ?? defaultChunksize(input.length, await this.processes().catch(() => 0));
-    checkInteger('ClusterPool: chunksize', chunksize, 1);
     const out = new Array<unknown>(input.length);
     await this.call(ref, kind, chunk(input, chunksize), options.signal, (start, values) => {
       const list = values as unknown[];
@@ -233,7 +228,7 @@ export class JobClient {
   #breakWith(error: Error): void {
     if (this.#broken !== null) return;
     this.#broken = error;
-    for (const call of [...this.#calls]) call.fail(error);
+    this.failAll(error);
   }
 
   // ---- answers ------------------------------------------------------------------

@@ -10,9 +10,9 @@
 // another worker once its lock lapses, and runs again from the start.
 import { setMaxListeners } from 'node:events';
 import { MessageChannel, receiveMessageOnPort, Worker as Thread } from 'node:worker_threads';
-import { checkInteger, invalidType } from '../args.js';
+import { invalidType } from '../args.js';
 import { PoolError, RemoteTraceback, reviveError } from '../errors.js';
-import { AsyncResult, withCallbacks, type AsyncOptions } from '../pool.js';
+import { AsyncResult, checkIterable, checkOptions, withCallbacks, type AsyncOptions } from '../pool.js';
 import { referenceOf, type FunctionRef, type FunctionRefInput } from '../start/reference.js';
 import { JobClient, type ClusterPoolOptions } from './client.js';
 import { pack, unpack, type JobKind } from './job.js';
@@ -29,8 +29,6 @@ export interface ClusterMapOptions extends ClusterTaskOptions {
   /** Items per job (map: about len / (4 × the processes of the workers connected now); imap: 1). */
   chunksize?: number;
 }
-
-type Task = ((...args: any[]) => unknown) | FunctionRefInput;
 
 const RUN = 0;
 const CLOSE = 1;
@@ -74,7 +72,7 @@ export class ClusterPool {
 
   #ref(call: string, fn: unknown): FunctionRef {
     if (typeof fn !== 'function' && (typeof fn !== 'object' || fn === null)) throw invalidType(`ClusterPool.${call}: fn`, 'a function exported by a module, or a { module, name } reference', fn);
-    return referenceOf(fn as Task as Function, 'ClusterPool task');
+    return referenceOf(fn as Function | FunctionRefInput, 'ClusterPool task');
   }
 
   // ---- the Pool interface -------------------------------------------------------
@@ -84,7 +82,7 @@ export class ClusterPool {
     this.#checkRunning('apply()');
     const ref = this.#ref('apply()', fn);
     if (!Array.isArray(args)) throw invalidType('ClusterPool.apply(): args', 'an array', args);
-    const signal = checkSignal('apply()', options);
+    const { signal } = checkOptions('apply()', options, 'ClusterPool');
     return (await this.#tracked(() => this.#client.run(ref, 'apply', args, { signal }))) as Awaited<R>;
   }
 
@@ -133,16 +131,15 @@ export class ClusterPool {
     this.#checkRunning(what);
     const ref = this.#ref(what, fn);
     const items = itemsOf(what, iterable, kind);
-    const signal = checkSignal(what, options);
-    if (options.chunksize !== undefined) checkInteger(`ClusterPool.${what}: chunksize`, options.chunksize, 1);
-    return (await this.#tracked(() => this.#client.run(ref, kind, items, { chunksize: options.chunksize, signal }))) as unknown[];
+    const { chunksize, signal } = checkOptions(what, options, 'ClusterPool');
+    return (await this.#tracked(() => this.#client.run(ref, kind, items, { chunksize, signal }))) as unknown[];
   }
 
   #mapSync(what: string, kind: JobKind, fn: unknown, iterable: unknown, options: ClusterMapOptions): unknown[] {
     this.#checkRunning(what);
     const items = itemsOf(what, iterable, kind);
-    if (options.chunksize !== undefined) checkInteger(`ClusterPool.${what}: chunksize`, options.chunksize, 1);
-    return this.#syncCaller().call({ kind, fn: this.#ref(what, fn), payload: pack(items), chunksize: options.chunksize }) as unknown[];
+    const { chunksize } = checkOptions(what, options, 'ClusterPool');
+    return this.#syncCaller().call({ kind, fn: this.#ref(what, fn), payload: pack(items), chunksize }) as unknown[];
   }
 
   /** Values as they come, in input order; jobs of `chunksize` items (default 1), at most 64 jobs in the queue at once. */
@@ -158,21 +155,16 @@ export class ClusterPool {
   #imap(what: string, fn: unknown, iterable: unknown, options: ClusterMapOptions, ordered: boolean): AsyncIterableIterator<unknown> {
     this.#checkRunning(what);
     const ref = this.#ref(what, fn);
-    if (iterable === null || iterable === undefined || typeof (iterable as Iterable<unknown>)[Symbol.iterator] !== 'function') {
-      throw invalidType(`ClusterPool.${what}: iterable`, 'an iterable (an array, a Set, a generator...)', iterable);
-    }
-    const signal = checkSignal(what, options);
-    const chunksize = options.chunksize ?? 1;
-    checkInteger(`ClusterPool.${what}: chunksize`, chunksize, 1);
+    checkIterable(`ClusterPool.${what}`, iterable);
+    const { chunksize = 1, signal } = checkOptions(what, options, 'ClusterPool');
     const client = this.#client;
-    const it = (iterable as Iterable<unknown>)[Symbol.iterator]();
+    const it = iterable[Symbol.iterator]();
     const stop = new AbortController();
     const signals = signal === undefined ? stop.signal : AbortSignal.any([signal, stop.signal]);
     // One listener for each chunk in flight.
     setMaxListeners(IMAP_WINDOW + 1, signals);
     let exhausted = false;
-    let seq = 0;
-    type Flight = { seq: number; values: Promise<unknown[]> };
+    type Flight = { values: Promise<unknown[]> };
     const flying: Flight[] = [];
     const launch = (): void => {
       while (!exhausted && flying.length < IMAP_WINDOW) {
@@ -186,12 +178,11 @@ export class ClusterPool {
           items.push(r.value);
         }
         if (items.length === 0) break;
-        const n = seq++;
         let got: unknown[] = [];
         const values = client.call(ref, 'map', [{ start: 0, input: items }], signals, (_, v) => (got = v as unknown[])).then(() => got);
         // Failures are taken when this flight's turn comes; none is left unhandled meanwhile.
         values.catch(() => {});
-        flying.push({ seq: n, values });
+        flying.push({ values });
       }
     };
     const pool = this;
@@ -268,18 +259,9 @@ export class ClusterPool {
   }
 }
 
-function checkSignal(what: string, options: ClusterTaskOptions): AbortSignal | undefined {
-  if (typeof options !== 'object' || options === null) throw invalidType(`ClusterPool.${what}: options`, 'an object', options);
-  const { signal } = options;
-  if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalidType(`ClusterPool.${what}: signal`, 'an AbortSignal', signal);
-  return signal;
-}
-
 function itemsOf(what: string, iterable: unknown, kind: JobKind): unknown[] {
-  if (iterable === null || iterable === undefined || typeof (iterable as Iterable<unknown>)[Symbol.iterator] !== 'function') {
-    throw invalidType(`ClusterPool.${what}: iterable`, 'an iterable (an array, a Set, a generator...)', iterable);
-  }
-  const items = [...(iterable as Iterable<unknown>)];
+  checkIterable(`ClusterPool.${what}`, iterable);
+  const items = [...iterable];
   if (kind === 'starmap') {
     items.forEach((args, i) => {
       if (!Array.isArray(args)) throw invalidType(`ClusterPool.${what}: item ${i}`, 'an array of arguments', args);
@@ -289,7 +271,7 @@ function itemsOf(what: string, iterable: unknown, kind: JobKind): unknown[] {
 }
 
 /**
- * The blocking forms: a worker thread with a ClusterPool of its own makes the
+ * The blocking forms: a worker thread with a JobClient of its own makes the
  * call while this thread sleeps on a shared flag, so nothing here needs the
  * event loop. The options must be what structured clone copies (no functions).
  */

@@ -27,7 +27,7 @@ async function answer(request: SyncRequest): Promise<SyncAnswer> {
   } catch (error) {
     const e = error instanceof Error ? error : new Error(String(error));
     const cause = e.cause instanceof Error ? { message: e.cause.message, stack: String(e.cause.stack) } : undefined;
-    return cause === undefined ? { ok: false, error: errorState(e) } : { ok: false, error: errorState(e), cause };
+    return { ok: false, error: errorState(e), cause };
   }
 }
 

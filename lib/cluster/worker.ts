@@ -2,11 +2,9 @@
 // jobs with a BullMQ Worker and runs each on a local nodemp Pool, so a machine
 // works at nodemp's local speed; the jobs stay plain BullMQ jobs.
 import { hostname } from 'node:os';
-import { pathToFileURL } from 'node:url';
-import { resolve as resolvePath } from 'node:path';
 import { ClusterError } from '../errors.js';
 import { Pool } from '../pool.js';
-import { setForkserverPreload } from '../start/forkserver.js';
+import { preloadSpecifier, setForkserverPreload } from '../start/forkserver.js';
 import { loadReference, type FunctionRef } from '../start/reference.js';
 import { peers, redisOptions, type RedisOptions } from './bullmq.js';
 import { workerName } from './worker-name.js';
@@ -31,7 +29,7 @@ export interface WorkerOptions {
 export async function runWorker(options: WorkerOptions = {}): Promise<void> {
   const { bullmq, Redis } = peers();
   const queue = options.queue ?? 'nodemp';
-  const preload = (options.preload ?? []).map((m) => (m.startsWith('.') || m.startsWith('/') ? pathToFileURL(resolvePath(m)).href : m));
+  const preload = (options.preload ?? []).map(preloadSpecifier);
   if (preload.length > 0) setForkserverPreload(preload);
   for (const m of preload) await import(m);
   const pool = new Pool({ processes: options.processes ?? null, startMethod: 'forkserver' });
@@ -84,18 +82,16 @@ export async function runWorker(options: WorkerOptions = {}): Promise<void> {
       autorun: false,
     },
   );
-  let fatal: unknown;
   worker.on('error', (error) => {
     // ioredis reconnects on its own; what is worth saying goes to stderr.
     process.stderr.write(`nodemp worker: ${(error as Error).message}\n`);
   });
-  await worker.waitUntilReady().catch((error: unknown) => {
-    fatal = new ClusterError('ERR_REDIS_UNREACHABLE', `nodemp worker: Redis did not answer: ${(error as Error).message}`, { cause: error });
-  });
-  if (fatal !== undefined) {
+  try {
+    await worker.waitUntilReady();
+  } catch (error) {
     connection.disconnect();
     await pool.terminate();
-    throw fatal;
+    throw new ClusterError('ERR_REDIS_UNREACHABLE', `nodemp worker: Redis did not answer: ${(error as Error).message}`, { cause: error });
   }
   await Promise.all(Array.from({ length: processes }, () => pool.apply(ping)));
   let stopping = 0;

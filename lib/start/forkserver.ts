@@ -291,6 +291,13 @@ function theServer(): Server {
 }
 let ownerPid = 0;
 
+/** A module to preload as import() takes it: a path (absolute, or relative to the working directory) as a file URL. */
+export function preloadSpecifier(m: string): string {
+  if (m.startsWith('file:') || m.startsWith('node:')) return m;
+  if (isAbsolute(m) || m.startsWith('.')) return pathToFileURL(resolve(m)).href;
+  return m;
+}
+
 /**
  * Python's set_forkserver_preload(): modules the server imports when it
  * starts (and at once, if it runs already), so that children find them
@@ -301,11 +308,7 @@ export function setForkserverPreload(modules: readonly string[]): void {
   if (!Array.isArray(modules) || !modules.every((m) => typeof m === 'string')) {
     throw new TypeError(`setForkserverPreload(modules): expected an array of module names, got ${inspect(modules)}`);
   }
-  preload = modules.map((m) => {
-    if (m.startsWith('file:') || m.startsWith('node:')) return m;
-    if (isAbsolute(m) || m.startsWith('.')) return pathToFileURL(resolve(m)).href;
-    return m;
-  });
+  preload = modules.map(preloadSpecifier);
   if (server !== null && !server.dead && ownerPid === selfPid) server.preload(preload);
 }
 

@@ -6,6 +6,7 @@
         "native/addon.cc",
         "native/errors.cc",
         "native/fork.cc",
+        "native/platform.cc",
         "native/reap.cc",
         "native/shm.cc",
         "native/futex.cc",

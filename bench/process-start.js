@@ -35,7 +35,8 @@ const stampBuffer = native.mapShared(8 * P.kTracePhases);
 const stamps = new BigUint64Array(stampBuffer);
 const BREAKDOWN = [
   ['parent: start() up to fork() (checks, the inherited work looked up)', P.kTraceStart, P.kTraceMaps],
-  ['parent: pass over its mappings (MADV_DOFORK on the V8 heap)', P.kTraceMaps, P.kTraceFork],
+  ['parent: pass over its mappings (MADV_DOFORK on the V8 heap)', P.kTraceMaps, P.kTracePark],
+  ["parent: waits for Node's platform worker threads to park (native/platform.cc)", P.kTracePark, P.kTraceFork],
   ['parent: fork() system call', P.kTraceFork, P.kTraceParentBack],
   ['child: fork() called to its return in the child', P.kTraceFork, P.kTraceChildFirst],
   ['child: event loop and native state redone (uv_loop_fork, ...)', P.kTraceChildFirst, P.kTraceChildFixed],

@@ -15,14 +15,8 @@ import { Chaos } from './soak/chaos.js';
 import { markedProcesses } from './lib.js';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
-const opts = { seconds: 60, seed: randomBytes(4).readUInt32LE(0), rate: 25, hangsKnown: false };
+const opts = { seconds: 60, seed: randomBytes(4).readUInt32LE(0), rate: 25 };
 for (let i = 2; i < process.argv.length; i++) {
-  // Hangs are reported in full but do not fail the run: CI's setting while the
-  // known fork GC hang (README, "Fork safety") is open. Violations and leaks still do.
-  if (process.argv[i] === '--hangs-known') {
-    opts.hangsKnown = true;
-    continue;
-  }
   const m = /^--(seconds|seed|rate)(?:=(.*))?$/.exec(process.argv[i]);
   const value = m ? (m[2] ?? process.argv[++i]) : undefined;
   if (!m || value === undefined || !/^\d+(\.\d+)?$/.test(value)) {
@@ -159,7 +153,6 @@ writeFileSync(`${here}results/soak.json`, `${JSON.stringify(summary, null, 2)}\n
 if (result.seconds >= 600) writeSoakMd(summary);
 
 const failed = result.violations + result.hangs + result.leaks;
-const failing = result.violations + result.leaks + (opts.hangsKnown ? 0 : result.hangs);
 if (failed > 0) {
   // The history first and the failures last: a CI log that keeps only its tail keeps the seed and what failed.
   if (history) {
@@ -170,8 +163,7 @@ if (failed > 0) {
   for (const v of result.violationList) console.error(`  violation at ${v.t ?? '?'} ms: ${v.message}`);
   for (const h of result.hangList) console.error(`  hang at ${h.t ?? '?'} ms: ${h.message}`);
   for (const l of result.leakList) console.error(`  leak: ${l}`);
-  if (failing === 0) console.error(`soak: ${result.hangs} hang(s) reported, not failing this run (--hangs-known: the fork GC hang under "Fork safety" in the README)`);
-  else process.exit(1);
+  process.exit(1);
 }
 
 function writeSoakMd(s) {

@@ -1,7 +1,8 @@
 // fork() of the running Node process (see shared FORK-NOTES.md for why each
 // step is here).
 //
-// Parent: re-enable inheritance of V8's heap pages (MADV_DOFORK), fork.
+// Parent: re-enable inheritance of V8's heap pages (MADV_DOFORK), park Node's
+// platform worker threads (platform.cc), fork, release them.
 // Child, inside fork(): re-create the event loop, arm the parent-death signal
 // for daemons, drop the parent's child bookkeeping, and expose the inherited
 // sockets to JS so lib/child.ts can close them quietly.
@@ -142,6 +143,7 @@ struct ChildLoop {
 static ChildLoop* child = nullptr;
 static pid_t parent_pid = 0;
 static unsigned fork_generation = 0;
+static WorkersParking::Outcome last_parking = WorkersParking::kNotNeeded;
 
 unsigned ForkGeneration() { return fork_generation; }
 
@@ -332,14 +334,20 @@ void DieWithParent(pid_t ppid) {
 static Napi::Value Fork(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   bool daemon = info[0].ToBoolean();
+  // The threads get to their tasks while the mappings are gone over.
+  WorkersParking parking = ParkPlatformWorkers(fork_generation);
   TraceStamp(kTraceMaps);
 #if defined(__linux__)
   AllowHeapInheritance();
 #endif
   pid_t self = getpid();
   fflush(nullptr);
+  TraceStamp(kTracePark);
+  AwaitParkedWorkers(parking);
+  last_parking = parking.outcome;
   TraceStamp(kTraceFork);
   pid_t pid = fork();
+  if (pid != 0) ReleasePlatformWorkers(parking);
   if (pid < 0) {
     ThrowErrno(env, errno, "fork");
     return env.Undefined();
@@ -351,6 +359,7 @@ static Napi::Value Fork(const Napi::CallbackInfo& info) {
   TraceStamp(kTraceChildFirst);
 
   fork_generation++;
+  last_parking = WorkersParking::kNotNeeded;
   parent_pid = self;
   uv_loop_t* loop = LoopOf(env);
   int err = uv_loop_fork(loop);
@@ -438,6 +447,22 @@ static Napi::Value Exit(const Napi::CallbackInfo& info) {
   _exit(code & 0xff);
 }
 
+// lastParking() -> what the latest fork() of this process did with Node's
+// platform worker threads (see platform.cc): 'parked', 'timed-out',
+// 'unsupported' (this Node's platform symbols were not found), or 'none'
+// (no fork yet, or a forked process, which has no such threads).
+static Napi::Value LastParking(const Napi::CallbackInfo& info) {
+  const char* name = "none";
+  switch (last_parking) {
+    case WorkersParking::kParked: name = "parked"; break;
+    case WorkersParking::kTimedOut: name = "timed-out"; break;
+    case WorkersParking::kUnsupported: name = "unsupported"; break;
+    case WorkersParking::kNotNeeded:
+    case WorkersParking::kPosted: break;
+  }
+  return Napi::String::New(info.Env(), name);
+}
+
 static Napi::Value ParentPid(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), getppid());
 }
@@ -455,6 +480,7 @@ void InitFork(Napi::Env env, Napi::Object exports) {
   exports.Set("exit", Napi::Function::New(env, Exit, "exit"));
   exports.Set("getpid", Napi::Function::New(env, Pid, "getpid"));
   exports.Set("getppid", Napi::Function::New(env, ParentPid, "getppid"));
+  exports.Set("lastParking", Napi::Function::New(env, LastParking, "lastParking"));
 }
 
 }  // namespace nodemp

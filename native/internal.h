@@ -3,6 +3,7 @@
 #include <napi.h>
 #include <uv.h>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <sys/types.h>
 
@@ -58,6 +59,7 @@ void SampleIfDue();
 enum TracePhase {
   kTraceStart,        // parent: start() entered
   kTraceMaps,         // parent: the pass over its mappings (MADV_DOFORK) begins
+  kTracePark,         // parent: waits for the last of Node's platform worker threads to park
   kTraceFork,         // parent: fork() called
   kTraceParentBack,   // parent: fork() returned
   kTraceChildFirst,   // child: fork() returned
@@ -72,6 +74,19 @@ enum TracePhase {
   kTracePhases,
 };
 void TraceStamp(TracePhase phase);
+
+// Node's platform worker threads held in tasks of ours across fork(), so the
+// child inherits no waiters on their condition variable (platform.cc). Park
+// posts the tasks; Await waits until every thread runs one; Release lets them go.
+struct WorkersParking {
+  enum Outcome { kNotNeeded, kPosted, kParked, kTimedOut, kUnsupported };
+  Outcome outcome = kNotNeeded;
+  int threads = 0;
+  std::shared_ptr<void> gate;
+};
+WorkersParking ParkPlatformWorkers(unsigned fork_generation);
+void AwaitParkedWorkers(WorkersParking& parking);
+void ReleasePlatformWorkers(WorkersParking& parking);
 
 // Ends this process by SIGKILL once `ppid` is gone (fork.cc).
 void DieWithParent(pid_t ppid);

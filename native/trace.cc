@@ -50,6 +50,7 @@ void InitTrace(Napi::Env env, Napi::Object exports) {
 #define NODEMP_PHASE(name) phases.Set(#name, Napi::Number::New(env, name));
   NODEMP_PHASE(kTraceStart)
   NODEMP_PHASE(kTraceMaps)
+  NODEMP_PHASE(kTracePark)
   NODEMP_PHASE(kTraceFork)
   NODEMP_PHASE(kTraceParentBack)
   NODEMP_PHASE(kTraceChildFirst)

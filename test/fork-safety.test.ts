@@ -59,6 +59,46 @@ describe('fork safety', () => {
     expect(r.stdout).toMatch(/^ForkSafetyError: Process.start\(\) was called in a worker thread/);
   });
 
+  // V8 posts a worker task on every full collection even when single-threaded; in a
+  // child forked while Node's platform threads were waiting for tasks, the signal
+  // that wakes them blocked for ever (about 3 of 4 children here, before the fix).
+  it("lets a child run full collections: Node's platform threads are parked across fork()", () => {
+    const r = runScript(
+      `
+      import v8 from 'node:v8';
+      import vm from 'node:vm';
+      import { Process } from NODEMP;
+      const { native } = await import(NODEMP.replace(/index\\.js$/, 'native.js'));
+      v8.setFlagsFromString('--expose-gc');
+      const gc = vm.runInNewContext('gc');
+      const outcomes = new Set();
+      let hung = 0;
+      for (let i = 0; i < 20; i++) {
+        for (let j = 0; j <= i % 5; j++) gc();
+        const p = new Process({
+          target: () => {
+            if (native.lastParking() !== 'none') process.exit(3);
+            for (let j = 0; j < 12; j++) gc();
+          },
+        });
+        p.start();
+        outcomes.add(native.lastParking());
+        p.joinSync(10000);
+        if (p.exitCode === null) {
+          hung++;
+          p.kill();
+          p.joinSync();
+        } else if (p.exitCode !== 0) console.log('exit code', p.exitCode);
+      }
+      console.log('parking', [...outcomes].join());
+      console.log('hung', hung);
+    `,
+      { timeout: 240_000 },
+    );
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('parking parked\nhung 0\n');
+  });
+
   it('refuses a second thread of one process, saying which thread may use it', () => {
     const r = runScript(`
       import { Worker } from 'node:worker_threads';

@@ -23,6 +23,7 @@ export interface Native {
   exit(code: number): never;
   getpid(): number;
   getppid(): number;
+  lastParking(): 'parked' | 'timed-out' | 'unsupported' | 'none';
   setOnExit(callback: (pid: number, exitCode: number) => void): void;
   track(pid: number): void;
   watch(pid: number, ref: boolean): void;
@@ -54,6 +55,7 @@ export interface Native {
   ): void;
   /** How this process's async waits sleep: through io_uring (Linux 6.7+), on helper threads, or not decided before the first. */
   waitMechanism(): 'io_uring' | 'threads' | 'undecided';
+  waiterState(): { inFlight: number; onRing: number; oldestMs: number; overdue: number };
   layout: Layout;
   // The stamps of a process start's phases (native/trace.cc, lib/start/trace.ts)
   traceStart(buffer: ArrayBuffer | null): void;

@@ -44,6 +44,7 @@ import { forkSafetyProblem } from './fork-safety.js';
 import { checkStartMethod, currentStartMethod, isBootstrapping, setBootstrapping, type StartMethod } from './start/method.js';
 import { loadReference, referenceOf, type FunctionRef } from './start/reference.js';
 import { RawArray } from './value.js';
+import { native } from './native.js';
 
 // ---- the function table ------------------------------------------------------
 
@@ -259,6 +260,8 @@ interface Batch {
   count: number;
   worker: Worker | null;
   sentAt: number;
+  /** Times it was sent to a worker (more than once when workers died before running it). */
+  sends: number;
 }
 
 let nextBatchId = 1;
@@ -287,7 +290,7 @@ abstract class Job {
     this.onFinish?.();
   }
   batch(kind: number, payload: unknown, start: number, count: number): Batch {
-    return { id: nextBatchId++, fnId: this.fnId, kind, payload, job: this, start, count, worker: null, sentAt: 0 };
+    return { id: nextBatchId++, fnId: this.fnId, kind, payload, job: this, start, count, worker: null, sentAt: 0, sends: 0 };
   }
 }
 
@@ -718,6 +721,11 @@ export class Pool {
   /** Batches taken back from a worker that died, sent again before anything new. */
   #again: Batch[] = [];
   #sent = new Map<number, Batch>();
+  /** Answers taken, and when the last came: for the diagnostic state. */
+  #answered = 0;
+  #lastAnswerAt = 0;
+  /** When the pump began its current wait for an answer (0: not waiting). */
+  #pumpWaitingSince = 0;
   #state = RUN;
   #broken: unknown = null;
   #pumping = false;
@@ -809,11 +817,16 @@ export class Pool {
         assigned: w.assigned,
       })),
       waiting: this.#again.map((b) => b.id),
-      sent: [...this.#sent.keys()],
+      // Each batch sent and not answered: to whom, how long ago, how many times so far.
+      sent: [...this.#sent.values()].map((b) => ({ id: b.id, pid: b.worker?.pid, ms: Math.round(performance.now() - b.sentAt), sends: b.sends })),
+      answered: this.#answered,
+      lastAnswerMs: this.#answered === 0 ? null : Math.round(performance.now() - this.#lastAnswerAt),
       jobs: this.#jobs.length,
       // Whether anything reads the answers, and how many wait to be read.
       pumping: this.#pumping,
+      pumpWaitMs: this.#pumpWaitingSince === 0 ? null : Math.round(performance.now() - this.#pumpWaitingSince),
       answersWaiting: this.#results.qsize(),
+      waits: native.waiterState(),
     };
   }
 
@@ -1058,6 +1071,7 @@ export class Pool {
       this.#unqueue(b);
       b.worker = w;
       b.sentAt = performance.now();
+      b.sends++;
       w.held.push(b);
       w.assigned++;
       this.#sent.set(b.id, b);
@@ -1159,6 +1173,8 @@ export class Pool {
     const b = this.#sent.get(id);
     if (b === undefined) return;
     this.#sent.delete(id);
+    this.#answered++;
+    this.#lastAnswerAt = performance.now();
     const w = b.worker as Worker;
     const held = w.held;
     if (held[0] === b) held.shift();
@@ -1203,12 +1219,15 @@ export class Pool {
         // microseconds), which a spin would only spend.
         const spin = !this.#wokeWorker;
         this.#wokeWorker = false;
+        this.#pumpWaitingSince = performance.now();
         await whenReadable(this.#results, spin);
+        this.#pumpWaitingSince = 0;
         this.#drain();
         this.#dispatch();
       }
     } finally {
       this.#pumping = false;
+      this.#pumpWaitingSince = 0;
     }
   }
 

@@ -248,23 +248,42 @@ export class Semaphore {
     for (const [i, pid] of dead) {
       if (Atomics.load(w, pidAt(i)) !== pid) continue;
       const slots = Atomics.load(w, countAt(i));
+      if (slots > 0 && !kept) {
+        // The kept slot changes hands in one store, row and all: killed after
+        // it, this process is the dead holder the next one finds. Passed
+        // through the count instead, a slot this process was killed before
+        // taking went to whoever came next, untold (found by the soak).
+        Atomics.store(w, pidAt(i), selfPid);
+        this.#adoptRow(i);
+        kept = true;
+        if (slots > 1) this.#move(i, 1 - slots);
+      } else {
+        if (slots > 0) this.#move(i, -slots);
+        Atomics.store(w, pidAt(i), 0);
+      }
       if (slots > 0) {
-        this.#move(i, -slots);
         const room = this.#max - Atomics.load(w, SEM_VALUE);
         if (room < 0) this.#move(NO_SLOT, -room);
-        if (!kept && Atomics.load(w, SEM_VALUE) > 0) {
-          kept = true;
-          this.#move(this.#myRow(), 1);
-        }
         given += slots;
         warnOwnerDied(`${slots === 1 ? 'A slot' : `${slots} slots`} of a ${this.constructor.name}`, pid);
       }
-      Atomics.store(w, pidAt(i), 0);
     }
     this.#unlockBooks();
     if (given > (kept ? 1 : 0) && Atomics.load(w, SEM_SLEEPERS) > 0) native.futexWake(this.#buffer, this.#byteOffset, given);
     if (kept) this.#ownerDied = true;
     return kept;
+  }
+
+  /** Row `row`, just taken over from a dead holder, becomes this process's row unless its own holds slots. */
+  #adoptRow(row: number): void {
+    const w = this.#words;
+    const own = this.#rowPid === selfPid ? this.#row : NO_SLOT;
+    if (own !== NO_SLOT && own !== row) {
+      if (Atomics.load(w, countAt(own)) > 0) return;
+      Atomics.store(w, pidAt(own), 0);
+    }
+    this.#row = row;
+    this.#rowPid = selfPid;
   }
 
   *#acquireSteps(deadline: number): Steps<boolean> {

@@ -52,6 +52,8 @@ struct Job {
   bool abandoned = false;
   // A request on the ring rather than a thread's.
   bool on_ring = false;
+  // When it was handed out (uv_hrtime), for waiterState().
+  uint64_t started_ns = 0;
 };
 
 static void FreeJob(Job* job) {
@@ -447,6 +449,7 @@ static Napi::Value WaitAsync(const Napi::CallbackInfo& info) {
   job->addr = word;
   job->expected = static_cast<uint32_t>(info[2].As<Napi::Number>().Int64Value());
   job->timeout_ns = timeout_ns;
+  job->started_ns = uv_hrtime();
   job->buffer = Napi::Persistent(info[0].As<Napi::ArrayBuffer>());
   job->callback = Napi::Persistent(info[4].As<Napi::Function>());
   if (in_flight.empty()) uv_ref(reinterpret_cast<uv_handle_t*>(async));
@@ -498,6 +501,26 @@ static bool StartWait(Job* job) {
 
 void InitWaiter(Napi::Env env, Napi::Object exports) {
   exports.Set("waitAsync", Napi::Function::New(env, WaitAsync, "waitAsync"));
+  // waiterState() -> { inFlight, onRing, oldestMs, overdue }: the waits out
+  // now, and how many are a second or more past their timeout with no
+  // completion (a lost one), for the report of a hang.
+  exports.Set("waiterState", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+    uint64_t now = uv_hrtime();
+    uint64_t oldest = 0;
+    int on_ring = 0, overdue = 0;
+    for (const Job* job : in_flight) {
+      uint64_t age = now - job->started_ns;
+      if (age > oldest) oldest = age;
+      if (job->on_ring) on_ring++;
+      if (job->timeout_ns >= 0 && age > static_cast<uint64_t>(job->timeout_ns) + 1000000000ULL) overdue++;
+    }
+    Napi::Object state = Napi::Object::New(info.Env());
+    state.Set("inFlight", static_cast<double>(in_flight.size()));
+    state.Set("onRing", on_ring);
+    state.Set("oldestMs", static_cast<double>(oldest / 1000000));
+    state.Set("overdue", overdue);
+    return state;
+  }));
   exports.Set("waitMechanism", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
 #if defined(__linux__)
     const char* which = ring_state == 1 ? "io_uring" : ring_state == -1 ? "threads" : "undecided";

@@ -167,6 +167,38 @@ describe('owner death', () => {
     }
   });
 
+  it("Semaphore: a process killed at any point of taking over a dead holder's slot leaves it to one that is told", () => {
+    // Found by the soak: the process that found the dead holder gave the slot
+    // to the count and then took it from there; killed in between, it left the
+    // slot free, and the next process took it with ownerDied false. Here the
+    // process taking over is killed before its k-th atomic write, for every k
+    // up to the writes its whole acquire makes; then this process acquires.
+    const made = new RawArray('i', 1);
+    for (let k = 1; ; k++) {
+      const s = new Semaphore(1);
+      holderKilled(() => s.acquireSync());
+      made.typed[0] = 0;
+      const child = spawnChild(() => {
+        let writes = 0;
+        for (const op of ['store', 'compareExchange', 'exchange', 'add', 'sub'] as const) {
+          const real = Atomics[op] as (...args: unknown[]) => unknown;
+          (Atomics as unknown as Record<string, unknown>)[op] = (...args: unknown[]) => {
+            if (++writes === k) process.kill(process.pid, 'SIGKILL');
+            return real(...args);
+          };
+        }
+        if (s.acquireSync({ timeout: 0 })) made.typed[0] = writes;
+      });
+      child.joinSync();
+      expect(s.acquireSync({ timeout: 5000 })).toBe(true);
+      expect(s.ownerDied).toBe(true);
+      s.release();
+      expect(s.getValue()).toBe(1);
+      if (made.typed[0] !== 0 && k > made.typed[0]) break;
+      expect(k).toBeLessThan(100);
+    }
+  });
+
   it('Semaphore: processes killed at random moments of acquire and release lose no slot and double none', async () => {
     // Found by the soak after a few thousand kills: a kill between taking a
     // slot and recording who holds it lost the slot for good (or, in release,

@@ -119,8 +119,18 @@ async function deadline(what, promise, ms = DEADLINE_MS) {
   const t0 = performance.now();
   const r = await Promise.race([promise.then((value) => ({ value }), (error) => ({ error })), late]);
   clearTimeout(timer);
-  if (r.hang) hang(`${what}: not settled after ${ms / 1000} s`);
-  else record(performance.now() - t0);
+  if (r.hang) {
+    hang(`${what}: not settled after ${ms / 1000} s`);
+    // Whether it was only slow (settled later) or stuck for good tells a
+    // starved call from a wedged one.
+    const entry = hangs.at(-1);
+    const settled = (how) => {
+      const s = ((performance.now() - t0) / 1000).toFixed(1);
+      entry.message += ` (${how} ${s} s after it began)`;
+      history.add('settled late', { what, how, s });
+    };
+    promise.then(() => settled('resolved'), (error) => settled(`rejected with ${error?.name}`));
+  } else record(performance.now() - t0);
   return r;
 }
 

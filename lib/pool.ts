@@ -1183,7 +1183,7 @@ export class Pool {
     if (held.length === 0) {
       // It ran dry: while work is waiting it may hold more; with none, the next job starts small again.
       w.ahead = this.#again.length > 0 || this.#jobs.length > 0 ? Math.min(AHEAD_MAX, w.ahead * 2) : AHEAD_MIN;
-    } else if (w.ahead > AHEAD_MIN && performance.now() - b.sentAt > AHEAD_LATENCY_MS) {
+    } else if (w.ahead > AHEAD_MIN && this.#lastAnswerAt - b.sentAt > AHEAD_LATENCY_MS) {
       w.ahead = Math.max(AHEAD_MIN, w.ahead >> 1);
     }
     if (ok) b.job.succeeded(b, value);

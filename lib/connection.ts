@@ -32,6 +32,7 @@
 import { inspect } from 'node:util';
 import { native } from './native.js';
 import { spinPays } from './spin.js';
+import { addStallPoller, guardLoop } from './loop-stall.js';
 import { BYTES, codecFor, decodeRange, type Codec, type Serializer } from './codec.js';
 import { BufferTooShort, ClosedError, DirectionError, EOFError, OSError } from './errors.js';
 import { bytesOf, checkOffset, invalidType, invalidValue, outOfRange } from './args.js';
@@ -103,6 +104,8 @@ interface Pending {
 // ---- readiness events from native/conn.cc, dispatched by descriptor ----
 
 const handlers = new Map<number, () => void>();
+// The descriptors watched for room to write (a connect in progress); the loop-stall poller looks only for readable ones.
+const writers = new Set<number>();
 let handlersPid = selfPid;
 
 native.connSetOnReadable((fd) => {
@@ -115,6 +118,7 @@ function checkFork(): void {
   if (handlersPid === selfPid) return;
   handlersPid = selfPid;
   handlers.clear();
+  writers.clear();
   native.connAfterFork();
 }
 
@@ -126,7 +130,28 @@ export function watchFd(fd: number, handler: () => void, writable = false): void
   checkFork();
   native.connWatch(fd, true, writable);
   handlers.set(fd, handler);
+  if (writable) writers.add(fd);
+  else writers.delete(fd);
+  guardLoop();
 }
+
+// On a loop that has stopped polling (lib/loop-stall.ts), readiness is looked for.
+addStallPoller({
+  active() {
+    if (handlersPid !== selfPid) return false;
+    for (const fd of handlers.keys()) if (!writers.has(fd)) return true;
+    return false;
+  },
+  poll() {
+    if (handlersPid !== selfPid) return;
+    const fds = [...handlers.keys()].filter((fd) => !writers.has(fd));
+    const ready = Int32Array.from(fds);
+    if (fds.length === 0 || native.connPollFds(ready, 0) === 0) return;
+    fds.forEach((fd, i) => {
+      if (ready[i] === 1) handlers.get(fd)?.();
+    });
+  },
+});
 
 export function unwatchFd(fd: number): void {
   checkFork();

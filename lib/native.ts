@@ -4,6 +4,26 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { osError } from './errors.js';
 
+/** Where the event loop stands with one poll handle (diagnosis of a notification that never came). */
+export interface PollDiagnosis {
+  fd: number;
+  active: boolean;
+  readable: boolean;
+  loopWatcher: 'ours' | 'none' | 'other';
+  /** Whether the loop's epoll set holds the descriptor (Linux only). */
+  inEpoll?: boolean;
+}
+
+/** A child's exit watch: its pidfd's poll handle, or SIGCHLD where there is no pidfd. */
+export interface ExitWatch extends PollDiagnosis {
+  pid: number;
+  /** Watched from the event loop (false: tracked only, its exit learned by polling or a blocking wait). */
+  watched: boolean;
+  sigchld: boolean;
+  /** The process whose pidfd `fd` is now (Linux; 0: not a pidfd). */
+  fdPid?: number;
+}
+
 /** The addon's functions (internal API for the library's own modules). */
 export interface Native {
   setErrorFactory(factory: (code: string, errno: number, syscall: string, message: string) => Error): void;
@@ -55,7 +75,10 @@ export interface Native {
   ): void;
   /** How this process's async waits sleep: through io_uring (Linux 6.7+), on helper threads, or not decided before the first. */
   waitMechanism(): 'io_uring' | 'threads' | 'undecided';
-  waiterState(): { inFlight: number; onRing: number; oldestMs: number; overdue: number };
+  waiterState(): { inFlight: number; onRing: number; oldestMs: number; overdue: number; moved: number; ring?: PollDiagnosis & { waits: number; completionsUnread: number; completionsRead: number } };
+  watchState(pid: number): ExitWatch | null;
+  loopTurns(): number;
+  exitWatches(): ExitWatch[];
   layout: Layout;
   // The stamps of a process start's phases (native/trace.cc, lib/start/trace.ts)
   traceStart(buffer: ArrayBuffer | null): void;

@@ -45,6 +45,7 @@ import { checkStartMethod, currentStartMethod, isBootstrapping, setBootstrapping
 import { loadReference, referenceOf, type FunctionRef } from './start/reference.js';
 import { RawArray } from './value.js';
 import { native } from './native.js';
+import { nextTurn } from './loop-stall.js';
 
 // ---- the function table ------------------------------------------------------
 
@@ -810,6 +811,8 @@ export class Pool {
       // of #workers mid-walk, which would leave a hole in what map() gives.
       workers: [...this.#workers].map((w) => ({
         pid: w.pid,
+        // Before `alive`, whose poll reaps an exited worker and ends its watch.
+        exitWatch: native.watchState(w.pid),
         alive: w.proc.exitCode === null,
         retiring: w.retiring,
         running: Atomics.load(w.running, 0),
@@ -1211,7 +1214,7 @@ export class Pool {
           // busy with other requests often finds an answer after one more
           // turn of the event loop, which costs it far less than handing the
           // wait to a helper thread and being woken by it.
-          await new Promise(setImmediate);
+          await nextTurn();
           if (this.#results.qsize() > 0) this.#loopLook.hit();
           else this.#loopLook.miss();
         }

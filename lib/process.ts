@@ -2,7 +2,8 @@ import { availableParallelism, constants } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { inspect } from 'node:util';
 import { native } from './native.js';
-import { refreshSelfPid } from './self.js';
+import { refreshSelfPid, selfPid } from './self.js';
+import { addStallPoller, guardLoop } from './loop-stall.js';
 import { ForkSafetyError, ProcessError } from './errors.js';
 import { forkSafetyProblem } from './fork-safety.js';
 import { becomeChild } from './child.js';
@@ -182,6 +183,31 @@ export class Process<A extends unknown[] = unknown[]> {
       const child = children.get(pid);
       if (child && child.#remote === null) child.#exited(code);
       else if (!child) foreignExit?.(pid, code);
+    });
+    // On a loop that has stopped polling (lib/loop-stall.ts), exits are asked for.
+    addStallPoller({
+      active() {
+        for (const child of children.values()) if (child.#waiters.size > 0) return true;
+        return false;
+      },
+      poll() {
+        for (const child of [...children.values()]) {
+          if (child.#exitCode !== null || child.#startedBy !== selfPid) continue;
+          if (child.#remote !== null) {
+            const code = child.#remote.poll();
+            if (code !== null) child.#exited(code);
+            continue;
+          }
+          let code: number | undefined;
+          try {
+            code = native.tryReap(child.#pid as number);
+          } catch {
+            // Not ours to reap after all (reaped elsewhere meanwhile): its exit watch reports it.
+            continue;
+          }
+          if (code !== undefined) child.#exited(code);
+        }
+      },
     });
   }
 
@@ -392,6 +418,7 @@ export class Process<A extends unknown[] = unknown[]> {
         }, timeout);
       }
       this.#waiters.add(waiter);
+      guardLoop();
     });
   }
 

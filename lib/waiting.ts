@@ -5,6 +5,8 @@
 // sleep.
 import { native } from './native.js';
 import { invalidType, invalidValue, outOfRange } from './args.js';
+import { addStallPoller, guardLoop, LOOP_CAN_STALL } from './loop-stall.js';
+import { selfPid } from './self.js';
 
 export const WOKEN = 0;
 export const TIMED_OUT = 2;
@@ -38,12 +40,66 @@ export function runSync<T>(steps: Steps<T>): T {
   return step.value;
 }
 
+/** An async sleep not yet answered, for the loop-stall guard: when it is due, and how to end it. */
+interface PendingSleep {
+  sleep: Sleep;
+  deadline: number;
+  end(result: number): void;
+}
+
+const pending = new Set<PendingSleep>();
+// A forked child inherits the set, but the waits and the work awaiting them are the parent's.
+let pendingPid = selfPid;
+
+function pendingHere(): Set<PendingSleep> {
+  if (pendingPid !== selfPid) {
+    pendingPid = selfPid;
+    pending.clear();
+  }
+  return pending;
+}
+
+// On a loop that has stopped polling (lib/loop-stall.ts) the kernel has ended
+// these waits, but their completions are not read: a sleep whose word has
+// moved on, or whose time is up, ends here. Ending one early is always safe:
+// every caller looks again after a wake-up, as after a spurious one.
+addStallPoller({
+  active: () => pendingHere().size > 0,
+  poll() {
+    const now = performance.now();
+    for (const p of pendingHere()) {
+      const s = p.sleep;
+      const word = new Int32Array(s.buffer, s.byteOffset, 1);
+      if (Atomics.load(word, 0) >>> 0 !== s.expected >>> 0) p.end(WOKEN);
+      else if (now >= p.deadline) p.end(TIMED_OUT);
+    }
+  },
+});
+
 function sleepAsync(s: Sleep): Promise<number> {
   return new Promise((resolve, reject) => {
+    if (!LOOP_CAN_STALL) {
+      native.waitAsync(s.buffer, s.byteOffset, s.expected, s.timeout, (error, result) => {
+        if (error) reject(error);
+        else resolve(result as number);
+      });
+      return;
+    }
+    const p: PendingSleep = {
+      sleep: s,
+      deadline: s.timeout === undefined ? Infinity : performance.now() + s.timeout,
+      end(result) {
+        pending.delete(p);
+        resolve(result);
+      },
+    };
     native.waitAsync(s.buffer, s.byteOffset, s.expected, s.timeout, (error, result) => {
+      if (!pending.delete(p)) return;
       if (error) reject(error);
       else resolve(result as number);
     });
+    pendingHere().add(p);
+    guardLoop();
   });
 }
 

@@ -53,6 +53,35 @@ uv_loop_t* LoopOf(Napi::Env env) {
   return loop;
 }
 
+Napi::Object PollDiagnosis(Napi::Env env, uv_poll_t* poll, int fd) {
+  Napi::Object state = Napi::Object::New(env);
+  state.Set("fd", fd);
+  state.Set("active", poll != nullptr && uv_is_active(reinterpret_cast<uv_handle_t*>(poll)) != 0);
+  pollfd p{fd, POLLIN, 0};
+  state.Set("readable", fd >= 0 && ::poll(&p, 1, 0) == 1 && (p.revents & POLLIN) != 0);
+  uv_loop_t* loop = LoopOf(env);
+  const char* watcher = "none";
+  if (fd >= 0 && static_cast<unsigned>(fd) < loop->nwatchers && loop->watchers[fd] != nullptr) {
+    watcher = poll != nullptr && loop->watchers[fd] == &poll->io_watcher ? "ours" : "other";
+  }
+  state.Set("loopWatcher", watcher);
+#if defined(__linux__)
+  // The epoll set as the kernel has it: one "tfd: N" line per descriptor.
+  bool registered = false;
+  std::string path = "/proc/self/fdinfo/" + std::to_string(uv_backend_fd(loop));
+  if (FILE* f = std::fopen(path.c_str(), "r")) {
+    char line[256];
+    int tfd;
+    while (std::fgets(line, sizeof line, f) != nullptr) {
+      if (std::sscanf(line, "tfd: %d", &tfd) == 1 && tfd == fd) registered = true;
+    }
+    std::fclose(f);
+  }
+  state.Set("inEpoll", registered);
+#endif
+  return state;
+}
+
 // One async context per environment (a worker thread has its own), made at
 // its first callback and destroyed with the environment.
 static std::unordered_map<napi_env, Napi::AsyncContext*> contexts;
@@ -390,7 +419,53 @@ void ReapAfterFork() {
   }
 }
 
+// watchState(pid) -> the exit watch of a tracked child (PollDiagnosis, with
+// `sigchld` where it relies on SIGCHLD, and on Linux `fdPid`, whose pidfd the
+// descriptor is), or null for a pid not tracked: for the report of an exit
+// that went unnoticed.
+static Napi::Object WatchDiagnosis(Napi::Env env, pid_t pid, const Watch& w) {
+  Napi::Object state = PollDiagnosis(env, w.poll, w.fd);
+  state.Set("pid", pid);
+  // Tracked only (exits learned by polling or a blocking wait), or watched from the loop.
+  state.Set("watched", w.poll != nullptr);
+  state.Set("sigchld", w.fd < 0);
+#if defined(__linux__)
+  // The process the descriptor is a pidfd of now: another (or none) means
+  // it was closed behind the watch's back and its number given to something else.
+  int of = 0;
+  std::string path = "/proc/self/fdinfo/" + std::to_string(w.fd);
+  if (FILE* f = w.fd >= 0 ? std::fopen(path.c_str(), "r") : nullptr) {
+    char line[128];
+    while (std::fgets(line, sizeof line, f) != nullptr) {
+      if (std::sscanf(line, "Pid: %d", &of) == 1) break;
+    }
+    std::fclose(f);
+  }
+  state.Set("fdPid", of);
+#endif
+  return state;
+}
+
+static Napi::Value WatchState(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  pid_t pid = info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : -1;
+  auto it = watches.find(pid);
+  if (it == watches.end()) return env.Null();
+  return WatchDiagnosis(env, pid, it->second);
+}
+
+// exitWatches() -> watchState() of every tracked child.
+static Napi::Value ExitWatches(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Array all = Napi::Array::New(env, watches.size());
+  uint32_t i = 0;
+  for (auto& kv : watches) all.Set(i++, WatchDiagnosis(env, kv.first, kv.second));
+  return all;
+}
+
 void InitReap(Napi::Env env, Napi::Object exports) {
+  exports.Set("watchState", Napi::Function::New(env, WatchState, "watchState"));
+  exports.Set("exitWatches", Napi::Function::New(env, ExitWatches, "exitWatches"));
   exports.Set("setOnExit", Napi::Function::New(env, SetOnExit, "setOnExit"));
   exports.Set("track", Napi::Function::New(env, Track, "track"));
   exports.Set("watch", Napi::Function::New(env, WatchChild, "watch"));

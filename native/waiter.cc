@@ -501,25 +501,49 @@ static bool StartWait(Job* job) {
 
 void InitWaiter(Napi::Env env, Napi::Object exports) {
   exports.Set("waitAsync", Napi::Function::New(env, WaitAsync, "waitAsync"));
-  // waiterState() -> { inFlight, onRing, oldestMs, overdue }: the waits out
-  // now, and how many are a second or more past their timeout with no
-  // completion (a lost one), for the report of a hang.
+  // waiterState() -> { inFlight, onRing, oldestMs, overdue, moved, ring? }:
+  // the waits out now; how many are a second or more past their timeout with
+  // no completion (a lost one); how many, out for a second or more, sleep on
+  // a word that has changed; and the ring's watch (PollDiagnosis, its waits,
+  // completions not yet read, and its count of those read): for the report of a hang.
   exports.Set("waiterState", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
     uint64_t now = uv_hrtime();
     uint64_t oldest = 0;
-    int on_ring = 0, overdue = 0;
+    int on_ring = 0, overdue = 0, moved = 0;
     for (const Job* job : in_flight) {
       uint64_t age = now - job->started_ns;
       if (age > oldest) oldest = age;
       if (job->on_ring) on_ring++;
       if (job->timeout_ns >= 0 && age > static_cast<uint64_t>(job->timeout_ns) + 1000000000ULL) overdue++;
+      // A word no longer at the value the wait slept on was changed, and a
+      // wake should have come (or is about to) unless its waker died first.
+      if (age > 1000000000ULL && __atomic_load_n(job->addr, __ATOMIC_ACQUIRE) != job->expected) moved++;
     }
-    Napi::Object state = Napi::Object::New(info.Env());
+    Napi::Env env = info.Env();
+    Napi::Object state = Napi::Object::New(env);
     state.Set("inFlight", static_cast<double>(in_flight.size()));
     state.Set("onRing", on_ring);
     state.Set("oldestMs", static_cast<double>(oldest / 1000000));
     state.Set("overdue", overdue);
+    state.Set("moved", moved);
+#if defined(__linux__)
+    if (ring_state == 1) {
+      Napi::Object r = PollDiagnosis(env, ring.poll, ring.fd);
+      r.Set("waits", ring.waits);
+      r.Set("completionsUnread", __atomic_load_n(ring.cq_tail, __ATOMIC_ACQUIRE) - *ring.cq_head);
+      r.Set("completionsRead", *ring.cq_head);
+      state.Set("ring", r);
+    }
+#endif
     return state;
+  }));
+  // loopTurns() -> how many times the event loop has polled for events: two
+  // looks are apart by a poll only if it moved in between (lib/loop-stall.ts).
+  exports.Set("loopTurns", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+    uv_metrics_t metrics;
+    std::memset(&metrics, 0, sizeof metrics);
+    uv_metrics_info(LoopOf(info.Env()), &metrics);
+    return Napi::Number::New(info.Env(), static_cast<double>(metrics.loop_count));
   }));
   exports.Set("waitMechanism", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
 #if defined(__linux__)

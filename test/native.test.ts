@@ -70,6 +70,32 @@ describe('futex', () => {
   });
 });
 
+describe("the event loop's hold on nodemp's notifications (the soak's diagnosis)", () => {
+  it("shows a child's exit watch and an async wait on the ring as the loop has them", async () => {
+    const gate = new Int32Array(native.mapShared(4));
+    const child = new Process({ target: () => native.futexWait(gate.buffer as ArrayBuffer, 0, 0, 10000) });
+    child.start();
+    const exited = child.join();
+    const pending = new Promise((resolve) => native.waitAsync(gate.buffer as ArrayBuffer, 0, 0, 10000, () => resolve(true)));
+    const turns = native.loopTurns();
+    // The second immediate runs a turn later: after a poll, which puts new watches in the epoll set.
+    await new Promise(setImmediate);
+    await new Promise(setImmediate);
+    expect(native.loopTurns()).toBeGreaterThan(turns);
+    const watch = native.watchState(child.pid as number);
+    expect(watch).toMatchObject({ pid: child.pid, fdPid: child.pid, watched: true, active: true, readable: false, loopWatcher: 'ours', inEpoll: true });
+    expect(native.exitWatches().map((w) => w.pid)).toContain(child.pid);
+    const state = native.waiterState();
+    expect(state.inFlight).toBeGreaterThanOrEqual(1);
+    if (native.waitMechanism() === 'io_uring') expect(state.ring).toMatchObject({ active: true, loopWatcher: 'ours', inEpoll: true, completionsUnread: 0 });
+    Atomics.store(gate, 0, 1);
+    native.futexWake(gate.buffer as ArrayBuffer, 0, 2);
+    expect(await pending).toBe(true);
+    expect(await exited).toBe(0);
+    expect(native.watchState(child.pid as number)).toBe(null);
+  });
+});
+
 describe('errors crossing the native boundary', () => {
   it('become OSError with the errno name, number and syscall', () => {
     let error: unknown;

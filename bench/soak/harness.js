@@ -23,6 +23,7 @@ import {
   SyncManager,
   Value,
 } from '../../dist/index.js';
+import { native } from '../../dist/native.js';
 import { checkFailure, checkValue, History, MessageLedger } from './ledger.js';
 import * as roles from './roles.js';
 import { BUCKETS, bucketOf, makeRng, quantileMs } from './rng.js';
@@ -111,8 +112,11 @@ function inHarness(where) {
   process.exit(70);
 }
 
-/** Settles with { value } or { error } as `promise` does, or with { hang: true } once `ms` pass (the promise is then left), and records its latency. */
-async function deadline(what, promise, ms = DEADLINE_MS) {
+/**
+ * Settles with { value } or { error } as `promise` does, or with { hang: true } once `ms` pass (the promise is
+ * then left), and records its latency. `describe()`, if given, says what the system held at that moment.
+ */
+async function deadline(what, promise, ms = DEADLINE_MS, describe = null) {
   inHarness(what);
   let timer;
   const late = new Promise((resolve) => (timer = setTimeout(() => resolve({ hang: true }), ms)));
@@ -120,7 +124,9 @@ async function deadline(what, promise, ms = DEADLINE_MS) {
   const r = await Promise.race([promise.then((value) => ({ value }), (error) => ({ error })), late]);
   clearTimeout(timer);
   if (r.hang) {
-    hang(`${what}: not settled after ${ms / 1000} s`);
+    const stalled = loopStalledMs();
+    hang(`${what}: not settled after ${ms / 1000} s${stalled > 1000 ? ` (the event loop has not polled for events for ${(stalled / 1000).toFixed(1)} s: timers running back to back)` : ''}`);
+    if (describe !== null) hangs.at(-1).message += `; at the deadline: ${JSON.stringify(describe())}`;
     // Whether it was only slow (settled later) or stuck for good tells a
     // starved call from a wedged one.
     const entry = hangs.at(-1);
@@ -435,17 +441,18 @@ async function poolOp(P) {
   const chunksize = rng.chance(0.5) ? undefined : rng.int(1, 8);
   const op = rng.pick(['map', 'starmap', 'imap', 'imapUnordered', 'apply', 'applyAsync', 'abort']);
   const what = `${P.name} ${op} of ${items.length} (x ${items[0].x}..)`;
+  const held = () => poolState(pool);
   switch (op) {
     case 'map':
-      return judge(what, await deadline(what, pool.map(fn, args, { chunksize })), items);
+      return judge(what, await deadline(what, pool.map(fn, args, { chunksize }), DEADLINE_MS, held), items);
     case 'starmap':
-      return judge(what, await deadline(what, pool.starmap(roles.work, args, { chunksize })), items);
+      return judge(what, await deadline(what, pool.starmap(roles.work, args, { chunksize }), DEADLINE_MS, held), items);
     case 'imap':
     case 'imapUnordered':
-      return judge(what, await deadline(what, collect(what, pool[op](fn, args, { chunksize }), items, op === 'imap')), items);
+      return judge(what, await deadline(what, collect(what, pool[op](fn, args, { chunksize }), items, op === 'imap'), DEADLINE_MS, held), items);
     case 'apply': {
       const one = items.slice(0, 1);
-      const r = await deadline(what, pool.apply(roles.work, args[0]));
+      const r = await deadline(what, pool.apply(roles.work, args[0]), DEADLINE_MS, held);
       return judge(what, 'value' in r ? { value: [r.value] } : r, one);
     }
     case 'applyAsync': {
@@ -453,7 +460,7 @@ async function poolOp(P) {
       const results = args.map((a, i) =>
         pool.applyAsync(roles.work, a, { callback: () => calls[i]++, errorCallback: () => calls[i]++ }),
       );
-      const settled = await Promise.all(results.map((res, i) => deadline(`${what} #${i}`, res.get())));
+      const settled = await Promise.all(results.map((res, i) => deadline(`${what} #${i}`, res.get(), DEADLINE_MS, held)));
       await sleep(1);
       settled.forEach((r, i) => {
         if (!r.hang && calls[i] !== 1) violation(`${what} #${i}: its callbacks ran ${calls[i]} times`);
@@ -465,7 +472,7 @@ async function poolOp(P) {
       const ac = new AbortController();
       const reason = new Error('soak abort');
       setTimeout(() => ac.abort(reason), rng.int(0, 4));
-      const r = await deadline(what, pool.apply(roles.work, args[0], { signal: ac.signal }));
+      const r = await deadline(what, pool.apply(roles.work, args[0], { signal: ac.signal }), DEADLINE_MS, held);
       if ('error' in r && r.error === reason) {
         counts.poolAborted++;
         counts.poolCalls++;
@@ -791,6 +798,76 @@ function watchdog() {
   }
 }
 
+/**
+ * The event loop's hold on what tells this process of a child's exit (each
+ * child's pidfd) and of a wait's end (the async-wait ring). A fault there is a
+ * notification that can no longer come, which shows as a hang only when that
+ * one is needed; this finds it at once. The same fault in two samples with a
+ * poll for events between them is a violation: one sample can catch a watch
+ * just started (the loop adds it to its epoll set as it polls next) or an
+ * exit not yet read. The samples also time the loop's turns: Node 20's libuv
+ * (1.46, before libuv#4245 was fixed) can run timers back to back without
+ * polling while their callbacks keep making new ones due, and a run whose
+ * notifications wait that long is told apart from one whose were lost.
+ */
+let watchFaults = new Set();
+const watchFaultsReported = new Set();
+const loopTurns = { last: -1, since: performance.now(), longestMs: 0 };
+
+function describeFd(fd) {
+  try {
+    return readlinkSync(`/proc/self/fd/${fd}`);
+  } catch {
+    return 'closed';
+  }
+}
+
+function watchProblems(what, w, fdNow, out) {
+  if (!w.active) out.push(`${what}: its poll handle is not active`);
+  if (w.loopWatcher !== 'ours') out.push(`${what}: the loop's watcher for fd ${w.fd} is ${w.loopWatcher === 'none' ? 'missing' : 'another handle'}`);
+  if (!w.inEpoll) out.push(`${what}: fd ${w.fd} is not in the loop's epoll set`);
+  if (fdNow !== null) out.push(`${what}: fd ${w.fd} is now ${fdNow}`);
+}
+
+/** How long the event loop has gone without polling for events, in ms (0: it turned since the last sample). */
+function loopStalledMs() {
+  return loopTurns.last === native.loopTurns() ? Math.round(performance.now() - loopTurns.since) : 0;
+}
+
+function auditWatches() {
+  const { ring, ...waits } = native.waiterState();
+  const now = performance.now();
+  const turns = native.loopTurns();
+  if (turns !== loopTurns.last) {
+    loopTurns.last = turns;
+    loopTurns.since = now;
+  } else {
+    loopTurns.longestMs = Math.max(loopTurns.longestMs, now - loopTurns.since);
+    return;
+  }
+  const found = [];
+  for (const w of native.exitWatches()) {
+    if (w.sigchld || !w.watched) continue;
+    const what = `exit watch of pid ${w.pid}`;
+    watchProblems(what, w, w.fdPid === w.pid ? null : w.fdPid ? `the pidfd of ${w.fdPid}` : describeFd(w.fd), found);
+    if (w.readable) found.push(`${what}: it has exited (its pidfd ${w.fd} is readable) and the loop has not told`);
+  }
+  if (ring !== undefined) {
+    const what = `async-wait ring (fd ${ring.fd})`;
+    const kind = describeFd(ring.fd);
+    watchProblems(what, ring, kind === 'anon_inode:[io_uring]' ? null : kind, found);
+    // Unread at two samples is news only if none was read in between.
+    if (ring.completionsUnread > 0) found.push(`${what}: completions wait unread, ${ring.completionsRead} read so far (${ring.waits} waits on it)`);
+  }
+  for (const problem of found) {
+    if (watchFaults.has(problem) && !watchFaultsReported.has(problem)) {
+      watchFaultsReported.add(problem);
+      violation(`${problem}, though the loop polled for events since the last look; waits: ${JSON.stringify(waits)}`);
+    }
+  }
+  watchFaults = new Set(found);
+}
+
 // ---------------------------------------------------------------- the run
 
 function procState(pid) {
@@ -865,6 +942,7 @@ async function main() {
     rss.push({ t: Date.now() - t0, mb: process.memoryUsage.rss() / 2 ** 20 });
     shmMax = Math.max(shmMax, shmEntries().length);
     watchdog();
+    auditWatches();
   }, 500);
 
   const queueRun = queueWork();
@@ -935,6 +1013,8 @@ async function main() {
       fds: { before: fdsBefore.length, after: fdsAfter.length, unexplained: extra },
       memfds: { before: fdsBefore.filter(isMemfd).length, after: fdsAfter.filter(isMemfd).length },
       rssMb: { quarter: +rssQuarter.toFixed(1), end: +rssEnd.toFixed(1), max: +Math.max(...rss.map((s) => s.mb)).toFixed(1), growthAfterQuarter: +rssGrowth.toFixed(1) },
+      // The longest the event loop went without polling for events, as the 500 ms samples saw it.
+      loopStallMaxMs: Math.round(loopTurns.longestMs),
     },
     violationList: violations,
     hangList: hangs,

@@ -1,0 +1,104 @@
+// Node 20's event loop (libuv 1.46) can stop polling for events altogether.
+// libuv runs due timers in a loop until none is due, and Node moves the loop's
+// clock forward inside timer callbacks (every setTimeout() does), so callbacks
+// whose work outlasts the next timer's delay keep it in that loop: two async
+// functions that each do 5 ms of work after `await sleep(1)` starve every
+// descriptor for as long as they run (libuv#4245, fixed in libuv 1.48, which
+// Node 22 has). nodemp's wake-ups, exit notices and connections all come
+// through polling, and the soak saw Pool calls wait 35 s for answers that were
+// there. On such a loop a timer of ours, which still runs, notices that the
+// loop has not polled since its last tick and looks for them itself.
+import { native } from './native.js';
+import { selfPid } from './self.js';
+
+/** libuv before 1.48, whose timers can starve polling. */
+export const LOOP_CAN_STALL = ((): boolean => {
+  const [major, minor] = process.versions.uv.split('.').map(Number);
+  return major === 1 && minor < 48;
+})();
+
+/**
+ * What one mechanism would have been told by the loop. `active()`: whether it
+ * has something waiting now (the guard ticks while any has); `poll()`: looks
+ * for news itself, without blocking, and delivers it as the loop would.
+ */
+export interface StallPoller {
+  active(): boolean;
+  poll(): void;
+}
+
+// Ten looks a second: a stalled loop is found within 0.2 s, and an idle
+// process with something waiting wakes no more often than that.
+const TICK_MS = 100;
+
+const pollers = new Set<StallPoller>();
+let timer: ReturnType<typeof setInterval> | null = null;
+// A forked child loses the parent's timers: the guard is the starting process's.
+let timerPid = 0;
+let lastTurns = -1;
+
+// Callers of nextTurn() still waiting for theirs, with the immediate that would end the wait.
+const turnWaiters = new Map<() => void, NodeJS.Immediate>();
+// A forked child inherits the map; the work awaiting those turns is the parent's.
+let turnWaitersPid = selfPid;
+
+function turnWaitersHere(): Map<() => void, NodeJS.Immediate> {
+  if (turnWaitersPid !== selfPid) {
+    turnWaitersPid = selfPid;
+    turnWaiters.clear();
+  }
+  return turnWaiters;
+}
+
+/**
+ * Resolves after the event loop has polled for events once more, as
+ * `new Promise(setImmediate)` does; on a loop that has stopped polling,
+ * whose check phase never comes, at the guard's next look instead.
+ */
+export function nextTurn(): Promise<void> {
+  if (!LOOP_CAN_STALL) return new Promise(setImmediate);
+  return new Promise((resolve) => {
+    turnWaitersHere().set(
+      resolve,
+      setImmediate(() => {
+        turnWaiters.delete(resolve);
+        resolve();
+      }),
+    );
+    guardLoop();
+  });
+}
+
+addStallPoller({
+  active: () => turnWaitersHere().size > 0,
+  poll() {
+    const waiters = turnWaitersHere();
+    for (const [resolve, immediate] of waiters) {
+      clearImmediate(immediate);
+      resolve();
+    }
+    waiters.clear();
+  },
+});
+
+export function addStallPoller(poller: StallPoller): void {
+  if (LOOP_CAN_STALL) pollers.add(poller);
+}
+
+/** Starts the guard, if it is needed and not running: something now waits for the loop. */
+export function guardLoop(): void {
+  if (!LOOP_CAN_STALL || (timer !== null && timerPid === selfPid)) return;
+  timerPid = selfPid;
+  lastTurns = native.loopTurns();
+  timer = setInterval(tick, TICK_MS);
+  timer.unref();
+}
+
+function tick(): void {
+  const turns = native.loopTurns();
+  if (turns === lastTurns) for (const p of pollers) p.poll();
+  lastTurns = turns;
+  for (const p of pollers) if (p.active()) return;
+  clearInterval(timer as ReturnType<typeof setInterval>);
+  timer = null;
+}

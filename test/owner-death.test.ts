@@ -221,7 +221,8 @@ describe('owner death', () => {
     expect(s.acquireSync({ timeout: 5000 })).toBe(true);
     s.release();
     expect(s.getValue()).toBe(1);
-  });
+    // 2000 forks: about 30 s on a loaded 2-core machine, the default limit.
+  }, 120_000);
 
   it('BoundedSemaphore: recovery never lifts the value above its bound', () => {
     const s = new BoundedSemaphore(1);

@@ -39,9 +39,12 @@ describe('Semaphore', () => {
 
   it('never lets more than `value` of 5 processes in at once', () => {
     const s = new Semaphore(2);
-    const stats = shared(2); // [inside now, most inside at once]
+    const stats = shared(3); // [inside now, most inside at once, started]
     const kids = [0, 1, 2, 3, 4].map(() =>
       spawnChild(() => {
+        // All at once: on a loaded machine the first could be done before the last is forked.
+        Atomics.add(stats, 2, 1);
+        while (Atomics.load(stats, 2) < 5);
         for (let i = 0; i < 200; i++) {
           s.acquireSync();
           const inside = Atomics.add(stats, 0, 1) + 1;

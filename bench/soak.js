@@ -145,6 +145,7 @@ if (result.detail) {
   row('pool calls failed: worker died', d.poolWorkerDied);
   row('processes started', d.starts);
   row('harness RSS quarter → end MB', `${d.rssMb.quarter} → ${d.rssMb.end}`);
+  row('longest time the loop did not poll (ms)', d.loopStallMaxMs);
 }
 
 const { history, ...summary } = result;
@@ -201,6 +202,7 @@ ${Object.entries(d.messages).map(([n, m]) => `| ${n}: messages received intact a
 | processes started | ${d.starts} |
 | harness RSS (MB): a quarter in, at the end, max | ${d.rssMb.quarter}, ${d.rssMb.end}, ${d.rssMb.max} |
 | descriptors before / after | ${d.fds.before} / ${d.fds.after} |
+| longest time the harness's event loop went without polling for events (Node 20's libuv; nodemp's guard looked for its news meanwhile) | ${d.loopStallMaxMs} ms |
 `;
   writeFileSync(`${here}SOAK.md`, text);
 }

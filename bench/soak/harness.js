@@ -615,6 +615,10 @@ async function managerWork() {
     if (made.hang || 'error' in made) {
       if (made.error?.code === 'ERR_MANAGER_DEAD') {
         counts.managerGenerationsLost++;
+        // The connection died, which on a loaded machine was not always the server: the
+        // busy-machine soak left seven servers running at its end. Make sure it is gone.
+        manager.process.kill();
+        await manager.process.join();
         continue;
       }
       if ('error' in made) violation(`manager: making objects failed with ${made.error?.code}: ${made.error?.message}`);

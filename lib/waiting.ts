@@ -78,26 +78,23 @@ addStallPoller({
 
 function sleepAsync(s: Sleep): Promise<number> {
   return new Promise((resolve, reject) => {
-    if (!LOOP_CAN_STALL) {
-      native.waitAsync(s.buffer, s.byteOffset, s.expected, s.timeout, (error, result) => {
-        if (error) reject(error);
-        else resolve(result as number);
-      });
-      return;
-    }
-    const p: PendingSleep = {
-      sleep: s,
-      deadline: s.timeout === undefined ? Infinity : performance.now() + s.timeout,
-      end(result) {
-        pending.delete(p);
-        resolve(result);
-      },
-    };
+    const p: PendingSleep | null = LOOP_CAN_STALL
+      ? {
+          sleep: s,
+          deadline: s.timeout === undefined ? Infinity : performance.now() + s.timeout,
+          end(result) {
+            pending.delete(this);
+            resolve(result);
+          },
+        }
+      : null;
     native.waitAsync(s.buffer, s.byteOffset, s.expected, s.timeout, (error, result) => {
-      if (!pending.delete(p)) return;
+      // Already ended by the loop-stall guard.
+      if (p !== null && !pending.delete(p)) return;
       if (error) reject(error);
       else resolve(result as number);
     });
+    if (p === null) return;
     pendingHere().add(p);
     guardLoop();
   });

@@ -5,17 +5,21 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <unordered_set>
 #include <sys/types.h>
 
 namespace nodemp {
 
 uv_loop_t* LoopOf(Napi::Env env);
+// The descriptors in the event loop's epoll set, as the kernel has them
+// (Linux; elsewhere empty) (reap.cc).
+std::unordered_set<int> EpollRegistrations(uv_loop_t* loop);
 // Where the event loop stands with a poll handle, for the diagnosis of a
 // notification that never came: its descriptor, whether the handle is active,
 // whether the descriptor is readable now, whether the loop's table of watchers
-// has this handle for it ('ours', 'none', or 'other' handle), and whether the
-// loop's epoll set holds it (Linux; elsewhere undefined) (reap.cc).
-Napi::Object PollDiagnosis(Napi::Env env, uv_poll_t* poll, int fd);
+// has this handle for it ('ours', 'none', or 'other' handle), and whether
+// `epoll` (EpollRegistrations) holds it (Linux; elsewhere undefined) (reap.cc).
+Napi::Object PollDiagnosis(Napi::Env env, uv_poll_t* poll, int fd, const std::unordered_set<int>& epoll);
 // In a freshly forked child: forget the parent's children (their pidfds and
 // poll handles belong to the parent's bookkeeping).
 void ReapAfterFork();

@@ -53,7 +53,24 @@ uv_loop_t* LoopOf(Napi::Env env) {
   return loop;
 }
 
-Napi::Object PollDiagnosis(Napi::Env env, uv_poll_t* poll, int fd) {
+std::unordered_set<int> EpollRegistrations(uv_loop_t* loop) {
+  std::unordered_set<int> fds;
+#if defined(__linux__)
+  // One "tfd: N" line per descriptor in the set.
+  std::string path = "/proc/self/fdinfo/" + std::to_string(uv_backend_fd(loop));
+  if (FILE* f = std::fopen(path.c_str(), "r")) {
+    char line[256];
+    int tfd;
+    while (std::fgets(line, sizeof line, f) != nullptr) {
+      if (std::sscanf(line, "tfd: %d", &tfd) == 1) fds.insert(tfd);
+    }
+    std::fclose(f);
+  }
+#endif
+  return fds;
+}
+
+Napi::Object PollDiagnosis(Napi::Env env, uv_poll_t* poll, int fd, const std::unordered_set<int>& epoll) {
   Napi::Object state = Napi::Object::New(env);
   state.Set("fd", fd);
   state.Set("active", poll != nullptr && uv_is_active(reinterpret_cast<uv_handle_t*>(poll)) != 0);
@@ -66,18 +83,7 @@ Napi::Object PollDiagnosis(Napi::Env env, uv_poll_t* poll, int fd) {
   }
   state.Set("loopWatcher", watcher);
 #if defined(__linux__)
-  // The epoll set as the kernel has it: one "tfd: N" line per descriptor.
-  bool registered = false;
-  std::string path = "/proc/self/fdinfo/" + std::to_string(uv_backend_fd(loop));
-  if (FILE* f = std::fopen(path.c_str(), "r")) {
-    char line[256];
-    int tfd;
-    while (std::fgets(line, sizeof line, f) != nullptr) {
-      if (std::sscanf(line, "tfd: %d", &tfd) == 1 && tfd == fd) registered = true;
-    }
-    std::fclose(f);
-  }
-  state.Set("inEpoll", registered);
+  state.Set("inEpoll", epoll.count(fd) != 0);
 #endif
   return state;
 }
@@ -423,8 +429,8 @@ void ReapAfterFork() {
 // `sigchld` where it relies on SIGCHLD, and on Linux `fdPid`, whose pidfd the
 // descriptor is), or null for a pid not tracked: for the report of an exit
 // that went unnoticed.
-static Napi::Object WatchDiagnosis(Napi::Env env, pid_t pid, const Watch& w) {
-  Napi::Object state = PollDiagnosis(env, w.poll, w.fd);
+static Napi::Object WatchDiagnosis(Napi::Env env, pid_t pid, const Watch& w, const std::unordered_set<int>& epoll) {
+  Napi::Object state = PollDiagnosis(env, w.poll, w.fd, epoll);
   state.Set("pid", pid);
   // Tracked only (exits learned by polling or a blocking wait), or watched from the loop.
   state.Set("watched", w.poll != nullptr);
@@ -451,15 +457,16 @@ static Napi::Value WatchState(const Napi::CallbackInfo& info) {
   pid_t pid = info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : -1;
   auto it = watches.find(pid);
   if (it == watches.end()) return env.Null();
-  return WatchDiagnosis(env, pid, it->second);
+  return WatchDiagnosis(env, pid, it->second, EpollRegistrations(LoopOf(env)));
 }
 
 // exitWatches() -> watchState() of every tracked child.
 static Napi::Value ExitWatches(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Array all = Napi::Array::New(env, watches.size());
+  std::unordered_set<int> epoll = EpollRegistrations(LoopOf(env));
   uint32_t i = 0;
-  for (auto& kv : watches) all.Set(i++, WatchDiagnosis(env, kv.first, kv.second));
+  for (auto& kv : watches) all.Set(i++, WatchDiagnosis(env, kv.first, kv.second, epoll));
   return all;
 }
 

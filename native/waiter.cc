@@ -528,7 +528,7 @@ void InitWaiter(Napi::Env env, Napi::Object exports) {
     state.Set("moved", moved);
 #if defined(__linux__)
     if (ring_state == 1) {
-      Napi::Object r = PollDiagnosis(env, ring.poll, ring.fd);
+      Napi::Object r = PollDiagnosis(env, ring.poll, ring.fd, EpollRegistrations(LoopOf(env)));
       r.Set("waits", ring.waits);
       r.Set("completionsUnread", __atomic_load_n(ring.cq_tail, __ATOMIC_ACQUIRE) - *ring.cq_head);
       r.Set("completionsRead", *ring.cq_head);

@@ -839,16 +839,15 @@ function loopStalledMs() {
 }
 
 function auditWatches() {
-  const { ring, ...waits } = native.waiterState();
   const now = performance.now();
   const turns = native.loopTurns();
-  if (turns !== loopTurns.last) {
-    loopTurns.last = turns;
-    loopTurns.since = now;
-  } else {
+  if (turns === loopTurns.last) {
     loopTurns.longestMs = Math.max(loopTurns.longestMs, now - loopTurns.since);
     return;
   }
+  loopTurns.last = turns;
+  loopTurns.since = now;
+  const { ring, ...waits } = native.waiterState();
   const found = [];
   for (const w of native.exitWatches()) {
     if (w.sigchld || !w.watched) continue;

@@ -161,13 +161,16 @@ export class BufferTooShort extends Error {
 
 /**
  * A Listener or Client handshake failed: the peer does not hold the same
- * authkey, or did not follow the challenge protocol. Raised on both ends.
+ * authkey, or did not follow the challenge protocol, or (`timedOut`) the
+ * listener's handshakeTimeout passed first. Raised on both ends.
  */
 export class AuthenticationError extends Error {
   readonly code = 'ERR_AUTHENTICATION';
-  constructor(message: string) {
+  readonly timedOut: boolean;
+  constructor(message: string, { timedOut = false }: { timedOut?: boolean } = {}) {
     super(message);
     this.name = 'AuthenticationError';
+    this.timedOut = timedOut;
   }
 }
 

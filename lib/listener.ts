@@ -11,6 +11,10 @@
 //   challenger -> '#CHALLENGE#{sha256}' + 40 random bytes
 //   answerer   -> '{sha256}' + HMAC-SHA256(authkey, '{sha256}' + those bytes)
 //   challenger -> '#WELCOME#' or '#FAILURE#'
+// A listener whose handshakeTimeout passes sends '#TIMEOUT#' before it
+// closes (nodemp's own word, not Python's): the client, told, can tell a
+// listener that gave up on it from one that died (a Python client reads it as
+// a refusal).
 // Nothing the peer sends is decoded before both directions succeed: the
 // handshake reads raw bytes, refuses any message longer than
 // MAX_AUTH_MESSAGE before reading its body, and only then is the socket
@@ -30,7 +34,7 @@ import { inspect } from 'node:util';
 import { native } from './native.js';
 import { Connection, unwatchFd, watchFd } from './connection.js';
 import { codecFor, type Serializer } from './codec.js';
-import { AuthenticationError, ClosedError, EOFError, osError } from './errors.js';
+import { AuthenticationError, ClosedError, EOFError, OSError, osError } from './errors.js';
 import { checkInteger, invalidType, invalidValue } from './args.js';
 import { selfPid } from './self.js';
 
@@ -74,6 +78,7 @@ const ADDRESS_EXPECTED = "a Unix socket path (a string), a Linux abstract name (
 const CHALLENGE = Buffer.from('#CHALLENGE#');
 const WELCOME = Buffer.from('#WELCOME#');
 const FAILURE = Buffer.from('#FAILURE#');
+const TIMED_OUT = Buffer.from('#TIMEOUT#');
 const DIGEST = Buffer.from('{sha256}');
 const NONCE_LENGTH = 40;
 // Python's shortest acceptable challenge (its legacy one's length).
@@ -160,6 +165,7 @@ function* deliverChallenge(authkey: Buffer): Handshake {
   const message = Buffer.concat([DIGEST, randomBytes(NONCE_LENGTH)]);
   yield { write: frame(Buffer.concat([CHALLENGE, message])) };
   const response = yield* readMessage();
+  if (typeof response !== 'string' && response.equals(TIMED_OUT)) throw peerTimedOut();
   const expected = mac(authkey, message);
   if (typeof response !== 'string' && response.length === expected.length && timingSafeEqual(response, expected)) {
     yield { write: frame(WELCOME) };
@@ -191,6 +197,7 @@ function* answerChallenge(authkey: Buffer): Handshake {
   }
   yield { write: frame(mac(authkey, challenge)) };
   const reply = yield* readMessage();
+  if (typeof reply !== 'string' && reply.equals(TIMED_OUT)) throw peerTimedOut();
   if (typeof reply === 'string' || !reply.equals(WELCOME)) {
     throw new AuthenticationError('authentication failed: the peer refused our answer to its challenge (it does not hold the same authkey)');
   }
@@ -214,12 +221,44 @@ function write(fd: number, step: { write: Buffer; bestEffort?: boolean }): void 
   try {
     native.netWrite(fd, step.write);
   } catch (error) {
-    if (!step.bestEffort) throw error;
+    if (step.bestEffort) return;
+    // A listener that gave up on us closed after its notice: the write finds
+    // the socket shut, and the notice, unread, says why.
+    if (error instanceof OSError && (error.code === 'EPIPE' || error.code === 'ECONNRESET') && noticeWaits(fd)) throw peerTimedOut();
+    throw error;
   }
 }
 
-function handshakeTimedOut(ms: number): AuthenticationError {
-  return new AuthenticationError(`authentication failed: the peer did not complete the handshake within ${ms} ms`);
+function noticeWaits(fd: number): boolean {
+  const notice = frame(TIMED_OUT);
+  const buf = Buffer.alloc(notice.length);
+  let got = 0;
+  try {
+    while (got < buf.length) {
+      const n = native.connRead(fd, buf, got, buf.length - got, 0);
+      if (n <= 0) break;
+      got += n;
+    }
+  } catch {
+    return false;
+  }
+  return got === buf.length && buf.equals(notice);
+}
+
+function handshakeTimedOut(fd: number, ms: number): AuthenticationError {
+  try {
+    native.netWrite(fd, frame(TIMED_OUT), 0, false);
+  } catch {
+    // Gone already: it needs no reason.
+  }
+  return new AuthenticationError(`authentication failed: the peer did not complete the handshake within ${ms} ms`, { timedOut: true });
+}
+
+function peerTimedOut(): AuthenticationError {
+  return new AuthenticationError(
+    "authentication failed: the listener gave up waiting for this process's side of the handshake (its handshakeTimeout passed; was this process stopped, or its event loop held up?)",
+    { timedOut: true },
+  );
 }
 
 // How long a handshake read may wait: -1 forever, else what is left until `deadline`.
@@ -241,7 +280,7 @@ function handshakeSync(fd: number, steps: Handshake, timeoutMs: number | null = 
     for (let got = 0; got < step.read; ) {
       const n = native.connRead(fd, buf, got, step.read - got, leftUntil(deadline));
       if (n === 0) throw handshakeEOF();
-      if (n < 0) throw handshakeTimedOut(timeoutMs as number);
+      if (n < 0) throw handshakeTimedOut(fd, timeoutMs as number);
       got += n;
     }
     next = steps.next(buf);
@@ -288,7 +327,7 @@ async function handshake(fd: number, steps: Handshake, timeoutMs: number | null 
       const n = native.connRead(fd, buf, got, step.read - got, 0);
       if (n === 0) throw handshakeEOF();
       if (n > 0) got += n;
-      else if (!(await ready(fd, false, deadline))) throw handshakeTimedOut(timeoutMs as number);
+      else if (!(await ready(fd, false, deadline))) throw handshakeTimedOut(fd, timeoutMs as number);
     }
     next = steps.next(buf);
   }

@@ -104,6 +104,24 @@ export async function waitUntil(predicate: () => boolean, timeoutMs = 5000): Pro
  * process's schedstat) and the ring of async waits. Which test first needs
  * them depends on the machine's load, so counting them made leak checks flaky.
  */
+/**
+ * Lets microtasks (not the event loop) run until this process holds more
+ * sockets than before `connect` was called: the connect is made, and its
+ * handshake not yet read, which takes an event-loop turn. `outcome` is what
+ * `connect` resolves with, or the error it rejects with.
+ */
+export async function connectUnderWay(connect: () => Promise<unknown>): Promise<{ outcome: Promise<unknown> }> {
+  const sockets = () => openFds().filter((fd) => fd.includes('socket:')).length;
+  const before = sockets();
+  const outcome = connect().catch((e: unknown) => e);
+  for (let i = 0; sockets() === before; i++) {
+    if (i === 1000) throw new Error('connectUnderWay: no socket was opened');
+    await Promise.resolve();
+  }
+  // Wrapped: an async function returning the Promise itself would wait for it.
+  return { outcome };
+}
+
 export function openFds(): string[] {
   const lifetime = new Set(['/proc/loadavg', `/proc/${process.pid}/schedstat`, 'anon_inode:[io_uring]']);
   const out: string[] = [];

@@ -16,7 +16,7 @@ import {
   wait,
   type Address,
 } from '../dist/index.js';
-import { openFds, shared } from './helpers.js';
+import { connectUnderWay, openFds, shared } from './helpers.js';
 import { busySleep, sleepMs, spawnChild } from './sync-helpers.js';
 
 const KEY = Buffer.from('the right key');
@@ -246,6 +246,29 @@ describe('Listener and Client: authkey', () => {
     await serve(await listener.accept(), good.pid as number);
     await good.join();
     expect(report[0]).toBe(OK);
+  });
+
+  it('a listener that gives up at its handshakeTimeout says so: a late Client gets AuthenticationError with timedOut (Unix and TCP)', async () => {
+    for (const address of [undefined, ['127.0.0.1', 0] as Address]) {
+      using listener = new Listener(address, { authkey: KEY, handshakeTimeout: 200 });
+      const report = shared(2);
+      const acceptor = spawnChild(async () => {
+        const accepted = listener.accept().catch((e: unknown) => e);
+        Atomics.store(report, 1, 1);
+        const error = await accepted;
+        Atomics.store(report, 0, error instanceof AuthenticationError && error.timedOut ? OK : OTHER_ERROR);
+      });
+      while (Atomics.load(report, 1) === 0) await sleepMs(5);
+      const late = await connectUnderWay(() => Client(listener.address, { authkey: KEY }));
+      // This process's event loop is held up well past the listener's timeout.
+      busySleep(1500);
+      const error = await late.outcome;
+      expect(error).toBeInstanceOf(AuthenticationError);
+      expect((error as AuthenticationError).timedOut).toBe(true);
+      expect((error as Error).message).toMatch(/gave up waiting .* handshakeTimeout/);
+      await acceptor.join();
+      expect(report[0]).toBe(OK);
+    }
   });
 
   it('checks the key argument', () => {

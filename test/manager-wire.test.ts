@@ -30,8 +30,8 @@ import {
 import { codecFor, decodeUntrusted } from '../dist/codec.js';
 import { native } from '../dist/native.js';
 import type { DictProxy } from '../dist/manager/proxies.js';
-import { childrenOf, openFds, running, shmEntries, waitUntil } from './helpers.js';
-import { spawnChild } from './sync-helpers.js';
+import { childrenOf, connectUnderWay, openFds, running, shmEntries, waitUntil } from './helpers.js';
+import { busySleep, spawnChild } from './sync-helpers.js';
 
 const KEY = Buffer.from('the manager-wire key');
 
@@ -407,6 +407,18 @@ describe('manager wire: peers that do not authenticate', () => {
     expect(silent.map((p) => p.endedByServer)).toEqual(silent.map(() => false));
     for (const p of silent) p.socket.destroy();
     await stillServes(d, 1);
+  });
+
+  it("a client held up past the server's handshake timeout connects again: its call succeeds, the live server is not reported dead", async () => {
+    const m = await startManager({ handshakeTimeout: 200 });
+    const made = await connectUnderWay(() => m.list());
+    // This process's event loop is held up past the server's timeout.
+    busySleep(1500);
+    const list = (await made.outcome) as Awaited<ReturnType<typeof m.list>>;
+    expect(list).not.toBeInstanceOf(Error);
+    await list.append(1);
+    expect(await list.copy()).toEqual([1]);
+    expect(m.process?.isAlive()).toBe(true);
   });
 
   it('many silent peers are each dropped at the handshake timeout, and the next client is served', async () => {

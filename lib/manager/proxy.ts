@@ -17,7 +17,7 @@ import { native } from '../native.js';
 import { decodingUntrusted, sharedByName } from '../codec.js';
 import { Client, ClientSync, type Address } from '../listener.js';
 import { unwatchFd, watchFd, type Connection } from '../connection.js';
-import { EOFError, ManagerError, OSError } from '../errors.js';
+import { AuthenticationError, EOFError, ManagerError, OSError } from '../errors.js';
 import { selfPid } from '../self.js';
 import { currentProcess, onChildStart } from '../process.js';
 import { runningServerAt } from './server.js';
@@ -238,7 +238,12 @@ export class ManagerConnection {
     if (this.#conn !== null) return;
     let conn: Connection;
     try {
-      conn = ClientSync(this.address, { authkey: this.#authkey });
+      try {
+        conn = ClientSync(this.address, { authkey: this.#authkey });
+      } catch (error) {
+        if (!droppedAsLate(error)) throw error;
+        conn = ClientSync(this.address, { authkey: this.#authkey });
+      }
     } catch (error) {
       throw this.#unreachable(error);
     }
@@ -297,7 +302,10 @@ export class ManagerConnection {
     this.#connecting ??= (async () => {
       let conn: Connection;
       try {
-        conn = await Client(this.address, { authkey: this.#authkey });
+        conn = await Client(this.address, { authkey: this.#authkey }).catch((error: unknown) => {
+          if (!droppedAsLate(error)) throw error;
+          return Client(this.address, { authkey: this.#authkey });
+        });
       } catch (error) {
         throw this.#unreachable(error);
       }
@@ -454,6 +462,16 @@ export class ManagerConnection {
     }
     this.close(this.#failure);
   }
+}
+
+/**
+ * The server gives up on a client that has not finished the handshake within
+ * its handshakeTimeout, and says so. A client that was only late (stopped
+ * for a while, or its event loop held up) connects again, once, rather than
+ * fail its call: the server is there.
+ */
+function droppedAsLate(error: unknown): boolean {
+  return error instanceof AuthenticationError && error.timedOut;
 }
 
 /** The first message on a new connection, waiting for it on the event loop. */

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { Chaos } from './soak/chaos.js';
+import { CpuShare } from './soak/cpu-share.js';
 import { markedProcesses } from './lib.js';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
@@ -38,7 +39,7 @@ function shmEntries() {
   return readdirSync('/dev/shm').filter((n) => n.startsWith('nodemp_'));
 }
 
-console.error(`soak: ${opts.seconds} s, seed ${opts.seed}, about ${opts.rate} faults a second`);
+console.error(`soak: ${opts.seconds} s, seed ${opts.seed}, about ${opts.rate} faults a second of the CPU the run gets (a second, on an idle machine)`);
 const shmBefore = new Set(shmEntries());
 const child = spawn(
   process.execPath,
@@ -57,7 +58,8 @@ child.stderr.on('data', (chunk) => {
 });
 // The harness writes "R" when the run starts and "C" when it stops; the
 // driver sends no faults outside that.
-const chaos = new Chaos({ seed: opts.seed, rate: opts.rate, harnessPid: child.pid, marker, targets, faults });
+const pace = new CpuShare(marker);
+const chaos = new Chaos({ seed: opts.seed, rate: opts.rate, pace, harnessPid: child.pid, marker, targets, faults });
 let pending = '';
 child.stdio[3].setEncoding('latin1').on('data', (chunk) => {
   const lines = (pending + chunk).split('\n');
@@ -89,7 +91,7 @@ try {
   if (!overran) result.violations = 1;
 }
 rmSync(dir, { recursive: true, force: true });
-result = { seconds: result.seconds, seed: result.seed, rate: opts.rate, ...result };
+result = { seconds: result.seconds, seed: result.seed, rate: opts.rate, cpuShare: pace.summary(), ...result };
 
 // Daemons die with the harness and the segment tracker once its last owner is
 // gone; give them a moment, then whatever is left is a leak.
@@ -133,6 +135,7 @@ row('seed', result.seed);
 row('operations', result.operations);
 row('faults: SIGKILL', result.faults?.kill);
 row('faults: SIGSTOP+SIGCONT', result.faults?.stop);
+row('CPU share: mean, lowest', `${result.cpuShare.mean}, ${result.cpuShare.min}`);
 row('violations', result.violations);
 row('hangs', result.hangs);
 row('leaks', result.leaks);
@@ -182,6 +185,7 @@ What runs and what is checked: [the README's "Soak"](../README.md#soak-and-fault
 | operations | ${s.operations} |
 | faults: SIGKILL | ${s.faults.kill} |
 | faults: SIGSTOP, then SIGCONT 1-150 ms later | ${s.faults.stop} |
+| share of the machine's CPU the run got (the fault rate is per second of it): mean, lowest | ${s.cpuShare.mean}, ${s.cpuShare.min} |
 | **violations** | **${s.violations}** |
 | **hangs** | **${s.hangs}** |
 | **leaks** (processes, /dev/shm, descriptors, RSS) | **${s.leaks}** |

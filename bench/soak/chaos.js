@@ -1,5 +1,6 @@
 // The chaos driver: SIGKILL, and SIGSTOP followed later by SIGCONT, to random
-// participants of the run, as a Poisson process at `rate` faults a second.
+// participants of the run, as a Poisson process at `rate` faults a second of
+// the CPU the run gets (`pace`, a CpuShare: on an idle machine, a second).
 //
 // It runs in bench/soak.js, not in the harness: the harness's event loop runs
 // late whenever a synchronous start forks (hundreds of milliseconds on a busy
@@ -16,6 +17,7 @@ import { makeRng } from './rng.js';
 export class Chaos {
   #rng;
   #rate;
+  #pace;
   #harnessPid;
   #marker;
   #targets;
@@ -28,9 +30,10 @@ export class Chaos {
   /** pid -> when it was killed: it can look alive for a moment after kill() returns. */
   #killedAt = new Map();
 
-  constructor({ seed, rate, harnessPid, marker, targets, faults }) {
+  constructor({ seed, rate, pace, harnessPid, marker, targets, faults }) {
     this.#rng = makeRng((seed ^ 0x9e3779b9) >>> 0);
     this.#rate = rate;
+    this.#pace = pace;
     this.#harnessPid = harnessPid;
     this.#marker = marker;
     this.#targets = targets;
@@ -38,6 +41,7 @@ export class Chaos {
   }
 
   start() {
+    this.#pace.start();
     this.#due = performance.now();
     this.#tick();
   }
@@ -45,6 +49,7 @@ export class Chaos {
   /** No more faults; every stopped participant is continued now. */
   end() {
     this.#ended = true;
+    this.#pace.stop();
     clearTimeout(this.#timer);
     for (const pid of [...this.#stopped.keys()]) this.#resume(pid);
   }
@@ -53,7 +58,7 @@ export class Chaos {
     if (this.#ended) return;
     // A late turn sends the faults that fell due meanwhile, to keep the rate.
     while (this.#due <= performance.now()) {
-      this.#due += this.#rng.expo(1000 / this.#rate);
+      this.#due += this.#rng.expo(1000 / (this.#rate * this.#pace.share));
       this.#inject();
     }
     this.#timer = setTimeout(() => this.#tick(), Math.max(0, this.#due - performance.now()));

@@ -33,6 +33,7 @@ const dir = mkdtempSync(join(tmpdir(), 'nodemp-soak-'));
 const out = join(dir, 'result.json');
 const targets = join(dir, 'targets');
 const faults = join(dir, 'faults');
+const clock = join(dir, 'clock');
 writeFileSync(faults, '');
 
 function shmEntries() {
@@ -43,7 +44,7 @@ console.error(`soak: ${opts.seconds} s, seed ${opts.seed}, about ${opts.rate} fa
 const shmBefore = new Set(shmEntries());
 const child = spawn(
   process.execPath,
-  ['--single-threaded', '--expose-gc', '--no-warnings', `${here}soak/harness.js`, '--seconds', String(opts.seconds), '--seed', String(opts.seed), '--out', out, '--targets', targets, '--faults', faults],
+  ['--single-threaded', '--expose-gc', '--no-warnings', `${here}soak/harness.js`, '--seconds', String(opts.seconds), '--seed', String(opts.seed), '--out', out, '--targets', targets, '--faults', faults, '--clock', clock],
   { stdio: ['ignore', 'inherit', 'pipe', 'pipe'], env: { ...process.env, NODEMP_SOAK_RUN: run } },
 );
 // Every process of the run writes to this stderr: a native crash of one whose
@@ -58,7 +59,7 @@ child.stderr.on('data', (chunk) => {
 });
 // The harness writes "R" when the run starts and "C" when it stops; the
 // driver sends no faults outside that.
-const pace = new CpuShare(marker);
+const pace = new CpuShare(marker, clock);
 const chaos = new Chaos({ seed: opts.seed, rate: opts.rate, pace, harnessPid: child.pid, marker, targets, faults });
 let pending = '';
 child.stdio[3].setEncoding('latin1').on('data', (chunk) => {
@@ -141,6 +142,7 @@ row('hangs', result.hangs);
 row('leaks', result.leaks);
 row('operation p50 (ms)', result.p50Ms?.toFixed(3));
 row('operation p99 (ms)', result.p99Ms?.toFixed(3));
+row('slowest operation (ms)', result.detail?.slowest.ms);
 if (result.detail) {
   const d = result.detail;
   for (const [name, m] of Object.entries(d.messages)) row(`${name} messages`, m.received);
@@ -190,6 +192,7 @@ What runs and what is checked: [the README's "Soak"](../README.md#soak-and-fault
 | **hangs** | **${s.hangs}** |
 | **leaks** (processes, /dev/shm, descriptors, RSS) | **${s.leaks}** |
 | operation latency p50 / p99 | ${s.p50Ms.toFixed(3)} / ${s.p99Ms.toFixed(3)} ms |
+| the slowest of the harness's own operations | ${(s.detail.slowest.ms / 1000).toFixed(1)} s (${s.detail.slowest.what}) |
 
 SIGKILLs by target: ${Object.entries(d.killsBy).map(([k, v]) => `${k} ${v}`).join(', ')}.
 

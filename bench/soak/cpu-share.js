@@ -9,8 +9,9 @@
 // Sampled once a second from /proc: the machine's busy time, less what the
 // processes that are not the run's used (the run's carry `marker` in their
 // environment; this driver is the run's too). On an idle machine the share
-// is 1 and the rate is the one asked for.
-import { readdirSync, readFileSync } from 'node:fs';
+// is 1 and the rate is the one asked for. Each sample also goes to `clock`,
+// the run's clock the harness's deadlines are on (run-clock.js).
+import { appendFileSync, readdirSync, readFileSync } from 'node:fs';
 
 const TICKS_PER_SECOND = 100;
 // Below this a starved run would get almost no faults; it is reported as is.
@@ -38,20 +39,27 @@ function cpuTicks(pid) {
 
 export class CpuShare {
   #marker;
+  #clock;
   #timer = null;
+  #wall = 0;
+  #run = 0;
   #busy = 0;
   /** pid -> { start, ticks, ours } at the last sample. */
   #seen = new Map();
   #share = 1;
   #samples = [];
 
-  constructor(marker) {
+  constructor(marker, clock) {
     this.#marker = marker;
+    this.#clock = clock;
   }
 
   start() {
     this.#busy = machineBusyTicks();
     this.#foreignTicks();
+    this.#wall = Date.now();
+    this.#run = this.#wall;
+    appendFileSync(this.#clock, `${this.#wall} ${this.#run} 1\n`);
     this.#timer = setInterval(() => this.#sample(), 1000);
   }
 
@@ -84,6 +92,10 @@ export class CpuShare {
       this.#share = Math.min(1, Math.max(FLOOR, (spent - foreign) / spent));
     }
     this.#samples.push(this.#share);
+    const wall = Date.now();
+    this.#run += (wall - this.#wall) * this.#share;
+    this.#wall = wall;
+    appendFileSync(this.#clock, `${wall} ${Math.round(this.#run)} ${this.#share.toFixed(3)}\n`);
   }
 
   // Ticks the processes that are not the run's used since the last sample.

@@ -1,7 +1,7 @@
 // One soak run: every nodemp mechanism at once, across real processes, while
 // a chaos driver kills and stops them. Started by bench/soak.js (which checks
 // for leaks once this process is gone) as:
-//   node --single-threaded --expose-gc harness.js --seconds N --seed S --out FILE --targets FILE --faults FILE
+//   node --single-threaded --expose-gc harness.js --seconds N --seed S --out FILE --targets FILE --faults FILE --clock FILE
 import { openSync, readdirSync, readFileSync, readlinkSync, readSync, renameSync, writeFileSync, writeSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { crc32 } from 'node:zlib';
@@ -27,19 +27,24 @@ import { native } from '../../dist/native.js';
 import { checkFailure, checkValue, History, MessageLedger } from './ledger.js';
 import * as roles from './roles.js';
 import { BUCKETS, bucketOf, makeRng, quantileMs } from './rng.js';
+import { RunClock } from './run-clock.js';
 
 const { CTL, CELL, EXIT_MANAGER_DEAD } = roles;
 
-const opts = { seconds: 60, seed: 1, out: null, targets: null, faults: null };
+const opts = { seconds: 60, seed: 1, out: null, targets: null, faults: null, clock: null };
 for (let i = 2; i < process.argv.length; i += 2) {
   const key = process.argv[i].replace(/^--/, '');
-  opts[key] = ['out', 'targets', 'faults'].includes(key) ? process.argv[i + 1] : Number(process.argv[i + 1]);
+  opts[key] = ['out', 'targets', 'faults', 'clock'].includes(key) ? process.argv[i + 1] : Number(process.argv[i + 1]);
 }
 
+/** The deadlines are on the run's clock: on an idle machine, the wall's. */
+const runClock = new RunClock(opts.clock);
 /** An operation of the harness's own (a pool call, an echo) that takes longer is a hang. */
 const DEADLINE_MS = 30_000;
 /** A child's operation (its watch slot set) that takes longer is a hang. */
 const CHILD_DEADLINE_MS = 30_000;
+/** The one of the harness's own operations that took longest to settle (wall ms), the wind-down's waits apart. */
+let slowest = { ms: 0, what: '' };
 const SLOTS = 64;
 const COUNTER_WORKERS = 2;
 
@@ -113,19 +118,30 @@ function inHarness(where) {
 }
 
 /**
- * Settles with { value } or { error } as `promise` does, or with { hang: true } once `ms` pass (the promise is
+ * Settles with { value } or { error } as `promise` does, or with { hang: true } once `ms` of the run's clock pass (the promise is
  * then left), and records its latency. `describe()`, if given, says what the system held at that moment.
  */
 async function deadline(what, promise, ms = DEADLINE_MS, describe = null) {
   inHarness(what);
   let timer;
-  const late = new Promise((resolve) => (timer = setTimeout(() => resolve({ hang: true }), ms)));
+  const w0 = Date.now();
+  const late = new Promise((resolve) => {
+    // The run's clock goes no faster than the wall's: a wall timer of what is left never fires early.
+    const check = () => {
+      const left = ms - (runClock.at(Date.now()) - runClock.at(w0));
+      if (left <= 0) resolve({ hang: true });
+      else timer = setTimeout(check, left);
+    };
+    timer = setTimeout(check, ms);
+  });
   const t0 = performance.now();
   const r = await Promise.race([promise.then((value) => ({ value }), (error) => ({ error })), late]);
   clearTimeout(timer);
   if (r.hang) {
     const stalled = loopStalledMs();
-    hang(`${what}: not settled after ${ms / 1000} s${stalled > 1000 ? ` (the event loop has not polled for events for ${(stalled / 1000).toFixed(1)} s: timers running back to back)` : ''}`);
+    const wall = Date.now() - w0;
+    const clockNote = wall > ms * 1.05 ? `, ${(wall / 1000).toFixed(1)} s of the wall's: the run got ${Math.round(runClock.share * 100)}% of the CPU` : '';
+    hang(`${what}: not settled after ${ms / 1000} s of the run's clock${clockNote}${stalled > 1000 ? ` (the event loop has not polled for events for ${(stalled / 1000).toFixed(1)} s: timers running back to back)` : ''}`);
     if (describe !== null) hangs.at(-1).message += `; at the deadline: ${JSON.stringify(describe())}`;
     // Whether it was only slow (settled later) or stuck for good tells a
     // starved call from a wedged one.
@@ -136,7 +152,11 @@ async function deadline(what, promise, ms = DEADLINE_MS, describe = null) {
       history.add('settled late', { what, how, s });
     };
     promise.then(() => settled('resolved'), (error) => settled(`rejected with ${error?.name}`));
-  } else record(performance.now() - t0);
+  } else {
+    const took = performance.now() - t0;
+    record(took);
+    if (ms === DEADLINE_MS && took > slowest.ms) slowest = { ms: Math.round(took), what };
+  }
   return r;
 }
 
@@ -355,7 +375,9 @@ async function checkCounters() {
   for (const C of counters) {
     const c = C.cells.typed;
     const lock = C.kind === 'value' ? C.value.getLock() : C.guard;
-    const r = await deadline(`${C.kind} counter: final acquire`, lock.acquire({ timeout: DEADLINE_MS }));
+    // The deadline (on the run's clock) judges; the lock's own timeout, on the wall's, only ends a wait past it.
+    const r = await deadline(`${C.kind} counter: final acquire`, lock.acquire({ timeout: DEADLINE_MS * 10 }));
+    if (r.hang) continue;
     if (r.value !== true) {
       violation(`${C.kind} counter: the lock could not be taken at the end`);
       continue;
@@ -794,8 +816,8 @@ function watchdog() {
   const now = Date.now();
   for (const entry of live.values()) {
     const since = watch.typed[entry.slot];
-    if (since !== 0 && now - since > CHILD_DEADLINE_MS && !entry.watchdogKilled) {
-      hang(`${entry.name} pid ${entry.pid}: one operation has run ${((now - since) / 1000).toFixed(1)} s`);
+    if (since !== 0 && runClock.at(now) - runClock.at(since) > CHILD_DEADLINE_MS && !entry.watchdogKilled) {
+      hang(`${entry.name} pid ${entry.pid}: one operation has run ${((now - since) / 1000).toFixed(1)} s (over ${CHILD_DEADLINE_MS / 1000} s of the run's clock)`);
       entry.watchdogKilled = true;
       signal(entry.pid, 'SIGKILL');
     }
@@ -1018,6 +1040,7 @@ async function main() {
       rssMb: { quarter: +rssQuarter.toFixed(1), end: +rssEnd.toFixed(1), max: +Math.max(...rss.map((s) => s.mb)).toFixed(1), growthAfterQuarter: +rssGrowth.toFixed(1) },
       // The longest the event loop went without polling for events, as the 500 ms samples saw it.
       loopStallMaxMs: Math.round(loopTurns.longestMs),
+      slowest,
     },
     violationList: violations,
     hangList: hangs,

@@ -238,11 +238,13 @@ export class ManagerConnection {
     if (this.#conn !== null) return;
     let conn: Connection;
     try {
-      try {
-        conn = ClientSync(this.address, { authkey: this.#authkey });
-      } catch (error) {
-        if (!droppedAsLate(error)) throw error;
-        conn = ClientSync(this.address, { authkey: this.#authkey });
+      for (let tries = 1; ; tries++) {
+        try {
+          conn = ClientSync(this.address, { authkey: this.#authkey });
+          break;
+        } catch (error) {
+          if (!droppedAsLate(error) || tries === LATE_TRIES) throw error;
+        }
       }
     } catch (error) {
       throw this.#unreachable(error);
@@ -302,10 +304,14 @@ export class ManagerConnection {
     this.#connecting ??= (async () => {
       let conn: Connection;
       try {
-        conn = await Client(this.address, { authkey: this.#authkey }).catch((error: unknown) => {
-          if (!droppedAsLate(error)) throw error;
-          return Client(this.address, { authkey: this.#authkey });
-        });
+        for (let tries = 1; ; tries++) {
+          try {
+            conn = await Client(this.address, { authkey: this.#authkey });
+            break;
+          } catch (error) {
+            if (!droppedAsLate(error) || tries === LATE_TRIES) throw error;
+          }
+        }
       } catch (error) {
         throw this.#unreachable(error);
       }
@@ -467,9 +473,12 @@ export class ManagerConnection {
 /**
  * The server gives up on a client that has not finished the handshake within
  * its handshakeTimeout, and says so. A client that was only late (stopped
- * for a while, or its event loop held up) connects again, once, rather than
- * fail its call: the server is there.
+ * for a while, or its event loop held up on a starved machine) connects
+ * again rather than fail its call: the server is there. Up to LATE_TRIES
+ * connects in all; then the AuthenticationError (timedOut) is the call's.
  */
+const LATE_TRIES = 4;
+
 function droppedAsLate(error: unknown): boolean {
   return error instanceof AuthenticationError && error.timedOut;
 }

@@ -1,7 +1,7 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, statSync } from 'node:fs';
 import { createConnection, type Socket } from 'node:net';
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import {
   AuthenticationError,
@@ -269,6 +269,39 @@ describe('Listener and Client: authkey', () => {
       await acceptor.join();
       expect(report[0]).toBe(OK);
     }
+  });
+
+  it('a listener held up past its handshakeTimeout still takes a client whose answer came in time', async () => {
+    using listener = new Listener(['127.0.0.1', 0], { authkey: KEY, handshakeTimeout: 300 });
+    const [, port] = listener.address as [string, number];
+    const report = shared(2);
+    const acceptor = spawnChild(async () => {
+      const accepted = listener.accept().catch((e: unknown) => e);
+      Atomics.store(report, 1, 1);
+      const conn = await accepted;
+      Atomics.store(report, 0, conn instanceof Connection ? OK : OTHER_ERROR);
+    });
+    while (Atomics.load(report, 1) === 0) await sleepMs(5);
+    // A raw client, to answer while the listener is stopped: its timer is
+    // overdue when it runs again, and the answer waits in its socket.
+    const socket = createConnection({ host: '127.0.0.1', port });
+    socket.on('error', () => {});
+    const received: Buffer[] = [];
+    socket.on('data', (d) => received.push(d));
+    const frame = (payload: Buffer) => Buffer.concat([Buffer.from([0, 0, 0, payload.length]), payload]);
+    while (Buffer.concat(received).length < 4 + 11 + 48) await sleepMs(2);
+    process.kill(acceptor.pid as number, 'SIGSTOP');
+    const challenge = Buffer.concat(received).subarray(4 + 11);
+    received.length = 0;
+    socket.write(frame(Buffer.concat([Buffer.from('{sha256}'), createHmac('sha256', KEY).update(challenge).digest()])));
+    await sleepMs(1000);
+    process.kill(acceptor.pid as number, 'SIGCONT');
+    while (Buffer.concat(received).length < 4 + 9) await sleepMs(2);
+    expect(Buffer.concat(received).subarray(4, 13).toString()).toBe('#WELCOME#');
+    socket.destroy();
+    await acceptor.join();
+    // The raw client left before its own challenge: the listener's accept failed after the welcome.
+    expect(report[0]).toBe(OTHER_ERROR);
   });
 
   it('checks the key argument', () => {

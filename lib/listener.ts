@@ -138,7 +138,8 @@ function checkAuthkey(method: string, authkey: unknown): Buffer | null {
 
 // ---- the handshake ----
 
-type Step = { read: number } | { write: Buffer; bestEffort?: boolean };
+// toListener: a client's write, which may find that the listener gave up on it.
+type Step = { read: number } | { write: Buffer; bestEffort?: boolean; toListener?: boolean };
 type Handshake = Generator<Step, void, Buffer>;
 
 function frame(payload: Buffer): Buffer {
@@ -160,12 +161,16 @@ function mac(authkey: Buffer, message: Buffer): Buffer {
   return Buffer.concat([DIGEST, createHmac('sha256', authkey).update(message).digest()]);
 }
 
-/** Python's deliver_challenge: the peer must answer with the HMAC of a fresh nonce. */
-function* deliverChallenge(authkey: Buffer): Handshake {
+/**
+ * Python's deliver_challenge: the peer must answer with the HMAC of a fresh
+ * nonce. `toListener`: this is the client, and the listener may instead say
+ * it gave up on us.
+ */
+function* deliverChallenge(authkey: Buffer, toListener: boolean): Handshake {
   const message = Buffer.concat([DIGEST, randomBytes(NONCE_LENGTH)]);
-  yield { write: frame(Buffer.concat([CHALLENGE, message])) };
+  yield { write: frame(Buffer.concat([CHALLENGE, message])), toListener };
   const response = yield* readMessage();
-  if (typeof response !== 'string' && response.equals(TIMED_OUT)) throw peerTimedOut();
+  if (toListener && typeof response !== 'string' && response.equals(TIMED_OUT)) throw peerTimedOut();
   const expected = mac(authkey, message);
   if (typeof response !== 'string' && response.length === expected.length && timingSafeEqual(response, expected)) {
     yield { write: frame(WELCOME) };
@@ -180,8 +185,8 @@ function* deliverChallenge(authkey: Buffer): Handshake {
   );
 }
 
-/** Python's answer_challenge: prove the key by the HMAC of the peer's nonce. */
-function* answerChallenge(authkey: Buffer): Handshake {
+/** Python's answer_challenge: prove the key by the HMAC of the peer's nonce. `toListener` as above. */
+function* answerChallenge(authkey: Buffer, toListener: boolean): Handshake {
   const message = yield* readMessage();
   if (typeof message === 'string') throw new AuthenticationError(`authentication failed: the peer sent ${message} instead of a challenge`);
   if (!message.subarray(0, CHALLENGE.length).equals(CHALLENGE)) {
@@ -195,36 +200,36 @@ function* answerChallenge(authkey: Buffer): Handshake {
         : 'authentication failed: the challenge does not ask for HMAC-SHA256',
     );
   }
-  yield { write: frame(mac(authkey, challenge)) };
+  yield { write: frame(mac(authkey, challenge)), toListener };
   const reply = yield* readMessage();
-  if (typeof reply !== 'string' && reply.equals(TIMED_OUT)) throw peerTimedOut();
+  if (toListener && typeof reply !== 'string' && reply.equals(TIMED_OUT)) throw peerTimedOut();
   if (typeof reply === 'string' || !reply.equals(WELCOME)) {
     throw new AuthenticationError('authentication failed: the peer refused our answer to its challenge (it does not hold the same authkey)');
   }
 }
 
 function* listenerSide(authkey: Buffer): Handshake {
-  yield* deliverChallenge(authkey);
-  yield* answerChallenge(authkey);
+  yield* deliverChallenge(authkey, false);
+  yield* answerChallenge(authkey, false);
 }
 
 function* clientSide(authkey: Buffer): Handshake {
-  yield* answerChallenge(authkey);
-  yield* deliverChallenge(authkey);
+  yield* answerChallenge(authkey, true);
+  yield* deliverChallenge(authkey, true);
 }
 
 function handshakeEOF(): EOFError {
   return new EOFError('the peer closed the connection during authentication');
 }
 
-function write(fd: number, step: { write: Buffer; bestEffort?: boolean }): void {
+function write(fd: number, step: { write: Buffer; bestEffort?: boolean; toListener?: boolean }): void {
   try {
     native.netWrite(fd, step.write);
   } catch (error) {
     if (step.bestEffort) return;
     // A listener that gave up on us closed after its notice: the write finds
     // the socket shut, and the notice, unread, says why.
-    if (error instanceof OSError && (error.code === 'EPIPE' || error.code === 'ECONNRESET') && noticeWaits(fd)) throw peerTimedOut();
+    if (step.toListener && error instanceof OSError && (error.code === 'EPIPE' || error.code === 'ECONNRESET') && noticeWaits(fd)) throw peerTimedOut();
     throw error;
   }
 }

@@ -193,18 +193,14 @@ export class Process<A extends unknown[] = unknown[]> {
       poll() {
         for (const child of [...children.values()]) {
           if (child.#exitCode !== null || child.#startedBy !== selfPid) continue;
-          if (child.#remote !== null) {
-            const code = child.#remote.poll();
-            if (code !== null) child.#exited(code);
-            continue;
-          }
           let code: number | undefined;
           try {
-            code = native.tryReap(child.#pid as number);
+            code = child.#exitStatus();
           } catch {
             // Not ours to reap after all (reaped elsewhere meanwhile): its exit watch reports it.
             continue;
           }
+          // Outside the try: what the exit listeners (a Pool's) throw is theirs to report.
           if (code !== undefined) child.#exited(code);
         }
       },
@@ -492,13 +488,14 @@ export class Process<A extends unknown[] = unknown[]> {
     if (this.#startedBy !== native.getpid()) {
       throw new ProcessError('ERR_NOT_A_CHILD', `${this.#name} (pid ${this.#pid}) can only be tested by the process that started it`);
     }
-    if (this.#remote !== null) {
-      const code = this.#remote.poll();
-      if (code !== null) this.#exited(code);
-      return;
-    }
-    const code = native.tryReap(this.#pid as number);
+    const code = this.#exitStatus();
     if (code !== undefined) this.#exited(code);
+  }
+
+  /** The exit code if the child has ended (reaping it), without delivering it. */
+  #exitStatus(): number | undefined {
+    if (this.#remote !== null) return this.#remote.poll() ?? undefined;
+    return native.tryReap(this.#pid as number);
   }
 
   #hold(on: boolean): void {

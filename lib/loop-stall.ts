@@ -94,7 +94,24 @@ export function guardLoop(): void {
   timer.unref();
 }
 
+/**
+ * For diagnosis (a Pool's state, which the soak prints with a hang): whether
+ * the guard is ticking, how long ago it last ticked, and what waits on it.
+ */
+export function guardState(): object {
+  return {
+    canStall: LOOP_CAN_STALL,
+    ticking: timer !== null && timerPid === selfPid,
+    lastTickMs: lastTickAt === 0 ? null : Math.round(performance.now() - lastTickAt),
+    turnWaiters: turnWaitersHere().size,
+    activePollers: [...pollers].filter((p) => p.active()).length,
+  };
+}
+
+let lastTickAt = 0;
+
 function tick(): void {
+  lastTickAt = performance.now();
   const turns = native.loopTurns();
   if (turns === lastTurns) for (const p of pollers) p.poll();
   lastTurns = turns;

@@ -45,7 +45,7 @@ import { checkStartMethod, currentStartMethod, isBootstrapping, setBootstrapping
 import { loadReference, referenceOf, type FunctionRef } from './start/reference.js';
 import { RawArray } from './value.js';
 import { native } from './native.js';
-import { nextTurn } from './loop-stall.js';
+import { guardState, nextTurn } from './loop-stall.js';
 
 // ---- the function table ------------------------------------------------------
 
@@ -727,6 +727,8 @@ export class Pool {
   #lastAnswerAt = 0;
   /** When the pump began its current wait for an answer (0: not waiting). */
   #pumpWaitingSince = 0;
+  /** The pump awaits its one turn of the event loop (for the state snapshot). */
+  #pumpAtTurn = false;
   #state = RUN;
   #broken: unknown = null;
   #pumping = false;
@@ -828,8 +830,10 @@ export class Pool {
       // Whether anything reads the answers, and how many wait to be read.
       pumping: this.#pumping,
       pumpWaitMs: this.#pumpWaitingSince === 0 ? null : Math.round(performance.now() - this.#pumpWaitingSince),
+      pumpAtTurn: this.#pumpAtTurn,
       answersWaiting: this.#results.qsize(),
       waits: native.waiterState(),
+      guard: guardState(),
     };
   }
 
@@ -1214,7 +1218,9 @@ export class Pool {
           // busy with other requests often finds an answer after one more
           // turn of the event loop, which costs it far less than handing the
           // wait to a helper thread and being woken by it.
+          this.#pumpAtTurn = true;
           await nextTurn();
+          this.#pumpAtTurn = false;
           if (this.#results.qsize() > 0) this.#loopLook.hit();
           else this.#loopLook.miss();
         }
@@ -1230,6 +1236,7 @@ export class Pool {
       }
     } finally {
       this.#pumping = false;
+      this.#pumpAtTurn = false;
       this.#pumpWaitingSince = 0;
     }
   }

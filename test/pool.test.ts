@@ -549,9 +549,12 @@ describe('Pool: diagnostics', () => {
     const until = Date.now() + 5000;
     while (running(first!) && Date.now() < until) busySleep(1);
     expect(running(first!)).toBe(false);
-    const state = (p as unknown as Record<symbol, () => { workers: unknown[] }>)[Symbol.for('nodemp.pool.state')]!();
+    const state = (p as unknown as Record<symbol, () => { workers: unknown[]; pumpAtTurn: boolean; guard: object }>)[Symbol.for('nodemp.pool.state')]!();
     expect(state.workers).toHaveLength(2);
     for (let i = 0; i < state.workers.length; i++) expect(state.workers[i]).toBeTypeOf('object');
+    // The loop-stall guard's own state rides along (the soak's hang reports need it).
+    expect(state.pumpAtTurn).toBe(false);
+    expect(state.guard).toMatchObject({ canStall: expect.any(Boolean), ticking: expect.any(Boolean), turnWaiters: 0 });
   });
 });
 

@@ -518,8 +518,9 @@ describe('Queue', () => {
     }
     expect(problems).toEqual([]);
     expect(survivors.map((s) => s.exitCode)).toEqual([0, 0]);
-    expect(last.get(1)).toBeGreaterThan(0);
-    expect(last.get(2)).toBeGreaterThan(0);
+    // Both were heard from after the kills (a loaded machine may let one put only its first message before the stop).
+    for (const p of [1, 2]) expect(last.get(p)).not.toBe(heard.get(p));
+    expect([...ended].sort()).toEqual([1, 2]);
   });
 
   it('holds no descriptor but its memory', () => {

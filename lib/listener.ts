@@ -139,7 +139,8 @@ function checkAuthkey(method: string, authkey: unknown): Buffer | null {
 // ---- the handshake ----
 
 // toListener: a client's write, which may find that the listener gave up on it.
-type Step = { read: number } | { write: Buffer; bestEffort?: boolean; toListener?: boolean };
+type WriteStep = { write: Buffer; bestEffort?: boolean; toListener?: boolean };
+type Step = { read: number } | WriteStep;
 type Handshake = Generator<Step, void, Buffer>;
 
 function frame(payload: Buffer): Buffer {
@@ -161,6 +162,13 @@ function mac(authkey: Buffer, message: Buffer): Buffer {
   return Buffer.concat([DIGEST, createHmac('sha256', authkey).update(message).digest()]);
 }
 
+/** readMessage(), where a client reads the listener: its notice that it gave up on us is thrown. */
+function* readReply(toListener: boolean): Generator<Step, Buffer | string, Buffer> {
+  const message = yield* readMessage();
+  if (toListener && typeof message !== 'string' && message.equals(TIMED_OUT)) throw peerTimedOut();
+  return message;
+}
+
 /**
  * Python's deliver_challenge: the peer must answer with the HMAC of a fresh
  * nonce. `toListener`: this is the client, and the listener may instead say
@@ -169,8 +177,7 @@ function mac(authkey: Buffer, message: Buffer): Buffer {
 function* deliverChallenge(authkey: Buffer, toListener: boolean): Handshake {
   const message = Buffer.concat([DIGEST, randomBytes(NONCE_LENGTH)]);
   yield { write: frame(Buffer.concat([CHALLENGE, message])), toListener };
-  const response = yield* readMessage();
-  if (toListener && typeof response !== 'string' && response.equals(TIMED_OUT)) throw peerTimedOut();
+  const response = yield* readReply(toListener);
   const expected = mac(authkey, message);
   if (typeof response !== 'string' && response.length === expected.length && timingSafeEqual(response, expected)) {
     yield { write: frame(WELCOME) };
@@ -201,8 +208,7 @@ function* answerChallenge(authkey: Buffer, toListener: boolean): Handshake {
     );
   }
   yield { write: frame(mac(authkey, challenge)), toListener };
-  const reply = yield* readMessage();
-  if (toListener && typeof reply !== 'string' && reply.equals(TIMED_OUT)) throw peerTimedOut();
+  const reply = yield* readReply(toListener);
   if (typeof reply === 'string' || !reply.equals(WELCOME)) {
     throw new AuthenticationError('authentication failed: the peer refused our answer to its challenge (it does not hold the same authkey)');
   }
@@ -222,7 +228,7 @@ function handshakeEOF(): EOFError {
   return new EOFError('the peer closed the connection during authentication');
 }
 
-function write(fd: number, step: { write: Buffer; bestEffort?: boolean; toListener?: boolean }): void {
+function write(fd: number, step: WriteStep): void {
   try {
     native.netWrite(fd, step.write);
   } catch (error) {
@@ -250,7 +256,8 @@ function noticeWaits(fd: number): boolean {
   return got === buf.length && buf.equals(notice);
 }
 
-function handshakeTimedOut(fd: number, ms: number): AuthenticationError {
+/** The listener gives up on a peer at its handshakeTimeout: tells it so, and returns the error for this end. */
+function giveUp(fd: number, ms: number): AuthenticationError {
   try {
     native.netWrite(fd, frame(TIMED_OUT), 0, false);
   } catch {
@@ -285,7 +292,7 @@ function handshakeSync(fd: number, steps: Handshake, timeoutMs: number | null = 
     for (let got = 0; got < step.read; ) {
       const n = native.connRead(fd, buf, got, step.read - got, leftUntil(deadline));
       if (n === 0) throw handshakeEOF();
-      if (n < 0) throw handshakeTimedOut(fd, timeoutMs as number);
+      if (n < 0) throw giveUp(fd, timeoutMs as number);
       got += n;
     }
     next = steps.next(buf);
@@ -333,7 +340,7 @@ async function handshake(fd: number, steps: Handshake, timeoutMs: number | null 
       const n = native.connRead(fd, buf, got, step.read - got, 0);
       if (n === 0) throw handshakeEOF();
       if (n > 0) got += n;
-      else if (late) throw handshakeTimedOut(fd, timeoutMs as number);
+      else if (late) throw giveUp(fd, timeoutMs as number);
       // A loop held up past the deadline runs the timer before it polls: what
       // came meanwhile is read once more before the peer is called late.
       else late = !(await ready(fd, false, deadline));

@@ -36,6 +36,8 @@ let timer: ReturnType<typeof setInterval> | null = null;
 // A forked child loses the parent's timers: the guard is the starting process's.
 let timerPid = 0;
 let lastTurns = -1;
+// For guardState(): when tick() last ran.
+let lastTickAt = 0;
 
 // Callers of nextTurn() still waiting for theirs, with the immediate that would end the wait.
 const turnWaiters = new Map<() => void, NodeJS.Immediate>();
@@ -107,8 +109,6 @@ export function guardState(): object {
     activePollers: [...pollers].filter((p) => p.active()).length,
   };
 }
-
-let lastTickAt = 0;
 
 function tick(): void {
   lastTickAt = performance.now();

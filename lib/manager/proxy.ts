@@ -238,14 +238,7 @@ export class ManagerConnection {
     if (this.#conn !== null) return;
     let conn: Connection;
     try {
-      for (let tries = 1; ; tries++) {
-        try {
-          conn = ClientSync(this.address, { authkey: this.#authkey });
-          break;
-        } catch (error) {
-          if (!droppedAsLate(error) || tries === LATE_TRIES) throw error;
-        }
-      }
+      conn = dialSync(this.address, this.#authkey);
     } catch (error) {
       throw this.#unreachable(error);
     }
@@ -304,14 +297,7 @@ export class ManagerConnection {
     this.#connecting ??= (async () => {
       let conn: Connection;
       try {
-        for (let tries = 1; ; tries++) {
-          try {
-            conn = await Client(this.address, { authkey: this.#authkey });
-            break;
-          } catch (error) {
-            if (!droppedAsLate(error) || tries === LATE_TRIES) throw error;
-          }
-        }
+        conn = await dial(this.address, this.#authkey);
       } catch (error) {
         throw this.#unreachable(error);
       }
@@ -479,8 +465,28 @@ export class ManagerConnection {
  */
 const LATE_TRIES = 4;
 
-function droppedAsLate(error: unknown): boolean {
-  return error instanceof AuthenticationError && error.timedOut;
+function connectAgain(error: unknown, tries: number): boolean {
+  return error instanceof AuthenticationError && error.timedOut && tries < LATE_TRIES;
+}
+
+/** ClientSync(), connecting again while the server drops us as late. */
+function dialSync(address: Address, authkey: Buffer, tries = 1): Connection {
+  try {
+    return ClientSync(address, { authkey });
+  } catch (error) {
+    if (!connectAgain(error, tries)) throw error;
+    return dialSync(address, authkey, tries + 1);
+  }
+}
+
+/** Client(), likewise. */
+async function dial(address: Address, authkey: Buffer, tries = 1): Promise<Connection> {
+  try {
+    return await Client(address, { authkey });
+  } catch (error) {
+    if (!connectAgain(error, tries)) throw error;
+    return dial(address, authkey, tries + 1);
+  }
 }
 
 /** The first message on a new connection, waiting for it on the event loop. */

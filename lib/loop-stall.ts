@@ -36,8 +36,13 @@ let timer: ReturnType<typeof setInterval> | null = null;
 // A forked child loses the parent's timers: the guard is the starting process's.
 let timerPid = 0;
 let lastTurns = -1;
-// For guardState(): when tick() last ran.
+// For guardState(): when tick() last ran, and the ticks that found the loop stalled.
 let lastTickAt = 0;
+let stallTicks = 0;
+let lastStallAt = 0;
+// The latest ticks, oldest first: [when (performance.now()), turns since the tick before].
+const recentTicks: Array<[number, number]> = [];
+const RECENT_TICKS = 30;
 
 // Callers of nextTurn() still waiting for theirs, with the immediate that would end the wait.
 const turnWaiters = new Map<() => void, NodeJS.Immediate>();
@@ -105,6 +110,11 @@ export function guardState(): object {
     canStall: LOOP_CAN_STALL,
     ticking: timer !== null && timerPid === selfPid,
     lastTickMs: lastTickAt === 0 ? null : Math.round(performance.now() - lastTickAt),
+    turnsSinceTick: native.loopTurns() - lastTurns,
+    stallTicks,
+    lastStallMs: lastStallAt === 0 ? null : Math.round(performance.now() - lastStallAt),
+    // [ms ago, turns since the tick before] of the latest ticks: whether the loop polled between them.
+    recentTicks: recentTicks.map(([at, turns]) => [Math.round(performance.now() - at), turns]),
     turnWaiters: turnWaitersHere().size,
     activePollers: [...pollers].filter((p) => p.active()).length,
   };
@@ -113,7 +123,13 @@ export function guardState(): object {
 function tick(): void {
   lastTickAt = performance.now();
   const turns = native.loopTurns();
-  if (turns === lastTurns) for (const p of pollers) p.poll();
+  recentTicks.push([lastTickAt, turns - lastTurns]);
+  if (recentTicks.length > RECENT_TICKS) recentTicks.shift();
+  if (turns === lastTurns) {
+    stallTicks++;
+    lastStallAt = lastTickAt;
+    for (const p of pollers) p.poll();
+  }
   lastTurns = turns;
   for (const p of pollers) if (p.active()) return;
   clearInterval(timer as ReturnType<typeof setInterval>);

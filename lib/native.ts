@@ -75,7 +75,7 @@ export interface Native {
   ): void;
   /** How this process's async waits sleep: through io_uring (Linux 6.7+), on helper threads, or not decided before the first. */
   waitMechanism(): 'io_uring' | 'threads' | 'undecided';
-  waiterState(): { inFlight: number; onRing: number; oldestMs: number; overdue: number; moved: number; ring?: PollDiagnosis & { waits: number; completionsUnread: number; completionsRead: number } };
+  waiterState(): { inFlight: number; onRing: number; oldestMs: number; overdue: number; moved: number; ring?: PollDiagnosis & { waits: number; completionsUnread: number; completionsRead: number }; epollReady?: number[] };
   watchState(pid: number): ExitWatch | null;
   loopTurns(): number;
   exitWatches(): ExitWatch[];

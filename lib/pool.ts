@@ -37,7 +37,7 @@ import {
   type ErrorState,
 } from './errors.js';
 import { checkInteger, invalidType, invalidValue } from './args.js';
-import { deadlineAfter, timeLeft } from './waiting.js';
+import { deadlineAfter, pendingSleeps, timeLeft } from './waiting.js';
 import { SpinGauge, spinPays } from './spin.js';
 import { selfPid } from './self.js';
 import { forkSafetyProblem } from './fork-safety.js';
@@ -809,13 +809,13 @@ export class Pool {
   [Symbol.for('nodemp.pool.state')](): object {
     return {
       state: this.#state,
-      // A copy: reading exitCode may notice a worker's exit and take it out
-      // of #workers mid-walk, which would leave a hole in what map() gives.
-      workers: [...this.#workers].map((w) => ({
+      // Nothing here asks a worker's exitCode: that polls, and would deliver
+      // the exit the snapshot is meant to show undelivered (the soak takes
+      // one a third of the way to a call's deadline, and must not end the
+      // wait it looks at). The exit watch says whether the process has ended.
+      workers: this.#workers.map((w) => ({
         pid: w.pid,
-        // Before `alive`, whose poll reaps an exited worker and ends its watch.
         exitWatch: native.watchState(w.pid),
-        alive: w.proc.exitCode === null,
         retiring: w.retiring,
         running: Atomics.load(w.running, 0),
         held: w.held.map((b) => b.id),
@@ -833,6 +833,7 @@ export class Pool {
       pumpAtTurn: this.#pumpAtTurn,
       answersWaiting: this.#results.qsize(),
       waits: native.waiterState(),
+      sleeps: pendingSleeps(),
       guard: guardState(),
     };
   }

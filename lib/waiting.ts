@@ -43,6 +43,7 @@ export function runSync<T>(steps: Steps<T>): T {
 /** An async sleep not yet answered, for the loop-stall guard: when it is due, and how to end it. */
 interface PendingSleep {
   sleep: Sleep;
+  began: number;
   deadline: number;
   end(result: number): void;
 }
@@ -76,11 +77,25 @@ addStallPoller({
   },
 });
 
+/**
+ * For diagnosis (a Pool's state): the async sleeps not yet answered, each as
+ * [ms since it began, whether its word has moved, ms past its deadline].
+ */
+export function pendingSleeps(): Array<[number, boolean, number]> {
+  const now = performance.now();
+  return [...pendingHere()].map((p) => {
+    const s = p.sleep;
+    const moved = Atomics.load(new Int32Array(s.buffer, s.byteOffset, 1), 0) >>> 0 !== s.expected >>> 0;
+    return [Math.round(now - p.began), moved, p.deadline === Infinity ? 0 : Math.max(0, Math.round(now - p.deadline))];
+  });
+}
+
 function sleepAsync(s: Sleep): Promise<number> {
   return new Promise((resolve, reject) => {
     const p: PendingSleep | null = LOOP_CAN_STALL
       ? {
           sleep: s,
+          began: performance.now(),
           deadline: s.timeout === undefined ? Infinity : performance.now() + s.timeout,
           end(result) {
             pending.delete(this);

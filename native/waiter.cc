@@ -33,6 +33,7 @@
 #include <linux/futex.h>
 #include <linux/io_uring.h>
 #include <linux/time_types.h>
+#include <sys/epoll.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -534,6 +535,15 @@ void InitWaiter(Napi::Env env, Napi::Object exports) {
       r.Set("completionsRead", *ring.cq_head);
       state.Set("ring", r);
     }
+    // What the kernel would report to the loop's next poll: level-triggered
+    // registrations (all of libuv's) stay ready after a look, so the look
+    // takes nothing from the loop. It tells a readiness the kernel never
+    // signalled from one the loop did not come to read.
+    epoll_event ready[64];
+    int n = epoll_wait(uv_backend_fd(LoopOf(env)), ready, 64, 0);
+    Napi::Array fds = Napi::Array::New(env);
+    for (int i = 0; i < n; i++) fds.Set(static_cast<uint32_t>(i), ready[i].data.fd);
+    state.Set("epollReady", fds);
 #endif
     return state;
   }));

@@ -45,6 +45,8 @@ const DEADLINE_MS = 30_000;
 const CHILD_DEADLINE_MS = 30_000;
 /** The one of the harness's own operations that took longest to settle (wall ms), the wind-down's waits apart. */
 let slowest = { ms: 0, what: '' };
+const SLOW_CALLS_KEPT = 6;
+const slowCalls = [];
 const SLOTS = 64;
 const COUNTER_WORKERS = 2;
 
@@ -135,8 +137,22 @@ async function deadline(what, promise, ms = DEADLINE_MS, describe = null) {
     timer = setTimeout(check, ms);
   });
   const t0 = performance.now();
+  // A call a third of the way to its deadline is slow: what the system held
+  // then is kept (a few of them), so a run whose tail stays under the
+  // deadline still says what made it slow.
+  // The items of one applyAsync each have a deadline: the call is kept once.
+  const call = what.replace(/ #\d+$/, '');
+  const slowTimer =
+    describe !== null && slowCalls.length < SLOW_CALLS_KEPT
+      ? setTimeout(() => {
+          if (slowCalls.length < SLOW_CALLS_KEPT && !slowCalls.some((c) => c.what === call)) {
+            slowCalls.push({ what: call, t: Date.now() - history.start, state: describe() });
+          }
+        }, ms / 3)
+      : null;
   const r = await Promise.race([promise.then((value) => ({ value }), (error) => ({ error })), late]);
   clearTimeout(timer);
+  clearTimeout(slowTimer);
   if (r.hang) {
     const stalled = loopStalledMs();
     const wall = Date.now() - w0;
@@ -1043,6 +1059,7 @@ async function main() {
       // The longest the event loop went without polling for events, as the 500 ms samples saw it.
       loopStallMaxMs: Math.round(loopTurns.longestMs),
       slowest,
+      slowCalls,
     },
     violationList: violations,
     hangList: hangs,

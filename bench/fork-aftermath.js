@@ -1,19 +1,22 @@
-// What a fork costs the parent after fork() returns: while a child lives,
-// every page the parent writes is copied first, and every page it writes
-// after a fork faults once even when the child has gone. A parent that keeps
-// writing across its heap while it starts a child every FORK_EVERY_MS (each
-// living 2 s) is measured for its system time and page faults per start,
-// with nodemp's fork start method and, in the same run, Python's
+// What starting processes by fork() costs a parent that keeps writing across
+// its heap: fork() copies page tables, and afterwards every page the parent
+// writes takes a fault (and, while a child still shares it, a copy). The
+// parent starts a child every FORK_EVERY_MS on a fixed schedule (each child
+// lives 2 s) and is measured for its system time and page faults, per second
+// and per start (fork() itself, the start's own work and the faults after it
+// together), with nodemp's fork start method and, in the same run, Python's
 // multiprocessing fork on a heap of about the same resident size.
 //
 //   node bench/fork-aftermath.js [--quick]
 import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { getContext } from '../dist/index.js';
 
 const quick = process.argv.includes('--quick');
 const SECONDS = quick ? 5 : 15;
-const FORK_EVERY_MS = 130;
+// A rate both sides keep up with here, so their starts are equally far apart.
+const FORK_EVERY_MS = 500;
 // Objects of the parent's heap, each side: about 100 MB resident in either.
 const NODE_OBJECTS = 380_000;
 const PYTHON_OBJECTS = 230_000;
@@ -43,7 +46,8 @@ async function nodemp(forkEveryMs) {
   let started = 0;
   const alive = new Set();
   const starter = (async () => {
-    while (!stop) {
+    const t0 = performance.now();
+    for (let k = 1; !stop; k++) {
       if (forkEveryMs > 0 && alive.size < 15) {
         const p = new ctx.Process({ target: () => new Promise((resolve) => setTimeout(resolve, 2000)) });
         p.start();
@@ -51,7 +55,7 @@ async function nodemp(forkEveryMs) {
         alive.add(p);
         p.join().then(() => alive.delete(p));
       }
-      await sleep(forkEveryMs > 0 ? forkEveryMs : 100);
+      await sleep(Math.max(0, t0 + k * (forkEveryMs > 0 ? forkEveryMs : 100) - performance.now()));
     }
   })();
   await sleep(2000);
@@ -71,8 +75,9 @@ async function nodemp(forkEveryMs) {
 function result(rssMb, starts, seconds, a, b) {
   return {
     rssMb,
-    starts,
+    startsPerSecond: Number((starts / seconds).toFixed(2)),
     sysPercent: Math.round((b.sys - a.sys) / seconds),
+    faultsPerSecond: Math.round((b.faults - a.faults) / seconds),
     sysMsPerStart: starts > 0 ? Math.round(((b.sys - a.sys) * 10) / starts) : null,
     faultsPerStart: starts > 0 ? Math.round((b.faults - a.faults) / starts) : null,
   };
@@ -87,24 +92,25 @@ def stat():
     s = open('/proc/self/stat').read(); f = s[s.rindex(')') + 2:].split()
     return int(f[7]), int(f[11]), int(f[12])
 def child(): time.sleep(2)
-ctx = mp.get_context('fork'); alive = []; started = 0; j = 0; next_fork = time.time()
+ctx = mp.get_context('fork'); alive = []; started = 0; j = 0; rss_mb = rss(); t_start = time.time(); due = 1
 begin = time.time() + 2; end = begin + seconds; a = None
 while time.time() < end:
     if a is None and time.time() >= begin: a = stat(); t0 = time.time(); s0 = started
-    for k in range(20000):
+    for _ in range(20000):
         j = (j + 7919) % len(keep); keep[j]['a'] += 1
     [{'i': i} for i in range(2000)]
     alive = [p for p in alive if p.is_alive()]
-    if fork_every > 0 and time.time() >= next_fork and len(alive) < 15:
-        p = ctx.Process(target=child); p.start(); alive.append(p); started += 1; next_fork = time.time() + fork_every / 1000
+    if fork_every > 0 and time.time() >= t_start + due * fork_every / 1000:
+        due += 1
+        if len(alive) < 15: p = ctx.Process(target=child); p.start(); alive.append(p); started += 1
     time.sleep(0.005)
 b = stat(); n = started - s0; dt = time.time() - t0
 for p in alive: p.kill()
-print(json.dumps({'rssMb': rss(), 'starts': n, 'sysPercent': round((b[2] - a[2]) / dt), 'sysMsPerStart': round((b[2] - a[2]) * 10 / n) if n else None, 'faultsPerStart': round((b[0] - a[0]) / n) if n else None}))
+print(json.dumps({'rssMb': rss_mb, 'startsPerSecond': round(n / dt, 2), 'sysPercent': round((b[2] - a[2]) / dt), 'faultsPerSecond': round((b[0] - a[0]) / dt), 'sysMsPerStart': round((b[2] - a[2]) * 10 / n) if n else None, 'faultsPerStart': round((b[0] - a[0]) / n) if n else None}))
 `;
 
 function python(forkEveryMs) {
-  const r = spawnSync('python3', ['-c', PYTHON, String(forkEveryMs), String(SECONDS), String(PYTHON_OBJECTS)], { encoding: 'utf8' });
+  const r = spawnSync('python3', ['-c', PYTHON, String(forkEveryMs), String(SECONDS), String(PYTHON_OBJECTS)], { encoding: 'utf8', timeout: (SECONDS + 60) * 1000 });
   if (r.status !== 0) return { error: (r.stderr || r.error?.message || 'python3 failed').trim().split('\n').at(-1) };
   return JSON.parse(r.stdout.trim().split('\n').at(-1));
 }
@@ -116,8 +122,8 @@ if (row > 0) {
   process.exit(0);
 }
 function nodempRow(forkEveryMs) {
-  const args = ['--single-threaded', new URL(import.meta.url).pathname, '--row', String(forkEveryMs), ...(quick ? ['--quick'] : [])];
-  const r = spawnSync(process.execPath, args, { encoding: 'utf8' });
+  const args = ['--single-threaded', fileURLToPath(import.meta.url), '--row', String(forkEveryMs), ...(quick ? ['--quick'] : [])];
+  const r = spawnSync(process.execPath, args, { encoding: 'utf8', timeout: (SECONDS + 60) * 1000 });
   if (r.status !== 0) return { error: (r.stderr || 'failed').trim().split('\n').at(-1) };
   return JSON.parse(r.stdout.trim().split('\n').at(-1));
 }

@@ -95,6 +95,14 @@ export function addStallPoller(poller: StallPoller): void {
 /** Starts the guard, if it is needed and not running: something now waits for the loop. */
 export function guardLoop(): void {
   if (!LOOP_CAN_STALL || (timer !== null && timerPid === selfPid)) return;
+  if (timerPid !== selfPid) {
+    // A forked child's guard starts its own account, not the parent's.
+    stallTicks = 0;
+    lastStallAt = 0;
+  }
+  // Ticks from before the guard last stopped are apart by the pause, not by a stall: they go.
+  recentTicks.length = 0;
+  lastTickAt = 0;
   timerPid = selfPid;
   lastTurns = native.loopTurns();
   timer = setInterval(tick, TICK_MS);
@@ -102,15 +110,16 @@ export function guardLoop(): void {
 }
 
 /**
- * For diagnosis (a Pool's state, which the soak prints with a hang): whether
- * the guard is ticking, how long ago it last ticked, and what waits on it.
+ * For diagnosis (a Pool's state, which the soak reports for a slow or hung
+ * call): whether the guard is ticking, its latest ticks and the loop turns
+ * between them, and what waits on it.
  */
 export function guardState(): object {
   return {
     canStall: LOOP_CAN_STALL,
     ticking: timer !== null && timerPid === selfPid,
     lastTickMs: lastTickAt === 0 ? null : Math.round(performance.now() - lastTickAt),
-    turnsSinceTick: native.loopTurns() - lastTurns,
+    turnsSinceTick: lastTickAt === 0 ? null : native.loopTurns() - lastTurns,
     stallTicks,
     lastStallMs: lastStallAt === 0 ? null : Math.round(performance.now() - lastStallAt),
     // [ms ago, turns since the tick before] of the latest ticks: whether the loop polled between them.

@@ -802,9 +802,10 @@ export class Pool {
   }
 
   /**
-   * What the pool holds now, for diagnosis (the soak prints it when a call
-   * hangs): each worker's pid, the batches it holds and the one it runs,
-   * and the batches waiting to be sent.
+   * What the pool holds now, for diagnosis (the soak reports it for a slow
+   * or hung call): each worker's pid, the batches it holds and the one it
+   * runs, the batches waiting to be sent, and how the pump and the event
+   * loop stand.
    */
   [Symbol.for('nodemp.pool.state')](): object {
     return {

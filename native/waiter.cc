@@ -502,11 +502,12 @@ static bool StartWait(Job* job) {
 
 void InitWaiter(Napi::Env env, Napi::Object exports) {
   exports.Set("waitAsync", Napi::Function::New(env, WaitAsync, "waitAsync"));
-  // waiterState() -> { inFlight, onRing, oldestMs, overdue, moved, ring? }:
+  // waiterState() -> { inFlight, onRing, oldestMs, overdue, moved, ring?, epollReady? }:
   // the waits out now; how many are a second or more past their timeout with
   // no completion (a lost one); how many, out for a second or more, sleep on
-  // a word that has changed; and the ring's watch (PollDiagnosis, its waits,
-  // completions not yet read, and its count of those read): for the report of a hang.
+  // a word that has changed; the ring's watch (PollDiagnosis, its waits,
+  // completions not yet read, and its count of those read); and (Linux) the
+  // descriptors the loop's epoll set reports ready now: for the report of a hang.
   exports.Set("waiterState", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
     uint64_t now = uv_hrtime();
     uint64_t oldest = 0;

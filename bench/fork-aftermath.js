@@ -12,6 +12,7 @@ import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { getContext } from '../dist/index.js';
+import { pythonPeer } from './lib.js';
 
 const quick = process.argv.includes('--quick');
 const SECONDS = quick ? 5 : 15;
@@ -24,7 +25,7 @@ const PYTHON_OBJECTS = 230_000;
 function stat() {
   const s = readFileSync('/proc/self/stat', 'latin1');
   const f = s.slice(s.lastIndexOf(')') + 2).split(' ');
-  return { faults: Number(f[7]), user: Number(f[11]), sys: Number(f[12]) };
+  return { faults: Number(f[7]), sys: Number(f[12]) };
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -46,16 +47,17 @@ async function nodemp(forkEveryMs) {
   let started = 0;
   const alive = new Set();
   const starter = (async () => {
+    if (forkEveryMs === 0) return;
     const t0 = performance.now();
     for (let k = 1; !stop; k++) {
-      if (forkEveryMs > 0 && alive.size < 15) {
+      if (alive.size < 15) {
         const p = new ctx.Process({ target: () => new Promise((resolve) => setTimeout(resolve, 2000)) });
         p.start();
         started++;
         alive.add(p);
         p.join().then(() => alive.delete(p));
       }
-      await sleep(Math.max(0, t0 + k * (forkEveryMs > 0 ? forkEveryMs : 100) - performance.now()));
+      await sleep(Math.max(0, t0 + k * forkEveryMs - performance.now()));
     }
   })();
   await sleep(2000);
@@ -83,36 +85,13 @@ function result(rssMb, starts, seconds, a, b) {
   };
 }
 
-const PYTHON = `
-import json, sys, time, multiprocessing as mp
-fork_every, seconds, count = float(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
-def rss(): return int(open('/proc/self/status').read().split('VmRSS:')[1].split()[0]) // 1024
-keep = [{'a': i, 'b': 'x' + str(i % 1000), 'c': [i]} for i in range(count)]
-def stat():
-    s = open('/proc/self/stat').read(); f = s[s.rindex(')') + 2:].split()
-    return int(f[7]), int(f[11]), int(f[12])
-def child(): time.sleep(2)
-ctx = mp.get_context('fork'); alive = []; started = 0; j = 0; rss_mb = rss(); t_start = time.time(); due = 1
-begin = time.time() + 2; end = begin + seconds; a = None
-while time.time() < end:
-    if a is None and time.time() >= begin: a = stat(); t0 = time.time(); s0 = started
-    for _ in range(20000):
-        j = (j + 7919) % len(keep); keep[j]['a'] += 1
-    [{'i': i} for i in range(2000)]
-    alive = [p for p in alive if p.is_alive()]
-    if fork_every > 0 and time.time() >= t_start + due * fork_every / 1000:
-        due += 1
-        if len(alive) < 15: p = ctx.Process(target=child); p.start(); alive.append(p); started += 1
-    time.sleep(0.005)
-b = stat(); n = started - s0; dt = time.time() - t0
-for p in alive: p.kill()
-print(json.dumps({'rssMb': rss_mb, 'startsPerSecond': round(n / dt, 2), 'sysPercent': round((b[2] - a[2]) / dt), 'faultsPerSecond': round((b[0] - a[0]) / dt), 'sysMsPerStart': round((b[2] - a[2]) * 10 / n) if n else None, 'faultsPerStart': round((b[0] - a[0]) / n) if n else None}))
-`;
-
+/** The Python row (bench/peers/py_fork_aftermath.py), in an interpreter of its own like the Node rows. */
 function python(forkEveryMs) {
-  const r = spawnSync('python3', ['-c', PYTHON, String(forkEveryMs), String(SECONDS), String(PYTHON_OBJECTS)], { encoding: 'utf8', timeout: (SECONDS + 60) * 1000 });
-  if (r.status !== 0) return { error: (r.stderr || r.error?.message || 'python3 failed').trim().split('\n').at(-1) };
-  return JSON.parse(r.stdout.trim().split('\n').at(-1));
+  try {
+    return pythonPeer('py_fork_aftermath.py', [['run', forkEveryMs, SECONDS, PYTHON_OBJECTS]])?.[0] ?? { error: 'no python3' };
+  } catch (error) {
+    return { error: error.message };
+  }
 }
 
 // Each row in a process of its own, so one row's garbage is not the next one's heap.

@@ -36,8 +36,7 @@ let timer: ReturnType<typeof setInterval> | null = null;
 // A forked child loses the parent's timers: the guard is the starting process's.
 let timerPid = 0;
 let lastTurns = -1;
-// For guardState(): when tick() last ran, and the ticks that found the loop stalled.
-let lastTickAt = 0;
+// For guardState(): the ticks that found the loop stalled.
 let stallTicks = 0;
 let lastStallAt = 0;
 // The latest ticks, oldest first: [when (performance.now()), turns since the tick before].
@@ -102,7 +101,6 @@ export function guardLoop(): void {
   }
   // Ticks from before the guard last stopped are apart by the pause, not by a stall: they go.
   recentTicks.length = 0;
-  lastTickAt = 0;
   timerPid = selfPid;
   lastTurns = native.loopTurns();
   timer = setInterval(tick, TICK_MS);
@@ -115,11 +113,12 @@ export function guardLoop(): void {
  * between them, and what waits on it.
  */
 export function guardState(): object {
+  const lastTickAt = recentTicks.at(-1)?.[0];
   return {
     canStall: LOOP_CAN_STALL,
     ticking: timer !== null && timerPid === selfPid,
-    lastTickMs: lastTickAt === 0 ? null : Math.round(performance.now() - lastTickAt),
-    turnsSinceTick: lastTickAt === 0 ? null : native.loopTurns() - lastTurns,
+    lastTickMs: lastTickAt === undefined ? null : Math.round(performance.now() - lastTickAt),
+    turnsSinceTick: lastTickAt === undefined ? null : native.loopTurns() - lastTurns,
     stallTicks,
     lastStallMs: lastStallAt === 0 ? null : Math.round(performance.now() - lastStallAt),
     // [ms ago, turns since the tick before] of the latest ticks: whether the loop polled between them.
@@ -130,13 +129,13 @@ export function guardState(): object {
 }
 
 function tick(): void {
-  lastTickAt = performance.now();
+  const at = performance.now();
   const turns = native.loopTurns();
-  recentTicks.push([lastTickAt, turns - lastTurns]);
+  recentTicks.push([at, turns - lastTurns]);
   if (recentTicks.length > RECENT_TICKS) recentTicks.shift();
   if (turns === lastTurns) {
     stallTicks++;
-    lastStallAt = lastTickAt;
+    lastStallAt = at;
     for (const p of pollers) p.poll();
   }
   lastTurns = turns;

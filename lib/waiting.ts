@@ -49,6 +49,11 @@ interface PendingSleep {
 }
 
 const pending = new Set<PendingSleep>();
+
+/** Whether the sleep's word no longer holds the value it sleeps on: its wake-up is due, or came. */
+function wordMoved(s: Sleep): boolean {
+  return Atomics.load(new Int32Array(s.buffer, s.byteOffset, 1), 0) >>> 0 !== s.expected >>> 0;
+}
 // A forked child inherits the set, but the waits and the work awaiting them are the parent's.
 let pendingPid = selfPid;
 
@@ -69,9 +74,7 @@ addStallPoller({
   poll() {
     const now = performance.now();
     for (const p of pendingHere()) {
-      const s = p.sleep;
-      const word = new Int32Array(s.buffer, s.byteOffset, 1);
-      if (Atomics.load(word, 0) >>> 0 !== s.expected >>> 0) p.end(WOKEN);
+      if (wordMoved(p.sleep)) p.end(WOKEN);
       else if (now >= p.deadline) p.end(TIMED_OUT);
     }
   },
@@ -83,20 +86,21 @@ addStallPoller({
  */
 export function pendingSleeps(): Array<[number, boolean, number]> {
   const now = performance.now();
-  return [...pendingHere()].map((p) => {
-    const s = p.sleep;
-    const moved = Atomics.load(new Int32Array(s.buffer, s.byteOffset, 1), 0) >>> 0 !== s.expected >>> 0;
-    return [Math.round(now - p.began), moved, p.deadline === Infinity ? 0 : Math.max(0, Math.round(now - p.deadline))];
-  });
+  return [...pendingHere()].map((p) => [
+    Math.round(now - p.began),
+    wordMoved(p.sleep),
+    p.deadline === Infinity ? 0 : Math.max(0, Math.round(now - p.deadline)),
+  ]);
 }
 
 function sleepAsync(s: Sleep): Promise<number> {
   return new Promise((resolve, reject) => {
+    const began = LOOP_CAN_STALL ? performance.now() : 0;
     const p: PendingSleep | null = LOOP_CAN_STALL
       ? {
           sleep: s,
-          began: performance.now(),
-          deadline: s.timeout === undefined ? Infinity : performance.now() + s.timeout,
+          began,
+          deadline: s.timeout === undefined ? Infinity : began + s.timeout,
           end(result) {
             pending.delete(this);
             resolve(result);

@@ -36,6 +36,7 @@ import {
 } from '../dist/index.js';
 import { native } from '../dist/native.js';
 import { decodeInChild, encodeForChild } from '../dist/start/descriptors.js';
+import { PresetMessage, recvMessage, sendMessage } from '../dist/start/channel.js';
 import { openFds, shmEntries } from './helpers.js';
 import { recordWarnings, sleepMs } from './sync-helpers.js';
 import { countPass } from './fixtures/barrier-action.mjs';
@@ -462,5 +463,29 @@ describe('a child that inherits no memory (a plain node given the descriptors)',
     childEnd.close();
     // The large message's segment was removed when taken; the child left nothing behind.
     expect(shmEntries()).toEqual(shmBefore);
+  });
+});
+
+describe('the start channel', () => {
+  it('sends a preset message with its number filled in, read as a packed one is', () => {
+    const [a, b] = native.socketPair();
+    try {
+      const started = new PresetMessage((pid: number) => ({ op: 'started', pid }));
+      for (const n of [0, 1, 255, 65_536, 4_194_304, 0x7fffffff]) {
+        started.send(a, n);
+        expect(recvMessage(b, 1000)?.value).toEqual({ op: 'started', pid: n });
+      }
+      sendMessage(a, { op: 'exit', pid: 7, code: 0 });
+      started.send(a, 8);
+      expect(recvMessage(b, 1000)?.value).toEqual({ op: 'exit', pid: 7, code: 0 });
+      expect(recvMessage(b, 1000)?.value).toEqual({ op: 'started', pid: 8 });
+    } finally {
+      native.closeFd(a);
+      native.closeFd(b);
+    }
+  });
+
+  it('refuses a preset message that does not hold its number', () => {
+    expect(() => new PresetMessage(() => ({ op: 'started' }))).toThrow(/must hold its number once/);
   });
 });

@@ -11,7 +11,7 @@ import { setForeignExitHandler } from '../process.js';
 import { becomeChild } from '../child.js';
 import { inheritedWork } from '../inherit.js';
 import { ForkSafetyError, errorState } from '../errors.js';
-import { recvMessage, sendMessage, type Message } from './channel.js';
+import { PresetMessage, recvMessage, sendMessage, type Message } from './channel.js';
 import { becomeStarted, type Header } from './preparation.js';
 import { loadReference, markChild } from './reference.js';
 import { setBootstrapping } from './method.js';
@@ -32,6 +32,11 @@ setBootstrapping(true);
 process.on('SIGINT', () => {});
 
 type Request = { op: 'preload'; modules: string[] } | { op: 'start'; header: Header; payload: Uint8Array | null; payloadLength: number };
+
+// The answer to a start, framed in advance and sent first after fork(): the
+// parent waits on it, and whatever the server does after fork() pays a page
+// copy for each page it first writes (about 2 ms of a 13 ms start here).
+const STARTED = new PresetMessage((pid) => ({ op: 'started', pid }));
 
 const waiting: Message[] = [];
 let busy = false;
@@ -111,10 +116,10 @@ async function serve(message: Message): Promise<void> {
     setFlagsFromString('--flush-bytecode');
     becomeChild(async () => (await becomeStarted(header, payload, fds)).run(), header.state.name, inherited);
   }
+  STARTED.send(SOCK, pid);
   closeAll(fds);
   native.track(pid);
   native.watch(pid, false);
-  sendMessage(SOCK, { op: 'started', pid });
 }
 
 // Node's own threads (the libuv pool among them, started by the warm-up's

@@ -151,6 +151,7 @@ if (result.detail) {
   row('processes started', d.starts);
   row('harness RSS quarter → end MB', `${d.rssMb.quarter} → ${d.rssMb.end}`);
   row('longest time the loop did not poll (ms)', d.loopStallMaxMs);
+  if (d.mainThread) row('harness main thread on a CPU / waiting for one (s)', `${d.mainThread.onCpuS} / ${d.mainThread.runQueueS}`);
 }
 
 const { history, ...summary } = result;
@@ -210,6 +211,6 @@ ${Object.entries(d.messages).map(([n, m]) => `| ${n}: messages received intact a
 | harness RSS (MB): a quarter in, at the end, max | ${d.rssMb.quarter}, ${d.rssMb.end}, ${d.rssMb.max} |
 | descriptors before / after | ${d.fds.before} / ${d.fds.after} |
 | longest time the harness's event loop went without polling for events (Node 20's libuv; nodemp's guard looked for its news meanwhile) | ${d.loopStallMaxMs} ms |
-`;
+${d.mainThread ? `| the harness's main thread over the run: on a CPU / runnable and waiting for a CPU | ${d.mainThread.onCpuS} s / ${d.mainThread.runQueueS} s of ${s.seconds} s |\n` : ''}`;
   writeFileSync(`${here}SOAK.md`, text);
 }

@@ -975,12 +975,27 @@ function fdSurplus(before, after) {
 
 const isMemfd = (f) => f.includes('/memfd:');
 
+/**
+ * The main thread's time on a CPU and waiting in a run queue for one, in
+ * seconds (Linux's schedstat; null elsewhere): the harness's loop turns
+ * slowly when it must wait for a CPU among the run's own processes.
+ */
+function mainThreadTimes() {
+  try {
+    const [onCpu, waiting] = readFileSync(`/proc/self/task/${process.pid}/schedstat`, 'latin1').split(' ').map(Number);
+    return { onCpuS: onCpu / 1e9, runQueueS: waiting / 1e9 };
+  } catch {
+    return null;
+  }
+}
+
 async function main() {
   await warmUp();
   const fdsBefore = fdTargets();
   const rss = [];
   let shmMax = 0;
   const t0 = Date.now();
+  const timesBefore = mainThreadTimes();
   const sampler = setInterval(() => {
     rss.push({ t: Date.now() - t0, mb: process.memoryUsage.rss() / 2 ** 20 });
     shmMax = Math.max(shmMax, shmEntries().length);
@@ -1000,6 +1015,7 @@ async function main() {
 
   await sleep(opts.seconds * 1000);
   const ranMs = Date.now() - t0;
+  const timesAfter = mainThreadTimes();
   stopping = true;
   stopNow();
   ctl.typed[CTL.STOP] = 1;
@@ -1058,6 +1074,11 @@ async function main() {
       rssMb: { quarter: +rssQuarter.toFixed(1), end: +rssEnd.toFixed(1), max: +Math.max(...rss.map((s) => s.mb)).toFixed(1), growthAfterQuarter: +rssGrowth.toFixed(1) },
       // The longest the event loop went without polling for events, as the 500 ms samples saw it.
       loopStallMaxMs: Math.round(loopTurns.longestMs),
+      // Over the run, before the wind-down.
+      mainThread:
+        timesBefore === null || timesAfter === null
+          ? null
+          : { onCpuS: +(timesAfter.onCpuS - timesBefore.onCpuS).toFixed(1), runQueueS: +(timesAfter.runQueueS - timesBefore.runQueueS).toFixed(1) },
       slowest,
       slowCalls,
     },

@@ -485,7 +485,10 @@ describe('the start channel', () => {
     }
   });
 
-  it('refuses a preset message that does not hold its number', () => {
+  it('refuses a preset message that does not hold its number once, and a number it cannot hold', () => {
     expect(() => new PresetMessage(() => ({ op: 'started' }))).toThrow(/must hold its number once/);
+    expect(() => new PresetMessage((n: number) => ({ a: n, b: n }))).toThrow(/must hold its number once/);
+    const started = new PresetMessage((pid: number) => ({ op: 'started', pid }));
+    for (const bad of [-1, 2 ** 31, 1.5, Number.NaN]) expect(() => started.send(-1, bad)).toThrow(RangeError);
   });
 });

@@ -35,8 +35,8 @@ const SLOT = 0x7fffffff;
 
 /**
  * A one-part message framed ahead of time, with one non-negative 31-bit
- * number to fill in when it is sent. Sending it writes nothing to memory but
- * those four bytes: the fork server answers a start with one right after
+ * number to fill in when it is sent. Sending it allocates nothing and writes
+ * only those four bytes: the fork server answers a start with one right after
  * fork(), when each first write to a page the child shares is a page copy.
  */
 export class PresetMessage {
@@ -48,11 +48,16 @@ export class PresetMessage {
     this.#bytes = new Uint8Array(1 + body.length);
     this.#bytes[0] = LAST;
     this.#bytes.set(body, 1);
-    this.#at = Buffer.from(this.#bytes).indexOf(Buffer.from([0x7f, 0xff, 0xff, 0xff]));
-    if (this.#at < 0 || body.length > PART) throw new Error('PresetMessage: the message must hold its number once, in one part');
+    const framed = Buffer.from(this.#bytes);
+    const slot = Buffer.from([0x7f, 0xff, 0xff, 0xff]);
+    this.#at = framed.indexOf(slot);
+    if (this.#at < 0 || framed.lastIndexOf(slot) !== this.#at || body.length > PART) {
+      throw new Error('PresetMessage: the message must hold its number once, in one part');
+    }
   }
 
   send(sock: number, n: number): void {
+    if (!Number.isInteger(n) || n < 0 || n > SLOT) throw new RangeError(`PresetMessage.send: expected an integer from 0 to ${SLOT}, got ${n}`);
     const b = this.#bytes;
     b[this.#at] = n >>> 24;
     b[this.#at + 1] = (n >>> 16) & 0xff;

@@ -35,7 +35,7 @@ type Request = { op: 'preload'; modules: string[] } | { op: 'start'; header: Hea
 
 // The answer to a start, framed in advance and sent first after fork(): the
 // parent waits on it, and whatever the server does after fork() pays a page
-// copy for each page it first writes (about 2 ms of a 13 ms start here).
+// copy for each page it first writes (about 3 ms of a 14 ms start here).
 const STARTED = new PresetMessage((pid) => ({ op: 'started', pid }));
 
 const waiting: Message[] = [];

@@ -50,10 +50,6 @@ interface PendingSleep {
 
 const pending = new Set<PendingSleep>();
 
-/** Whether the sleep's word no longer holds the value it sleeps on: its wake-up is due, or came. */
-function wordMoved(s: Sleep): boolean {
-  return Atomics.load(new Int32Array(s.buffer, s.byteOffset, 1), 0) >>> 0 !== s.expected >>> 0;
-}
 // A forked child inherits the set, but the waits and the work awaiting them are the parent's.
 let pendingPid = selfPid;
 
@@ -63,6 +59,11 @@ function pendingHere(): Set<PendingSleep> {
     pending.clear();
   }
   return pending;
+}
+
+/** Whether the sleep's word no longer holds the value it sleeps on: its wake-up is due, or came. */
+function wordMoved(s: Sleep): boolean {
+  return Atomics.load(new Int32Array(s.buffer, s.byteOffset, 1), 0) >>> 0 !== s.expected >>> 0;
 }
 
 // On a loop that has stopped polling (lib/loop-stall.ts) the kernel has ended

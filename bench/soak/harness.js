@@ -49,6 +49,12 @@ const SLOW_CALLS_KEPT = 6;
 const slowCalls = [];
 const SLOTS = 64;
 const COUNTER_WORKERS = 2;
+// A queue's two consumers, and a counter's two workers, one of each: the
+// handoff of a lock or a queue to a forkserver child is then soaked beside the
+// fork child's inheritance. The fork server also takes these starts off the
+// harness, whose fork of its ~80 MB heap and the copy-on-write faults after
+// it cost it more than the server's (see "What a fork costs the parent" in the README).
+const TWO_METHODS = ['fork', 'forkserver'];
 
 const rng = makeRng(opts.seed);
 const history = new History();
@@ -321,21 +327,23 @@ function queueWork() {
       }),
     ),
   );
-  const consumers = queues.map((Q) =>
-    supervise(`consumer of ${Q.name}`, 'fork', 2, () => !producersDone || ctl.typed[CTL.DRAIN] === 0, () => {
-      const c = nextConsumer++;
-      return [
-        roles.consumer,
-        [Q.q, Q.joinable],
-        {
-          onMessage: (m) => {
-            const v = Q.ledger.receive(c, m[0], m[1], m[2] === 1, m[3]);
-            if (v) violation(v);
+  const consumers = queues.flatMap((Q) =>
+    TWO_METHODS.map((method) =>
+      supervise(`consumer of ${Q.name}`, method, 1, () => !producersDone || ctl.typed[CTL.DRAIN] === 0, () => {
+        const c = nextConsumer++;
+        return [
+          roles.consumer,
+          [Q.q, Q.joinable],
+          {
+            onMessage: (m) => {
+              const v = Q.ledger.receive(c, m[0], m[1], m[2] === 1, m[3]);
+              if (v) violation(v);
+            },
           },
-        },
-        (how) => Q.ledger.consumerEnded(c, how !== 'exited'),
-      ];
-    }),
+          (how) => Q.ledger.consumerEnded(c, how !== 'exited'),
+        ];
+      }),
+    ),
   );
   return { producers: Promise.all(producers), consumers: Promise.all(consumers) };
 }
@@ -375,7 +383,7 @@ function counterWork() {
   return Promise.all(
     counters.flatMap((C) =>
       Array.from({ length: COUNTER_WORKERS }, (_, w) =>
-        supervise(`${C.kind} counter`, 'fork', 1, () => !stopping, () => [
+        supervise(`${C.kind} counter`, TWO_METHODS[w], 1, () => !stopping, () => [
           roles.counter,
           [C.kind, C.guard, C.cells, w, rng.fork(), C.value ?? null],
           {},
@@ -680,7 +688,7 @@ async function managerWork() {
     const managerGone = () => Promise.race([serverEnd.then(() => true), sleep(5000).then(() => false)]);
     let ended = false;
     const clients = new Map();
-    const supervisors = supervise('manager client', 'fork', 2, () => !stopping && !ended && !serverDead, () => {
+    const supervisors = supervise('manager client', 'forkserver', 2, () => !stopping && !ended && !serverDead, () => {
       const id = nextClient++;
       return [
         roles.managerClient,

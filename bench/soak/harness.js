@@ -49,9 +49,9 @@ const SLOW_CALLS_KEPT = 6;
 const slowCalls = [];
 const SLOTS = 64;
 const COUNTER_WORKERS = 2;
-// A queue's two consumers, and a counter's two workers, one of each: the
-// handoff of a lock or a queue to a forkserver child is then soaked beside the
-// fork child's inheritance. The fork server also takes these starts off the
+// A queue's two consumers, a counter's two workers and the manager's two
+// clients, one of each: the handoff of a lock, a queue or a proxy to a
+// forkserver child is then soaked beside the fork child's inheritance. The fork server also takes these starts off the
 // harness, whose fork of its ~80 MB heap and the copy-on-write faults after
 // it cost it more than the server's (see "What a fork costs the parent" in the README).
 const TWO_METHODS = ['fork', 'forkserver'];
@@ -383,7 +383,7 @@ function counterWork() {
   return Promise.all(
     counters.flatMap((C) =>
       Array.from({ length: COUNTER_WORKERS }, (_, w) =>
-        supervise(`${C.kind} counter`, TWO_METHODS[w], 1, () => !stopping, () => [
+        supervise(`${C.kind} counter`, TWO_METHODS[w % TWO_METHODS.length], 1, () => !stopping, () => [
           roles.counter,
           [C.kind, C.guard, C.cells, w, rng.fork(), C.value ?? null],
           {},
@@ -688,15 +688,19 @@ async function managerWork() {
     const managerGone = () => Promise.race([serverEnd.then(() => true), sleep(5000).then(() => false)]);
     let ended = false;
     const clients = new Map();
-    const supervisors = supervise('manager client', 'forkserver', 2, () => !stopping && !ended && !serverDead, () => {
-      const id = nextClient++;
-      return [
-        roles.managerClient,
-        [list, mlock, id, gen],
-        { managerDead: managerGone },
-        (how, entry) => clients.set(id, { how, acked: entry.acked }),
-      ];
-    });
+    const supervisors = Promise.all(
+      TWO_METHODS.map((method) =>
+        supervise('manager client', method, 1, () => !stopping && !ended && !serverDead, () => {
+          const id = nextClient++;
+          return [
+            roles.managerClient,
+            [list, mlock, id, gen],
+            { managerDead: managerGone },
+            (how, entry) => clients.set(id, { how, acked: entry.acked }),
+          ];
+        }),
+      ),
+    );
     // Short enough that most servers live to have their list checked.
     await Promise.race([untilStop(rng.int(2000, 8000)), serverEnd]);
     if (serverDead) {

@@ -48,13 +48,14 @@ let slowest = { ms: 0, what: '' };
 const SLOW_CALLS_KEPT = 6;
 const slowCalls = [];
 const SLOTS = 64;
-const COUNTER_WORKERS = 2;
 // A queue's two consumers, a counter's two workers and the manager's two
 // clients, one of each: the handoff of a lock, a queue or a proxy to a
-// forkserver child is then soaked beside the fork child's inheritance. The fork server also takes these starts off the
-// harness, whose fork of its ~80 MB heap and the copy-on-write faults after
-// it cost it more than the server's (see "What a fork costs the parent" in the README).
+// forkserver child is then soaked beside the fork child's inheritance. The
+// fork server also takes these starts off the harness, whose fork of its
+// ~80 MB heap and the copy-on-write faults after it cost it more than the
+// server's (see "What a fork costs the parent" in the README).
 const TWO_METHODS = ['fork', 'forkserver'];
+const COUNTER_WORKERS = TWO_METHODS.length;
 
 const rng = makeRng(opts.seed);
 const history = new History();
@@ -264,16 +265,16 @@ async function classify(entry, code, hooks) {
 }
 
 /**
- * Runs `count` copies of a participant, starting a new one whenever one ends,
- * while `keepGoing()` holds. `make()` returns [target, extra args, hooks,
- * onEnd(how, entry)].
+ * Runs a copy of a participant for each start method in `methods`, starting
+ * a new one whenever one ends, while `keepGoing()` holds. `make(i)` (i: the
+ * copy's index in `methods`) returns [target, extra args, hooks, onEnd(how, entry)].
  */
-async function supervise(name, method, count, keepGoing, make) {
+async function supervise(name, methods, keepGoing, make) {
   await Promise.all(
-    Array.from({ length: count }, async () => {
+    methods.map(async (method, i) => {
       let failures = 0;
       while (keepGoing()) {
-        const [target, extra, hooks, onEnd] = make();
+        const [target, extra, hooks, onEnd] = make(i);
         let entry;
         try {
           entry = startRole(name, method, target, extra, hooks);
@@ -310,40 +311,36 @@ let nextConsumer = 1;
 let producersDone = false;
 
 function queueWork() {
-  const producers = queues.flatMap((Q) =>
-    Q.methods.map((method) =>
-      supervise(`producer of ${Q.name}`, method, 1, () => !stopping, () => {
-        const p = nextProducer++;
-        Q.ledger.producerStarted(p);
-        return [
-          roles.producer,
-          [Q.q, p, rng.int(20, 300), rng.fork(), Q.cap, rng.chance(0.3)],
-          { onStartFailed: () => Q.ledger.producerEnded(p, false, 0) },
-          (how, entry) => {
-            const v = Q.ledger.producerEnded(p, how === 'exited', entry.acked);
+  const producers = queues.map((Q) =>
+    supervise(`producer of ${Q.name}`, Q.methods, () => !stopping, () => {
+      const p = nextProducer++;
+      Q.ledger.producerStarted(p);
+      return [
+        roles.producer,
+        [Q.q, p, rng.int(20, 300), rng.fork(), Q.cap, rng.chance(0.3)],
+        { onStartFailed: () => Q.ledger.producerEnded(p, false, 0) },
+        (how, entry) => {
+          const v = Q.ledger.producerEnded(p, how === 'exited', entry.acked);
+          if (v) violation(v);
+        },
+      ];
+    }),
+  );
+  const consumers = queues.map((Q) =>
+    supervise(`consumer of ${Q.name}`, TWO_METHODS, () => !producersDone || ctl.typed[CTL.DRAIN] === 0, () => {
+      const c = nextConsumer++;
+      return [
+        roles.consumer,
+        [Q.q, Q.joinable],
+        {
+          onMessage: (m) => {
+            const v = Q.ledger.receive(c, m[0], m[1], m[2] === 1, m[3]);
             if (v) violation(v);
           },
-        ];
-      }),
-    ),
-  );
-  const consumers = queues.flatMap((Q) =>
-    TWO_METHODS.map((method) =>
-      supervise(`consumer of ${Q.name}`, method, 1, () => !producersDone || ctl.typed[CTL.DRAIN] === 0, () => {
-        const c = nextConsumer++;
-        return [
-          roles.consumer,
-          [Q.q, Q.joinable],
-          {
-            onMessage: (m) => {
-              const v = Q.ledger.receive(c, m[0], m[1], m[2] === 1, m[3]);
-              if (v) violation(v);
-            },
-          },
-          (how) => Q.ledger.consumerEnded(c, how !== 'exited'),
-        ];
-      }),
-    ),
+        },
+        (how) => Q.ledger.consumerEnded(c, how !== 'exited'),
+      ];
+    }),
   );
   return { producers: Promise.all(producers), consumers: Promise.all(consumers) };
 }
@@ -381,15 +378,13 @@ const counters = [
 
 function counterWork() {
   return Promise.all(
-    counters.flatMap((C) =>
-      Array.from({ length: COUNTER_WORKERS }, (_, w) =>
-        supervise(`${C.kind} counter`, TWO_METHODS[w % TWO_METHODS.length], 1, () => !stopping, () => [
-          roles.counter,
-          [C.kind, C.guard, C.cells, w, rng.fork(), C.value ?? null],
-          {},
-          () => {},
-        ]),
-      ),
+    counters.map((C) =>
+      supervise(`${C.kind} counter`, TWO_METHODS, () => !stopping, (w) => [
+        roles.counter,
+        [C.kind, C.guard, C.cells, w, rng.fork(), C.value ?? null],
+        {},
+        () => {},
+      ]),
     ),
   );
 }
@@ -612,7 +607,7 @@ async function echoWork() {
 // ---------------------------------------------------------------- shared memory
 
 function shmWork() {
-  return supervise('SharedMemory worker', 'spawn', 1, () => !stopping, () => [
+  return supervise('SharedMemory worker', ['spawn'], () => !stopping, () => [
     roles.shmWorker,
     [rng.fork()],
     {
@@ -688,19 +683,15 @@ async function managerWork() {
     const managerGone = () => Promise.race([serverEnd.then(() => true), sleep(5000).then(() => false)]);
     let ended = false;
     const clients = new Map();
-    const supervisors = Promise.all(
-      TWO_METHODS.map((method) =>
-        supervise('manager client', method, 1, () => !stopping && !ended && !serverDead, () => {
-          const id = nextClient++;
-          return [
-            roles.managerClient,
-            [list, mlock, id, gen],
-            { managerDead: managerGone },
-            (how, entry) => clients.set(id, { how, acked: entry.acked }),
-          ];
-        }),
-      ),
-    );
+    const supervisors = supervise('manager client', TWO_METHODS, () => !stopping && !ended && !serverDead, () => {
+      const id = nextClient++;
+      return [
+        roles.managerClient,
+        [list, mlock, id, gen],
+        { managerDead: managerGone },
+        (how, entry) => clients.set(id, { how, acked: entry.acked }),
+      ];
+    });
     // Short enough that most servers live to have their list checked.
     await Promise.race([untilStop(rng.int(2000, 8000)), serverEnd]);
     if (serverDead) {

@@ -28,7 +28,7 @@
       "cflags_cc": ["-std=c++17", "-fno-exceptions", "-Wall", "-Wextra", "-Wno-unused-parameter"],
       "conditions": [
         ["OS=='linux'", {
-          "ldflags": ["-Wl,-z,nodelete"]
+          "ldflags": ["-Wl,-z,nodelete", "-Wl,-z,now"]
         }]
       ],
       "xcode_settings": {

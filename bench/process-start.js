@@ -2,6 +2,7 @@
 // process or thread, all measured in this run. Prints one JSON object.
 import { fork as cpFork, spawnSync } from 'node:child_process';
 import { Worker } from 'node:worker_threads';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Process } from '../dist/index.js';
 import { native } from '../dist/native.js';
@@ -9,6 +10,13 @@ import { phases, traceStarts } from '../dist/start/trace.js';
 import { median, nowMs, timeRounds } from './lib.js';
 
 const quick = process.argv.includes('--quick');
+// --large-pages: bench/run.js starts this script a second time under
+// `node --use-largepages=on`, which puts Node's own code on 2 MB pages. A
+// forked child then finds the code it runs already mapped in a few large
+// entries instead of reaching it a 4 KB page at a time, which costs most on a
+// virtual machine (README, "Fork safety"). Only the start->join rows and their
+// floor are timed in that run; the peers would inherit the flag.
+const largePages = process.argv.includes('--large-pages');
 const here = fileURLToPath(new URL('.', import.meta.url));
 const rounds = quick ? 20 : 200;
 const slowRounds = quick ? 5 : 30;
@@ -25,7 +33,14 @@ const slowRounds = quick ? 5 : 30;
 // no JS run in the child.
 const noop = () => {};
 const inCallback = (fn) => new Promise((resolve, reject) => setImmediate(() => fn().then(resolve, reject)));
-const samples = { cbSync: [], jobSync: [], cbAsync: [], jobAsync: [], floor: [] };
+const samples = { cbSync: [], jobSync: [], cbAsync: [], jobAsync: [], floor: [], touch: [] };
+// What the floor leaves out: a forked child pays for its first touch of each
+// page it inherited, even a read of one the parent wrote long ago. On a
+// paravirtual machine (this one) that is the hypervisor filling its own
+// page tables, which the guest's fault counters do not see. A child that
+// runs JS touches a few hundred such pages; this reads a known number.
+const TOUCH_PAGES = 1000;
+const touched = new Float64Array(TOUCH_PAGES * 512).fill(1);
 
 // The phases of one start (native/trace.cc), stamped into shared memory by
 // parent and child alike, in extra rounds of their own: stamping is cheap,
@@ -78,6 +93,15 @@ for (let i = -10; i < rounds; i++) {
   if (pid === 0) native.exit(0);
   native.waitSync(pid, -1);
   if (keep) samples.floor.push(nowMs() - t0);
+  t0 = nowMs();
+  const reader = native.fork(false);
+  if (reader === 0) {
+    let sum = 0;
+    for (let k = 0; k < touched.length; k += 512) sum += touched[k];
+    native.exit(sum === TOUCH_PAGES ? 0 : 1);
+  }
+  native.waitSync(reader, -1);
+  if (keep) samples.touch.push(nowMs() - t0);
   const cbSync = await inCallback(async () => startJoinSync(false));
   const jobSync = startJoinSync(false);
   const cbAsync = await inCallback(startJoin);
@@ -89,6 +113,31 @@ for (let i = -10; i < rounds; i++) {
     samples.jobAsync.push(jobAsync);
   }
 }
+const forkFloor = median(samples.floor);
+
+// Whether Node's code did move to large pages: it stays where it was, with a
+// warning, where transparent huge pages are off.
+function codeOnLargePages() {
+  const entries = readFileSync('/proc/self/smaps', 'utf8').split(/\n(?=[0-9a-f]+-[0-9a-f]+ )/);
+  return entries.some((e) => / r-xp 00000000 00:00 0 /.test(e.split('\n')[0]) && /AnonHugePages:\s+[1-9]/.test(e));
+}
+
+if (largePages) {
+  if (!codeOnLargePages()) {
+    process.stderr.write('process-start: node --use-largepages=on left the code on 4 KB pages here; no large-page rows\n');
+    console.log('{}');
+  } else {
+    const LP = 'node --use-largepages=on';
+    const floorLp = `floor: fork()+_exit()+waitpid(), ${LP} (same samples)`;
+    console.log(JSON.stringify({
+      [`process start->join (fork, joinSync), ${LP}`]: { unit: 'ms', nodemp: median(samples.cbSync), [floorLp]: forkFloor },
+      [`process start->join (fork, await join), ${LP}`]: { unit: 'ms', nodemp: median(samples.cbAsync), [floorLp]: forkFloor },
+      [`process start->join (fork, joinSync), start() in a promise job, ${LP}`]: { unit: 'ms', nodemp: median(samples.jobSync), [floorLp]: forkFloor },
+    }));
+  }
+  process.exit(0);
+}
+
 traceStarts(stampBuffer);
 for (let i = -5; i < rounds; i++) {
   const cb = await inCallback(async () => startJoinSync(true));
@@ -98,7 +147,6 @@ for (let i = -5; i < rounds; i++) {
   job.forEach((us, k) => phaseSamples.job[k].push(us));
 }
 traceStarts(null);
-const forkFloor = median(samples.floor);
 
 const childProcessFork = await timeRounds(slowRounds, 2, () => new Promise((resolve) => {
   const child = cpFork(`${here}peers/child-ready.cjs`, { stdio: 'ignore' });
@@ -157,6 +205,10 @@ console.log(JSON.stringify({
     unit: 'ms',
     nodemp: forkFloor,
     'python os.fork()+os._exit()+waitpid()': python('raw'),
+  },
+  [`a forked child's first read of a page it inherited, per page (${TOUCH_PAGES} pages, less the floor)`]: {
+    unit: 'us',
+    nodemp: ((median(samples.touch) - forkFloor) * 1000) / TOUCH_PAGES,
   },
   ...breakdown,
 }));

@@ -21,7 +21,7 @@
 // the protocol's invariants are in native/layout.h.
 import { native } from './native.js';
 import { selfPid } from './self.js';
-import { codecFor, copyBytes, decode, decodeRange, BYTES, type Codec, type Serializer } from './codec.js';
+import { codecFor, copyBytes, decode, decodeRange, encodeSmall, BYTES, SMALL, type Codec, type Serializer } from './codec.js';
 import { BufferTooShort, ClosedError, QueueEmpty, QueueFull, ShutDown, SyncError } from './errors.js';
 import { bytesOf, checkInteger, checkOffset, invalidType } from './args.js';
 import { SharedMemory } from './shared-memory.js';
@@ -708,6 +708,10 @@ class Ring {
   encode(value: unknown): Encoded {
     if (value instanceof Uint8Array) return { tag: BYTES, body: value, start: 0, end: value.length };
     const codec = this.codec;
+    if (codec.serializer === 'msgpack') {
+      const small = encodeSmall(value);
+      if (small !== null) return { tag: SMALL, body: small.body, start: small.start, end: small.end };
+    }
     const body = codec.encodeRange(value);
     return { tag: codec.tag, body, start: codec.start, end: codec.end };
   }

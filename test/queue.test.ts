@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { BufferTooShort, ClosedError, JoinableQueue, Queue, QueueEmpty, QueueFull, SimpleQueue, SyncError } from '../dist/index.js';
 import { native } from '../dist/native.js';
 import { putWokeSleeper } from '../dist/queue.js';
+import { decodeRange, encodeSmall, SMALL } from '../dist/codec.js';
 import { openFds, runScript, shared, shmEntries } from './helpers.js';
 import { busySleep, loopTicksDuring, spawnChild } from './sync-helpers.js';
 
@@ -532,6 +533,61 @@ describe('Queue', () => {
     for (let i = 0; i < 100; i++) q.getSync();
     // The ring's memfd, open while the queue lives: what a spawned child is handed.
     expect(openFds().filter((fd) => !before.includes(fd))).toEqual([expect.stringMatching(/ -> \/memfd:nodemp \(deleted\)$/)]);
+  });
+});
+
+describe('Queue: small messages (a format of their own, lib/codec.ts)', () => {
+  const hole = [1, , 3]; // eslint-disable-line no-sparse-arrays
+  const ascii255 = 'a'.repeat(255);
+  // What fits the small format, and what lies just past one of its limits (msgpack's then).
+  const values: unknown[] = [
+    0, -0, 1, -7, 2 ** 53, 0.1, 1e-300, -1e300, NaN, Infinity, -Infinity, true, false, null, undefined, '', 'text', ascii255,
+    [], hole, [1, 'a', null, undefined, true], [17, 3, 1, [12345, 'x']], [[['deep']]], Array.from({ length: 100 }, (_, i) => i),
+    'a'.repeat(256), 'héllo ✓', [[[['four deep']]]], Array.from({ length: 256 }, () => 1), Array.from({ length: 200 }, (_, i) => i), [1, { x: 1 }], [1n], [new Uint8Array([1])],
+  ];
+  const expected = values.map((v) => (v === hole ? [1, undefined, 3] : v));
+
+  it('arrive from another process as they were put, in and out of the format alike', async () => {
+    const q = new Queue();
+    const child = spawnChild(() => {
+      for (const v of values) q.putSync(v);
+    });
+    for (const v of expected) {
+      const got = await q.get({ timeout: 10_000 });
+      if (typeof v === 'number') expect(Object.is(got, v)).toBe(true);
+      else expect(got).toEqual(v);
+    }
+    await child.join();
+    expect(child.exitCode).toBe(0);
+  });
+
+  it('keeps -0 and the type of every element; a hole arrives as undefined', () => {
+    const q = new Queue();
+    q.putSync([-0, 0, '1', 1, hole]);
+    const got = q.getSync() as unknown[];
+    expect(Object.is(got[0], -0)).toBe(true);
+    expect(Object.is(got[1], 0)).toBe(true);
+    expect(got.slice(2, 4)).toEqual(['1', 1]);
+    expect(got[4]).toEqual([1, undefined, 3]);
+  });
+
+  it('an encoding stays whole while later ones fill and replace its chunk', () => {
+    const first = encodeSmall([1, 'first']);
+    expect(first).not.toBeNull();
+    const { body, start, end } = first as NonNullable<typeof first>;
+    const copy = Uint8Array.from(body.subarray(start, end));
+    for (let i = 0; i < 20_000; i++) encodeSmall([i, ascii255]);
+    expect(body.subarray(start, end)).toEqual(copy);
+    expect(decodeRange(SMALL, body, start, end)).toEqual([1, 'first']);
+  });
+
+  it('what it cannot hold is left to msgpack; a malformed message is a TypeError, not a wrong value', () => {
+    for (const v of [{ a: 1 }, 1n, 'é', 'a'.repeat(256), [[[[1]]]], () => 1, Symbol('s')]) expect(encodeSmall(v)).toBeNull();
+    const { body, start, end } = encodeSmall([1, 'ab', [true]]) as NonNullable<ReturnType<typeof encodeSmall>>;
+    const bytes = Uint8Array.from(body.subarray(start, end));
+    for (let cut = 0; cut < bytes.length; cut++) expect(() => decodeRange(SMALL, bytes, 0, cut)).toThrow(TypeError);
+    expect(() => decodeRange(SMALL, Uint8Array.from([...bytes, 3]), 0, bytes.length + 1)).toThrow(/malformed/);
+    expect(() => decodeRange(SMALL, Uint8Array.from([99]), 0, 1)).toThrow(/malformed/);
   });
 });
 

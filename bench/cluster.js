@@ -4,9 +4,11 @@
 // same task as one job per item: plain Workers (one process each, the task
 // inline), BullMQ's sandboxed processors (one Worker, its processes BullMQ's
 // own), and, for the time per job, a Worker handing each job to a local nodemp
-// Pool by hand: the process hop without ClusterPool's wrapping, the floor of
-// a design that runs tasks outside the process talking to Redis. Every side
-// reads its answers from the queue's event stream.
+// Pool by hand: the process hop without ClusterPool's wrapping; and a Worker
+// handing each job to one other process over bare futex words in shared
+// memory: the floor of any design that runs tasks outside the process
+// talking to Redis. Every side reads its answers from the queue's event
+// stream.
 // Median of the passes; prints one JSON object.
 import { spawn } from 'node:child_process';
 import { Queue, QueueEvents } from 'bullmq';
@@ -99,11 +101,13 @@ async function bullmqRuns(port, processes, mode) {
   const worker = new URL('peers/bullmq-worker.mjs', here).pathname;
   // plain: one Worker process per process, 2 jobs at once each (a nodemp worker takes 2 per process);
   // sandboxed: one Worker whose `processes` child processes BullMQ starts itself;
-  // pool: one Worker handing each job to a local nodemp Pool of `processes`, 2 per process at once.
+  // pool: one Worker handing each job to a local nodemp Pool of `processes`, 2 per process at once;
+  // floor: the same jobs at once, each handed to one other process over bare futex words.
   const args = {
     plain: Array.from({ length: processes }, () => [worker, String(port), queue, '2']),
     sandboxed: [[worker, String(port), queue, String(processes), '--sandboxed']],
     pool: [[worker, String(port), queue, String(2 * processes), '--pool', String(processes)]],
+    floor: [[worker, String(port), queue, String(2 * processes), '--hop-floor']],
   }[mode];
   const workers = await Promise.all(args.map((a) => started(a, 'bullmq worker: ready')));
   try {
@@ -129,6 +133,7 @@ for (const processes of [1, 2]) {
   const plain = redis && (await bullmqRuns(redis.port, processes, 'plain'));
   const sandboxed = redis && (await bullmqRuns(redis.port, processes, 'sandboxed'));
   const byHand = redis && (await bullmqRuns(redis.port, processes, 'pool'));
+  const floor = redis && (await bullmqRuns(redis.port, processes, 'floor'));
   rows[`ClusterPool.map of tiny tasks, default chunking, ${n}`] = {
     unit: 'items/s',
     better: 'higher',
@@ -142,6 +147,7 @@ for (const processes of [1, 2]) {
     'BullMQ, a job per item': plain?.job ?? null,
     'BullMQ sandboxed processors, a job per item': sandboxed?.job ?? null,
     'BullMQ handing each job to a local nodemp Pool by hand': byHand?.job ?? null,
+    'floor: BullMQ handing each job to another process over bare futex words': floor?.job ?? null,
   };
 }
 await redis?.stop();

@@ -393,14 +393,15 @@ export function encodeSmall(value: unknown): { body: Uint8Array; start: number; 
   return { body: smallChunk, start, end: smallAt };
 }
 
+// The decoder's cursor: where the message ends, and where the value just read ended.
 let smallEnd = 0;
+let smallNext = 0;
 
 function malformedSmall(): TypeError {
   return new TypeError('nodemp: a malformed small-format message');
 }
 
 /** Reads one value at `at` of `source`, up to smallEnd; returns it, and leaves where it ended in smallNext. */
-let smallNext = 0;
 function smallRead(source: Uint8Array, at: number): unknown {
   if (at >= smallEnd) throw malformedSmall();
   switch (source[at]) {

@@ -537,7 +537,7 @@ describe('Queue', () => {
 });
 
 describe('Queue: small messages (a format of their own, lib/codec.ts)', () => {
-  const hole = [1, , 3]; // eslint-disable-line no-sparse-arrays
+  const hole = [1, , 3];
   const ascii255 = 'a'.repeat(255);
   // What fits the small format, and what lies just past one of its limits (msgpack's then).
   const values: unknown[] = [

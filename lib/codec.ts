@@ -299,6 +299,8 @@ const S_UNDEFINED = 0;
 const S_NULL = 1;
 const S_FALSE = 2;
 const S_TRUE = 3;
+// What each of the four kinds above stands for, by kind.
+const SMALL_CONSTANTS = [undefined, null, false, true];
 const S_NUMBER = 4;
 const S_STRING = 5;
 const S_ARRAY = 6;
@@ -313,84 +315,72 @@ let smallAt = 0;
 const f64 = new Float64Array(1);
 const f64Bytes = new Uint8Array(f64.buffer);
 
-/** The bytes `v` takes in the small format, or -1 if it does not fit it. */
-function smallSize(v: unknown, depth: number): number {
+/**
+ * Writes `v` into `out` from `at`, ending by `limit`; returns where it ended,
+ * or -1 if it does not fit the format. One walk both checks and writes: what
+ * a refused value left past `at` belongs to no encoding.
+ */
+function smallWrite(out: Uint8Array, at: number, limit: number, v: unknown, depth: number): number {
   switch (typeof v) {
     case 'undefined':
+      if (at + 1 > limit) return -1;
+      out[at] = S_UNDEFINED;
+      return at + 1;
     case 'boolean':
-      return 1;
+      if (at + 1 > limit) return -1;
+      out[at] = v ? S_TRUE : S_FALSE;
+      return at + 1;
     case 'number':
-      return 9;
+      if (at + 9 > limit) return -1;
+      out[at] = S_NUMBER;
+      f64[0] = v;
+      for (let i = 0; i < 8; i++) out[at + 1 + i] = f64Bytes[i];
+      return at + 9;
     case 'string': {
-      if (v.length > SMALL_LENGTH) return -1;
-      for (let i = 0; i < v.length; i++) if (v.charCodeAt(i) > 0x7f) return -1;
-      return 2 + v.length;
+      if (v.length > SMALL_LENGTH || at + 2 + v.length > limit) return -1;
+      out[at] = S_STRING;
+      out[at + 1] = v.length;
+      for (let i = 0; i < v.length; i++) {
+        const c = v.charCodeAt(i);
+        if (c > 0x7f) return -1;
+        out[at + 2 + i] = c;
+      }
+      return at + 2 + v.length;
     }
     case 'object': {
-      if (v === null) return 1;
-      if (!Array.isArray(v) || depth === SMALL_DEPTH || v.length > SMALL_LENGTH || Object.getPrototypeOf(v) !== Array.prototype) return -1;
-      let n = 2;
-      for (let i = 0; i < v.length; i++) {
-        const k = smallSize(v[i], depth + 1);
-        if (k < 0) return -1;
-        n += k;
-        if (n > SMALL_BYTES) return -1;
+      if (at + 1 > limit) return -1;
+      if (v === null) {
+        out[at] = S_NULL;
+        return at + 1;
       }
-      return n;
+      if (!Array.isArray(v) || depth === SMALL_DEPTH || v.length > SMALL_LENGTH || Object.getPrototypeOf(v) !== Array.prototype) return -1;
+      if (at + 2 > limit) return -1;
+      out[at] = S_ARRAY;
+      out[at + 1] = v.length;
+      let p = at + 2;
+      for (let i = 0; i < v.length && p >= 0; i++) p = smallWrite(out, p, limit, v[i], depth + 1);
+      return p;
     }
     default:
       return -1;
   }
 }
 
-function smallWrite(out: Uint8Array, at: number, v: unknown): number {
-  switch (typeof v) {
-    case 'undefined':
-      out[at] = S_UNDEFINED;
-      return at + 1;
-    case 'boolean':
-      out[at] = v ? S_TRUE : S_FALSE;
-      return at + 1;
-    case 'number':
-      out[at] = S_NUMBER;
-      f64[0] = v;
-      for (let i = 0; i < 8; i++) out[at + 1 + i] = f64Bytes[i];
-      return at + 9;
-    case 'string':
-      out[at] = S_STRING;
-      out[at + 1] = v.length;
-      for (let i = 0; i < v.length; i++) out[at + 2 + i] = v.charCodeAt(i);
-      return at + 2 + v.length;
-    default: {
-      if (v === null) {
-        out[at] = S_NULL;
-        return at + 1;
-      }
-      const a = v as unknown[];
-      out[at] = S_ARRAY;
-      out[at + 1] = a.length;
-      let p = at + 2;
-      for (let i = 0; i < a.length; i++) p = smallWrite(out, p, a[i]);
-      return p;
-    }
-  }
-}
-
 /**
- * `value` in the small format, at [start, end) of what it returns, or null if
- * it does not fit that format. Those bytes are not written over by later
- * encodes (a full chunk is left to whoever still holds it).
+ * `value` in the small format, at [start, end) of `body`, or null if it does
+ * not fit that format. Those bytes are not written over by later encodes (a
+ * full chunk is left to whoever still holds it).
  */
-export function encodeSmall(value: unknown): { body: Uint8Array; start: number; end: number } | null {
-  const size = smallSize(value, 0);
-  if (size < 0) return null;
-  if (smallAt + size > SMALL_CHUNK) {
+export function encodeSmall(value: unknown): { tag: typeof SMALL; body: Uint8Array; start: number; end: number } | null {
+  if (smallAt + SMALL_BYTES > SMALL_CHUNK) {
     smallChunk = new Uint8Array(SMALL_CHUNK);
     smallAt = 0;
   }
   const start = smallAt;
-  smallAt = smallWrite(smallChunk, start, value);
-  return { body: smallChunk, start, end: smallAt };
+  const end = smallWrite(smallChunk, start, start + SMALL_BYTES, value, 0);
+  if (end < 0) return null;
+  smallAt = end;
+  return { tag: SMALL, body: smallChunk, start, end };
 }
 
 // The decoder's cursor: where the message ends, and where the value just read ended.
@@ -404,19 +394,12 @@ function malformedSmall(): TypeError {
 /** Reads one value at `at` of `source`, up to smallEnd; returns it, and leaves where it ended in smallNext. */
 function smallRead(source: Uint8Array, at: number): unknown {
   if (at >= smallEnd) throw malformedSmall();
-  switch (source[at]) {
-    case S_UNDEFINED:
-      smallNext = at + 1;
-      return undefined;
-    case S_NULL:
-      smallNext = at + 1;
-      return null;
-    case S_FALSE:
-      smallNext = at + 1;
-      return false;
-    case S_TRUE:
-      smallNext = at + 1;
-      return true;
+  const kind = source[at];
+  if (kind <= S_TRUE) {
+    smallNext = at + 1;
+    return SMALL_CONSTANTS[kind];
+  }
+  switch (kind) {
     case S_NUMBER: {
       if (at + 9 > smallEnd) throw malformedSmall();
       for (let i = 0; i < 8; i++) f64Bytes[i] = source[at + 1 + i];

@@ -21,7 +21,7 @@
 // the protocol's invariants are in native/layout.h.
 import { native } from './native.js';
 import { selfPid } from './self.js';
-import { codecFor, copyBytes, decode, decodeRange, encodeSmall, BYTES, SMALL, type Codec, type Serializer } from './codec.js';
+import { codecFor, copyBytes, decode, decodeRange, encodeSmall, BYTES, type Codec, type Serializer } from './codec.js';
 import { BufferTooShort, ClosedError, QueueEmpty, QueueFull, ShutDown, SyncError } from './errors.js';
 import { bytesOf, checkInteger, checkOffset, invalidType } from './args.js';
 import { SharedMemory } from './shared-memory.js';
@@ -710,7 +710,7 @@ class Ring {
     const codec = this.codec;
     if (codec.serializer === 'msgpack') {
       const small = encodeSmall(value);
-      if (small !== null) return { tag: SMALL, body: small.body, start: small.start, end: small.end };
+      if (small !== null) return small;
     }
     const body = codec.encodeRange(value);
     return { tag: codec.tag, body, start: codec.start, end: codec.end };

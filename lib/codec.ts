@@ -307,7 +307,7 @@ const S_ARRAY = 6;
 // A string's or an array's length is one byte.
 const SMALL_LENGTH = 255;
 const SMALL_DEPTH = 3;
-const SMALL_BYTES = 1024;
+export const SMALL_BYTES = 1024;
 const SMALL_CHUNK = 64 * 1024;
 
 let smallChunk = new Uint8Array(SMALL_CHUNK);
@@ -381,6 +381,11 @@ export function encodeSmall(value: unknown): { tag: typeof SMALL; body: Uint8Arr
   if (end < 0) return null;
   smallAt = end;
   return { tag: SMALL, body: smallChunk, start, end };
+}
+
+/** `value` in the small format written into `out` from `at`, within `bytes`: where it ends, or -1 if it does not fit (the bytes written are then garbage). */
+export function writeSmall(out: Uint8Array, at: number, bytes: number, value: unknown): number {
+  return smallWrite(out, at, at + bytes, value, 0);
 }
 
 // The decoder's cursor: where the message ends, and where the value just read ended.

@@ -41,3 +41,15 @@ export const COND_TOKENS = word(L.kCondTokens);
 export const BARRIER_CELLS = L.kBarrierCells;
 export const BARRIER_STATE = word(L.kBarrierState);
 export const BARRIER_COUNT = word(L.kBarrierCount);
+
+export const POOL_SLOTS = L.kPoolSlots;
+export const POOL_TASK_SEQ = word(L.kPoolTaskSeq);
+export const POOL_TASK_LENGTHS = word(L.kPoolTaskLengths);
+export const POOL_ANSWER_WATCHED = word(L.kPoolAnswerWatched);
+export const POOL_RUNNING = word(L.kPoolRunning);
+export const POOL_ANSWER_SEQ = word(L.kPoolAnswerSeq);
+export const POOL_ANSWER_LENGTHS = word(L.kPoolAnswerLengths);
+export const POOL_SLOT_BYTES = L.kPoolSlotBytes;
+export const POOL_TASK_BYTES = L.kPoolTaskBytes;
+export const POOL_ANSWER_BYTES = L.kPoolAnswerBytes;
+export const POOL_MAILBOX_WORDS = word(L.kPoolMailboxSize);

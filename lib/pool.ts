@@ -15,18 +15,22 @@
 // worker imports it once.
 //
 // Transport: each worker reads its own task Queue and every worker answers on
-// one shared result Queue. The pool sends each worker a few tasks ahead, so it
+// one shared result Queue. A small task (lib/codec.ts's small format) for a
+// worker that holds none sent through its ring goes through the worker's
+// mailbox instead, and so does its answer: fixed slots each way, one wake,
+// none of a ring's bookkeeping, which costs a process woken for each task
+// more than the task. The rings take the rest: tasks behind a ring task,
+// large ones, failures. The pool sends each worker a few tasks ahead, so it
 // knows at all times which tasks a worker holds and in which order it runs
 // them; when a worker dies, the first task it held (the one it was running)
 // fails with WorkerDiedError and the rest go to other workers.
 import { inspect } from 'node:util';
 import { Process, bootstrappingError, cpuCount, processClassFor, setExitListener } from './process.js';
-import { EMPTY, Queue, putWokeSleeper, takeNowait, takeWaiting, whenReadable } from './queue.js';
+import { EMPTY, Queue, putWokeSleeper, takeNowait, waitReadable, wakeTakers, whenReadable } from './queue.js';
 import {
   ForkSafetyError,
   PoolError,
   ProcessError,
-  QueueEmpty,
   QueueFull,
   RemoteTraceback,
   SerializationError,
@@ -37,8 +41,8 @@ import {
   type ErrorState,
 } from './errors.js';
 import { checkInteger, invalidType, invalidValue } from './args.js';
-import { deadlineAfter, pendingSleeps, timeLeft } from './waiting.js';
-import { SpinGauge, spinPays } from './spin.js';
+import { deadlineAfter, pendingSleeps, sleep, sleepAsync, timeLeft } from './waiting.js';
+import { SpinGauge, spinPays, spinWhileEqual } from './spin.js';
 import { selfPid } from './self.js';
 import { forkSafetyProblem } from './fork-safety.js';
 import { checkStartMethod, currentStartMethod, isBootstrapping, setBootstrapping, type StartMethod } from './start/method.js';
@@ -46,6 +50,20 @@ import { loadReference, referenceOf, type FunctionRef } from './start/reference.
 import { RawArray } from './value.js';
 import { native } from './native.js';
 import { guardState, nextTurn } from './loop-stall.js';
+import { SMALL, decodeRange, writeSmall } from './codec.js';
+import {
+  POOL_ANSWER_BYTES,
+  POOL_ANSWER_LENGTHS,
+  POOL_ANSWER_SEQ,
+  POOL_ANSWER_WATCHED,
+  POOL_MAILBOX_WORDS,
+  POOL_RUNNING,
+  POOL_SLOT_BYTES,
+  POOL_SLOTS,
+  POOL_TASK_BYTES,
+  POOL_TASK_LENGTHS,
+  POOL_TASK_SEQ,
+} from './layout.js';
 
 // ---- the function table ------------------------------------------------------
 
@@ -134,8 +152,8 @@ function isThenable(v: unknown): v is PromiseLike<unknown> {
 interface WorkerSetup {
   tasks: Queue<TaskMessage>;
   results: Queue<ResultMessage>;
-  /** The batch it is running; minus the batch once that is finished and its answer is being sent. */
-  running: RawArray<'i'>;
+  /** Its mailbox (native/layout.h, kPool*), whose running word is the batch it runs, or minus the batch once that is finished and its answer is being sent. */
+  mailbox: RawArray<'i'>;
   initializer: ((...args: unknown[]) => unknown) | null;
   initargs: unknown[];
   maxtasks: number;
@@ -146,20 +164,103 @@ const RESOLVED = Promise.resolve();
 /** Whether this worker's polls for the next task pay: they stop when tasks come too seldom for a poll to catch one. */
 const workerPoll = new SpinGauge();
 
+/** One side's view of a worker's mailbox; `read` counts the messages this side has taken from the other. */
+interface Mailbox {
+  words: Int32Array;
+  bytes: Uint8Array;
+  read: number;
+}
+
+function mailboxOf(words: Int32Array): Mailbox {
+  return { words, bytes: new Uint8Array(words.buffer, words.byteOffset, words.byteLength), read: 0 };
+}
+
+/**
+ * Writes `message` into this side's next slot (from `slots`, lengths at
+ * word `lengths`) and publishes it with its sequence word `seq`; false if it
+ * does not fit the small format.
+ */
+function mail(box: Mailbox, slots: number, lengths: number, seq: number, message: unknown): boolean {
+  const n = box.words[seq]!;
+  const slot = n & (POOL_SLOTS - 1);
+  const at = slots + slot * POOL_SLOT_BYTES;
+  const end = writeSmall(box.bytes, at, POOL_SLOT_BYTES, message);
+  if (end < 0) return false;
+  box.words[lengths + slot] = end - at;
+  Atomics.store(box.words, seq, (n + 1) | 0);
+  return true;
+}
+
+/** What unmail() returns for an answer that went through the result ring: only its count is in the mailbox. */
+const IN_RING = Symbol('in the result ring');
+
+/** The oldest message the other side published with `seq` and this side has not taken; EMPTY if none, IN_RING for an answer sent the other way. */
+function unmail(box: Mailbox, slots: number, lengths: number, seq: number): unknown {
+  const n = box.read;
+  if (Atomics.load(box.words, seq) === n) return EMPTY;
+  box.read = (n + 1) | 0;
+  const slot = n & (POOL_SLOTS - 1);
+  const length = box.words[lengths + slot]!;
+  if (length === 0) return IN_RING;
+  const at = slots + slot * POOL_SLOT_BYTES;
+  return decodeRange(SMALL, box.bytes, at, at + length);
+}
+
+/** The worker's side: the answer to a mailed task went through the result ring; counts it, so that the pool looks there. */
+function mailedThroughRing(box: Mailbox): void {
+  const n = box.words[POOL_ANSWER_SEQ]!;
+  box.words[POOL_ANSWER_LENGTHS + (n & (POOL_SLOTS - 1))] = 0;
+  Atomics.store(box.words, POOL_ANSWER_SEQ, (n + 1) | 0);
+}
+
+/** The worker's side: after an answer to a mailed task, wakes the pool if it sleeps on the mailbox. */
+function wakeMailWatcher(box: Mailbox): void {
+  if (Atomics.load(box.words, POOL_ANSWER_WATCHED) !== 0) native.futexWake(box.words.buffer as ArrayBuffer, box.words.byteOffset + POOL_ANSWER_SEQ * 4, 1);
+}
+
+/** Whether the last task takeTask() returned came through the mailbox: its answer goes back the same way. */
+let mailed = false;
+/** A task taken from the ring while an older one waited in the mailbox: it runs next. */
+let stashed: unknown = EMPTY;
+
+/**
+ * The worker's oldest task, or EMPTY. Tasks are mailed only while the worker
+ * holds none sent through the ring, so a mailed one is older than every task
+ * in the ring.
+ */
+function takeTask(tasks: Queue<TaskMessage>, box: Mailbox): unknown {
+  let task = unmail(box, POOL_TASK_BYTES, POOL_TASK_LENGTHS, POOL_TASK_SEQ);
+  mailed = task !== EMPTY;
+  if (mailed) return task;
+  if (stashed !== EMPTY) {
+    task = stashed;
+    stashed = EMPTY;
+    return task;
+  }
+  task = takeNowait(tasks);
+  if (task === EMPTY) return EMPTY;
+  // Mailed between the look above and this take: it is the older one.
+  const older = unmail(box, POOL_TASK_BYTES, POOL_TASK_LENGTHS, POOL_TASK_SEQ);
+  if (older === EMPTY) return task;
+  stashed = task;
+  mailed = true;
+  return older;
+}
+
 /**
  * The next task. A pool's tasks tend to come in runs: a worker polls for a
  * while before it sleeps, so that the next task of a run finds it awake
  * (a futex wake-up costs 30 to 100 µs here, the poll a fraction of a core).
  */
-function nextTask(tasks: Queue<TaskMessage>): TaskMessage {
-  let task = takeNowait(tasks);
+function nextTask(tasks: Queue<TaskMessage>, box: Mailbox): TaskMessage {
+  let task = takeTask(tasks, box);
   if (task !== EMPTY) return task as TaskMessage;
   const poll = spinPays() && workerPoll.allowed();
   if (poll) {
     const until = performance.now() + WORKER_POLL_MS;
     do {
       for (let i = 0; i < 64; i++) {
-        task = takeNowait(tasks);
+        task = takeTask(tasks, box);
         if (task !== EMPTY) {
           workerPoll.hit();
           return task as TaskMessage;
@@ -171,7 +272,12 @@ function nextTask(tasks: Queue<TaskMessage>): TaskMessage {
   // The poll above was this wait's spin, or the gauge found that polls do
   // not pay: either way the queue's own spin before it sleeps would not.
   const asleep = performance.now();
-  task = takeWaiting(tasks, false);
+  const mailWaits = (): boolean => Atomics.load(box.words, POOL_TASK_SEQ) !== box.read;
+  for (;;) {
+    waitReadable(tasks, false, Infinity, mailWaits);
+    task = takeTask(tasks, box);
+    if (task !== EMPTY) break;
+  }
   if (!poll) workerPoll.slept(performance.now() - asleep < WORKER_POLL_MS);
   return task as TaskMessage;
 }
@@ -182,7 +288,8 @@ function nextTask(tasks: Queue<TaskMessage>): TaskMessage {
  * forkserver finds it by reference.
  */
 export async function serve(s: WorkerSetup): Promise<void> {
-  const running = s.running.typed;
+  const box = mailboxOf(s.mailbox.typed);
+  const running = box.words;
   if (s.initializer !== null) {
     try {
       const r = s.initializer(...s.initargs);
@@ -193,10 +300,11 @@ export async function serve(s: WorkerSetup): Promise<void> {
     }
   }
   for (let served = 0; s.maxtasks === 0 || served < s.maxtasks; served++) {
-    const task = nextTask(s.tasks);
+    const task = nextTask(s.tasks, box);
     if (task === null) return;
+    const answerByMail = mailed;
     const [batch, fnId, kind, payload, ref] = task;
-    Atomics.store(running, 0, batch);
+    Atomics.store(running, POOL_RUNNING, batch);
     let reply: ResultMessage;
     if (ref !== undefined && !fnsById.has(fnId)) {
       // Importing the function's module is bootstrapping too: a module that starts processes at its top level gets the guard's error.
@@ -237,12 +345,21 @@ export async function serve(s: WorkerSetup): Promise<void> {
       }
     }
     // Finished: if this worker dies before the answer is out, the task is not run again.
-    Atomics.store(running, 0, -batch);
+    Atomics.store(running, POOL_RUNNING, -batch);
+    if (answerByMail && mail(box, POOL_ANSWER_BYTES, POOL_ANSWER_LENGTHS, POOL_ANSWER_SEQ, reply)) {
+      wakeMailWatcher(box);
+      wakeTakers(s.results);
+      continue;
+    }
     try {
       s.results.putSync(reply);
     } catch (error) {
       const unsent = new SerializationError(`the result of a task could not be sent back: ${(error as Error).message}`);
       s.results.putSync([batch, false, failure(unsent)]);
+    }
+    if (answerByMail) {
+      mailedThroughRing(box);
+      wakeMailWatcher(box);
     }
   }
 }
@@ -263,6 +380,10 @@ interface Batch {
   sentAt: number;
   /** Times it was sent to a worker (more than once when workers died before running it). */
   sends: number;
+  /** Mailed to its worker, and its answer is awaited from the mailbox (not by the pump). */
+  mailed: boolean;
+  /** Sent through its worker's task ring. */
+  ring: boolean;
 }
 
 let nextBatchId = 1;
@@ -291,7 +412,7 @@ abstract class Job {
     this.onFinish?.();
   }
   batch(kind: number, payload: unknown, start: number, count: number): Batch {
-    return { id: nextBatchId++, fnId: this.fnId, kind, payload, job: this, start, count, worker: null, sentAt: 0, sends: 0 };
+    return { id: nextBatchId++, fnId: this.fnId, kind, payload, job: this, start, count, worker: null, sentAt: 0, sends: 0, mailed: false, ring: false };
   }
 }
 
@@ -652,13 +773,26 @@ interface Worker {
   proc: Process;
   pid: number;
   tasks: Queue<TaskMessage>;
-  running: Int32Array;
+  /** Its mailbox, from the pool's side: `read` counts the answers taken from it. */
+  box: Mailbox;
   /** Functions numbered below this were in the table when it was forked (Infinity: it imports them). */
   knowsBelow: number;
   /** A worker not forked: the functions whose references it has been sent. */
   told: Set<number> | null;
   /** Batches sent to it and not answered, in the order it runs them. */
   held: Batch[];
+  /**
+   * The batches mailed to it whose answer's count the pool has not read, in
+   * order: their slots are not free before that. Only reading a count frees
+   * one; an answer that came through the ring first does not.
+   */
+  mailHeld: Batch[];
+  /** How many batches it holds came through its ring: while any does, nothing is mailed to it, which would overtake them. */
+  ringHeld: number;
+  /** The pool sleeps on its mailbox's answer count. */
+  mailWatched: boolean;
+  /** Whether the latest task mailed to it woke it: its answer is a wake-up away, not worth a spin. */
+  mailWoke: boolean;
   assigned: number;
   retiring: boolean;
   /** Retiring, and its stop message did not fit in its queue yet. */
@@ -722,6 +856,8 @@ export class Pool {
   /** Batches taken back from a worker that died, sent again before anything new. */
   #again: Batch[] = [];
   #sent = new Map<number, Batch>();
+  /** How many of the batches sent went through a worker's mailbox: their answers are watched there, not by the pump. */
+  #mailed = 0;
   /** Answers taken, and when the last came: for the diagnostic state. */
   #answered = 0;
   #lastAnswerAt = 0;
@@ -818,7 +954,7 @@ export class Pool {
         pid: w.pid,
         exitWatch: native.watchState(w.pid),
         retiring: w.retiring,
-        running: Atomics.load(w.running, 0),
+        running: Atomics.load(w.box.words, POOL_RUNNING),
         held: w.held.map((b) => b.id),
         assigned: w.assigned,
       })),
@@ -1026,7 +1162,11 @@ export class Pool {
     } finally {
       this.#dispatching = false;
     }
-    if (this.#sent.size > 0 && !this.#pumping) void this.#pump();
+    if (this.#sent.size > this.#mailed && !this.#pumping) void this.#pump();
+    for (let i = 0; i < this.#workers.length; i++) {
+      const w = this.#workers[i]!;
+      if (w.mailHeld.length > 0 && !w.mailWatched) this.#watchMail(w);
+    }
     if (this.#idle()) this.#becameIdle();
   }
 
@@ -1063,6 +1203,11 @@ export class Pool {
       }
       if (w === null) return;
       const ref = w.told !== null && !w.told.has(b.fnId) ? fnRefs.get(b.fnId) : undefined;
+      if (ref === undefined && w.mailHeld.length < POOL_SLOTS && w.ringHeld === 0 && mail(w.box, POOL_TASK_BYTES, POOL_TASK_LENGTHS, POOL_TASK_SEQ, [b.id, b.fnId, b.kind, b.payload])) {
+        w.mailWoke = wakeTakers(w.tasks);
+        this.#handOver(w, b, true);
+        continue;
+      }
       try {
         w.tasks.putSync(ref === undefined ? [b.id, b.fnId, b.kind, b.payload] : [b.id, b.fnId, b.kind, b.payload, ref], { block: false });
       } catch (error) {
@@ -1077,15 +1222,28 @@ export class Pool {
       }
       if (ref !== undefined) w.told?.add(b.fnId);
       if (putWokeSleeper(w.tasks)) this.#wokeWorker = true;
-      this.#unqueue(b);
-      b.worker = w;
-      b.sentAt = performance.now();
-      b.sends++;
-      w.held.push(b);
-      w.assigned++;
-      this.#sent.set(b.id, b);
-      if (this.#maxtasks > 0 && w.assigned === this.#maxtasks) this.#retire(w);
+      this.#handOver(w, b, false);
     }
+  }
+
+  /** `b` is now `w`'s to run. */
+  #handOver(w: Worker, b: Batch, mailed: boolean): void {
+    this.#unqueue(b);
+    b.mailed = mailed;
+    b.ring = !mailed;
+    if (mailed) {
+      w.mailHeld.push(b);
+      this.#mailed++;
+    } else {
+      w.ringHeld++;
+    }
+    b.worker = w;
+    b.sentAt = performance.now();
+    b.sends++;
+    w.held.push(b);
+    w.assigned++;
+    this.#sent.set(b.id, b);
+    if (this.#maxtasks > 0 && w.assigned === this.#maxtasks) this.#retire(w);
   }
 
   /**
@@ -1130,7 +1288,7 @@ export class Pool {
     const forked = this.#method === 'fork';
     const launch = (): [Process, WorkerSetup] => {
       const tasks = new Queue<TaskMessage>({ ringSize: TASK_RING_BYTES, maxsize: AHEAD_MAX + 1 });
-      const setup: WorkerSetup = { tasks, results: this.#results, running: new RawArray('i', 1), initializer: this.#initializer, initargs: this.#initargs, maxtasks: this.#maxtasks };
+      const setup: WorkerSetup = { tasks, results: this.#results, mailbox: new RawArray('i', POOL_MAILBOX_WORDS), initializer: this.#initializer, initargs: this.#initargs, maxtasks: this.#maxtasks };
       const name = `PoolWorker-${++workerCounter}`;
       const p = forked
         ? new Process({ daemon: true, name, target: () => serve(setup) })
@@ -1150,15 +1308,19 @@ export class Pool {
       if (!(error instanceof ProcessError && error.code === 'ERR_FORKSERVER_DIED')) throw error;
       [proc, setup] = launch();
     }
-    const { tasks, running } = setup;
+    const { tasks, mailbox } = setup;
     const w: Worker = {
       proc,
       pid: proc.pid as number,
       tasks,
-      running: running.typed,
+      box: mailboxOf(mailbox.typed),
       knowsBelow: forked ? nextFnId : Infinity,
       told: forked ? null : new Set(),
       held: [],
+      mailHeld: [],
+      ringHeld: 0,
+      mailWatched: false,
+      mailWoke: false,
       assigned: 0,
       retiring: false,
       stopPending: false,
@@ -1188,6 +1350,12 @@ export class Pool {
     const held = w.held;
     if (held[0] === b) held.shift();
     else held.splice(held.indexOf(b), 1);
+    if (b.mailed) {
+      b.mailed = false;
+      this.#mailed--;
+    } else if (b.ring) {
+      w.ringHeld--;
+    }
     if (w.stopPending) this.#sendStop(w);
     if (held.length === 0) {
       // It ran dry: while work is waiting it may hold more; with none, the next job starts small again.
@@ -1203,8 +1371,63 @@ export class Pool {
   }
 
   #drain(): void {
+    // The mailboxes first: the count of an answer that went through the ring comes after it.
+    for (let i = 0; i < this.#workers.length; i++) this.#takeMail(this.#workers[i]!);
     for (let m = takeNowait(this.#results); m !== EMPTY; m = takeNowait(this.#results)) this.#handle(m as ResultMessage);
   }
+
+  /**
+   * Waits for `w`'s answers to the tasks mailed to it: a worker that was
+   * awake when it got one answers within microseconds, so a short spin
+   * first, as the pump's; then one futex sleep, as the floor of a process
+   * hop has, instead of the pump's round.
+   */
+  #watchMail(w: Worker): void {
+    const words = w.box.words;
+    const read = w.box.read;
+    const woke = w.mailWoke;
+    w.mailWoke = false;
+    if (!woke && spinWhileEqual(words, POOL_ANSWER_SEQ, read) !== read) {
+      this.#drain();
+      this.#dispatchSoon();
+      return;
+    }
+    w.mailWatched = true;
+    Atomics.store(words, POOL_ANSWER_WATCHED, 1);
+    void sleepAsync(sleep(words.buffer as ArrayBuffer, words.byteOffset + POOL_ANSWER_SEQ * 4, read, undefined)).then(() => {
+      w.mailWatched = false;
+      Atomics.store(words, POOL_ANSWER_WATCHED, 0);
+      this.#drain();
+      this.#dispatch();
+    });
+  }
+
+  /**
+   * Handles the answers `w` has mailed. The count of one it sent through the
+   * result ring hands its batch to the pump: the answer was put there before
+   * the count, and the ring is read after the mailboxes.
+   */
+  #takeMail(w: Worker): void {
+    for (;;) {
+      const m = unmail(w.box, POOL_ANSWER_BYTES, POOL_ANSWER_LENGTHS, POOL_ANSWER_SEQ);
+      if (m === EMPTY) return;
+      const b = w.mailHeld.shift() as Batch;
+      if (m !== IN_RING) this.#handle(m as ResultMessage);
+      else if (b.mailed) {
+        b.mailed = false;
+        this.#mailed--;
+      }
+    }
+  }
+
+  /** Whether a worker has mailed an answer not taken yet: it ends the pool's waits as a message in the result queue does. */
+  #mailWaits = (): boolean => {
+    for (let i = 0; i < this.#workers.length; i++) {
+      const box = this.#workers[i]!.box;
+      if (Atomics.load(box.words, POOL_ANSWER_SEQ) !== box.read) return true;
+    }
+    return false;
+  };
 
   /**
    * Handles answers as they come while any are due. It takes them only in the
@@ -1214,7 +1437,7 @@ export class Pool {
   async #pump(): Promise<void> {
     this.#pumping = true;
     try {
-      while (this.#sent.size > 0) {
+      while (this.#sent.size > this.#mailed) {
         if (this.#results.qsize() === 0 && !spinPays() && this.#loopLook.allowed()) {
           // The cores are all taken, so the wait will not spin. A server
           // busy with other requests often finds an answer after one more
@@ -1231,7 +1454,7 @@ export class Pool {
         const spin = !this.#wokeWorker;
         this.#wokeWorker = false;
         this.#pumpWaitingSince = performance.now();
-        await whenReadable(this.#results, spin);
+        await whenReadable(this.#results, spin, this.#mailWaits);
         this.#pumpWaitingSince = 0;
         this.#drain();
         this.#dispatch();
@@ -1245,7 +1468,7 @@ export class Pool {
 
   /** The pump waits for answers that will no longer come: give it a message that says so. */
   #wakePump(): void {
-    if (this.#pumping && this.#sent.size === 0) this.#results.putSync(WAKE);
+    if (this.#pumping && this.#sent.size === this.#mailed) this.#results.putSync(WAKE);
   }
 
   /** The blocking forms: does the pump's work on this thread until `done()` or the deadline. */
@@ -1256,11 +1479,8 @@ export class Pool {
       if (done()) break;
       const left = timeLeft(deadline);
       if (left === 0) return false;
-      try {
-        this.#handle(this.#results.getSync({ timeout: Math.min(left ?? EXIT_POLL_MS, EXIT_POLL_MS) }));
-        this.#drain();
-      } catch (error) {
-        if (!(error instanceof QueueEmpty)) throw error;
+      if (waitReadable(this.#results, true, performance.now() + Math.min(left ?? EXIT_POLL_MS, EXIT_POLL_MS), this.#mailWaits)) this.#drain();
+      else {
         // Exit notices come through the event loop, which is blocked now.
         for (const w of [...this.#workers]) w.proc.isAlive();
       }
@@ -1274,11 +1494,21 @@ export class Pool {
     const at = this.#workers.indexOf(w);
     if (at >= 0) this.#workers.splice(at, 1);
     // It may have answered before it died.
+    this.#takeMail(w);
     this.#drain();
+    // Its mailbox is not watched any longer: wake the sleep on it.
+    if (w.mailWatched) native.futexWake(w.box.words.buffer as ArrayBuffer, w.box.words.byteOffset + POOL_ANSWER_SEQ * 4, 1);
     const held = w.held;
     w.held = [];
+    // What it held is the pump's to wait for now, or goes to another worker.
+    for (const b of w.mailHeld) {
+      if (!b.mailed) continue;
+      b.mailed = false;
+      this.#mailed--;
+    }
+    w.mailHeld = [];
     const first = held[0];
-    const state = Atomics.load(w.running, 0);
+    const state = Atomics.load(w.box.words, POOL_RUNNING);
     // A worker that finished a batch and then exited cleanly (its task limit
     // reached) put the answer first: a clean exit waits for the feeder. The
     // answer is in the result queue, perhaps behind a message whose producer
@@ -1317,8 +1547,13 @@ export class Pool {
     const jobs = new Set<Job>([...this.#jobs, ...this.#again.map((b) => b.job), ...[...this.#sent.values()].map((b) => b.job)]);
     this.#jobs = [];
     this.#again = [];
+    for (const b of this.#sent.values()) b.mailed = false;
     this.#sent.clear();
-    for (const w of this.#workers) w.held = [];
+    for (const w of this.#workers) {
+      w.held = [];
+      w.ringHeld = 0;
+    }
+    this.#mailed = 0;
     for (const job of jobs) job.abort(error);
     this.#wakePump();
     this.#becameIdle();
@@ -1329,7 +1564,7 @@ export class Pool {
     job.abort(reason);
     for (const b of this.#sent.values()) {
       const w = b.worker as Worker;
-      if (b.job === job && Atomics.load(w.running, 0) === b.id) {
+      if (b.job === job && Atomics.load(w.box.words, POOL_RUNNING) === b.id) {
         w.killedFor = b.id;
         w.proc.kill();
       }

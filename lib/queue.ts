@@ -93,8 +93,8 @@ const IDLE_CHECK_MAX_MS = 1000;
 const NOTHING = Symbol('nothing');
 const TAKE = Symbol('take');
 const READABLE = Symbol('readable');
-const TAKE_WAITING = Symbol('take waiting');
 const PUT_WOKE = Symbol('put woke');
+const WAKE_TAKERS = Symbol('wake takers');
 
 /** What takeNowait() returns from an empty queue. */
 export const EMPTY: unique symbol = NOTHING as never;
@@ -108,13 +108,22 @@ export function takeNowait(q: Queue<unknown>): unknown {
  * Internal (Pool): resolves once a message may be there to take, without
  * taking it, so that whoever acts on it takes it in the same tick.
  */
-export function whenReadable(q: Queue<unknown>, spin = true): Promise<boolean> {
-  return runAsync(q[READABLE](spin));
+export function whenReadable(q: Queue<unknown>, spin = true, ready?: () => boolean): Promise<boolean> {
+  return runAsync(q[READABLE](spin, Infinity, ready));
 }
 
-/** Internal (Pool): getSync(), without the spin before the sleep where the caller has just polled. */
-export function takeWaiting(q: Queue<unknown>, spin: boolean): unknown {
-  return q[TAKE_WAITING](spin);
+/**
+ * Internal (Pool): whenReadable() on this thread, until the deadline (false
+ * if it passed). `ready` is news from beside the queue: it ends the wait like
+ * a message, and whoever brings it wakes the queue's consumers (wakeTakers).
+ */
+export function waitReadable(q: Queue<unknown>, spin: boolean, deadline: number, ready?: () => boolean): boolean {
+  return runSync(q[READABLE](spin, deadline, ready));
+}
+
+/** Internal (Pool): wakes the consumers asleep on `q`, as a put would; true if any slept. */
+export function wakeTakers(q: Queue<unknown>): boolean {
+  return q[WAKE_TAKERS]();
 }
 
 /**
@@ -350,7 +359,7 @@ class Ring {
     if (this.joinable) Atomics.add(w, UNFINISHED, 1);
     Atomics.store(meta, i + META_SEQ, (pos + 1) | 0);
     this.#idlePublished();
-    this.putWoke = this.#wakeConsumers();
+    this.putWoke = this.wakeConsumers();
     return true;
   }
 
@@ -376,7 +385,7 @@ class Ring {
    * kQueueGetSleepSeq in native/layout.h; the feeder does the same). True
    * if it woke them.
    */
-  #wakeConsumers(): boolean {
+  wakeConsumers(): boolean {
     const w = this.words;
     const seq = Atomics.load(w, PUT_SEQ);
     if (Atomics.load(w, GET_SLEEP_SEQ) !== seq) return false;
@@ -385,7 +394,7 @@ class Ring {
     return true;
   }
 
-  /** As #wakeConsumers, for producers asleep on GET_SEQ (kQueuePutSleepSeq). */
+  /** As wakeConsumers, for producers asleep on GET_SEQ (kQueuePutSleepSeq). */
   #wakeProducers(): void {
     const w = this.words;
     const seq = Atomics.load(w, GET_SEQ);
@@ -524,18 +533,18 @@ class Ring {
 
   // ---- waiting --------------------------------------------------------------
 
-  *getSteps(deadline: number, into: Uint8Array | null = null, offset = 0, spin = true): Steps<unknown> {
+  *getSteps(deadline: number, into: Uint8Array | null = null, offset = 0): Steps<unknown> {
     for (;;) {
       const value = this.tryGet(into, offset);
       if (value !== NOTHING) return value;
       if (this.shutDown !== RUNNING) throw new ShutDown('the queue was shut down and nothing is left to take');
       if (deadline === -Infinity) throw new QueueEmpty();
-      if (!(yield* this.publishedSteps(deadline, spin))) throw new QueueEmpty(`the queue stayed empty for the whole timeout`);
+      if (!(yield* this.publishedSteps(deadline))) throw new QueueEmpty(`the queue stayed empty for the whole timeout`);
     }
   }
 
   /** Until the head message looks published (true), or the deadline passes (false); takes nothing. */
-  *publishedSteps(deadline: number, spin = true): Steps<boolean> {
+  *publishedSteps(deadline: number, spin = true, ready?: () => boolean): Steps<boolean> {
     const w = this.words;
     // After a whole owner check of nothing, a message is not microseconds
     // away: no spin. And once a check has found the ring empty and put its
@@ -547,11 +556,13 @@ class Ring {
     // ring stays empty the checks come further apart, up to a second.
     let checkMs = OWNER_CHECK_MS;
     for (let checks = 0; ; checks++) {
-      if (checks > 0 || !spin ? this.#headPublished() : this.#spinForMessage()) return true;
+      if (checks > 0 || !spin ? this.#headPublished() : this.#spinForMessage(ready)) return true;
+      if (ready?.()) return true;
       if (timeLeft(deadline) === 0) return false;
       const seq = Atomics.load(w, PUT_SEQ);
       this.#announceSleep(GET_SLEEP_SEQ, seq);
-      if (this.#headPublished() || this.shutDown !== RUNNING) return true;
+      // After the announcement: news written before it is seen here, news written after it finds the announcement and wakes.
+      if (this.#headPublished() || ready?.() || this.shutDown !== RUNNING) return true;
       const result = yield sleep(this.buffer, PUT_SEQ * 4, seq, slice(deadline, checkMs));
       if (result !== TIMED_OUT) return true;
       if (checks === 0 || Atomics.load(w, TAIL) !== Atomics.load(w, HEAD) || this.count() !== 0) {
@@ -578,10 +589,10 @@ class Ring {
     return ((seq - pos) | 0) > 0;
   }
 
-  #spinForMessage(): boolean {
+  #spinForMessage(ready?: () => boolean): boolean {
     let limit = FIRST_READS;
     for (let i = 0; i < limit; i++) {
-      if (this.#headPublished()) return true;
+      if (this.#headPublished() || ready?.()) return true;
       if (i === FIRST_READS - 1 && spinPays()) limit = SPIN_LIMIT;
     }
     return false;
@@ -918,15 +929,10 @@ export class Queue<T = unknown> {
 
   /** Takes the oldest message, blocking until there is one (or QueueEmpty after the timeout). */
   getSync(options?: WaitOptions): T {
-    return this.#takeSync(options, true);
-  }
-
-  /** getSync(); with `spin` false, a wait that finds the queue empty sleeps without spinning first. */
-  #takeSync(options: WaitOptions | undefined, spin: boolean): T {
     const ring = this.#open('getSync()');
     const value = ring.tryGet();
     if (value !== NOTHING) return value as T;
-    return runSync(ring.getSteps(options === undefined ? Infinity : deadlineOf(`${this.constructor.name}.getSync`, options), null, 0, spin)) as T;
+    return runSync(ring.getSteps(options === undefined ? Infinity : deadlineOf(`${this.constructor.name}.getSync`, options))) as T;
   }
 
   /**
@@ -1025,12 +1031,12 @@ export class Queue<T = unknown> {
     return this.#open('getNowait()').tryGet();
   }
 
-  [READABLE](spin: boolean): Steps<boolean> {
-    return this.#open('get()').publishedSteps(Infinity, spin);
+  [READABLE](spin: boolean, deadline: number, ready?: () => boolean): Steps<boolean> {
+    return this.#open('get()').publishedSteps(deadline, spin, ready);
   }
 
-  [TAKE_WAITING](spin: boolean): unknown {
-    return this.#takeSync(undefined, spin);
+  [WAKE_TAKERS](): boolean {
+    return this.#open('put()').wakeConsumers();
   }
 
   [PUT_WOKE](): boolean {

@@ -94,7 +94,8 @@ export function pendingSleeps(): Array<[number, boolean, number]> {
   ]);
 }
 
-function sleepAsync(s: Sleep): Promise<number> {
+/** One futex sleep on a helper thread: resolves with WOKEN or TIMED_OUT. */
+export function sleepAsync(s: Sleep): Promise<number> {
   return new Promise((resolve, reject) => {
     const began = LOOP_CAN_STALL ? performance.now() : 0;
     const p: PendingSleep | null = LOOP_CAN_STALL

@@ -88,6 +88,17 @@ void InitLayout(Napi::Env env, Napi::Object exports) {
   NODEMP_EXPORT(kQueueMetaInfo);
   NODEMP_EXPORT(kQueueSlotSize);
   NODEMP_EXPORT(kQueueSeqRecovering);
+  NODEMP_EXPORT(kPoolSlots);
+  NODEMP_EXPORT(kPoolTaskSeq);
+  NODEMP_EXPORT(kPoolTaskLengths);
+  NODEMP_EXPORT(kPoolAnswerWatched);
+  NODEMP_EXPORT(kPoolRunning);
+  NODEMP_EXPORT(kPoolAnswerSeq);
+  NODEMP_EXPORT(kPoolAnswerLengths);
+  NODEMP_EXPORT(kPoolSlotBytes);
+  NODEMP_EXPORT(kPoolTaskBytes);
+  NODEMP_EXPORT(kPoolAnswerBytes);
+  NODEMP_EXPORT(kPoolMailboxSize);
 #undef NODEMP_EXPORT
   exports.Set("layout", o);
 }

@@ -202,5 +202,33 @@ constexpr uint32_t kQueueSlotSize = 64;
 // that message (p - 1 for position p: no side acts on it).
 constexpr uint32_t kQueueSeqRecovering = 1;
 
+// Pool (lib/pool.ts): each worker's mailbox, beside its task Queue. Small
+// tasks (lib/codec.ts's small format) for a worker that holds no task sent
+// through its ring are written here, not into the ring, and so are their
+// answers: kPoolSlots fixed slots each way, taken in turn, one sequence word
+// and one wake per message, none of the ring's bookkeeping. Every mailed
+// task is answered with a count in kPoolAnswerSeq, the answer itself in its
+// slot or, when it does not fit (a failure, a large value), in the result
+// ring first. Each word has one writer: the pool writes cell 0, the worker
+// cell 1; each side counts what it has read in its own memory. A side never
+// writes slot n % kPoolSlots before the other has read message
+// n - kPoolSlots: the pool mails no more than kPoolSlots tasks it has no
+// answer for.
+constexpr uint32_t kPoolSlots = 4;
+constexpr uint32_t kPoolTaskSeq = 0;          // pool: tasks written
+constexpr uint32_t kPoolTaskLengths = 4;      // pool: each task slot's length, kPoolSlots words
+constexpr uint32_t kPoolAnswerWatched = 20;   // pool: 1 while it sleeps on kPoolAnswerSeq, so the worker wakes it
+constexpr uint32_t kPoolRunning = 64;         // worker: the batch it runs, or minus the batch it finished
+constexpr uint32_t kPoolAnswerSeq = 68;       // worker: answers written
+constexpr uint32_t kPoolAnswerLengths = 72;   // worker: each answer slot's length, kPoolSlots words; 0: the answer went through the ring
+// A slot's bytes: most tasks and answers of small values fit; a larger one
+// (the small format goes to 1 KiB) takes the rings. A mailbox is 2 KiB of
+// an arena chunk (kArenaChunkSize), not 8: a pool that replaces its workers
+// often takes a new one for each.
+constexpr uint32_t kPoolSlotBytes = 256;
+constexpr uint32_t kPoolTaskBytes = 128;
+constexpr uint32_t kPoolAnswerBytes = kPoolTaskBytes + kPoolSlots * kPoolSlotBytes;
+constexpr uint32_t kPoolMailboxSize = kPoolAnswerBytes + kPoolSlots * kPoolSlotBytes;
+
 }  // namespace layout
 }  // namespace nodemp

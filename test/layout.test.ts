@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { native } from '../dist/native.js';
 import * as layout from '../dist/layout.js';
+import { SMALL_BYTES } from '../dist/codec.js';
 import { root } from './helpers.js';
 
 function headerConstants(): Map<string, number> {
@@ -36,6 +37,22 @@ describe('shared-memory layout', () => {
     expect(layout.COND_TOKENS * 4).toBe(L.kCondTokens);
     expect(layout.BARRIER_COUNT * 4).toBe(L.kBarrierCount);
     expect(layout.EVENT_SLEEPERS * 4).toBe(L.kEventSleepers);
+    expect(layout.POOL_ANSWER_SEQ * 4).toBe(L.kPoolAnswerSeq);
+    expect(layout.POOL_ANSWER_WATCHED * 4).toBe(L.kPoolAnswerWatched);
+    expect(layout.POOL_MAILBOX_WORDS * 4).toBe(L.kPoolMailboxSize);
+  });
+
+  it("a Pool mailbox's slots take small-format messages, and its words do not overlap", () => {
+    const L = native.layout;
+    expect(L.kPoolSlotBytes).toBeGreaterThanOrEqual(64);
+    expect(L.kPoolSlotBytes).toBeLessThanOrEqual(SMALL_BYTES);
+    expect(L.kPoolMailboxSize).toBeLessThanOrEqual(L.kArenaChunkSize / 16);
+    expect(L.kPoolSlots & (L.kPoolSlots - 1)).toBe(0);
+    // The pool's words, the worker's words and the slots, in that order, the two sides' words in different cache lines.
+    expect(L.kPoolTaskLengths + 4 * L.kPoolSlots).toBeLessThanOrEqual(L.kPoolAnswerWatched);
+    expect(L.kPoolAnswerWatched + 4).toBeLessThanOrEqual(L.kCellSize);
+    expect(L.kPoolRunning).toBe(L.kCellSize);
+    expect(L.kPoolAnswerLengths + 4 * L.kPoolSlots).toBeLessThanOrEqual(L.kPoolTaskBytes);
   });
 
   it('fits every object in the cells it claims', () => {

@@ -419,6 +419,90 @@ describe('Pool: errors', () => {
   });
 });
 
+describe('Pool: mailbox and rings', () => {
+  // Small tasks for a worker holding none sent through its ring go through
+  // its mailbox, and so do their answers; the rest go through the rings.
+  // Which path a call takes is invisible to it: these mixes must come back
+  // right and run in the order they were sent, whichever way each went.
+  type Kind = 'small' | 'bigArg' | 'bigAnswer' | 'object' | 'throws';
+  const kinds: Kind[] = ['small', 'bigArg', 'bigAnswer', 'object', 'throws'];
+
+  function mixedTask(order: Int32Array): (seq: number, kind: Kind, pad?: string) => unknown {
+    return (seq, kind) => {
+      const ran = Atomics.add(order, 0, 1);
+      if (ran !== seq) throw new Error(`task ${seq} ran as number ${ran}`);
+      if (kind === 'bigAnswer') return 'y'.repeat(5000) + seq;
+      if (kind === 'object') return { seq };
+      if (kind === 'throws') throw new RangeError(`task ${seq} throws`);
+      return seq;
+    };
+  }
+
+  function expected(seq: number, kind: Kind): unknown {
+    if (kind === 'bigAnswer') return 'y'.repeat(5000) + seq;
+    if (kind === 'object') return { seq };
+    return seq;
+  }
+
+  it('a mix of small and large tasks, answers and errors on one worker runs in the order sent, in the async and blocking forms', async () => {
+    const order = shared(1);
+    const p = pool({ processes: 1 });
+    const task = mixedTask(order);
+    let seed = 20261202;
+    const next = (): number => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648);
+    let seq = 0;
+    for (let round = 0; round < 12; round++) {
+      // Bursts sent at once, so that the worker holds several: some mailed, some behind them in its ring.
+      const burst = Array.from({ length: 1 + Math.floor(next() * 9) }, () => kinds[Math.floor(next() * kinds.length)]!);
+      const calls = burst.map((kind) => {
+        const s = seq++;
+        return { s, kind, result: p.applyAsync(task, kind === 'bigArg' ? [s, kind, 'x'.repeat(5000)] : [s, kind]) };
+      });
+      for (const [i, { s, kind, result }] of calls.entries()) {
+        if (kind === 'throws') {
+          const error = (i % 2 === 0 ? await result.get().catch((e: unknown) => e) : (() => { try { result.getSync(); } catch (e) { return e; } })()) as Error;
+          expect(error).toBeInstanceOf(RangeError);
+          expect(error.message).toBe(`task ${s} throws`);
+        } else {
+          expect(i % 2 === 0 ? await result.get() : result.getSync()).toEqual(expected(s, kind));
+        }
+      }
+    }
+    expect(order[0]).toBe(seq);
+    // All at once: the worker's mailbox slots are reused while answers come both ways.
+    const all = Array.from({ length: 1500 }, () => {
+      const s = seq++;
+      const kind = (['small', 'small', 'object', 'throws', 'bigAnswer'] as const)[Math.floor(next() * 5)]!;
+      return { s, kind, result: p.apply(task, [s, kind]).catch((e: unknown) => e) };
+    });
+    for (const { s, kind, result } of all) {
+      if (kind === 'throws') expect(await result).toMatchObject({ name: 'RangeError', message: `task ${s} throws` });
+      else expect(await result).toEqual(expected(s, kind));
+    }
+    expect(order[0]).toBe(seq);
+  });
+
+  it('an answer taken by a blocking call also ends an awaiting call, and an idle pool lets the program exit', async () => {
+    const p = pool({ processes: 2 });
+    const slow = (x: number): number => {
+      busySleep(50);
+      return x * x;
+    };
+    const waiting = p.apply(slow, [7]);
+    expect(p.applySync(square, [4])).toBe(16);
+    expect(p.mapSync(square, [1, 2, 3], { chunksize: 1 })).toEqual([1, 4, 9]);
+    expect(await waiting).toBe(49);
+    const out = runScript(`
+      import { Pool } from NODEMP;
+      const p = new Pool({ processes: 2, startMethod: 'fork' });
+      const a = p.apply((x) => x + 1, [1]);
+      console.log(p.applySync((x) => x * 2, [21]), await a);
+    `);
+    expect(out.status).toBe(0);
+    expect(out.stdout.trim()).toBe('42 2');
+  });
+});
+
 describe('Pool: scheduling', () => {
   it('long tasks spread over the workers even after tiny ones grew how far ahead they are sent', async () => {
     const p = pool({ processes: 2 });

@@ -45,6 +45,13 @@ export interface Chunk {
 
 /** This client's jobs in Redis at once, at most (see #pump). */
 const MAX_QUEUED = 1000;
+/**
+ * A backlog waits until this few are left before more are added, so that it
+ * goes to Redis in batches: refilled at each answer, a long map added its
+ * jobs one addBulk() (one Redis transaction) each, which cost the client and
+ * Redis more CPU than the job.
+ */
+const REFILL_AT = MAX_QUEUED / 2;
 /** How long the processes behind the queue (for map's default chunksize) are taken as known. */
 const CAPACITY_TTL_MS = 1000;
 
@@ -263,7 +270,7 @@ export class JobClient {
     if (part === undefined) return undefined;
     this.#parts.delete(jobId);
     part.call.jobs.delete(jobId);
-    this.#pump();
+    if (this.#parts.size <= REFILL_AT) this.#pump();
     return part;
   }
 

@@ -227,6 +227,35 @@ describe('ClusterPool: the Pool interface across worker machines', () => {
       await plain.close();
     }
   });
+
+  it('a map of more jobs than a client keeps in Redis (1,000) adds them as answers come, and completes', async () => {
+    const queue = freshQueue();
+    const cp = pool({ queue });
+    const plain = new Queue(queue, { connection: { host: '127.0.0.1', port: redis.port } });
+    try {
+      const xs = Array.from({ length: 2500 }, (_, i) => i);
+      const call = cp.map(tasks.square, xs, { chunksize: 1 });
+      await expect.poll(() => plain.getWaitingCount(), { timeout: 10_000 }).toBe(1000);
+      await worker(queue, { processes: 1 });
+      let most = 0;
+      let done = false;
+      const sampling = (async () => {
+        while (!done) {
+          const counts = await plain.getJobCounts('waiting', 'active', 'prioritized');
+          most = Math.max(most, counts.waiting! + counts.active! + counts.prioritized!);
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      })();
+      const got = await call;
+      done = true;
+      await sampling;
+      expect(got).toEqual(xs.map((x) => x * x));
+      expect(most).toBeGreaterThan(0);
+      expect(most).toBeLessThanOrEqual(1000);
+    } finally {
+      await plain.close();
+    }
+  }, 60_000);
 });
 
 describe('ClusterPool: failures', () => {

@@ -269,11 +269,13 @@ async function classify(entry, code, hooks) {
  * a new one whenever one ends, while `keepGoing()` holds. `make(i)` (i: the
  * copy's index in `methods`) returns [target, extra args, hooks, onEnd(how, entry)].
  */
+/** Starts `make(i)`'s role again each time it ends, while keepGoing(how the last one ended) holds. */
 async function supervise(name, methods, keepGoing, make) {
   await Promise.all(
     methods.map(async (method, i) => {
       let failures = 0;
-      while (keepGoing()) {
+      let last;
+      while (keepGoing(last)) {
         const [target, extra, hooks, onEnd] = make(i);
         let entry;
         try {
@@ -287,7 +289,8 @@ async function supervise(name, methods, keepGoing, make) {
           await sleep(20);
           continue;
         }
-        onEnd(await entry.done, entry);
+        last = await entry.done;
+        onEnd(last, entry);
       }
     }),
   );
@@ -327,7 +330,9 @@ function queueWork() {
     }),
   );
   const consumers = queues.map((Q) =>
-    supervise(`consumer of ${Q.name}`, TWO_METHODS, () => !producersDone || ctl.typed[CTL.DRAIN] === 0, () => {
+    // A consumer the chaos killed just before the drain began, whose end is
+    // noticed after, is replaced too: the drain needs one left to do it.
+    supervise(`consumer of ${Q.name}`, TWO_METHODS, (last) => !producersDone || ctl.typed[CTL.DRAIN] === 0 || last === 'killed' || last === 'lost', () => {
       const c = nextConsumer++;
       return [
         roles.consumer,

@@ -377,7 +377,7 @@ export function encodeSmall(value: unknown): { tag: typeof SMALL; body: Uint8Arr
     smallAt = 0;
   }
   const start = smallAt;
-  const end = smallWrite(smallChunk, start, start + SMALL_BYTES, value, 0);
+  const end = writeSmall(smallChunk, start, SMALL_BYTES, value);
   if (end < 0) return null;
   smallAt = end;
   return { tag: SMALL, body: smallChunk, start, end };

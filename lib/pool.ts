@@ -175,47 +175,59 @@ function mailboxOf(words: Int32Array): Mailbox {
   return { words, bytes: new Uint8Array(words.buffer, words.byteOffset, words.byteLength), read: 0 };
 }
 
-/**
- * Writes `message` into this side's next slot (from `slots`, lengths at
- * word `lengths`) and publishes it with its sequence word `seq`; false if it
- * does not fit the small format.
- */
-function mail(box: Mailbox, slots: number, lengths: number, seq: number, message: unknown): boolean {
-  const n = box.words[seq]!;
-  const slot = n & (POOL_SLOTS - 1);
-  const at = slots + slot * POOL_SLOT_BYTES;
+/** One direction of a mailbox: where its slots start (bytes), its slots' length words and its sequence word. */
+interface Way {
+  slots: number;
+  lengths: number;
+  seq: number;
+}
+
+const TASKS: Way = { slots: POOL_TASK_BYTES, lengths: POOL_TASK_LENGTHS, seq: POOL_TASK_SEQ };
+const ANSWERS: Way = { slots: POOL_ANSWER_BYTES, lengths: POOL_ANSWER_LENGTHS, seq: POOL_ANSWER_SEQ };
+
+/** Writes `message` into this side's next slot of `way` and publishes it; false if it does not fit the small format. */
+function mail(box: Mailbox, way: Way, message: unknown): boolean {
+  const at = way.slots + (box.words[way.seq]! & (POOL_SLOTS - 1)) * POOL_SLOT_BYTES;
   const end = writeSmall(box.bytes, at, POOL_SLOT_BYTES, message);
   if (end < 0) return false;
-  box.words[lengths + slot] = end - at;
-  Atomics.store(box.words, seq, (n + 1) | 0);
+  publish(box, way, end - at);
   return true;
+}
+
+/** Publishes this side's next message of `way`, `length` bytes long (0: an answer sent through the result ring). */
+function publish(box: Mailbox, way: Way, length: number): void {
+  const n = box.words[way.seq]!;
+  box.words[way.lengths + (n & (POOL_SLOTS - 1))] = length;
+  Atomics.store(box.words, way.seq, (n + 1) | 0);
+}
+
+/** Whether the other side has published a message of `way` that this side has not taken. */
+function hasMail(box: Mailbox, way: Way): boolean {
+  return Atomics.load(box.words, way.seq) !== box.read;
+}
+
+/** The byte offset, in the mailbox's buffer, of the word the pool sleeps on for answers. */
+function answerSeqAt(box: Mailbox): number {
+  return box.words.byteOffset + POOL_ANSWER_SEQ * 4;
 }
 
 /** What unmail() returns for an answer that went through the result ring: only its count is in the mailbox. */
 const IN_RING = Symbol('in the result ring');
 
-/** The oldest message the other side published with `seq` and this side has not taken; EMPTY if none, IN_RING for an answer sent the other way. */
-function unmail(box: Mailbox, slots: number, lengths: number, seq: number): unknown {
-  const n = box.read;
-  if (Atomics.load(box.words, seq) === n) return EMPTY;
-  box.read = (n + 1) | 0;
-  const slot = n & (POOL_SLOTS - 1);
-  const length = box.words[lengths + slot]!;
+/** The oldest message of `way` the other side published and this side has not taken; EMPTY if none, IN_RING for an answer sent the other way. */
+function unmail(box: Mailbox, way: Way): unknown {
+  if (!hasMail(box, way)) return EMPTY;
+  const slot = box.read & (POOL_SLOTS - 1);
+  box.read = (box.read + 1) | 0;
+  const length = box.words[way.lengths + slot]!;
   if (length === 0) return IN_RING;
-  const at = slots + slot * POOL_SLOT_BYTES;
+  const at = way.slots + slot * POOL_SLOT_BYTES;
   return decodeRange(SMALL, box.bytes, at, at + length);
-}
-
-/** The worker's side: the answer to a mailed task went through the result ring; counts it, so that the pool looks there. */
-function mailedThroughRing(box: Mailbox): void {
-  const n = box.words[POOL_ANSWER_SEQ]!;
-  box.words[POOL_ANSWER_LENGTHS + (n & (POOL_SLOTS - 1))] = 0;
-  Atomics.store(box.words, POOL_ANSWER_SEQ, (n + 1) | 0);
 }
 
 /** The worker's side: after an answer to a mailed task, wakes the pool if it sleeps on the mailbox. */
 function wakeMailWatcher(box: Mailbox): void {
-  if (Atomics.load(box.words, POOL_ANSWER_WATCHED) !== 0) native.futexWake(box.words.buffer as ArrayBuffer, box.words.byteOffset + POOL_ANSWER_SEQ * 4, 1);
+  if (Atomics.load(box.words, POOL_ANSWER_WATCHED) !== 0) native.futexWake(box.words.buffer as ArrayBuffer, answerSeqAt(box), 1);
 }
 
 /** Whether the last task takeTask() returned came through the mailbox: its answer goes back the same way. */
@@ -229,7 +241,7 @@ let stashed: unknown = EMPTY;
  * in the ring.
  */
 function takeTask(tasks: Queue<TaskMessage>, box: Mailbox): unknown {
-  let task = unmail(box, POOL_TASK_BYTES, POOL_TASK_LENGTHS, POOL_TASK_SEQ);
+  let task = unmail(box, TASKS);
   mailed = task !== EMPTY;
   if (mailed) return task;
   if (stashed !== EMPTY) {
@@ -240,7 +252,7 @@ function takeTask(tasks: Queue<TaskMessage>, box: Mailbox): unknown {
   task = takeNowait(tasks);
   if (task === EMPTY) return EMPTY;
   // Mailed between the look above and this take: it is the older one.
-  const older = unmail(box, POOL_TASK_BYTES, POOL_TASK_LENGTHS, POOL_TASK_SEQ);
+  const older = unmail(box, TASKS);
   if (older === EMPTY) return task;
   stashed = task;
   mailed = true;
@@ -272,7 +284,7 @@ function nextTask(tasks: Queue<TaskMessage>, box: Mailbox): TaskMessage {
   // The poll above was this wait's spin, or the gauge found that polls do
   // not pay: either way the queue's own spin before it sleeps would not.
   const asleep = performance.now();
-  const mailWaits = (): boolean => Atomics.load(box.words, POOL_TASK_SEQ) !== box.read;
+  const mailWaits = (): boolean => hasMail(box, TASKS);
   for (;;) {
     waitReadable(tasks, false, Infinity, mailWaits);
     task = takeTask(tasks, box);
@@ -346,7 +358,7 @@ export async function serve(s: WorkerSetup): Promise<void> {
     }
     // Finished: if this worker dies before the answer is out, the task is not run again.
     Atomics.store(running, POOL_RUNNING, -batch);
-    if (answerByMail && mail(box, POOL_ANSWER_BYTES, POOL_ANSWER_LENGTHS, POOL_ANSWER_SEQ, reply)) {
+    if (answerByMail && mail(box, ANSWERS, reply)) {
       wakeMailWatcher(box);
       wakeTakers(s.results);
       continue;
@@ -358,7 +370,8 @@ export async function serve(s: WorkerSetup): Promise<void> {
       s.results.putSync([batch, false, failure(unsent)]);
     }
     if (answerByMail) {
-      mailedThroughRing(box);
+      // Counted after the ring has it, so that the pool, told by the count, finds it there.
+      publish(box, ANSWERS, 0);
       wakeMailWatcher(box);
     }
   }
@@ -1203,7 +1216,7 @@ export class Pool {
       }
       if (w === null) return;
       const ref = w.told !== null && !w.told.has(b.fnId) ? fnRefs.get(b.fnId) : undefined;
-      if (ref === undefined && w.mailHeld.length < POOL_SLOTS && w.ringHeld === 0 && mail(w.box, POOL_TASK_BYTES, POOL_TASK_LENGTHS, POOL_TASK_SEQ, [b.id, b.fnId, b.kind, b.payload])) {
+      if (ref === undefined && w.mailHeld.length < POOL_SLOTS && w.ringHeld === 0 && mail(w.box, TASKS, [b.id, b.fnId, b.kind, b.payload])) {
         w.mailWoke = wakeTakers(w.tasks);
         this.#handOver(w, b, true);
         continue;
@@ -1394,7 +1407,7 @@ export class Pool {
     }
     w.mailWatched = true;
     Atomics.store(words, POOL_ANSWER_WATCHED, 1);
-    void sleepAsync(sleep(words.buffer as ArrayBuffer, words.byteOffset + POOL_ANSWER_SEQ * 4, read, undefined)).then(() => {
+    void sleepAsync(sleep(words.buffer as ArrayBuffer, answerSeqAt(w.box), read, undefined)).then(() => {
       w.mailWatched = false;
       Atomics.store(words, POOL_ANSWER_WATCHED, 0);
       this.#drain();
@@ -1409,7 +1422,7 @@ export class Pool {
    */
   #takeMail(w: Worker): void {
     for (;;) {
-      const m = unmail(w.box, POOL_ANSWER_BYTES, POOL_ANSWER_LENGTHS, POOL_ANSWER_SEQ);
+      const m = unmail(w.box, ANSWERS);
       if (m === EMPTY) return;
       const b = w.mailHeld.shift() as Batch;
       if (m !== IN_RING) this.#handle(m as ResultMessage);
@@ -1422,10 +1435,7 @@ export class Pool {
 
   /** Whether a worker has mailed an answer not taken yet: it ends the pool's waits as a message in the result queue does. */
   #mailWaits = (): boolean => {
-    for (let i = 0; i < this.#workers.length; i++) {
-      const box = this.#workers[i]!.box;
-      if (Atomics.load(box.words, POOL_ANSWER_SEQ) !== box.read) return true;
-    }
+    for (let i = 0; i < this.#workers.length; i++) if (hasMail(this.#workers[i]!.box, ANSWERS)) return true;
     return false;
   };
 
@@ -1497,7 +1507,7 @@ export class Pool {
     this.#takeMail(w);
     this.#drain();
     // Its mailbox is not watched any longer: wake the sleep on it.
-    if (w.mailWatched) native.futexWake(w.box.words.buffer as ArrayBuffer, w.box.words.byteOffset + POOL_ANSWER_SEQ * 4, 1);
+    if (w.mailWatched) native.futexWake(w.box.words.buffer as ArrayBuffer, answerSeqAt(w.box), 1);
     const held = w.held;
     w.held = [];
     // What it held is the pump's to wait for now, or goes to another worker.

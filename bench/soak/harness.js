@@ -266,10 +266,10 @@ async function classify(entry, code, hooks) {
 
 /**
  * Runs a copy of a participant for each start method in `methods`, starting
- * a new one whenever one ends, while `keepGoing()` holds. `make(i)` (i: the
- * copy's index in `methods`) returns [target, extra args, hooks, onEnd(how, entry)].
+ * a new one whenever one ends, while `keepGoing(how that copy's last one
+ * ended)` holds. `make(i)` (i: the copy's index in `methods`) returns
+ * [target, extra args, hooks, onEnd(how, entry)].
  */
-/** Starts `make(i)`'s role again each time it ends, while keepGoing(how the last one ended) holds. */
 async function supervise(name, methods, keepGoing, make) {
   await Promise.all(
     methods.map(async (method, i) => {

@@ -3,12 +3,12 @@
 // worker` with one and with two local processes, beside BullMQ doing the
 // same task as one job per item: plain Workers (one process each, the task
 // inline), BullMQ's sandboxed processors (one Worker, its processes BullMQ's
-// own), and, for the time per job, a Worker handing each job to a local nodemp
-// Pool by hand: the process hop without ClusterPool's wrapping; and a Worker
-// handing each job to one other process over bare futex words in shared
-// memory: the floor of any design that runs tasks outside the process
-// talking to Redis. Every side reads its answers from the queue's event
-// stream.
+// own), and, for the time per job, the two designs that run each task in
+// another process than the one talking to Redis: a Worker handing each job to
+// a local nodemp Pool (what `nodemp worker` did before each of its processes
+// took jobs itself), and a Worker handing each job to one other process over
+// bare futex words in shared memory, the floor of any such design. Every side
+// reads its answers from the queue's event stream.
 // Median of the passes; prints one JSON object.
 import { spawn } from 'node:child_process';
 import { Queue, QueueEvents } from 'bullmq';

@@ -8,7 +8,7 @@ import { isSingleThreaded } from '../dist/fork-safety.js';
 
 const args = process.argv.slice(2);
 if (args[0] === 'worker') {
-  // A ClusterPool worker (nodemp/cluster): plain Node will do, its local pool uses the fork server.
+  // A ClusterPool worker (nodemp/cluster): plain Node will do, its processes start from the fork server.
   const { main } = await import('../dist/cluster/worker.js');
   await main(args.slice(1));
   process.exit(0);
@@ -18,7 +18,7 @@ if (args.length === 0 || args[0] === '--help' || args[0] === '-h') {
     'usage: nodemp [node options] script.js [args...]\n' +
       'Runs script.js with `node --single-threaded`, which nodemp needs to fork() this process safely.\n' +
       'usage: nodemp worker --redis URL --queue NAME [--processes N] [--preload MODULE]...\n' +
-      'Takes the jobs of a ClusterPool (nodemp/cluster) from Redis and runs them on a local pool.\n',
+      'Takes the jobs of a ClusterPool (nodemp/cluster) from Redis and runs them in N local processes.\n',
   );
   process.exit(args.length === 0 ? 2 : 0);
 }

@@ -287,10 +287,11 @@ export class KeyError extends Error {
  * `'ERR_REDIS_LOST'` the connection broke and did not come back within `reconnectTimeout`;
  * `'ERR_JOB_FAILED'` BullMQ failed a job for a reason of its own (stalled
  * more often than allowed, removed by someone else) with no task error to pass on;
- * `'ERR_BAD_URL'` the Redis address is not one.
+ * `'ERR_BAD_URL'` the Redis address is not one;
+ * `'ERR_WORKER_START'` a `nodemp worker`'s local process ended before it connected.
  */
 export class ClusterError extends Error {
-  readonly code: 'ERR_BULLMQ_MISSING' | 'ERR_REDIS_UNREACHABLE' | 'ERR_REDIS_LOST' | 'ERR_JOB_FAILED' | 'ERR_BAD_URL';
+  readonly code: 'ERR_BULLMQ_MISSING' | 'ERR_REDIS_UNREACHABLE' | 'ERR_REDIS_LOST' | 'ERR_JOB_FAILED' | 'ERR_BAD_URL' | 'ERR_WORKER_START';
   constructor(code: ClusterError['code'], message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = 'ClusterError';

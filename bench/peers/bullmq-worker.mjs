@@ -3,8 +3,8 @@
 //   node bullmq-worker.mjs PORT QUEUE CONCURRENCY [--sandboxed | --pool N | --hop-floor]
 // inline (the task in this process); --sandboxed: BullMQ's sandboxed
 // processors (its own child processes, CONCURRENCY of them); --pool N: each
-// job handed by hand to a local nodemp Pool of N forkserver processes, as a
-// `nodemp worker` does, without ClusterPool's wrapping around it;
+// job handed to a local nodemp Pool of N forkserver processes, as `nodemp
+// worker` did before each of its processes took jobs itself;
 // --hop-floor: each job handed to one other process with the least a hand-off
 // between processes can be: the number written into a slot of shared memory,
 // one futex wake, and the square read back after an asynchronous futex wait

@@ -76,8 +76,3 @@ export function isFailureProgress(data: unknown): data is FailureProgress {
   const e = (data as Record<string, unknown>).nodempError as Record<string, unknown> | undefined;
   return typeof e === 'object' && e !== null && typeof e.name === 'string' && typeof e.message === 'string' && typeof e.stack === 'string';
 }
-
-/** Run on each local worker before a `nodemp worker` takes its first job: starting them then does not hold up the renewal of job locks. */
-export function ping(): number {
-  return process.pid;
-}

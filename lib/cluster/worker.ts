@@ -1,14 +1,21 @@
-// `nodemp worker`: one machine's share of a ClusterPool. It takes the queue's
-// jobs with a BullMQ Worker and runs each on a local nodemp Pool, so a machine
-// works at nodemp's local speed; the jobs stay plain BullMQ jobs.
+// `nodemp worker`: one machine's share of a ClusterPool. Its local processes
+// (lib/cluster/consumer.ts) each take the queue's jobs with a BullMQ Worker
+// of their own and run the tasks themselves, so a job costs what a plain
+// BullMQ job costs; this process supervises them: it starts them from the
+// fork server, replaces one that dies (failing the jobs it held as a Pool
+// fails the tasks of a worker that died), keeps the locks of jobs whose task
+// holds its process's loop longer than a lock lasts, and stops them on
+// SIGTERM. The jobs stay plain BullMQ jobs.
 import { hostname } from 'node:os';
-import { ClusterError } from '../errors.js';
-import { Pool } from '../pool.js';
+import { checkInteger } from '../args.js';
+import { ClusterError, WorkerDiedError } from '../errors.js';
+import { cpuCount, processClassFor, type Process } from '../process.js';
+import { Semaphore } from '../semaphore.js';
+import { ShareableList } from '../shareable-list.js';
 import { preloadSpecifier, setForkserverPreload } from '../start/forkserver.js';
-import { loadReference, type FunctionRef } from '../start/reference.js';
 import { peers, redisOptions, type RedisOptions } from './bullmq.js';
-import { workerName } from './worker-name.js';
-import { failureState, isJobData, pack, ping, unpack, type FailureProgress, type JobData } from './job.js';
+import { parseInHand, type ConsumerSetup } from './consumer.js';
+import { failureState, type FailureProgress } from './job.js';
 
 export interface WorkerOptions {
   /** Where Redis is: a redis:// URL, a socket path or ioredis options (default redis://127.0.0.1:6379). */
@@ -17,100 +24,163 @@ export interface WorkerOptions {
   queue?: string;
   /** Local worker processes (default: the CPUs). */
   processes?: number;
-  /** Jobs taken at once (default: 2 × processes, so the local pool has the next one at hand). */
+  /** Jobs taken at once, shared among the processes, at least one each (default: 2 × processes, so each has its next job at hand). */
   concurrency?: number;
-  /** Modules imported before the first job, here and in the fork server every local worker starts from. */
+  /** Modules imported before the first job, here and in the fork server every local process starts from. */
   preload?: string[];
   /** How long a job's lock lasts without renewal, in ms: a worker killed mid-job has its jobs taken over about this long after (default 5000). */
   lockDuration?: number;
 }
 
+/** Room for a job's id and its lock token in the in-hand list (BullMQ's tokens are a UUID and a count). */
+const IN_HAND_BYTES = 256;
+/** A process that dies sooner than this after its start is replaced only after RESTART_DELAY_MS: one that cannot start does not become a fork loop. */
+const YOUNG_MS = 5000;
+const RESTART_DELAY_MS = 1000;
+const CONSUMER = { module: new URL('./consumer.js', import.meta.url).href, name: 'consume' };
+
 /** Runs until SIGTERM or SIGINT: then takes no new job, finishes the ones in hand and resolves. A second signal stops at once. */
 export async function runWorker(options: WorkerOptions = {}): Promise<void> {
   const { bullmq, Redis } = peers();
-  const queue = options.queue ?? 'nodemp';
+  const queueName = options.queue ?? 'nodemp';
+  const processes = checkInteger('nodemp worker: processes', options.processes ?? cpuCount(), 1, 4096);
+  const concurrency = Math.max(checkInteger('nodemp worker: concurrency', options.concurrency ?? 2 * processes, 1), processes);
+  const lockDuration = checkInteger('nodemp worker: lockDuration', options.lockDuration ?? 5000, 1);
+  const redis = redisOptions(options.redis);
   const preload = (options.preload ?? []).map(preloadSpecifier);
   if (preload.length > 0) setForkserverPreload(preload);
   for (const m of preload) await import(m);
-  const pool = new Pool({ processes: options.processes ?? null, startMethod: 'forkserver' });
-  const processes = pool.processes;
-  // Loaded functions by reference; a module that failed to load is tried
-  // again at its next job (it may have been deployed meanwhile).
-  const functions = new Map<string, Function>();
-  const load = async (ref: FunctionRef, key: string): Promise<Function> => {
-    const fn = await loadReference(ref);
-    functions.set(key, fn);
-    return fn;
-  };
-  const run = async (data: JobData): Promise<unknown> => {
-    const key = `${data.fn.module}\n${data.fn.name}\n${data.fn.check ?? ''}`;
-    const fn = (functions.get(key) ?? (await load(data.fn, key))) as (...args: unknown[]) => unknown;
-    const input = unpack(data.payload);
-    if (!Array.isArray(input)) throw new TypeError(`nodemp worker: a ${data.kind} job's payload must be an array, got ${typeof input}`);
-    if (data.kind === 'apply') return pool.apply(fn, input);
-    // A job of one item (chunksize 1) is one task: apply() skips map's chunking.
-    if (input.length === 1) return [await (data.kind === 'map' ? pool.apply(fn, input) : pool.apply(fn, input[0] as unknown[]))];
-    if (data.kind === 'map') return pool.map(fn, input);
-    return pool.starmap(fn, input as unknown[][]);
-  };
-  const lockDuration = options.lockDuration ?? 5000;
   // ioredis's own retry goes on for ever: a worker outlives a Redis restart.
-  const connection = new Redis({ ...redisOptions(options.redis), maxRetriesPerRequest: null });
-  const worker = new bullmq.Worker(
-    queue,
-    async (job) => {
-      if (!isJobData(job.data)) throw new TypeError(`nodemp worker: job ${job.id} (${job.name}) is not a ClusterPool job`);
-      try {
-        return pack(await run(job.data));
-      } catch (error) {
-        if (job.attemptsMade + 1 >= (job.opts.attempts ?? 1)) {
-          const progress: FailureProgress = { nodempError: failureState(error), host: hostname(), pid: process.pid };
-          await job.updateProgress(progress as unknown as object);
-        }
-        throw error instanceof Error ? error : new Error(String(error));
-      }
-    },
-    {
-      connection,
-      concurrency: options.concurrency ?? processes * 2,
-      name: workerName(processes, hostname(), process.pid),
-      lockDuration,
-      stalledInterval: lockDuration,
-      // A job whose worker was killed goes to another; one that kills every
-      // worker it reaches fails after this many.
-      maxStalledCount: 3,
-      autorun: false,
-    },
-  );
-  worker.on('error', (error) => {
+  const connection = new Redis({ ...redis, maxRetriesPerRequest: null });
+  const queue = new bullmq.Queue(queueName, { connection });
+  queue.on('error', (error) => {
     // ioredis reconnects on its own; what is worth saying goes to stderr.
     process.stderr.write(`nodemp worker: ${(error as Error).message}\n`);
   });
   try {
-    await worker.waitUntilReady();
+    await queue.waitUntilReady();
   } catch (error) {
     connection.disconnect();
-    await pool.terminate();
     throw new ClusterError('ERR_REDIS_UNREACHABLE', `nodemp worker: Redis did not answer: ${(error as Error).message}`, { cause: error });
   }
-  await Promise.all(Array.from({ length: processes }, () => pool.apply(ping)));
+
+  // Each process's share of the jobs taken at once, and its first item in the in-hand list.
+  const shares = Array.from({ length: processes }, (_, i) => Math.floor(concurrency / processes) + (i < concurrency % processes ? 1 : 0));
+  const firsts = shares.map((_, i) => shares.slice(0, i).reduce((a, b) => a + b, 0));
+  const inHand = new ShareableList(Array.from({ length: concurrency }, () => ' '.repeat(IN_HAND_BYTES)));
+  for (let k = 0; k < concurrency; k++) inHand.set(k, '');
+  const ready = new Semaphore(0);
+  const ConsumerProcess = processClassFor('forkserver');
+  const running: Array<Process | null> = shares.map(() => null);
   let stopping = 0;
+  let connected = false;
+  let allEnded: () => void = () => {};
+  const ended = new Promise<void>((resolve) => (allEnded = resolve));
+  let startFailed: (error: Error) => void = () => {};
+  const startFailure = new Promise<never>((_, reject) => (startFailed = reject));
+
+  /** A dead process's jobs in hand fail as a Pool's tasks do when their worker dies, if their locks are still its own. */
+  const failJob = async (id: string, token: string, error: WorkerDiedError): Promise<void> => {
+    try {
+      const job = await bullmq.Job.fromId(queue, id);
+      if (job === undefined || (await job.extendLock(token, lockDuration)) !== 1) return;
+      if (job.attemptsMade + 1 >= (job.opts.attempts ?? 1)) {
+        const progress: FailureProgress = { nodempError: failureState(error), host: hostname(), pid: error.pid };
+        await job.updateProgress(progress as unknown as object);
+      }
+      await job.moveToFailed(error, token, false);
+    } catch {
+      // Redis is away or the lock lapsed meanwhile: the stalled-job check hands the job on.
+    }
+  };
+
+  const onEnd = async (i: number, proc: Process, lived: number): Promise<void> => {
+    running[i] = null;
+    const code = proc.exitCode;
+    const how = code === null ? 'ended' : code < 0 ? `was killed by signal ${-code}` : `exited with code ${code}`;
+    const lost: Array<Promise<void>> = [];
+    for (let k = firsts[i]!; k < firsts[i]! + shares[i]!; k++) {
+      const held = parseInHand(inHand.get(k));
+      inHand.set(k, '');
+      if (held === null) continue;
+      const error = new WorkerDiedError(`nodemp worker process ${proc.pid} on ${hostname()} ${how} while running job ${held.id}`, proc.pid!, code);
+      lost.push(failJob(held.id, held.token, error));
+    }
+    await Promise.all(lost);
+    if (stopping > 0) {
+      if (running.every((p) => p === null)) allEnded();
+      return;
+    }
+    if (!connected) {
+      startFailed(new ClusterError('ERR_WORKER_START', `nodemp worker: local process ${proc.pid} ${how} before it connected to Redis`));
+      return;
+    }
+    process.stderr.write(`nodemp worker: local process ${proc.pid} ${how}; starting another\n`);
+    setTimeout(() => {
+      if (stopping === 0) start(i);
+    }, lived < YOUNG_MS ? RESTART_DELAY_MS : 0);
+  };
+
+  const start = (i: number): void => {
+    const setup: ConsumerSetup = { redis, queue: queueName, concurrency: shares[i]!, lockDuration, inHand: inHand.shm.name, first: firsts[i]!, ready };
+    const proc = new ConsumerProcess({ target: CONSUMER, args: [setup] as unknown[], daemon: true, name: `nodemp-worker-${i + 1}` });
+    proc.start();
+    running[i] = proc;
+    const startedAt = performance.now();
+    void proc.join().then(() => onEnd(i, proc, performance.now() - startedAt));
+  };
+
+  // A task that holds its process's loop for longer than a lock lasts would
+  // lose its job to the stalled-job check and run twice: while it runs, this
+  // process renews the locks its processes hold (a lock kept by its own
+  // process as well is merely renewed twice).
+  const keeper = setInterval(() => {
+    for (let k = 0; k < concurrency; k++) {
+      const held = parseInHand(inHand.get(k));
+      if (held === null) continue;
+      new bullmq.Job(queue, '', {}, {}, held.id).extendLock(held.token, lockDuration).catch(() => {});
+    }
+  }, lockDuration / 2);
+
   const stop = (): void => {
     stopping++;
-    if (stopping === 1) void worker.close();
-    else void worker.close(true).then(() => pool.terminate());
+    for (const proc of running) {
+      if (proc === null) continue;
+      if (stopping === 1) proc.terminate();
+      else proc.kill();
+    }
+    if (running.every((p) => p === null)) allEnded();
   };
+  const close = async (): Promise<void> => {
+    clearInterval(keeper);
+    await queue.close().catch(() => {});
+    connection.disconnect();
+    inHand.shm.close();
+    inHand.shm.unlink();
+  };
+
+  for (let i = 0; i < processes; i++) start(i);
+  try {
+    await Promise.race([Promise.all(shares.map(() => ready.acquire())), startFailure]);
+  } catch (error) {
+    stopping = 2;
+    stop();
+    // The acquires of processes that will never be ready must not stay pending.
+    for (let i = 0; i < processes; i++) ready.release();
+    await ended;
+    await close();
+    throw error;
+  }
+  connected = true;
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
-  process.stderr.write(`nodemp worker: queue '${queue}', ${processes} processes, pid ${process.pid}: ready\n`);
+  process.stderr.write(`nodemp worker: queue '${queueName}', ${processes} processes, pid ${process.pid}: ready\n`);
   try {
-    await worker.run();
+    await ended;
   } finally {
     process.off('SIGTERM', stop);
     process.off('SIGINT', stop);
-    connection.disconnect();
-    pool.close();
-    await pool.join();
+    await close();
   }
 }
 

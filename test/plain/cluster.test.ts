@@ -46,6 +46,24 @@ async function keysOf(pattern: string): Promise<string[]> {
 
 const freshQueue = (): string => `q${++queueSeq}-${process.pid}`;
 
+/** Whether `pid` runs (neither gone nor a zombie not yet reaped). */
+function running(pid: number): boolean {
+  try {
+    return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+/** The children of `pid` (Linux /proc). */
+function childrenOf(pid: number): number[] {
+  try {
+    return readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+}
+
 beforeAll(async () => {
   redis = await startRedis();
   local = new Pool({ processes: 2, startMethod: 'forkserver' });
@@ -58,7 +76,7 @@ afterAll(async () => {
   for (const w of workers) w.proc.kill('SIGKILL');
   await Promise.all(workers.map((w) => w.exited));
   await redis?.stop();
-  // Each worker's local pool and fork server end with it.
+  // Each worker's local processes and fork server end with it.
   const deadline = Date.now() + 5000;
   while (leftRunning().length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
   expect(leftRunning()).toEqual([]);
@@ -288,6 +306,56 @@ describe('ClusterPool: failures', () => {
     const byA = results.filter((r) => r.machine === a.machine).length;
     expect(byA).toBeGreaterThan(0);
     expect(byA + results.filter((r) => r.machine === b.machine).length).toBe(6);
+  }, 60_000);
+
+  it('a task that kills its process fails its call with WorkerDiedError, as in Pool; the worker starts another process and goes on', async () => {
+    const queue = freshQueue();
+    const w = await worker(queue, { processes: 1 });
+    const cp = pool({ queue });
+    const [theirs, mine] = await Promise.all([cp.apply(tasks.dieNow, []).catch((e: Error) => e), local.apply(tasks.dieNow, []).catch((e: Error) => e)]);
+    expect(mine).toMatchObject({ name: 'WorkerDiedError', code: 'ERR_WORKER_DIED', exitCode: -9 });
+    expect(theirs).toMatchObject({ name: mine.name, code: 'ERR_WORKER_DIED', exitCode: -9 });
+    expect(theirs.message).toMatch(/^nodemp worker process \d+ on .* was killed by signal 9 while running job /);
+    expect(await cp.apply(tasks.add, [2, 3])).toBe(5);
+    expect(w.stderr).toMatch(/local process \d+ was killed by signal 9; starting another/);
+  }, 60_000);
+
+  it('local processes SIGKILLed at random moments mid-map: each is replaced, its jobs are tried again, and map gives every answer', async () => {
+    const queue = freshQueue();
+    const w = await worker(queue, { processes: 2 });
+    const cp = pool({ queue, attempts: 20 });
+    const items = Array.from({ length: 120 }, (_, i) => i);
+    const call = cp.starmap(tasks.whoRan, items.map((x) => [x, 15]), { chunksize: 1 });
+    // The supervisor's grandchildren are its local processes (its children: the fork server and the tracker).
+    let seed = 20261202;
+    const random = (): number => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+    let settled = false;
+    void call.finally(() => (settled = true)).catch(() => {});
+    const killed: number[] = [];
+    while (!settled && killed.length < 8) {
+      await new Promise((r) => setTimeout(r, 100 + 300 * random()));
+      const local = childrenOf(w.pid!)
+        .flatMap(childrenOf)
+        .filter((pid) => !killed.includes(pid) && running(pid));
+      if (settled || local.length === 0) continue;
+      const victim = local[Math.floor(random() * local.length)]!;
+      process.kill(victim, 'SIGKILL');
+      killed.push(victim);
+    }
+    const results = (await call) as Array<{ x: number; pid: number }>;
+    expect(results.map((r) => r.x)).toEqual(items);
+    expect(killed.length).toBeGreaterThan(2);
+    expect(w.stderr.match(/was killed by signal 9; starting another/g)?.length).toBe(killed.length);
+    expect(await cp.apply(tasks.add, [1, 2])).toBe(3);
+  }, 90_000);
+
+  it('a task that holds its process longer than a job lock lasts runs once: the worker keeps the lock for it', async () => {
+    const queue = freshQueue();
+    await Promise.all([worker(queue, { processes: 1, lockDuration: 1000 }), worker(queue, { processes: 1, lockDuration: 1000 })]);
+    const path = join(mkdtempSync(join(tmpdir(), 'nodemp-long-')), 'runs');
+    const cp = pool({ queue });
+    expect(await cp.apply(tasks.markThenSpin, [path, 4000])).toBe(1);
+    expect(readFileSync(path, 'utf8').trim().split('\n')).toHaveLength(1);
   }, 60_000);
 
   it('no Redis at the address: ClusterError ERR_REDIS_UNREACHABLE, within about a second', async () => {

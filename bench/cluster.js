@@ -9,7 +9,7 @@
 // took jobs itself), and a Worker handing each job to one other process over
 // bare futex words in shared memory, the floor of any such design. Every side
 // reads its answers from the queue's event stream.
-// Median of the passes; prints one JSON object.
+// Median of the passes, which take turns (see measured()); prints one JSON object.
 import { spawn } from 'node:child_process';
 import { Queue, QueueEvents } from 'bullmq';
 import IORedis from 'ioredis';
@@ -19,7 +19,7 @@ import { square } from './peers/cluster-task.mjs';
 import { startRedis } from '../test/fixtures/cluster/redis.mjs';
 
 const quick = process.argv.includes('--quick');
-const passes = quick ? 3 : 5;
+const passes = quick ? 3 : 9;
 const MAP_ITEMS = quick ? 2000 : 10_000;
 const JOB_ITEMS = quick ? 300 : 1000;
 const here = new URL('.', import.meta.url);
@@ -68,35 +68,32 @@ async function bullmqRun(port, queue, n) {
   return ms;
 }
 
-async function nodempRuns(url, processes) {
+/** A started `nodemp worker` and a ClusterPool on its queue: a pass of default-chunked map and a pass of chunksize 1, in ms. */
+async function nodempSide(url, processes) {
   const queue = `bench-nodemp-${processes}-${process.pid}`;
   const workers = [await started([bin, 'worker', '--redis', url, '--queue', queue, '--processes', String(processes)], ': ready')];
   const pool = new ClusterPool({ redis: url, queue });
-  try {
-    const items = Array.from({ length: MAP_ITEMS }, (_, i) => i);
-    const few = items.slice(0, JOB_ITEMS);
-    const check = (values) => {
-      if (values[7] !== 49) throw new Error('bench: a wrong answer');
-    };
-    check(await pool.map(square, few, { chunksize: 1 }));
-    const mapMs = [];
-    const jobMs = [];
-    for (let p = 0; p < passes; p++) {
-      let t0 = performance.now();
-      check(await pool.map(square, items));
-      mapMs.push(performance.now() - t0);
-      t0 = performance.now();
-      check(await pool.map(square, few, { chunksize: 1 }));
-      jobMs.push(performance.now() - t0);
-    }
-    return { map: MAP_ITEMS / (median(mapMs) / 1000), job: median(jobMs) / JOB_ITEMS };
-  } finally {
-    await pool.terminate();
-    await stop(workers);
-  }
+  const items = Array.from({ length: MAP_ITEMS }, (_, i) => i);
+  const few = items.slice(0, JOB_ITEMS);
+  const timed = async (list, options) => {
+    const t0 = performance.now();
+    const values = await pool.map(square, list, options);
+    const ms = performance.now() - t0;
+    if (values[7] !== 49) throw new Error('bench: a wrong answer');
+    return ms;
+  };
+  return {
+    map: () => timed(items),
+    job: () => timed(few, { chunksize: 1 }),
+    async stop() {
+      await pool.terminate();
+      await stop(workers);
+    },
+  };
 }
 
-async function bullmqRuns(port, processes, mode) {
+/** Started BullMQ worker processes of one kind, and a pass of JOB_ITEMS jobs through them, in ms. */
+async function bullmqSide(port, processes, mode) {
   const queue = `bench-bullmq-${mode}-${processes}-${process.pid}`;
   const worker = new URL('peers/bullmq-worker.mjs', here).pathname;
   // plain: one Worker process per process, 2 jobs at once each (a nodemp worker takes 2 per process);
@@ -110,13 +107,45 @@ async function bullmqRuns(port, processes, mode) {
     floor: [[worker, String(port), queue, String(2 * processes), '--hop-floor']],
   }[mode];
   const workers = await Promise.all(args.map((a) => started(a, 'bullmq worker: ready')));
+  return { job: () => bullmqRun(port, queue, JOB_ITEMS), stop: () => stop(workers) };
+}
+
+/**
+ * Every side is started first (idle BullMQ workers wait blocked on Redis) and
+ * then the passes take turns, one of each side per round, starting each round
+ * one side further on: the machine is shared, and its load drifts over the
+ * tens of seconds a side's passes take one after another, enough on its own
+ * to move one side's median 25% against another's.
+ */
+async function measured(redis, processes) {
+  const sides = {
+    nodemp: await nodempSide(redis.url, processes),
+    plain: await bullmqSide(redis.port, processes, 'plain'),
+    sandboxed: await bullmqSide(redis.port, processes, 'sandboxed'),
+    pool: await bullmqSide(redis.port, processes, 'pool'),
+    floor: await bullmqSide(redis.port, processes, 'floor'),
+  };
   try {
-    await bullmqRun(port, queue, JOB_ITEMS);
-    const ms = [];
-    for (let p = 0; p < passes; p++) ms.push(await bullmqRun(port, queue, JOB_ITEMS));
-    return { map: JOB_ITEMS / (median(ms) / 1000), job: median(ms) / JOB_ITEMS };
+    const turns = Object.entries(sides).flatMap(([side, s]) => Object.keys(s).filter((k) => k !== 'stop').map((kind) => ({ side, kind, pass: s[kind], ms: [] })));
+    for (const t of turns) await t.pass();
+    for (let round = 0; round < passes; round++) {
+      for (let i = 0; i < turns.length; i++) {
+        const t = turns[(round + i) % turns.length];
+        t.ms.push(await t.pass());
+      }
+    }
+    const out = {};
+    for (const t of turns) {
+      const ms = median(t.ms);
+      out[t.side] ??= {};
+      if (t.kind === 'map') out[t.side].map = MAP_ITEMS / (ms / 1000);
+      else out[t.side].job = ms / JOB_ITEMS;
+      // A BullMQ side's items per second are its jobs': one item each.
+      if (t.side !== 'nodemp') out[t.side].map = JOB_ITEMS / (ms / 1000);
+    }
+    return out;
   } finally {
-    await stop(workers);
+    for (const s of Object.values(sides)) await s.stop();
   }
 }
 
@@ -129,11 +158,8 @@ try {
 }
 for (const processes of [1, 2]) {
   const n = `${processes} worker process${processes === 1 ? '' : 'es'}`;
-  const nodemp = redis && (await nodempRuns(redis.url, processes));
-  const plain = redis && (await bullmqRuns(redis.port, processes, 'plain'));
-  const sandboxed = redis && (await bullmqRuns(redis.port, processes, 'sandboxed'));
-  const byHand = redis && (await bullmqRuns(redis.port, processes, 'pool'));
-  const floor = redis && (await bullmqRuns(redis.port, processes, 'floor'));
+  const m = redis && (await measured(redis, processes));
+  const [nodemp, plain, sandboxed, byHand, floor] = ['nodemp', 'plain', 'sandboxed', 'pool', 'floor'].map((side) => m?.[side]);
   rows[`ClusterPool.map of tiny tasks, default chunking, ${n}`] = {
     unit: 'items/s',
     better: 'higher',

@@ -9,7 +9,8 @@
 // took jobs itself), and a Worker handing each job to one other process over
 // bare futex words in shared memory, the floor of any such design. Every side
 // reads its answers from the queue's event stream.
-// Median of the passes, which take turns (see measured()); prints one JSON object.
+// Median of the passes after warm-up rounds, the sides taking turns (see
+// measured()); prints one JSON object.
 import { spawn } from 'node:child_process';
 import { Queue, QueueEvents } from 'bullmq';
 import IORedis from 'ioredis';
@@ -20,6 +21,7 @@ import { startRedis } from '../test/fixtures/cluster/redis.mjs';
 
 const quick = process.argv.includes('--quick');
 const passes = quick ? 3 : 9;
+const WARM_ROUNDS = quick ? 1 : 3;
 const MAP_ITEMS = quick ? 2000 : 10_000;
 const JOB_ITEMS = quick ? 300 : 1000;
 const here = new URL('.', import.meta.url);
@@ -111,11 +113,13 @@ async function bullmqSide(port, processes, mode) {
 }
 
 /**
- * Every side is started first (idle BullMQ workers wait blocked on Redis) and
- * then the passes take turns, one of each side per round, starting each round
- * one side further on: the machine is shared, and its load drifts over the
- * tens of seconds a side's passes take one after another, enough on its own
- * to move one side's median 25% against another's.
+ * Every side is started first (idle BullMQ workers wait blocked on Redis);
+ * then the passes take turns, one of each side per round in an order shuffled
+ * each round: the machine is shared, and its load drifts over the tens of
+ * seconds a side's passes take one after another, enough on its own to move
+ * one side's median 25% against another's. The first rounds only warm up: a
+ * worker's first few thousand jobs run while V8 still compiles its code, and
+ * a pass of 1,000 jobs took 1.5-2x its steady time in them.
  */
 async function measured(redis, processes) {
   const sides = {
@@ -127,11 +131,13 @@ async function measured(redis, processes) {
   };
   try {
     const turns = Object.entries(sides).flatMap(([side, s]) => Object.keys(s).filter((k) => k !== 'stop').map((kind) => ({ side, kind, pass: s[kind], ms: [] })));
-    for (const t of turns) await t.pass();
-    for (let round = 0; round < passes; round++) {
-      for (let i = 0; i < turns.length; i++) {
-        const t = turns[(round + i) % turns.length];
-        t.ms.push(await t.pass());
+    let seed = processes;
+    const random = () => (seed = (seed * 48271) % 2147483647) / 2147483647;
+    for (let round = 0; round < WARM_ROUNDS + passes; round++) {
+      const order = turns.map((t) => [random(), t]).sort((a, b) => a[0] - b[0]);
+      for (const [, t] of order) {
+        const ms = await t.pass();
+        if (round >= WARM_ROUNDS) t.ms.push(ms);
       }
     }
     const out = {};

@@ -16,6 +16,7 @@ import { Queue, QueueEvents } from 'bullmq';
 import IORedis from 'ioredis';
 import { ClusterPool } from '../dist/cluster/index.js';
 import { median } from './lib.js';
+import { makeRng } from './soak/rng.js';
 import { square } from './peers/cluster-task.mjs';
 import { startRedis } from '../test/fixtures/cluster/redis.mjs';
 
@@ -70,7 +71,7 @@ async function bullmqRun(port, queue, n) {
   return ms;
 }
 
-/** A started `nodemp worker` and a ClusterPool on its queue: a pass of default-chunked map and a pass of chunksize 1, in ms. */
+/** A started `nodemp worker` and a ClusterPool on its queue; its passes: default-chunked map and chunksize 1, each in ms. */
 async function nodempSide(url, processes) {
   const queue = `bench-nodemp-${processes}-${process.pid}`;
   const workers = [await started([bin, 'worker', '--redis', url, '--queue', queue, '--processes', String(processes)], ': ready')];
@@ -85,8 +86,7 @@ async function nodempSide(url, processes) {
     return ms;
   };
   return {
-    map: () => timed(items),
-    job: () => timed(few, { chunksize: 1 }),
+    passes: { map: () => timed(items), job: () => timed(few, { chunksize: 1 }) },
     async stop() {
       await pool.terminate();
       await stop(workers);
@@ -94,7 +94,7 @@ async function nodempSide(url, processes) {
   };
 }
 
-/** Started BullMQ worker processes of one kind, and a pass of JOB_ITEMS jobs through them, in ms. */
+/** Started BullMQ worker processes of one kind; its pass: JOB_ITEMS jobs through them, in ms. */
 async function bullmqSide(port, processes, mode) {
   const queue = `bench-bullmq-${mode}-${processes}-${process.pid}`;
   const worker = new URL('peers/bullmq-worker.mjs', here).pathname;
@@ -109,7 +109,7 @@ async function bullmqSide(port, processes, mode) {
     floor: [[worker, String(port), queue, String(2 * processes), '--hop-floor']],
   }[mode];
   const workers = await Promise.all(args.map((a) => started(a, 'bullmq worker: ready')));
-  return { job: () => bullmqRun(port, queue, JOB_ITEMS), stop: () => stop(workers) };
+  return { passes: { job: () => bullmqRun(port, queue, JOB_ITEMS) }, stop: () => stop(workers) };
 }
 
 /**
@@ -122,19 +122,15 @@ async function bullmqSide(port, processes, mode) {
  * a pass of 1,000 jobs took 1.5-2x its steady time in them.
  */
 async function measured(redis, processes) {
-  const sides = {
-    nodemp: await nodempSide(redis.url, processes),
-    plain: await bullmqSide(redis.port, processes, 'plain'),
-    sandboxed: await bullmqSide(redis.port, processes, 'sandboxed'),
-    pool: await bullmqSide(redis.port, processes, 'pool'),
-    floor: await bullmqSide(redis.port, processes, 'floor'),
-  };
+  // Filled as each side starts, so that one failing to start stops those before it.
+  const sides = {};
   try {
-    const turns = Object.entries(sides).flatMap(([side, s]) => Object.keys(s).filter((k) => k !== 'stop').map((kind) => ({ side, kind, pass: s[kind], ms: [] })));
-    let seed = processes;
-    const random = () => (seed = (seed * 48271) % 2147483647) / 2147483647;
+    sides.nodemp = await nodempSide(redis.url, processes);
+    for (const mode of ['plain', 'sandboxed', 'pool', 'floor']) sides[mode] = await bullmqSide(redis.port, processes, mode);
+    const turns = Object.entries(sides).flatMap(([side, s]) => Object.entries(s.passes).map(([kind, pass]) => ({ side, kind, pass, ms: [] })));
+    const rng = makeRng(processes);
     for (let round = 0; round < WARM_ROUNDS + passes; round++) {
-      const order = turns.map((t) => [random(), t]).sort((a, b) => a[0] - b[0]);
+      const order = turns.map((t) => [rng.next(), t]).sort((a, b) => a[0] - b[0]);
       for (const [, t] of order) {
         const ms = await t.pass();
         if (round >= WARM_ROUNDS) t.ms.push(ms);

@@ -4,9 +4,9 @@
 // moved. Nothing here can be held, so nothing needs recovering if a process dies.
 import { native } from './native.js';
 import { allocCells, type Cells } from './arena.js';
-import { CELL_SIZE, EVENT_CELLS, EVENT_SLEEPERS, EVENT_WORD } from './layout.js';
+import { CELL_SIZE, EVENT_CELLS, EVENT_SLEEPERS, EVENT_WAKER_CPU, EVENT_WORD } from './layout.js';
 import { deadlineAfter, runAsyncFrom, runSync, sleep, timeLeft, type Steps } from './waiting.js';
-import { spinWhileEqual } from './spin.js';
+import { cpuTag, spinWhileEqual } from './spin.js';
 import { fromParent, toChild, type ChildDecoder, type ChildEncoder, type State } from './start/handoff.js';
 
 // The cells an event rebuilt in a starting child takes instead of new ones.
@@ -47,6 +47,8 @@ export class Event {
     for (;;) {
       const seen = Atomics.load(w, EVENT_WORD);
       if ((seen & 1) === 1) return;
+      // A plain store, ordered before the flag by the compare-and-swap.
+      w[EVENT_WAKER_CPU] = cpuTag();
       if (Atomics.compareExchange(w, EVENT_WORD, seen, (seen + 2) | 1) === seen) break;
     }
     if (Atomics.load(w, EVENT_SLEEPERS) > 0) native.futexWake(this.#buffer, this.#byteOffset, 0x7fffffff);
@@ -65,7 +67,7 @@ export class Event {
     const start = Atomics.load(w, EVENT_WORD);
     if ((start & 1) === 1) return true;
     if (deadline !== Infinity && timeLeft(deadline) === 0) return false;
-    if (spinWhileEqual(w, EVENT_WORD, start) !== start) return true;
+    if (spinWhileEqual(w, EVENT_WORD, start, Atomics.load(w, EVENT_WAKER_CPU)) !== start) return true;
     Atomics.add(w, EVENT_SLEEPERS, 1);
     try {
       for (;;) {

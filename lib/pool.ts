@@ -42,7 +42,7 @@ import {
 } from './errors.js';
 import { checkInteger, invalidType, invalidValue } from './args.js';
 import { deadlineAfter, pendingSleeps, sleep, sleepAsync, timeLeft } from './waiting.js';
-import { SpinGauge, spinPays, spinWhileEqual } from './spin.js';
+import { SpinGauge, cpuTag, spinPays, spinWhileEqual } from './spin.js';
 import { selfPid } from './self.js';
 import { forkSafetyProblem } from './fork-safety.js';
 import { checkStartMethod, currentStartMethod, isBootstrapping, setBootstrapping, type StartMethod } from './start/method.js';
@@ -56,6 +56,7 @@ import {
   POOL_ANSWER_LENGTHS,
   POOL_ANSWER_SEQ,
   POOL_ANSWER_WATCHED,
+  POOL_ANSWERER_CPU,
   POOL_MAILBOX_WORDS,
   POOL_RUNNING,
   POOL_SLOT_BYTES,
@@ -63,6 +64,7 @@ import {
   POOL_TASK_BYTES,
   POOL_TASK_LENGTHS,
   POOL_TASK_SEQ,
+  POOL_TASKER_CPU,
 } from './layout.js';
 
 // ---- the function table ------------------------------------------------------
@@ -175,15 +177,16 @@ function mailboxOf(words: Int32Array): Mailbox {
   return { words, bytes: new Uint8Array(words.buffer, words.byteOffset, words.byteLength), read: 0 };
 }
 
-/** One direction of a mailbox: where its slots start (bytes), its slots' length words and its sequence word. */
+/** One direction of a mailbox: where its slots start (bytes), its slots' length words, its sequence word and the writer's CPU word (lib/spin.ts cpuTag). */
 interface Way {
   slots: number;
   lengths: number;
   seq: number;
+  cpu: number;
 }
 
-const TASKS: Way = { slots: POOL_TASK_BYTES, lengths: POOL_TASK_LENGTHS, seq: POOL_TASK_SEQ };
-const ANSWERS: Way = { slots: POOL_ANSWER_BYTES, lengths: POOL_ANSWER_LENGTHS, seq: POOL_ANSWER_SEQ };
+const TASKS: Way = { slots: POOL_TASK_BYTES, lengths: POOL_TASK_LENGTHS, seq: POOL_TASK_SEQ, cpu: POOL_TASKER_CPU };
+const ANSWERS: Way = { slots: POOL_ANSWER_BYTES, lengths: POOL_ANSWER_LENGTHS, seq: POOL_ANSWER_SEQ, cpu: POOL_ANSWERER_CPU };
 
 /** Writes `message` into this side's next slot of `way` and publishes it; false if it does not fit the small format. */
 function mail(box: Mailbox, way: Way, message: unknown): boolean {
@@ -198,6 +201,7 @@ function mail(box: Mailbox, way: Way, message: unknown): boolean {
 function publish(box: Mailbox, way: Way, length: number): void {
   const n = box.words[way.seq]!;
   box.words[way.lengths + (n & (POOL_SLOTS - 1))] = length;
+  box.words[way.cpu] = cpuTag();
   Atomics.store(box.words, way.seq, (n + 1) | 0);
 }
 
@@ -267,7 +271,7 @@ function takeTask(tasks: Queue<TaskMessage>, box: Mailbox): unknown {
 function nextTask(tasks: Queue<TaskMessage>, box: Mailbox): TaskMessage {
   let task = takeTask(tasks, box);
   if (task !== EMPTY) return task as TaskMessage;
-  const poll = spinPays() && workerPoll.allowed();
+  const poll = spinPays(Atomics.load(box.words, POOL_TASKER_CPU)) && workerPoll.allowed();
   if (poll) {
     const until = performance.now() + WORKER_POLL_MS;
     do {
@@ -1400,7 +1404,7 @@ export class Pool {
     const read = w.box.read;
     const woke = w.mailWoke;
     w.mailWoke = false;
-    if (!woke && spinWhileEqual(words, POOL_ANSWER_SEQ, read) !== read) {
+    if (!woke && spinWhileEqual(words, POOL_ANSWER_SEQ, read, Atomics.load(words, POOL_ANSWERER_CPU)) !== read) {
       this.#drain();
       this.#dispatchSoon();
       return;

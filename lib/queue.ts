@@ -40,7 +40,7 @@ import {
   type Steps,
   type WaitOptions,
 } from './waiting.js';
-import { FIRST_READS, SPIN_LIMIT, spinPays } from './spin.js';
+import { FIRST_READS, cpuTag, spinLimit } from './spin.js';
 
 const L = native.layout;
 const W = (byteOffset: number): number => byteOffset / 4;
@@ -49,6 +49,8 @@ const HEAD = W(L.kQueueHead);
 const PUTS = W(L.kQueuePuts);
 const SHUTDOWN = W(L.kQueueShutdown);
 const GETS = W(L.kQueueGets);
+const PUTTER_CPU = W(L.kQueuePutterCpu);
+const GETTER_CPU = W(L.kQueueGetterCpu);
 const PUT_SEQ = W(L.kQueuePutSeq);
 const GET_SEQ = W(L.kQueueGetSeq);
 const UNFINISHED = W(L.kQueueUnfinished);
@@ -357,6 +359,7 @@ class Ring {
     const i = this.metaOf(pos);
     meta[i + META_INFO] = (message.tag << 24) | len;
     if (this.joinable) Atomics.add(w, UNFINISHED, 1);
+    w[PUTTER_CPU] = cpuTag();
     Atomics.store(meta, i + META_SEQ, (pos + 1) | 0);
     this.#idlePublished();
     this.putWoke = this.wakeConsumers();
@@ -439,6 +442,7 @@ class Ring {
       try {
         if (tag !== SKIP) value = into === null ? this.#read(pos, tag, len) : this.#readInto(pos, tag, len, into, offset);
       } finally {
+        w[GETTER_CPU] = cpuTag();
         // Count first: a producer woken by the release must find the room.
         Atomics.add(w, GETS, 1);
         // Counted: recovery after this process's death must not count it again.
@@ -593,7 +597,7 @@ class Ring {
     let limit = FIRST_READS;
     for (let i = 0; i < limit; i++) {
       if (this.#headPublished() || ready?.()) return true;
-      if (i === FIRST_READS - 1 && spinPays()) limit = SPIN_LIMIT;
+      if (i === FIRST_READS - 1) limit = Math.max(limit, spinLimit(Atomics.load(this.words, PUTTER_CPU)));
     }
     return false;
   }
@@ -803,7 +807,7 @@ class Ring {
       let placed = message.end - message.start <= this.sideThreshold ? message : null;
       let limit = FIRST_READS;
       for (let i = 0; i <= limit; i++) {
-        if (i === FIRST_READS && i > 0 && spinPays()) limit = SPIN_LIMIT;
+        if (i === FIRST_READS && i > 0) limit = Math.max(limit, spinLimit(Atomics.load(this.words, GETTER_CPU)));
         if ((placed === null || i > 0) && !this.#roomFor(need)) continue;
         placed ??= this.#place(message);
         if (this.tryPut(placed)) return;

@@ -33,6 +33,7 @@ import {
   SEM_LOCK,
   SEM_SLEEPERS,
   SEM_VALUE,
+  SEM_WAKER_CPU,
 } from './layout.js';
 import { selfPid } from './self.js';
 import { SyncError, TimeoutError } from './errors.js';
@@ -51,7 +52,7 @@ import {
   type Steps,
   type WaitOptions,
 } from './waiting.js';
-import { spinWhileEqual } from './spin.js';
+import { cpuTag, spinWhileEqual } from './spin.js';
 
 const NO_SLOT = -1;
 /** Spins on a busy bookkeeping lock before looking whether its holder lives; then 1 ms sleeps between looks. */
@@ -289,7 +290,7 @@ export class Semaphore {
   *#acquireSteps(deadline: number): Steps<boolean> {
     const w = this.#words;
     this.#ownerDied = false;
-    if (deadline !== -Infinity) spinWhileEqual(w, SEM_VALUE, 0);
+    if (deadline !== -Infinity) spinWhileEqual(w, SEM_VALUE, 0, Atomics.load(w, SEM_WAKER_CPU));
     for (;;) {
       if (this.#tryTake()) return true;
       if (deadline === -Infinity || timeLeft(deadline) === 0) return this.#reclaimDead();
@@ -331,6 +332,7 @@ export class Semaphore {
           : `BoundedSemaphore.release(): released too many times (value ${value}, bound ${this.#max})`,
       );
     }
+    w[SEM_WAKER_CPU] = cpuTag();
     this.#unbook(n);
     this.#unlockBooks();
     if (Atomics.load(w, SEM_SLEEPERS) > 0) native.futexWake(this.#buffer, this.#byteOffset, n);

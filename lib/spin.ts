@@ -5,8 +5,9 @@
 // not: the partner is often queued behind the spinner on the same core, and
 // every microsecond spent spinning is one it cannot run. So a wait re-reads
 // its word a few times (a fraction of a microsecond, cheap anywhere), and
-// spins on only while this process does not find itself waiting for a CPU
-// (native/sched.cc).
+// spins on while this process does not find itself waiting for a CPU
+// (native/sched.cc), or, when it does, while the partner that will wake it
+// last ran on another CPU: the spin then takes time only from strangers.
 import { availableParallelism } from 'node:os';
 import { native } from './native.js';
 
@@ -24,28 +25,70 @@ export const SPIN_LIMIT = availableParallelism() > 1 ? 800 : 0;
  */
 export const FIRST_READS = SPIN_LIMIT > 0 ? 32 : 0;
 
-/** Whether a wait that found nothing in its first reads may go on spinning. */
-export function spinPays(): boolean {
-  return SPIN_LIMIT > 0 && !native.machineBusy();
+/**
+ * Re-reads on a busy machine while the partner last ran on another CPU
+ * (about 40 µs here). Its answer comes later than on idle cores, since it
+ * shares its CPU too; and a wait that gives up costs more: the wake-up of a
+ * process on a CPU that runs something else took about 50 µs here. Two
+ * processes in a Semaphore ping-pong under two CPU-bound ones: with 1600
+ * re-reads, one pass of three fell asleep on every round (103 µs a round
+ * trip); with 4000, both kept spinning (0.2-0.3 µs).
+ */
+export const FAR_SPIN_LIMIT = SPIN_LIMIT > 0 ? 4000 : 0;
+
+// 1 + the CPU this process last ran on, as native/sched.cc last looked
+// (after each sleep, at each spin decision); 0: not known.
+const cpuWord = new Int32Array(native.cpuWord);
+
+/**
+ * What a process publishes beside a word that others wait on when it changes
+ * it (a release, a set, a put): 1 + the CPU it last ran on, 0 if not known.
+ */
+export function cpuTag(): number {
+  return cpuWord[0] + 1;
 }
 
-/** Re-reads words[index] while it equals `value`, as far as the machine allows; returns the last value read. */
-export function spinWhileEqual(words: Int32Array, index: number, value: number): number {
+/**
+ * Whether a wait that found nothing in its first reads may go on spinning.
+ * On a busy machine a spin takes the time slice of whoever shares this CPU:
+ * it pays only if the partner that will wake us, `partner` (its cpuTag(),
+ * published beside the word), runs elsewhere.
+ */
+export function spinPays(partner = 0): boolean {
+  return spinLimit(partner) > 0;
+}
+
+/** How many re-reads in all a wait that found nothing in its first reads may make, as spinPays() decides: 0 for none. */
+export function spinLimit(partner = 0): number {
+  if (SPIN_LIMIT === 0) return 0;
+  const busy = native.machineBusy();
+  return spinLimitFor(busy, partner, cpuWord[0] + 1);
+}
+
+/** spinLimit()'s rule, given the busy verdict, the partner's cpuTag() and this process's (0: not known). */
+export function spinLimitFor(busy: boolean, partner: number, mine: number): number {
+  if (SPIN_LIMIT === 0) return 0;
+  if (!busy) return SPIN_LIMIT;
+  return partner !== 0 && mine !== 0 && partner !== mine ? FAR_SPIN_LIMIT : 0;
+}
+
+/** Re-reads words[index] while it equals `value`, as far as the machine and the partner's CPU (`partner`, as spinPays) allow; returns the last value read. */
+export function spinWhileEqual(words: Int32Array, index: number, value: number, partner = 0): number {
   let seen = Atomics.load(words, index);
   for (let i = 0; seen === value && i < FIRST_READS; i++) seen = Atomics.load(words, index);
   if (seen !== value) return seen;
-  if (!spinPays()) return seen;
-  for (let i = FIRST_READS; seen === value && i < SPIN_LIMIT; i++) seen = Atomics.load(words, index);
+  const limit = spinLimit(partner);
+  for (let i = FIRST_READS; seen === value && i < limit; i++) seen = Atomics.load(words, index);
   return seen;
 }
 
-/** Re-reads words[index] while it differs from `value`, as far as the machine allows; returns the last value read. */
-export function spinWhileNotEqual(words: Int32Array, index: number, value: number): number {
+/** Re-reads words[index] while it differs from `value`, as far as the machine and the partner's CPU allow (as spinWhileEqual); returns the last value read. */
+export function spinWhileNotEqual(words: Int32Array, index: number, value: number, partner = 0): number {
   let seen = Atomics.load(words, index);
   for (let i = 0; seen !== value && i < FIRST_READS; i++) seen = Atomics.load(words, index);
   if (seen === value) return seen;
-  if (!spinPays()) return seen;
-  for (let i = FIRST_READS; seen !== value && i < SPIN_LIMIT; i++) seen = Atomics.load(words, index);
+  const limit = spinLimit(partner);
+  for (let i = FIRST_READS; seen !== value && i < limit; i++) seen = Atomics.load(words, index);
   return seen;
 }
 

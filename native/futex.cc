@@ -136,6 +136,7 @@ static Napi::Value FutexWait(const Napi::CallbackInfo& info) {
   int64_t timeout_ns;
   if (!TimeoutArg(info, 3, "futexWait", &timeout_ns)) return env.Undefined();
   int r = WaitOnWord(word, expected, timeout_ns);
+  NoteCpu();
   if (r < 0) {
     ThrowErrno(env, -r, "futex_wait");
     return env.Undefined();

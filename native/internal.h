@@ -64,6 +64,8 @@ void ConnAfterFork();
 bool MachineBusy();
 // Takes that verdict again if its window has ended; called by every wait as it goes to sleep.
 void SampleIfDue();
+// Notes the CPU the main thread runs on now, for spin decisions (sched.cc); main thread only.
+void NoteCpu();
 
 // The moments of one process start that trace.cc can stamp, in order.
 enum TracePhase {

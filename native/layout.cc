@@ -19,6 +19,7 @@ void InitLayout(Napi::Env env, Napi::Object exports) {
   NODEMP_EXPORT(kLockCells);
   NODEMP_EXPORT(kSemValue);
   NODEMP_EXPORT(kSemSleepers);
+  NODEMP_EXPORT(kSemWakerCpu);
   NODEMP_EXPORT(kSemLock);
   NODEMP_EXPORT(kSemIntentRow);
   NODEMP_EXPORT(kSemIntentValue);
@@ -32,6 +33,7 @@ void InitLayout(Napi::Env env, Napi::Object exports) {
   NODEMP_EXPORT(kSemCells);
   NODEMP_EXPORT(kEventWord);
   NODEMP_EXPORT(kEventSleepers);
+  NODEMP_EXPORT(kEventWakerCpu);
   NODEMP_EXPORT(kEventCells);
   NODEMP_EXPORT(kCondSeq);
   NODEMP_EXPORT(kCondSleepers);
@@ -63,7 +65,9 @@ void InitLayout(Napi::Env env, Napi::Object exports) {
   NODEMP_EXPORT(kQueuePuts);
   NODEMP_EXPORT(kQueueUnrecorded);
   NODEMP_EXPORT(kQueueShutdown);
+  NODEMP_EXPORT(kQueuePutterCpu);
   NODEMP_EXPORT(kQueueGets);
+  NODEMP_EXPORT(kQueueGetterCpu);
   NODEMP_EXPORT(kQueueRecoverer);
   NODEMP_EXPORT(kQueuePutSeq);
   NODEMP_EXPORT(kQueueGetSeq);
@@ -92,9 +96,11 @@ void InitLayout(Napi::Env env, Napi::Object exports) {
   NODEMP_EXPORT(kPoolTaskSeq);
   NODEMP_EXPORT(kPoolTaskLengths);
   NODEMP_EXPORT(kPoolAnswerWatched);
+  NODEMP_EXPORT(kPoolTaskerCpu);
   NODEMP_EXPORT(kPoolRunning);
   NODEMP_EXPORT(kPoolAnswerSeq);
   NODEMP_EXPORT(kPoolAnswerLengths);
+  NODEMP_EXPORT(kPoolAnswererCpu);
   NODEMP_EXPORT(kPoolSlotBytes);
   NODEMP_EXPORT(kPoolTaskBytes);
   NODEMP_EXPORT(kPoolAnswerBytes);

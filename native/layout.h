@@ -39,6 +39,7 @@ constexpr uint32_t kLockCells = 1;
 // with all in one line, 2 times with lock, intent and rows in three).
 constexpr uint32_t kSemValue = 0;          // free slots: the futex word
 constexpr uint32_t kSemSleepers = 4;       // processes asleep (or going to sleep) on kSemValue
+constexpr uint32_t kSemWakerCpu = 8;       // 1 + the CPU of the latest releaser (0: not known), for spin decisions (sched.cc)
 constexpr uint32_t kSemLock = 64;          // 0, or the pid changing kSemValue and the table
 constexpr uint32_t kSemIntentRow = 68;     // 0, or 1 + the row being changed
 constexpr uint32_t kSemIntentValue = 72;   // kSemValue before the change
@@ -54,6 +55,7 @@ constexpr uint32_t kSemCells = 4;  // 84 + 14 * 8 = 196 bytes
 // Event: one cell.
 constexpr uint32_t kEventWord = 0;      // (generation << 1) | set
 constexpr uint32_t kEventSleepers = 4;
+constexpr uint32_t kEventWakerCpu = 8;  // 1 + the CPU of the latest set() (0: not known)
 constexpr uint32_t kEventCells = 1;
 
 // Condition: one cell (its lock has its own).
@@ -150,8 +152,10 @@ constexpr uint32_t kQueuePuts = 4;            // messages put (a bounded put cou
 // immediately (drained as well). Only ever grows. In the producers' cell:
 // every put reads it, no get does until the queue looks empty.
 constexpr uint32_t kQueueShutdown = 8;
+constexpr uint32_t kQueuePutterCpu = 12;      // 1 + the CPU of the latest producer to publish (0: not known), for spin decisions
 constexpr uint32_t kQueueHead = 64;           // cell 1, consumers: the next position to claim
 constexpr uint32_t kQueueGets = 68;           // messages taken (or skipped)
+constexpr uint32_t kQueueGetterCpu = 72;      // 1 + the CPU of the latest consumer to take a message (0: not known)
 // The recovery lock (8 bytes): 0, or the identity (see kQueuePartyPid) of
 // the one process that is recovering a position; taken over once it is dead.
 constexpr uint32_t kQueueRecoverer = 128;
@@ -218,9 +222,11 @@ constexpr uint32_t kPoolSlots = 4;
 constexpr uint32_t kPoolTaskSeq = 0;          // pool: tasks written
 constexpr uint32_t kPoolTaskLengths = 4;      // pool: each task slot's length, kPoolSlots words
 constexpr uint32_t kPoolAnswerWatched = 20;   // pool: 1 while it sleeps on kPoolAnswerSeq, so the worker wakes it
+constexpr uint32_t kPoolTaskerCpu = 24;       // pool: 1 + the CPU it last mailed a task from (0: not known), for the worker's spin decision
 constexpr uint32_t kPoolRunning = 64;         // worker: the batch it runs, or minus the batch it finished
 constexpr uint32_t kPoolAnswerSeq = 68;       // worker: answers written
 constexpr uint32_t kPoolAnswerLengths = 72;   // worker: each answer slot's length, kPoolSlots words; 0: the answer went through the ring
+constexpr uint32_t kPoolAnswererCpu = 88;     // worker: 1 + the CPU it last answered from (0: not known)
 // A slot's bytes: most tasks and answers of small values fit; a larger one
 // (the small format goes to 1 KiB) takes the rings. A mailbox is 2 KiB of
 // an arena chunk (kArenaChunkSize), not 8: a pool that replaces its workers

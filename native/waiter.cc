@@ -119,6 +119,7 @@ static void Deliver(Job* job) {
     FreeJob(job);
     return;
   }
+  NoteCpu();
   Napi::Env env(loop_env);
   in_flight.erase(job);
   if (in_flight.empty()) uv_unref(reinterpret_cast<uv_handle_t*>(async));

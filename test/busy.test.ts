@@ -7,7 +7,43 @@ import { availableParallelism } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Event, Pipe, Pool, Process, Queue, Semaphore } from '../dist/index.js';
 import { native } from '../dist/native.js';
-import { SpinGauge } from '../dist/spin.js';
+import { FAR_SPIN_LIMIT, SPIN_LIMIT, SpinGauge, cpuTag, spinLimitFor } from '../dist/spin.js';
+
+describe('spin budget', () => {
+  it('spins on idle cores; on a busy machine only while the partner last ran on another CPU', () => {
+    expect(SPIN_LIMIT).toBeGreaterThan(0);
+    expect(spinLimitFor(false, 0, 1)).toBe(SPIN_LIMIT);
+    expect(spinLimitFor(false, 1, 1)).toBe(SPIN_LIMIT);
+    expect(spinLimitFor(true, 2, 1)).toBe(FAR_SPIN_LIMIT);
+    expect(FAR_SPIN_LIMIT).toBeGreaterThan(SPIN_LIMIT);
+    // Sharing this CPU, the partner would wait for the spin to end.
+    expect(spinLimitFor(true, 1, 1)).toBe(0);
+    // Not known, on either side: the busy verdict alone decides.
+    expect(spinLimitFor(true, 0, 1)).toBe(0);
+    expect(spinLimitFor(true, 2, 0)).toBe(0);
+  });
+
+  it.runIf(process.platform === 'linux')('knows the CPU it runs on, in a forked child too (from its first release on)', async () => {
+    const cpus = availableParallelism();
+    expect(cpuTag()).toBeGreaterThanOrEqual(1);
+    expect(cpuTag()).toBeLessThanOrEqual(1024);
+    // The child learns its CPU as its waits and releases run; the parent, asleep meanwhile, reads it.
+    const tags = new Queue<number>();
+    const sem = new Semaphore(0);
+    const child = new Process({
+      target: () => {
+        sem.release();
+        tags.putSync(cpuTag());
+      },
+    });
+    child.start();
+    sem.acquireSync();
+    const tag = await tags.get();
+    child.joinSync();
+    expect(tag).toBeGreaterThanOrEqual(1);
+    expect(tag).toBeLessThanOrEqual(Math.max(cpus, 1024));
+  });
+});
 
 describe('SpinGauge', () => {
   it('stops polling after two misses in a row, probes again after a rest, and doubles the rest while probes miss', () => {

@@ -37,6 +37,10 @@ describe('shared-memory layout', () => {
     expect(layout.COND_TOKENS * 4).toBe(L.kCondTokens);
     expect(layout.BARRIER_COUNT * 4).toBe(L.kBarrierCount);
     expect(layout.EVENT_SLEEPERS * 4).toBe(L.kEventSleepers);
+    expect(layout.EVENT_WAKER_CPU * 4).toBe(L.kEventWakerCpu);
+    expect(layout.SEM_WAKER_CPU * 4).toBe(L.kSemWakerCpu);
+    expect(layout.POOL_TASKER_CPU * 4).toBe(L.kPoolTaskerCpu);
+    expect(layout.POOL_ANSWERER_CPU * 4).toBe(L.kPoolAnswererCpu);
     expect(layout.POOL_ANSWER_SEQ * 4).toBe(L.kPoolAnswerSeq);
     expect(layout.POOL_ANSWER_WATCHED * 4).toBe(L.kPoolAnswerWatched);
     expect(layout.POOL_MAILBOX_WORDS * 4).toBe(L.kPoolMailboxSize);
@@ -50,9 +54,11 @@ describe('shared-memory layout', () => {
     expect(L.kPoolSlots & (L.kPoolSlots - 1)).toBe(0);
     // The pool's words, the worker's words and the slots, in that order, the two sides' words in different cache lines.
     expect(L.kPoolTaskLengths + 4 * L.kPoolSlots).toBeLessThanOrEqual(L.kPoolAnswerWatched);
-    expect(L.kPoolAnswerWatched + 4).toBeLessThanOrEqual(L.kCellSize);
+    expect(L.kPoolAnswerWatched + 4).toBeLessThanOrEqual(L.kPoolTaskerCpu);
+    expect(L.kPoolTaskerCpu + 4).toBeLessThanOrEqual(L.kCellSize);
     expect(L.kPoolRunning).toBe(L.kCellSize);
-    expect(L.kPoolAnswerLengths + 4 * L.kPoolSlots).toBeLessThanOrEqual(L.kPoolTaskBytes);
+    expect(L.kPoolAnswerLengths + 4 * L.kPoolSlots).toBeLessThanOrEqual(L.kPoolAnswererCpu);
+    expect(L.kPoolAnswererCpu + 4).toBeLessThanOrEqual(L.kPoolTaskBytes);
   });
 
   it('fits every object in the cells it claims', () => {
@@ -61,5 +67,10 @@ describe('shared-memory layout', () => {
     expect(L.kLockDepth + 4).toBeLessThanOrEqual(L.kLockCells * L.kCellSize);
     expect(L.kCondTokens + 4).toBeLessThanOrEqual(L.kCondCells * L.kCellSize);
     expect(L.kPidMask & L.kWaitersBit).toBe(0);
+    // Each CPU word sits in the cache line its writer writes anyway.
+    expect(L.kSemWakerCpu + 4).toBeLessThanOrEqual(L.kSemLock);
+    expect(L.kEventWakerCpu + 4).toBeLessThanOrEqual(L.kEventCells * L.kCellSize);
+    expect(L.kQueuePutterCpu + 4).toBeLessThanOrEqual(L.kQueueHead);
+    expect(L.kQueueGetterCpu + 4).toBeLessThanOrEqual(L.kQueueRecoverer);
   });
 });

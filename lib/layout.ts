@@ -52,7 +52,6 @@ export const POOL_TASKER_CPU = word(L.kPoolTaskerCpu);
 export const POOL_RUNNING = word(L.kPoolRunning);
 export const POOL_ANSWER_SEQ = word(L.kPoolAnswerSeq);
 export const POOL_ANSWER_LENGTHS = word(L.kPoolAnswerLengths);
-export const POOL_ANSWERER_CPU = word(L.kPoolAnswererCpu);
 export const POOL_SLOT_BYTES = L.kPoolSlotBytes;
 export const POOL_TASK_BYTES = L.kPoolTaskBytes;
 export const POOL_ANSWER_BYTES = L.kPoolAnswerBytes;

@@ -56,7 +56,6 @@ import {
   POOL_ANSWER_LENGTHS,
   POOL_ANSWER_SEQ,
   POOL_ANSWER_WATCHED,
-  POOL_ANSWERER_CPU,
   POOL_MAILBOX_WORDS,
   POOL_RUNNING,
   POOL_SLOT_BYTES,
@@ -177,7 +176,12 @@ function mailboxOf(words: Int32Array): Mailbox {
   return { words, bytes: new Uint8Array(words.buffer, words.byteOffset, words.byteLength), read: 0 };
 }
 
-/** One direction of a mailbox: where its slots start (bytes), its slots' length words, its sequence word and the writer's CPU word (lib/spin.ts cpuTag). */
+/**
+ * One direction of a mailbox: where its slots start (bytes), its slots'
+ * length words, its sequence word, and the word where the writer publishes
+ * its cpuTag() for the reader's spin decision (lib/spin.ts; -1: none, see
+ * #watchMail).
+ */
 interface Way {
   slots: number;
   lengths: number;
@@ -186,7 +190,7 @@ interface Way {
 }
 
 const TASKS: Way = { slots: POOL_TASK_BYTES, lengths: POOL_TASK_LENGTHS, seq: POOL_TASK_SEQ, cpu: POOL_TASKER_CPU };
-const ANSWERS: Way = { slots: POOL_ANSWER_BYTES, lengths: POOL_ANSWER_LENGTHS, seq: POOL_ANSWER_SEQ, cpu: POOL_ANSWERER_CPU };
+const ANSWERS: Way = { slots: POOL_ANSWER_BYTES, lengths: POOL_ANSWER_LENGTHS, seq: POOL_ANSWER_SEQ, cpu: -1 };
 
 /** Writes `message` into this side's next slot of `way` and publishes it; false if it does not fit the small format. */
 function mail(box: Mailbox, way: Way, message: unknown): boolean {
@@ -201,7 +205,7 @@ function mail(box: Mailbox, way: Way, message: unknown): boolean {
 function publish(box: Mailbox, way: Way, length: number): void {
   const n = box.words[way.seq]!;
   box.words[way.lengths + (n & (POOL_SLOTS - 1))] = length;
-  box.words[way.cpu] = cpuTag();
+  if (way.cpu >= 0) box.words[way.cpu] = cpuTag();
   Atomics.store(box.words, way.seq, (n + 1) | 0);
 }
 
@@ -1397,14 +1401,17 @@ export class Pool {
    * Waits for `w`'s answers to the tasks mailed to it: a worker that was
    * awake when it got one answers within microseconds, so a short spin
    * first, as the pump's; then one futex sleep, as the floor of a process
-   * hop has, instead of the pump's round.
+   * hop has, instead of the pump's round. On a busy machine, no spin even
+   * when the worker runs on another CPU (it publishes no CPU for this): the
+   * event loop has other work than one answer (see lib/spin.ts
+   * spinLimitFor), and its answer often comes while the loop does it.
    */
   #watchMail(w: Worker): void {
     const words = w.box.words;
     const read = w.box.read;
     const woke = w.mailWoke;
     w.mailWoke = false;
-    if (!woke && spinWhileEqual(words, POOL_ANSWER_SEQ, read, Atomics.load(words, POOL_ANSWERER_CPU)) !== read) {
+    if (!woke && spinWhileEqual(words, POOL_ANSWER_SEQ, read) !== read) {
       this.#drain();
       this.#dispatchSoon();
       return;

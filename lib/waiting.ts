@@ -7,6 +7,7 @@ import { native } from './native.js';
 import { invalidType, invalidValue, outOfRange } from './args.js';
 import { addStallPoller, guardLoop, LOOP_CAN_STALL } from './loop-stall.js';
 import { selfPid } from './self.js';
+import { setLoopWait } from './spin.js';
 
 export const WOKEN = 0;
 export const TIMED_OUT = 2;
@@ -121,9 +122,19 @@ export function sleepAsync(s: Sleep): Promise<number> {
   });
 }
 
+/** The next of `steps`, taken as the event loop's wait (lib/spin.ts spinLimitFor). */
+function loopStep<T>(steps: Steps<T>, result?: number): IteratorResult<Sleep, T> {
+  const was = setLoopWait(true);
+  try {
+    return result === undefined ? steps.next() : steps.next(result);
+  } finally {
+    setLoopWait(was);
+  }
+}
+
 export async function runAsync<T>(steps: Steps<T>): Promise<T> {
-  let step = steps.next();
-  while (!step.done) step = steps.next(await sleepAsync(step.value));
+  let step = loopStep(steps);
+  while (!step.done) step = loopStep(steps, await sleepAsync(step.value));
   return step.value;
 }
 

@@ -100,7 +100,6 @@ void InitLayout(Napi::Env env, Napi::Object exports) {
   NODEMP_EXPORT(kPoolRunning);
   NODEMP_EXPORT(kPoolAnswerSeq);
   NODEMP_EXPORT(kPoolAnswerLengths);
-  NODEMP_EXPORT(kPoolAnswererCpu);
   NODEMP_EXPORT(kPoolSlotBytes);
   NODEMP_EXPORT(kPoolTaskBytes);
   NODEMP_EXPORT(kPoolAnswerBytes);

@@ -226,7 +226,6 @@ constexpr uint32_t kPoolTaskerCpu = 24;       // pool: 1 + the CPU it last maile
 constexpr uint32_t kPoolRunning = 64;         // worker: the batch it runs, or minus the batch it finished
 constexpr uint32_t kPoolAnswerSeq = 68;       // worker: answers written
 constexpr uint32_t kPoolAnswerLengths = 72;   // worker: each answer slot's length, kPoolSlots words; 0: the answer went through the ring
-constexpr uint32_t kPoolAnswererCpu = 88;     // worker: 1 + the CPU it last answered from (0: not known)
 // A slot's bytes: most tasks and answers of small values fit; a larger one
 // (the small format goes to 1 KiB) takes the rings. A mailbox is 2 KiB of
 // an arena chunk (kArenaChunkSize), not 8: a pool that replaces its workers

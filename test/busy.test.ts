@@ -21,6 +21,10 @@ describe('spin budget', () => {
     // Not known, on either side: the busy verdict alone decides.
     expect(spinLimitFor(true, 0, 1)).toBe(0);
     expect(spinLimitFor(true, 2, 0)).toBe(0);
+    // The event loop spins no further than on idle cores.
+    expect(spinLimitFor(true, 2, 1, true)).toBe(SPIN_LIMIT);
+    expect(spinLimitFor(true, 1, 1, true)).toBe(0);
+    expect(spinLimitFor(false, 1, 1, true)).toBe(SPIN_LIMIT);
   });
 
   it.runIf(process.platform === 'linux')('knows the CPU it runs on, in a forked child too (from its first release on)', async () => {

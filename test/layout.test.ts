@@ -40,7 +40,6 @@ describe('shared-memory layout', () => {
     expect(layout.EVENT_WAKER_CPU * 4).toBe(L.kEventWakerCpu);
     expect(layout.SEM_WAKER_CPU * 4).toBe(L.kSemWakerCpu);
     expect(layout.POOL_TASKER_CPU * 4).toBe(L.kPoolTaskerCpu);
-    expect(layout.POOL_ANSWERER_CPU * 4).toBe(L.kPoolAnswererCpu);
     expect(layout.POOL_ANSWER_SEQ * 4).toBe(L.kPoolAnswerSeq);
     expect(layout.POOL_ANSWER_WATCHED * 4).toBe(L.kPoolAnswerWatched);
     expect(layout.POOL_MAILBOX_WORDS * 4).toBe(L.kPoolMailboxSize);
@@ -57,8 +56,7 @@ describe('shared-memory layout', () => {
     expect(L.kPoolAnswerWatched + 4).toBeLessThanOrEqual(L.kPoolTaskerCpu);
     expect(L.kPoolTaskerCpu + 4).toBeLessThanOrEqual(L.kCellSize);
     expect(L.kPoolRunning).toBe(L.kCellSize);
-    expect(L.kPoolAnswerLengths + 4 * L.kPoolSlots).toBeLessThanOrEqual(L.kPoolAnswererCpu);
-    expect(L.kPoolAnswererCpu + 4).toBeLessThanOrEqual(L.kPoolTaskBytes);
+    expect(L.kPoolAnswerLengths + 4 * L.kPoolSlots).toBeLessThanOrEqual(L.kPoolTaskBytes);
   });
 
   it('fits every object in the cells it claims', () => {

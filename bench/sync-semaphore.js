@@ -131,7 +131,7 @@ function python() {
   return r.status === 0 ? JSON.parse(r.stdout).round_trip_us : null;
 }
 
-// Passes alternate between the three, so a noisy stretch of the machine's
+// Passes alternate between the four, so a noisy stretch of the machine's
 // time lands on every side. The Worker has exited before the next fork.
 const us = { nodemp: [], python: [], workers: [], floor: [] };
 for (let p = 0; p < passes; p++) {

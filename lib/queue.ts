@@ -31,6 +31,7 @@ import {
   TIMED_OUT,
   deadlineAfter,
   deadlineOf,
+  onLoop,
   runAsync,
   runAsyncFrom,
   runSync,
@@ -890,7 +891,7 @@ export class Queue<T = unknown> {
       ring.checkPut();
       const message = ring.encode(item);
       if (ring.maxsize === 0) {
-        ring.putUnbounded(message);
+        onLoop(() => ring.putUnbounded(message));
         return Promise.resolve();
       }
       if (!ring.putsWaiting() && ring.tryPutRaw(message)) return Promise.resolve();

@@ -13,7 +13,7 @@ import { native } from './native.js';
 
 /**
  * How many times a waiter re-reads its word before it sleeps on an idle
- * machine (10 to 30 µs here: each Atomics call is a builtin call on Node
+ * machine (7 to 30 µs here, by the day: each Atomics call is a builtin call on Node
  * 20). With one CPU the other side cannot run while we spin, so there is no
  * spinning at all.
  */
@@ -78,17 +78,16 @@ export function spinLimit(partner = 0): number {
 /**
  * spinLimit()'s rule, given the busy verdict, the partner's cpuTag() and
  * this process's (0: not known), and whether the wait holds the event loop.
- * The loop spins no further than on idle cores, even for a partner on
- * another CPU: it has other work (a server's requests) than one wait, and a
- * Pool's loop spinning that far for its answers made an HTTP server's main
- * thread cost 1.3x piscina's CPU a request (71 against 55 µs), against 0.8x
- * without (60 against 75, each in the same run).
+ * On a busy machine the loop does not spin, even for a partner on another
+ * CPU: it has other work (a server's requests) than one wait, and a Pool's
+ * loop spinning for its answers made an HTTP server's main thread cost 1.3x
+ * piscina's CPU a request (71 against 55 µs), against 0.8x without (60
+ * against 75, each in the same run).
  */
 export function spinLimitFor(busy: boolean, partner: number, mine: number, loop = false): number {
   if (SPIN_LIMIT === 0) return 0;
   if (!busy) return SPIN_LIMIT;
-  if (partner === 0 || mine === 0 || partner === mine) return 0;
-  return loop ? SPIN_LIMIT : FAR_SPIN_LIMIT;
+  return !loop && partner !== 0 && mine !== 0 && partner !== mine ? FAR_SPIN_LIMIT : 0;
 }
 
 /** Re-reads words[index] while it equals `value`, as far as the machine and the partner's CPU (`partner`, as spinPays) allow; returns the last value read. */

@@ -383,6 +383,8 @@ static Napi::Value Fork(const Napi::CallbackInfo& info) {
   RingAfterFork();
   ConnAfterFork();
   StartAfterFork();
+  // The parent's CPU, until now: the child's first release would publish it.
+  NoteCpu();
   uv_walk(loop, RefInheritedSockets, nullptr);
   TraceStamp(kTraceChildFixed);
   return Napi::Number::New(env, 0);

@@ -64,8 +64,10 @@ void ConnAfterFork();
 bool MachineBusy();
 // Takes that verdict again if its window has ended; called by every wait as it goes to sleep.
 void SampleIfDue();
-// Notes the CPU the main thread runs on now, for spin decisions (sched.cc); main thread only.
+// Notes the CPU this thread runs on now, for spin decisions (sched.cc); the JS thread only.
 void NoteCpu();
+// 1 + the CPU the calling thread runs on now, 0 if not known (lib/spin.ts cpuTag), for any thread.
+int32_t CpuTag();
 
 // The moments of one process start that trace.cc can stamp, in order.
 enum TracePhase {

@@ -414,6 +414,8 @@ static bool TryPut(Feed* f, const Message& m) {
   }
   Meta(r, pos)[kQueueMetaInfo / 4] = static_cast<int32_t>((m.tag << 24) | len);
   if (f->joinable) Add(Word(r, kQueueUnfinished), 1);
+  // As Ring.tryPut: the consumers' spin decision (lib/spin.ts), this thread's CPU.
+  *Word(r, kQueuePutterCpu) = CpuTag();
   Store(Seq(r, pos), Pos(pos + 1));
   if (row >= 0) Store(Party(r, row, kQueuePartyKind), kQueueKindIdle);
   WakeIfAnnounced(r, kQueuePutSeq, kQueueGetSleepSeq);

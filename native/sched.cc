@@ -171,17 +171,25 @@ bool MachineBusy() { return busy.load(std::memory_order_relaxed); }
 // last ran on another CPU, 0.5 or 10.5 us, p99 51 us against 3.6 ms;
 // spinning always, 0.5 or 123 us. So a process keeps the CPU it last ran on
 // where JS reads it without a call (an external buffer), and publishes it
-// beside the words it wakes others on. It is the main thread's, read as its
-// waits go to sleep and come back and as a wait asks whether to spin; -1:
-// not known (macOS has no cheap per-thread CPU number), which spins as the
-// busy verdict alone allows.
+// beside the words it wakes others on. It is that of the thread that runs
+// nodemp's JS (native.ts refuses a second), read as the process starts or is
+// forked, as its waits come back from sleep and as a wait asks whether to
+// spin; -1: not known (macOS has no cheap per-thread CPU number), and a
+// wait whose partner is not known does not spin on a busy machine.
 static int32_t last_cpu = -1;
 
-void NoteCpu() {
+int32_t CpuTag() {
 #if defined(__linux__)
   int cpu = sched_getcpu();
-  if (cpu >= 0) last_cpu = cpu;
+  return cpu >= 0 ? cpu + 1 : 0;
+#else
+  return 0;
 #endif
+}
+
+void NoteCpu() {
+  int32_t tag = CpuTag();
+  if (tag > 0) last_cpu = tag - 1;
 }
 
 // The verdict is taken again on the way to sleep, never while a wait spins:

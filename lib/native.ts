@@ -62,7 +62,7 @@ export interface Native {
   futexWake(buffer: ArrayBuffer, byteOffset: number, count: number): number;
   /** Whether this process has lately waited for a CPU a fair share of the time (native/sched.cc): spinning would then take a partner's slice. */
   machineBusy(): boolean;
-  /** 4 bytes: the CPU the main thread last ran on as nodemp looked (-1: not known), read with no call (native/sched.cc). */
+  /** 4 bytes: the CPU nodemp's JS thread last ran on as nodemp looked (-1: not known), read with no call (native/sched.cc). */
   cpuWord: ArrayBuffer;
   /** Internal (tests): the busy verdict after one window (native/sched.cc Verdict). */
   schedVerdict(wasBusy: boolean, waitedNs: number, slices: number, windowNs: number, crowded: boolean): boolean;

@@ -31,7 +31,6 @@ import {
   TIMED_OUT,
   deadlineAfter,
   deadlineOf,
-  onLoop,
   runAsync,
   runAsyncFrom,
   runSync,
@@ -792,9 +791,10 @@ class Ring {
    * put() of an unbounded queue: into the ring if it fits and nothing of this
    * process waits before it; otherwise behind the others, on the native
    * feeder thread, which delivers them in order as consumers make room, even
-   * while this thread is blocked.
+   * while this thread is blocked. `loop`: called from the event loop (put()),
+   * whose room spin is bounded as its waits' are (lib/spin.ts spinLimitFor).
    */
-  putUnbounded(message: Encoded): void {
+  putUnbounded(message: Encoded, loop = false): void {
     if (this.#feedPid !== selfPid) {
       // A feed made by the parent carries the parent's party row.
       this.#feed = -1;
@@ -808,7 +808,7 @@ class Ring {
       let placed = message.end - message.start <= this.sideThreshold ? message : null;
       let limit = FIRST_READS;
       for (let i = 0; i <= limit; i++) {
-        if (i === FIRST_READS && i > 0) limit = Math.max(limit, spinLimit(Atomics.load(this.words, GETTER_CPU)));
+        if (i === FIRST_READS && i > 0) limit = Math.max(limit, spinLimit(Atomics.load(this.words, GETTER_CPU), loop));
         if ((placed === null || i > 0) && !this.#roomFor(need)) continue;
         placed ??= this.#place(message);
         if (this.tryPut(placed)) return;
@@ -891,7 +891,7 @@ export class Queue<T = unknown> {
       ring.checkPut();
       const message = ring.encode(item);
       if (ring.maxsize === 0) {
-        onLoop(() => ring.putUnbounded(message));
+        ring.putUnbounded(message, true);
         return Promise.resolve();
       }
       if (!ring.putsWaiting() && ring.tryPutRaw(message)) return Promise.resolve();

@@ -59,20 +59,24 @@ export function spinPays(partner = 0): boolean {
 }
 
 // Whether the wait now deciding runs on the event loop (a promise form's step).
-let onLoop = false;
+let loopWait = false;
 
 /** Marks the steps that follow as the event loop's (true) or not; returns what was marked before. */
 export function setLoopWait(on: boolean): boolean {
-  const was = onLoop;
-  onLoop = on;
+  const was = loopWait;
+  loopWait = on;
   return was;
 }
 
-/** How many re-reads in all a wait that found nothing in its first reads may make, as spinPays() decides: 0 for none. */
-export function spinLimit(partner = 0): number {
+/**
+ * How many re-reads in all a wait that found nothing in its first reads may
+ * make, as spinPays() decides: 0 for none. `loop`: the wait holds the event
+ * loop (by default, as setLoopWait() last marked).
+ */
+export function spinLimit(partner = 0, loop = loopWait): number {
   if (SPIN_LIMIT === 0) return 0;
   const busy = native.machineBusy();
-  return spinLimitFor(busy, partner, cpuWord[0] + 1, onLoop);
+  return spinLimitFor(busy, partner, cpuTag(), loop);
 }
 
 /**

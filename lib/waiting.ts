@@ -122,19 +122,14 @@ export function sleepAsync(s: Sleep): Promise<number> {
   });
 }
 
-/** Runs `f`, a wait's work on the event loop's thread, as the loop's (lib/spin.ts spinLimitFor). */
-export function onLoop<T>(f: () => T): T {
+/** The next of `steps`, taken as the event loop's wait (lib/spin.ts spinLimitFor). */
+function loopStep<T>(steps: Steps<T>, result?: number): IteratorResult<Sleep, T> {
   const was = setLoopWait(true);
   try {
-    return f();
+    return result === undefined ? steps.next() : steps.next(result);
   } finally {
     setLoopWait(was);
   }
-}
-
-/** The next of `steps`, taken as the event loop's wait. */
-function loopStep<T>(steps: Steps<T>, result?: number): IteratorResult<Sleep, T> {
-  return onLoop(() => (result === undefined ? steps.next() : steps.next(result)));
 }
 
 export async function runAsync<T>(steps: Steps<T>): Promise<T> {

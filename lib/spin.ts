@@ -128,6 +128,8 @@ export class SpinGauge {
   #rest = 0;
   #nextRest = FIRST_REST;
   #soon = 0;
+  // The rest began with polls that caught what they waited for, but late (see late()).
+  #restIsLate = false;
 
   /** Whether this wait may poll. */
   allowed(): boolean {
@@ -141,6 +143,18 @@ export class SpinGauge {
     this.#rest = 0;
     this.#misses = 0;
     this.#nextRest = FIRST_REST;
+    this.#restIsLate = false;
+  }
+
+  /**
+   * The poll found what it waited for, but later than a wake-up would have
+   * cost: it counts as a miss, and the rest that follows is not ended by
+   * sleeps that a poll would have cut short (slept()), which come at the
+   * same intervals. A probe that hits in time ends it, as any hit does.
+   */
+  late(): void {
+    this.miss();
+    if (this.#rest > 0) this.#restIsLate = true;
   }
 
   /**
@@ -154,7 +168,7 @@ export class SpinGauge {
    * millisecond, and its polls cost it a fifth more CPU.
    */
   slept(soon: boolean): void {
-    if (!soon) {
+    if (!soon || this.#restIsLate) {
       this.#soon = 0;
     } else if (++this.#soon === SOON_IN_A_ROW) {
       this.#soon = 0;
@@ -169,6 +183,7 @@ export class SpinGauge {
     this.#misses = 0;
     this.#rest = this.#nextRest;
     this.#nextRest = Math.min(this.#nextRest * 2, LONGEST_REST);
+    this.#restIsLate = false;
   }
 }
 

@@ -112,6 +112,27 @@ describe('SpinGauge', () => {
     g.slept(true);
     expect(g.allowed()).toBe(true);
   });
+
+  it('a late hit counts as a miss, and sleeps a poll would have cut short do not end the rest it starts; a hit in time does', () => {
+    const g = new SpinGauge();
+    g.late();
+    expect(g.allowed()).toBe(true);
+    g.late();
+    expect(g.allowed()).toBe(false);
+    g.slept(true);
+    g.slept(true);
+    g.slept(true);
+    expect(g.allowed()).toBe(false);
+    g.hit();
+    expect(g.allowed()).toBe(true);
+    // A rest that polls running out began ends after two such sleeps, as before.
+    g.late();
+    g.miss();
+    expect(g.allowed()).toBe(false);
+    g.slept(true);
+    g.slept(true);
+    expect(g.allowed()).toBe(true);
+  });
 });
 
 describe('the busy verdict of one window (native/sched.cc)', () => {

@@ -233,6 +233,19 @@ function answerSeqAt(box: Mailbox): number {
   return box.words.byteOffset + POOL_ANSWER_SEQ * 4;
 }
 
+/**
+ * Wakes whatever sleeps on the mailbox's answer word: all of it, as the
+ * queues' wakes do, not one. Only one watch is current, but on a stalled
+ * loop the guard (lib/waiting.ts) ends a watch once its word has moved,
+ * which can be before the worker's wake: the pool then watches again under
+ * a new tag, the old tag's wake never comes, and the old kernel wait stays.
+ * A wake of one goes to the oldest sleeper, that stale wait, and the
+ * current watch would sleep on.
+ */
+function wakeAnswerSleepers(box: Mailbox): void {
+  native.futexWake(box.words.buffer as ArrayBuffer, answerSeqAt(box), 0x7fffffff);
+}
+
 /** What unmail() returns for an answer that went through the result ring: only its count is in the mailbox. */
 const IN_RING = Symbol('in the result ring');
 
@@ -269,7 +282,7 @@ function watchTag(count: number): number {
  */
 function wakeMailWatcher(box: Mailbox): void {
   const tag = watchTag(box.words[POOL_ANSWER_SEQ]!);
-  if (Atomics.compareExchange(box.words, POOL_ANSWER_WATCHED, tag, 0) === tag) native.futexWake(box.words.buffer as ArrayBuffer, answerSeqAt(box), 1);
+  if (Atomics.compareExchange(box.words, POOL_ANSWER_WATCHED, tag, 0) === tag) wakeAnswerSleepers(box);
 }
 
 /** Whether the last task takeTask() returned came through the mailbox: its answer goes back the same way. */
@@ -1554,7 +1567,7 @@ export class Pool {
     this.#takeMail(w);
     this.#drain();
     // Its mailbox is not watched any longer: wake the sleep on it.
-    if (w.mailWatched) native.futexWake(w.box.words.buffer as ArrayBuffer, answerSeqAt(w.box), 1);
+    if (w.mailWatched) wakeAnswerSleepers(w.box);
     const held = w.held;
     w.held = [];
     // What it held is the pump's to wait for now, or goes to another worker.

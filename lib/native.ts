@@ -64,6 +64,10 @@ export interface Native {
   machineBusy(): boolean;
   /** 4 bytes: the CPU nodemp's JS thread last ran on as nodemp looked (-1: not known), read with no call (native/sched.cc). */
   cpuWord: ArrayBuffer;
+  /** 4 bytes: 1 once a futexWake() has woken a sleeper, until lib/spin.ts clears it (native/sched.cc). */
+  wokeWord: ArrayBuffer;
+  /** sched_yield(): the CPU to whatever else is runnable on it. */
+  schedYield(): void;
   /** Internal (tests): the busy verdict after one window (native/sched.cc Verdict). */
   schedVerdict(wasBusy: boolean, waitedNs: number, slices: number, windowNs: number, crowded: boolean): boolean;
   execve(path: string, argv: string[], env: string[]): never;

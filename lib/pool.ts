@@ -42,7 +42,7 @@ import {
 } from './errors.js';
 import { checkInteger, invalidType, invalidValue } from './args.js';
 import { deadlineAfter, pendingSleeps, sleep, sleepAsync, timeLeft } from './waiting.js';
-import { SpinGauge, cpuTag, spinPays, spinWhileEqual } from './spin.js';
+import { SpinGauge, cpuTag, pollPays, spinWhileEqual } from './spin.js';
 import { selfPid } from './self.js';
 import { forkSafetyProblem } from './fork-safety.js';
 import { checkStartMethod, currentStartMethod, isBootstrapping, setBootstrapping, type StartMethod } from './start/method.js';
@@ -322,7 +322,7 @@ function takeTask(tasks: Queue<TaskMessage>, box: Mailbox): unknown {
 function nextTask(tasks: Queue<TaskMessage>, box: Mailbox): TaskMessage {
   let task = takeTask(tasks, box);
   if (task !== EMPTY) return task as TaskMessage;
-  const poll = spinPays(Atomics.load(box.words, POOL_TASKER_CPU)) && workerPoll.allowed();
+  const poll = pollPays(Atomics.load(box.words, POOL_TASKER_CPU)) && workerPoll.allowed();
   if (poll) {
     const began = performance.now();
     const until = began + WORKER_POLL_MS;
@@ -1535,7 +1535,7 @@ export class Pool {
     this.#pumping = true;
     try {
       while (this.#sent.size > this.#mailed) {
-        if (this.#results.qsize() === 0 && !spinPays() && this.#loopLook.allowed()) {
+        if (this.#results.qsize() === 0 && !pollPays() && this.#loopLook.allowed()) {
           // The cores are all taken, so the wait will not spin. A server
           // busy with other requests often finds an answer after one more
           // turn of the event loop, which costs it far less than handing the

@@ -135,6 +135,7 @@ static Napi::Value FutexWait(const Napi::CallbackInfo& info) {
   uint32_t expected = static_cast<uint32_t>(info[2].As<Napi::Number>().Int64Value());
   int64_t timeout_ns;
   if (!TimeoutArg(info, 3, "futexWait", &timeout_ns)) return env.Undefined();
+  ForgetWake();
   int r = WaitOnWord(word, expected, timeout_ns);
   NoteCpu();
   if (r < 0) {
@@ -159,6 +160,7 @@ static Napi::Value FutexWake(const Napi::CallbackInfo& info) {
     ThrowErrno(env, -r, "futex_wake");
     return env.Undefined();
   }
+  if (r > 0) NoteWokeSleeper();
   return Napi::Number::New(env, r);
 }
 

@@ -68,6 +68,10 @@ void SampleIfDue();
 void NoteCpu();
 // 1 + the CPU the calling thread runs on now, 0 if not known (lib/spin.ts cpuTag), for any thread.
 int32_t CpuTag();
+// A futex wake of the JS thread woke a sleeper: its next spin yields the CPU first (sched.cc).
+void NoteWokeSleeper();
+// The JS thread goes to sleep: a wake it made before is no longer the next spin's business.
+void ForgetWake();
 
 // The moments of one process start that trace.cc can stamp, in order.
 enum TracePhase {

@@ -436,6 +436,7 @@ static Napi::Value WaitAsync(const Napi::CallbackInfo& info) {
     ThrowTypeError(env, "waitAsync: callback must be a function");
     return env.Undefined();
   }
+  ForgetWake();
   if (async == nullptr) {
     static bool atfork_registered = false;
     if (!atfork_registered) {

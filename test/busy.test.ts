@@ -49,6 +49,42 @@ describe('spin budget', () => {
       expect(JSON.parse(r.stdout)).toEqual([cpu + 1, cpu + 1]);
     }
   });
+
+  it.runIf(process.platform === 'linux' && availableParallelism() > 1)('a wake that woke a sleeper is noted for the next spin decision or sleep, which takes the note; one that woke nobody is not', () => {
+    // The spin decision then yields the CPU: the process woken may be queued on it (native/sched.cc woke_sleeper).
+    const script = `
+      import { Process } from ${JSON.stringify(pathToFileURL(join(root, 'dist', 'index.js')).href)};
+      import { native } from ${JSON.stringify(pathToFileURL(join(root, 'dist', 'native.js')).href)};
+      import { spinLimit } from ${JSON.stringify(pathToFileURL(join(root, 'dist', 'spin.js')).href)};
+      const woke = new Int32Array(native.wokeWord);
+      const buffer = native.mapShared(8);
+      const word = new Int32Array(buffer);
+      const seen = [];
+      native.futexWake(buffer, 4, 1);
+      seen.push(woke[0]);
+      const child = new Process({ target: () => { while (Atomics.load(word, 0) === 0) native.futexWait(buffer, 0, 0); } });
+      child.start();
+      let woken = 0;
+      for (let i = 0; i < 5000 && woken === 0; i++) {
+        woken = native.futexWake(buffer, 0, 1);
+        if (woken === 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
+      }
+      seen.push(woken, woke[0]);
+      spinLimit();
+      seen.push(woke[0]);
+      // A sleep takes it as well, even one that ends at once (the word differs).
+      woke[0] = 1;
+      native.futexWait(buffer, 4, 1, 0);
+      seen.push(woke[0]);
+      Atomics.store(word, 0, 1);
+      native.futexWake(buffer, 0, 1);
+      child.joinSync();
+      console.log(JSON.stringify([...seen, child.exitCode]));
+    `;
+    const r = spawnSync(process.execPath, ['--single-threaded', '--input-type=module', '-e', script], { encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual([0, 1, 1, 0, 0, 0]);
+  });
 });
 
 describe('SpinGauge', () => {

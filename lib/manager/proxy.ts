@@ -22,7 +22,7 @@ import { selfPid } from '../self.js';
 import { currentProcess, onChildStart } from '../process.js';
 import { runningServerAt } from './server.js';
 import { FrameReader, NONE, frameOf } from './wire.js';
-import { SpinGauge, spinPays } from '../spin.js';
+import { SpinGauge, pollPays } from '../spin.js';
 import * as P from './protocol.js';
 
 // How long a Sync call re-reads for its reply before it sleeps in the read.
@@ -117,7 +117,7 @@ export class ManagerConnection {
     });
     // As a Sync call does: a reply that comes within microseconds is taken
     // without the event loop's poll and wake-up.
-    if (spinPays() && this.#spin.allowed()) {
+    if (pollPays() && this.#spin.allowed()) {
       const spinUntil = performance.now() + REPLY_SPIN_MS;
       do this.#drain();
       while (this.#pending.has(id) && this.#reader !== null && performance.now() < spinUntil);
@@ -147,7 +147,7 @@ export class ManagerConnection {
     }
     const reader = this.#reader as FrameReader;
     // A server that answers at once is read without the sleep and wake-up of a blocking read.
-    let spinUntil = spinPays() && this.#spin.allowed() ? performance.now() + REPLY_SPIN_MS : 0;
+    let spinUntil = pollPays() && this.#spin.allowed() ? performance.now() + REPLY_SPIN_MS : 0;
     for (;;) {
       let message: unknown;
       try {

@@ -16,7 +16,7 @@ import { selfPid } from '../self.js';
 import { onChildStart } from '../process.js';
 import { FREED, setCaller, type Caller } from './referents.js';
 import { FrameReader, NONE, frameOf } from './wire.js';
-import { SpinGauge, spinPays } from '../spin.js';
+import { SpinGauge, pollPays } from '../spin.js';
 import * as P from './protocol.js';
 
 /** How the server makes the objects of one typeid (BaseManager.register()). */
@@ -376,7 +376,7 @@ export class Server {
         if (served === 0 || served >= SERVE_IN_A_ROW) return;
         const now = performance.now();
         if (idleSince === 0) {
-          if (!spinPays() || !client.lookAgain.allowed()) return;
+          if (!pollPays() || !client.lookAgain.allowed()) return;
           idleSince = now;
         } else if (now - idleSince > LOOK_AGAIN_MS) {
           client.lookAgain.miss();

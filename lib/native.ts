@@ -64,7 +64,7 @@ export interface Native {
   machineBusy(): boolean;
   /** 4 bytes: the CPU nodemp's JS thread last ran on as nodemp looked (-1: not known), read with no call (native/sched.cc). */
   cpuWord: ArrayBuffer;
-  /** 4 bytes: 1 once a futexWake() has woken a sleeper, until lib/spin.ts clears it (native/sched.cc). */
+  /** 4 bytes: 1 once a futexWake() has woken a sleeper, until the next wait takes it: a sleep, or lib/spin.ts spinLimit or pollPays (native/sched.cc). */
   wokeWord: ArrayBuffer;
   /** sched_yield(): the CPU to whatever else is runnable on it. */
   schedYield(): void;

@@ -1338,13 +1338,17 @@ export class Pool {
    * finished in three of four; with this rule the server's wake-ups per
    * request fell by 3% (0.519 to 0.504, three runs each), not by a third:
    * its workers mostly sleep as soon as they answer (their poll gauge).
+   * Growing the pool still asks whether the best holds anything at all, as
+   * before: a worker with an answer not read yet does not stop a fork, so a
+   * pool reaches its size as it did. A worker killed for an abort takes
+   * nothing: whatever it was given would come back only once its exit is read.
    */
   #pick(fnId: number): Worker | null {
     let best: Worker | null = null;
     let bestLoad = 0;
     let bestAsleep = false;
     for (const w of this.#workers) {
-      if (w.retiring || w.knowsBelow <= fnId || w.held.length >= w.ahead) continue;
+      if (w.retiring || w.killedFor !== 0 || w.knowsBelow <= fnId || w.held.length >= w.ahead) continue;
       const load = unfinished(w);
       if (best !== null && load > bestLoad) continue;
       const asleep = takersAsleep(w.tasks);

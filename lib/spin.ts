@@ -69,6 +69,7 @@ export function spinPays(partner = 0): boolean {
  */
 export function pollPays(partner = 0): boolean {
   wokeWord[0] = 0;
+  if (SPIN_LIMIT === 0) return false;
   return spinLimitFor(native.machineBusy(), partner, cpuTag(), loopWait) > 0;
 }
 
@@ -94,7 +95,7 @@ export function spinLimit(partner = 0, loop = loopWait): number {
   const limit = spinLimitFor(busy, partner, cpuTag(), loop);
   if (wokeWord[0] !== 0) {
     wokeWord[0] = 0;
-    // A process this one woke since its last spin may be queued on this CPU
+    // A process this one woke since its last wait may be queued on this CPU
     // (native/sched.cc woke_sleeper). Not on a busy machine: there the yield
     // gives the CPU to a stranger for its whole slice as well.
     if (limit > 0 && !busy) native.schedYield();

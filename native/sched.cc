@@ -193,14 +193,17 @@ void NoteCpu() {
   if (tag > 0) last_cpu = tag - 1;
 }
 
-// Set when a futex wake of the JS thread (futex.cc) woke a sleeper, cleared by
-// the next wait: a sleep (futexWait, waitAsync) or a spin decision (lib/spin.ts
-// spinLimit), which yields the CPU first:
-// the process it woke is often queued on this very CPU, and a spin waiting
-// for its answer would keep it off. Measured here: an Event's cold wake-up
-// (set, then waitSync for the answer) put the woken process on the setter's
-// CPU in 94% of 300 rounds, and it ran after 52-58 us (median) while the
-// setter spun; 22-23 us with a sched_yield() before the spin.
+// Set when a futex wake of the JS thread (futex.cc) woke a sleeper, taken by
+// its next wait: a sleep (futexWait, waitAsync), a long poll's decision
+// (lib/spin.ts pollPays) or a spin decision (spinLimit), which on idle cores
+// yields the CPU first: the process woken is often queued on this very CPU,
+// and a spin waiting for its answer would keep it off. Measured here, from
+// just before an Event's set() to the woken process running, the setter then
+// waiting in waitSync() for its answer: the woken process was on the setter's
+// CPU in 94% of 300 rounds and ran after 52-58 us (median of a run) while the
+// setter spun, 22-23 us with a sched_yield() right after set(). Only Linux
+// says how many a wake woke: on macOS the note is never set. Only nodemp's
+// one JS thread wakes (native.ts refuses a second), so a plain int will do.
 static int32_t woke_sleeper = 0;
 
 void NoteWokeSleeper() { woke_sleeper = 1; }

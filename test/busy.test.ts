@@ -50,40 +50,67 @@ describe('spin budget', () => {
     }
   });
 
-  it.runIf(process.platform === 'linux' && availableParallelism() > 1)('a wake that woke a sleeper is noted for the next spin decision or sleep, which takes the note; one that woke nobody is not', () => {
-    // The spin decision then yields the CPU: the process woken may be queued on it (native/sched.cc woke_sleeper).
+  it.runIf(process.platform === 'linux' && availableParallelism() > 1)('a wake that woke a sleeper is noted; the next spin decision yields for it on idle cores, and a long poll, a spin on a busy machine and a sleep take it without a yield', () => {
+    // The yield lets the process woken run if it was queued on this CPU (native/sched.cc woke_sleeper).
+    // The machine's verdict and the yield are replaced, so the rule is seen whatever the load here.
     const script = `
       import { Process } from ${JSON.stringify(pathToFileURL(join(root, 'dist', 'index.js')).href)};
       import { native } from ${JSON.stringify(pathToFileURL(join(root, 'dist', 'native.js')).href)};
-      import { spinLimit } from ${JSON.stringify(pathToFileURL(join(root, 'dist', 'spin.js')).href)};
+      import { pollPays, spinLimit } from ${JSON.stringify(pathToFileURL(join(root, 'dist', 'spin.js')).href)};
       const woke = new Int32Array(native.wokeWord);
       const buffer = native.mapShared(8);
       const word = new Int32Array(buffer);
-      const seen = [];
+      let yields = 0;
+      let busy = false;
+      native.schedYield = () => { yields += 1; };
+      native.machineBusy = () => busy;
+      const seen = {};
       native.futexWake(buffer, 4, 1);
-      seen.push(woke[0]);
-      const child = new Process({ target: () => { while (Atomics.load(word, 0) === 0) native.futexWait(buffer, 0, 0); } });
+      seen.nobodyWoken = woke[0];
+      const child = new Process({ daemon: true, target: () => { for (let i = 0; i < 60 && Atomics.load(word, 0) === 0; i++) native.futexWait(buffer, 0, 0, 1000); } });
       child.start();
       let woken = 0;
       for (let i = 0; i < 5000 && woken === 0; i++) {
         woken = native.futexWake(buffer, 0, 1);
         if (woken === 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
       }
-      seen.push(woken, woke[0]);
+      seen.woken = [woken, woke[0]];
       spinLimit();
-      seen.push(woke[0]);
-      // A sleep takes it as well, even one that ends at once (the word differs).
+      seen.spin = [woke[0], yields];
+      spinLimit();
+      seen.spinAgain = [woke[0], yields];
+      woke[0] = 1;
+      pollPays();
+      seen.poll = [woke[0], yields];
+      woke[0] = 1;
+      busy = true;
+      spinLimit(0);
+      seen.busySpin = [woke[0], yields];
       woke[0] = 1;
       native.futexWait(buffer, 4, 1, 0);
-      seen.push(woke[0]);
+      seen.sleep = woke[0];
+      woke[0] = 1;
+      await new Promise((resolve) => native.waitAsync(buffer, 4, 1, 0, resolve));
+      seen.asyncSleep = woke[0];
       Atomics.store(word, 0, 1);
       native.futexWake(buffer, 0, 1);
       child.joinSync();
-      console.log(JSON.stringify([...seen, child.exitCode]));
+      seen.exitCode = child.exitCode;
+      console.log(JSON.stringify(seen));
     `;
     const r = spawnSync(process.execPath, ['--single-threaded', '--input-type=module', '-e', script], { encoding: 'utf8' });
     expect(r.status, r.stderr).toBe(0);
-    expect(JSON.parse(r.stdout)).toEqual([0, 1, 1, 0, 0, 0]);
+    expect(JSON.parse(r.stdout)).toEqual({
+      nobodyWoken: 0,
+      woken: [1, 1],
+      spin: [0, 1],
+      spinAgain: [0, 1],
+      poll: [0, 1],
+      busySpin: [0, 1],
+      sleep: 0,
+      asyncSleep: 0,
+      exitCode: 0,
+    });
   });
 });
 

@@ -69,8 +69,7 @@ export function spinPays(partner = 0): boolean {
  */
 export function pollPays(partner = 0): boolean {
   wokeWord[0] = 0;
-  if (SPIN_LIMIT === 0) return false;
-  return spinLimitFor(native.machineBusy(), partner, cpuTag(), loopWait) > 0;
+  return spinPays(partner);
 }
 
 // Whether the wait now deciding runs on the event loop (a promise form's step).

@@ -1,7 +1,8 @@
 // A real client against a real server (issue #15): node:http servers whose
 // handlers each give a CPU-bound task to a pool, driven by autocannon (16
-// connections) from this process. Servers: nodemp's Pool of 2 processes,
-// piscina with 2 threads, and the handler running the task itself; each in a
+// connections) from this process. Servers: nodemp's Pool of 2 processes
+// (in a plain node and under --single-threaded), piscina with 2 threads, and
+// the handler running the task itself; each in a
 // process of its own (bench/peers/service-server.mjs), at two task sizes
 // (about 30 us and 0.3 ms of CPU, calibrated here once: every server runs the
 // same iteration count). Rows per size: requests per second (higher is
@@ -21,20 +22,24 @@ import { work } from './peers/service-task.mjs';
 
 const quick = process.argv.includes('--quick');
 const here = fileURLToPath(new URL('.', import.meta.url));
-const PASSES = quick ? 1 : 3;
+const PASSES = quick ? 1 : 5;
 const CONNECTIONS = 16;
 const WARMUP_S = 1;
-const DURATION_S = quick ? 2 : 5;
+const DURATION_S = quick ? 2 : 3;
 const SIZES = [
   { label: '~30 us', us: 30 },
   { label: '~0.3 ms', us: 300 },
 ];
+// Every server runs as a plain `node server.mjs` would be deployed, nodemp's
+// too: its Pool then forks its workers from the fork server (a plain process
+// cannot fork itself), and V8 keeps its helper threads, which do most of the
+// garbage collector's marking beside the main thread. The same server under
+// --single-threaded, whose Pool forks the server itself, is measured too.
 const SERVERS = [
-  { kind: 'nodemp', key: 'nodemp', nodeArgs: ['--single-threaded'] },
-  // The worker_threads servers run as they would be deployed, without the
-  // flag that nodemp needs to fork (it keeps V8's helper threads off).
-  { kind: 'piscina', key: 'piscina, 2 threads', nodeArgs: [] },
-  { kind: 'inline', key: 'no pool: the handler runs the task', nodeArgs: [] },
+  { id: 'nodemp', kind: 'nodemp', key: 'nodemp', nodeArgs: [] },
+  { id: 'nodemp-fork', kind: 'nodemp', key: 'nodemp under --single-threaded (fork pool)', nodeArgs: ['--single-threaded'] },
+  { id: 'piscina', kind: 'piscina', key: 'piscina, 2 threads', nodeArgs: [] },
+  { id: 'inline', kind: 'inline', key: 'no pool: the handler runs the task', nodeArgs: [] },
 ];
 const SERVER_EXIT_MS = 5000;
 
@@ -146,23 +151,23 @@ const results = {};
 for (const size of SIZES) {
   size.iterations = calibrate(size.us);
   process.stderr.write(`service: ${size.label} of work is work(${size.iterations})\n`);
-  results[size.label] = Object.fromEntries(SERVERS.map((s) => [s.kind, { rps: [], p99: [], cpuPerRequest: [] }]));
+  results[size.label] = Object.fromEntries(SERVERS.map((s) => [s.id, { rps: [], p99: [], cpuPerRequest: [] }]));
 }
 
 for (let pass = 0; pass < PASSES; pass++) {
   const order = available.map((_, i) => available[(i + pass) % available.length]);
   for (const size of SIZES) {
     for (const server of order) {
-      process.stderr.write(`service: pass ${pass + 1} of ${PASSES}, ${size.label}, ${server.kind}\n`);
+      process.stderr.write(`service: pass ${pass + 1} of ${PASSES}, ${size.label}, ${server.id}\n`);
       const m = await measure(server, size.iterations);
-      for (const k of Object.keys(m)) results[size.label][server.kind][k].push(m[k]);
+      for (const k of Object.keys(m)) results[size.label][server.id][k].push(m[k]);
     }
   }
 }
 
 const rows = {};
 for (const size of SIZES) {
-  const row = (metric) => Object.fromEntries(SERVERS.map((s) => [s.key, available.includes(s) ? median(results[size.label][s.kind][metric]) : null]));
+  const row = (metric) => Object.fromEntries(SERVERS.map((s) => [s.key, available.includes(s) ? median(results[size.label][s.id][metric]) : null]));
   const what = `HTTP server, ${size.label} of CPU work per request on 2 workers, ${CONNECTIONS} connections`;
   rows[`${what}: requests per second (higher is better)`] = { unit: 'req/s', better: 'higher', ...row('rps') };
   rows[`${what}: p99 latency`] = { unit: 'ms', ...row('p99') };

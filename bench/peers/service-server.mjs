@@ -1,6 +1,7 @@
 // An HTTP server of bench/service.js, run in a process of its own. Arguments:
 // KIND ITERATIONS, KIND one of nodemp (a Pool of 2 processes runs each
-// request's work(); needs --single-threaded), piscina (2 threads run it) or
+// request's work(): forked from the fork server in a plain node, from the
+// server itself under --single-threaded), piscina (2 threads run it) or
 // inline (the handler runs it). GET / runs work(ITERATIONS) (service-task.mjs)
 // and answers its result; GET /stats answers { requests, mainThreadCpuNs }:
 // the requests to / served so far and the CPU time of the main thread (the one

@@ -62,6 +62,8 @@ export interface Native {
   futexWake(buffer: ArrayBuffer, byteOffset: number, count: number): number;
   /** Whether this process has lately waited for a CPU a fair share of the time (native/sched.cc): spinning would then take a partner's slice. */
   machineBusy(): boolean;
+  /** Whether more tasks are runnable right now than there are cores (Linux; elsewhere false): a system call (native/sched.cc). */
+  machineCrowded(): boolean;
   /** 4 bytes: the CPU nodemp's JS thread last ran on as nodemp looked (-1: not known), read with no call (native/sched.cc). */
   cpuWord: ArrayBuffer;
   /** 4 bytes: 1 once a futexWake() has woken a sleeper, until the next wait takes it: a sleep, or lib/spin.ts spinLimit or pollPays (native/sched.cc). */

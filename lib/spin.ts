@@ -75,6 +75,14 @@ export function pollPays(partner = 0): boolean {
 // Whether the wait now deciding runs on the event loop (a promise form's step).
 let loopWait = false;
 
+// Whether a sleep of this process ended in a wake-up since its last spin decision.
+let wokenSince = false;
+
+/** A sleep of this process ended in a wake-up (lib/waiting.ts); the next spin decision takes the note. */
+export function noteWoken(): void {
+  wokenSince = true;
+}
+
 /** Marks the steps that follow as the event loop's (true) or not; returns what was marked before. */
 export function setLoopWait(on: boolean): boolean {
   const was = loopWait;
@@ -91,7 +99,10 @@ export function setLoopWait(on: boolean): boolean {
 export function spinLimit(partner = 0, loop = loopWait): number {
   if (SPIN_LIMIT === 0) return 0;
   const busy = native.machineBusy();
-  const limit = spinLimitFor(busy, partner, cpuTag(), loop);
+  const mine = cpuTag();
+  const wokenBehind = wokenSince && partner !== 0 && partner === mine && native.machineCrowded();
+  wokenSince = false;
+  const limit = spinLimitFor(busy, partner, mine, loop, wokenBehind);
   if (wokeWord[0] !== 0) {
     wokeWord[0] = 0;
     // A process this one woke since its last wait may be queued on this CPU
@@ -110,9 +121,27 @@ export function spinLimit(partner = 0, loop = loopWait): number {
  * loop spinning for its answers made an HTTP server's main thread cost 1.3x
  * piscina's CPU a request (71 against 55 µs), against 0.8x without (60
  * against 75, each in the same run).
+ *
+ * `wokenBehind`: this process was woken since its last decision, the
+ * partner last ran on this CPU, and more tasks are runnable than there are
+ * cores: the kernel put us on the CPU of the process that woke us, which
+ * waits behind us here for a CPU, and none is free to take it. No spin then,
+ * busy verdict or not: the partner cannot answer until we sleep. The
+ * verdict can read idle there, since a process woken this way runs at once:
+ * in a Queue await get() ping-pong beside two CPU-bound processes, the side
+ * that slept spun 800 re-reads on every round (42 µs of a 48 µs round trip,
+ * in a trace of the scheduler). A pair beside two CPU-bound processes here
+ * lands on two CPUs and spins (1-7 µs a round trip), or shares one; there,
+ * with this rule, a Queue getSync() ping-pong took 16-19 µs against 27-35,
+ * a Semaphore's 12-13 against 16-17, await get() 33-45 against 38-54
+ * (medians of the runs on one CPU, 8 and 20 runs of each code in turn), and
+ * as many runs landed on two CPUs. With a core free the spin stays: the
+ * kernel soon moves one of the two there, while a pair that slept on every
+ * round stayed on one CPU (the Semaphore ping-pong on idle cores 4.8 µs
+ * against 3.9 without the check, three quick runs each).
  */
-export function spinLimitFor(busy: boolean, partner: number, mine: number, loop = false): number {
-  if (SPIN_LIMIT === 0) return 0;
+export function spinLimitFor(busy: boolean, partner: number, mine: number, loop = false, wokenBehind = false): number {
+  if (SPIN_LIMIT === 0 || wokenBehind) return 0;
   if (!busy) return SPIN_LIMIT;
   return !loop && partner !== 0 && mine !== 0 && partner !== mine ? FAR_SPIN_LIMIT : 0;
 }

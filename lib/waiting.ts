@@ -7,7 +7,7 @@ import { native } from './native.js';
 import { invalidType, invalidValue, outOfRange } from './args.js';
 import { addStallPoller, guardLoop, LOOP_CAN_STALL } from './loop-stall.js';
 import { selfPid } from './self.js';
-import { setLoopWait } from './spin.js';
+import { noteWoken, setLoopWait } from './spin.js';
 
 export const WOKEN = 0;
 export const TIMED_OUT = 2;
@@ -36,7 +36,9 @@ export function runSync<T>(steps: Steps<T>): T {
   let step = steps.next();
   while (!step.done) {
     const s = step.value;
-    step = steps.next(native.futexWait(s.buffer, s.byteOffset, s.expected, s.timeout));
+    const result = native.futexWait(s.buffer, s.byteOffset, s.expected, s.timeout);
+    if (result === WOKEN) noteWoken();
+    step = steps.next(result);
   }
   return step.value;
 }
@@ -114,7 +116,10 @@ export function sleepAsync(s: Sleep): Promise<number> {
       // Already ended by the loop-stall guard.
       if (p !== null && !pending.delete(p)) return;
       if (error) reject(error);
-      else resolve(result as number);
+      else {
+        if (result === WOKEN) noteWoken();
+        resolve(result as number);
+      }
     });
     if (p === null) return;
     pendingHere().add(p);

@@ -106,24 +106,33 @@ static bool ReadSchedstat(pid_t pid, uint64_t* delay, uint64_t* slices) {
   return true;
 }
 
-// Whether more tasks are runnable right now, this one included, than there
-// are cores: the fourth field of /proc/loadavg, "<runnable>/<all>". Where it
-// cannot be read, the wait for a CPU alone decides, as it did before.
+// How many tasks are runnable right now, this one included: the fourth
+// field of /proc/loadavg, "<runnable>/<all>"; -1 where it cannot be read.
 static int loadavg_fd = -1;
-static bool RunnableExceedCores() {
-  static const long cores = sysconf(_SC_NPROCESSORS_ONLN);
+static long RunnableTasks() {
   if (loadavg_fd < 0) loadavg_fd = open("/proc/loadavg", O_RDONLY | O_CLOEXEC);
-  if (loadavg_fd < 0) return true;
+  if (loadavg_fd < 0) return -1;
   char buf[128];
   ssize_t n = pread(loadavg_fd, buf, sizeof buf - 1, 0);
-  if (n <= 0) return true;
+  if (n <= 0) return -1;
   buf[n] = 0;
   char* p = buf;
   for (int spaces = 0; *p != 0 && spaces < 3; p++) spaces += *p == ' ';
   long runnable = 0;
   for (; *p >= '0' && *p <= '9'; p++) runnable = runnable * 10 + (*p - '0');
-  return runnable > cores;
+  return runnable;
 }
+
+static const long online_cores = sysconf(_SC_NPROCESSORS_ONLN);
+
+// Whether more tasks are runnable than there are cores. Where it cannot be
+// read, the wait for a CPU alone decides, as it did before.
+static bool RunnableExceedCores() {
+  long runnable = RunnableTasks();
+  return runnable < 0 || runnable > online_cores;
+}
+
+static bool MachineCrowded() { return RunnableTasks() > online_cores; }
 
 static void Sample(uint64_t now) {
   uint64_t delay;
@@ -160,6 +169,10 @@ static void Sample(uint64_t now) {
 }
 #else
 static void Sample(uint64_t now) {}
+#endif
+
+#if !defined(__linux__)
+static bool MachineCrowded() { return false; }
 #endif
 
 bool MachineBusy() { return busy.load(std::memory_order_relaxed); }
@@ -231,6 +244,10 @@ void InitSched(Napi::Env env, Napi::Object exports) {
     sched_yield();
     NoteCpu();
     return info.Env().Undefined();
+  }));
+  // Read only after a wake-up that found its waker queued on this CPU (lib/spin.ts spinLimit): a system call.
+  exports.Set("machineCrowded", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+    return Napi::Boolean::New(info.Env(), MachineCrowded());
   }));
   // Internal (tests): schedVerdict(wasBusy, waitedNs, slices, windowNs, crowded).
   exports.Set("schedVerdict", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {

@@ -28,6 +28,59 @@ describe('spin budget', () => {
     expect(spinLimitFor(true, 2, 1, true)).toBe(0);
     expect(spinLimitFor(true, 1, 1, true)).toBe(0);
     expect(spinLimitFor(false, 1, 1, true)).toBe(SPIN_LIMIT);
+    // Woken onto the CPU the partner last ran on, it is queued behind us: no spin, idle or busy.
+    expect(spinLimitFor(false, 1, 1, false, true)).toBe(0);
+    expect(spinLimitFor(true, 2, 1, false, true)).toBe(0);
+  });
+
+  it.runIf(process.platform === 'linux' && availableParallelism() > 1)('a wait that follows a wake-up does not spin for a partner that last ran on its CPU while no core is free; once the note is taken, for a partner elsewhere, or with a core free, it spins', () => {
+    // The verdicts and the yield are replaced, so the rule is seen whatever the load here.
+    const script = `
+      import { Process } from ${JSON.stringify(pathToFileURL(join(root, 'dist', 'index.js')).href)};
+      import { native } from ${JSON.stringify(pathToFileURL(join(root, 'dist', 'native.js')).href)};
+      import { SPIN_LIMIT, cpuTag, spinLimit } from ${JSON.stringify(pathToFileURL(join(root, 'dist', 'spin.js')).href)};
+      import { runSync, sleep, sleepAsync } from ${JSON.stringify(pathToFileURL(join(root, 'dist', 'waiting.js')).href)};
+      native.machineBusy = () => false;
+      let crowded = true;
+      native.machineCrowded = () => crowded;
+      native.schedYield = () => {};
+      const buffer = native.mapShared(4);
+      const sleepOnce = () => runSync((function* () { return yield sleep(buffer, 0, 0, 5000); })());
+      // A child that wakes this process once it sleeps on the word.
+      const waker = () => {
+        const child = new Process({ daemon: true, target: () => {
+          for (let i = 0; i < 5000 && native.futexWake(buffer, 0, 1) === 0; i++) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 1);
+        } });
+        child.start();
+        return child;
+      };
+      const here = () => cpuTag();
+      const seen = {};
+      runSync((function* () { return yield sleep(buffer, 0, 0, 1); })());
+      seen.timedOut = spinLimit(here()) === SPIN_LIMIT;
+      let child = waker();
+      seen.woken = sleepOnce();
+      seen.behind = spinLimit(here());
+      seen.noteTaken = spinLimit(here()) === SPIN_LIMIT;
+      child.joinSync();
+      child = waker();
+      sleepOnce();
+      seen.elsewhere = spinLimit(here() + 1) === SPIN_LIMIT;
+      child.joinSync();
+      child = waker();
+      seen.wokenAsync = await sleepAsync(sleep(buffer, 0, 0, 5000));
+      seen.behindAsync = spinLimit(here());
+      child.joinSync();
+      crowded = false;
+      child = waker();
+      sleepOnce();
+      seen.coreFree = spinLimit(here()) === SPIN_LIMIT;
+      child.joinSync();
+      console.log(JSON.stringify(seen));
+    `;
+    const r = spawnSync(process.execPath, ['--single-threaded', '--input-type=module', '-e', script], { encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    expect(JSON.parse(r.stdout)).toEqual({ timedOut: true, woken: 0, behind: 0, noteTaken: true, elsewhere: true, wokenAsync: 0, behindAsync: 0, coreFree: true });
   });
 
   it.runIf(process.platform === 'linux' && availableParallelism() > 1)('knows the CPU it runs on, and so does a child it forks', () => {
@@ -252,6 +305,14 @@ describe('on a machine whose cores are all taken', () => {
       busy = native.machineBusy();
     }
     expect(busy).toBe(true);
+  });
+
+  it.runIf(process.platform === 'linux')('finds more tasks runnable than cores, with a CPU-bound process per core and one more running', () => {
+    // The burners may still be starting: they count once the kernel runs them.
+    let crowded = false;
+    const until = Date.now() + 10_000;
+    while (!crowded && Date.now() < until) crowded = native.machineCrowded();
+    expect(crowded).toBe(true);
   });
 
   it('semaphore, event and queue ping-pongs between processes give every round, in order', async () => {

@@ -95,7 +95,7 @@ async function startServer(server, iterations) {
   const [first] = await Promise.race([
     once(lines, 'line'),
     once(child, 'exit').then(([code, signal]) => {
-      throw new Error(`the ${server.kind} server exited with ${signal ?? `status ${code}`} before it listened`);
+      throw new Error(`the ${server.id} server exited with ${signal ?? `status ${code}`} before it listened`);
     }),
   ]);
   const { port } = JSON.parse(first);

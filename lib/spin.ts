@@ -8,6 +8,8 @@
 // spins on while this process does not find itself waiting for a CPU
 // (native/sched.cc), or, when it does, while the partner that will wake it
 // last ran on another CPU: the spin then takes time only from strangers.
+// Right after a wake-up of its own, with no core free, a wait does not spin
+// for a partner that last ran on its CPU, whatever the verdict (spinLimitFor).
 import { availableParallelism } from 'node:os';
 import { native } from './native.js';
 
@@ -62,7 +64,8 @@ export function spinPays(partner = 0): boolean {
 /**
  * spinPays() for a long poll (a pool worker's for its next task, a manager's
  * for its next request or reply; the pool's look at the loop). It takes the
- * note of a wake-up without the yield a spin makes for it (spinLimit): a pool
+ * note of a wake-up it made without the yield a spin makes for it, and, as a
+ * spin decision does, the note of one it had (spinLimit): a pool
  * worker that yielded after waking the pool's thread lost its CPU to a
  * CPU-bound process for a whole slice whenever the busy verdict read idle,
  * and an applySync() round trip under two of them took 36 us against 15.
@@ -95,6 +98,14 @@ export function setLoopWait(on: boolean): boolean {
  * make, as spinPays() decides: 0 for none. `loop`: the wait holds the event
  * loop (by default, as setLoopWait() last marked). A wait that will spin
  * after this process woke a sleeper first yields the CPU, on idle cores.
+ * It takes the note of this process's latest wake-up (noteWoken()): the
+ * first decision after one, which may be a later wait's (one whose first
+ * reads found what they waited for takes nothing), asks whether its partner
+ * waits behind it (spinLimitFor's wokenBehind). Taken late, the note costs
+ * at most a sleep instead of a spin, and only when no core is free. A pool
+ * worker's poll for its next task is such a decision: woken for a task onto
+ * the CPU of the pool's thread, it does not poll for the next one while no
+ * core is free, since that thread waits behind it.
  */
 export function spinLimit(partner = 0, loop = loopWait): number {
   if (SPIN_LIMIT === 0) return 0;

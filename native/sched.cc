@@ -245,7 +245,7 @@ void InitSched(Napi::Env env, Napi::Object exports) {
     NoteCpu();
     return info.Env().Undefined();
   }));
-  // Read only after a wake-up that found its waker queued on this CPU (lib/spin.ts spinLimit): a system call.
+  // Read only at the first spin decision after a wake-up, for a partner that last ran on this CPU (lib/spin.ts spinLimit): a system call.
   exports.Set("machineCrowded", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
     return Napi::Boolean::New(info.Env(), MachineCrowded());
   }));

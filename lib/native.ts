@@ -70,6 +70,8 @@ export interface Native {
   wokeWord: ArrayBuffer;
   /** sched_yield(): the CPU to whatever else is runnable on it. */
   schedYield(): void;
+  /** A pool worker's SCHED_BATCH (on) or SCHED_OTHER for this thread, unless some other policy was chosen for it (Linux; elsewhere nothing). */
+  schedBatch(on: boolean): void;
   /** Internal (tests): the busy verdict after one window (native/sched.cc Verdict). */
   schedVerdict(wasBusy: boolean, waitedNs: number, slices: number, windowNs: number, crowded: boolean): boolean;
   execve(path: string, argv: string[], env: string[]): never;

@@ -315,13 +315,33 @@ function takeTask(tasks: Queue<TaskMessage>, box: Mailbox): unknown {
 }
 
 /**
+ * Whether this worker, since it last slept, found a task already waiting
+ * when it finished one: it has a backlog, and is woken next as SCHED_BATCH
+ * (native/sched.cc schedBatch). A woken process normally preempts the one
+ * running on the CPU it is woken onto, and on a crowded machine that is
+ * often the dispatcher that woke it, with more tasks to hand out and answers
+ * to deliver: an HTTP server at 30 us of work a request, its main thread
+ * preempted 0.28 times a request by the worker it had woken, 0.07 times with
+ * this rule, served 6% more requests a second (eight interleaved rounds). A
+ * worker that runs each task alone, a caller waiting on every answer (an
+ * apply() round trip), has no backlog and is woken as SCHED_OTHER, to
+ * answer at once: as SCHED_BATCH throughout, the apply round trip beside
+ * two CPU-bound processes took 30-31 us instead of 21-24 (it waited for the
+ * end of a CPU-bound process's slice).
+ */
+let backlog = false;
+
+/**
  * The next task. A pool's tasks tend to come in runs: a worker polls for a
  * while before it sleeps, so that the next task of a run finds it awake
  * (a futex wake-up costs 30 to 100 µs here, the poll a fraction of a core).
  */
-function nextTask(tasks: Queue<TaskMessage>, box: Mailbox): TaskMessage {
+function nextTask(tasks: Queue<TaskMessage>, box: Mailbox, afterTask: boolean): TaskMessage {
   let task = takeTask(tasks, box);
-  if (task !== EMPTY) return task as TaskMessage;
+  if (task !== EMPTY) {
+    if (afterTask) backlog = true;
+    return task as TaskMessage;
+  }
   const poll = pollPays(Atomics.load(box.words, POOL_TASKER_CPU)) && workerPoll.allowed();
   if (poll) {
     const began = performance.now();
@@ -342,6 +362,8 @@ function nextTask(tasks: Queue<TaskMessage>, box: Mailbox): TaskMessage {
   // not pay: either way the queue's own spin before it sleeps would not.
   const asleep = performance.now();
   const mailWaits = (): boolean => hasMail(box, TASKS);
+  native.schedBatch(backlog);
+  backlog = false;
   for (;;) {
     waitReadable(tasks, false, Infinity, mailWaits);
     task = takeTask(tasks, box);
@@ -369,7 +391,7 @@ export async function serve(s: WorkerSetup): Promise<void> {
     }
   }
   for (let served = 0; s.maxtasks === 0 || served < s.maxtasks; served++) {
-    const task = nextTask(s.tasks, box);
+    const task = nextTask(s.tasks, box, served > 0);
     if (task === null) return;
     const answerByMail = mailed;
     const [batch, fnId, kind, payload, ref] = task;

@@ -232,6 +232,32 @@ void SampleIfDue() {
   if (now - window_start.load(std::memory_order_relaxed) >= kWindowNs) Sample(now);
 }
 
+// A pool worker's policy between SCHED_OTHER and SCHED_BATCH (lib/pool.ts
+// nextTask). A SCHED_BATCH task woken does not preempt the one running on
+// its CPU, which on a crowded machine is often the process that woke it, the
+// pool's dispatcher, in the middle of handing out the rest of the work. Only
+// the calling thread changes, the one that runs the tasks. A policy someone
+// else chose (chrt, an initializer, one inherited) is kept: the worker then
+// never changes it.
+static int managed_policy = -1;
+static bool policy_unmanaged = false;
+
+static void SetBatch(bool on) {
+#if defined(__linux__)
+  int want = on ? SCHED_BATCH : SCHED_OTHER;
+  if (policy_unmanaged || want == managed_policy) return;
+  int expected = managed_policy < 0 ? SCHED_OTHER : managed_policy;
+  struct sched_param param = {};
+  if (sched_getscheduler(0) != expected || (want != expected && sched_setscheduler(0, want, &param) != 0)) {
+    policy_unmanaged = true;
+    return;
+  }
+  managed_policy = want;
+#else
+  (void)on;
+#endif
+}
+
 void InitSched(Napi::Env env, Napi::Object exports) {
   exports.Set("machineBusy", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
     NoteCpu();
@@ -248,6 +274,11 @@ void InitSched(Napi::Env env, Napi::Object exports) {
   // Read only at the first spin decision after a wake-up, for a partner that last ran on this CPU (lib/spin.ts spinLimit): a system call.
   exports.Set("machineCrowded", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
     return Napi::Boolean::New(info.Env(), MachineCrowded());
+  }));
+  // A pool worker, before it sleeps for its next task: SCHED_BATCH while it has a backlog.
+  exports.Set("schedBatch", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+    SetBatch(info[0].ToBoolean().Value());
+    return info.Env().Undefined();
   }));
   // Internal (tests): schedVerdict(wasBusy, waitedNs, slices, windowNs, crowded).
   exports.Set("schedVerdict", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {

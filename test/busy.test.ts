@@ -3,6 +3,7 @@
 // and every wait still ends as it should. The load is one CPU-bound process
 // more than there are cores, started here and killed after.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { availableParallelism, cpus } from 'node:os';
@@ -376,5 +377,63 @@ describe('on a machine whose cores are all taken', () => {
       if (i % 20 === 0) await new Promise((resolve) => setTimeout(resolve, 2));
     }
     expect(pool.applySync(square, [7])).toBe(49);
+  });
+});
+
+/** Field `n` (1-based, as proc(5) counts) of /proc/PID/stat. */
+function statField(pid: number, n: number): string {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[n - 3]!;
+}
+
+/** Resolves once `pid` sleeps (state S: the worker waits for its next task), or throws after 10 s. */
+async function asleep(pid: number): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (statField(pid, 3) !== 'S') {
+    if (Date.now() > deadline) throw new Error(`process ${pid} did not go to sleep within 10 s`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+const SCHED_OTHER = '0';
+const SCHED_BATCH = '3';
+const SCHED_IDLE = '5';
+const hasChrt = process.platform === 'linux' && spawnSync('chrt', ['--version']).status === 0;
+
+// One function for every task: a fork pool forks a fresh worker for a function first given to it after its workers were forked.
+const pidOf = (): number => process.pid;
+
+describe.runIf(process.platform === 'linux')("a pool worker's scheduling policy", () => {
+  it('is SCHED_BATCH while it sleeps after a backlog of tasks, and SCHED_OTHER once it runs each task alone', async () => {
+    await using pool = new Pool({ processes: 1 });
+    const pid = await pool.apply(pidOf, []);
+    await asleep(pid);
+    expect(statField(pid, 41)).toBe(SCHED_OTHER);
+    const items = Array.from({ length: 2000 }, (_, i) => i);
+    expect(await pool.map(pidOf, items, { chunksize: 1 })).toEqual(items.map(() => pid));
+    await asleep(pid);
+    expect(statField(pid, 41)).toBe(SCHED_BATCH);
+    for (let i = 0; i < 3; i++) {
+        expect(await pool.apply(pidOf, [])).toBe(pid);
+      await asleep(pid);
+      expect(statField(pid, 41)).toBe(SCHED_OTHER);
+    }
+  });
+
+  it.runIf(hasChrt)('keeps a policy chosen for the worker by someone else', async () => {
+    await using pool = new Pool({
+      processes: 1,
+      initializer: () => {
+        spawnSync('chrt', ['--idle', '-p', '0', String(process.pid)]);
+      },
+    });
+    const pid = await pool.apply(pidOf, []);
+    await asleep(pid);
+    expect(statField(pid, 41)).toBe(SCHED_IDLE);
+    const items = Array.from({ length: 2000 }, (_, i) => i);
+    expect(await pool.map(pidOf, items, { chunksize: 1 })).toEqual(items.map(() => pid));
+    expect(await pool.apply(pidOf, [])).toBe(pid);
+    await asleep(pid);
+    expect(statField(pid, 41)).toBe(SCHED_IDLE);
   });
 });

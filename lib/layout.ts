@@ -49,6 +49,7 @@ export const POOL_TASK_SEQ = word(L.kPoolTaskSeq);
 export const POOL_TASK_LENGTHS = word(L.kPoolTaskLengths);
 export const POOL_ANSWER_WATCHED = word(L.kPoolAnswerWatched);
 export const POOL_TASKER_CPU = word(L.kPoolTaskerCpu);
+export const POOL_MORE = word(L.kPoolMore);
 export const POOL_RUNNING = word(L.kPoolRunning);
 export const POOL_ANSWER_SEQ = word(L.kPoolAnswerSeq);
 export const POOL_ANSWER_LENGTHS = word(L.kPoolAnswerLengths);

@@ -97,6 +97,7 @@ void InitLayout(Napi::Env env, Napi::Object exports) {
   NODEMP_EXPORT(kPoolTaskLengths);
   NODEMP_EXPORT(kPoolAnswerWatched);
   NODEMP_EXPORT(kPoolTaskerCpu);
+  NODEMP_EXPORT(kPoolMore);
   NODEMP_EXPORT(kPoolRunning);
   NODEMP_EXPORT(kPoolAnswerSeq);
   NODEMP_EXPORT(kPoolAnswerLengths);

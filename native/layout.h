@@ -223,6 +223,7 @@ constexpr uint32_t kPoolTaskSeq = 0;          // pool: tasks written
 constexpr uint32_t kPoolTaskLengths = 4;      // pool: each task slot's length, kPoolSlots words
 constexpr uint32_t kPoolAnswerWatched = 20;   // pool: while it sleeps on kPoolAnswerSeq, a tag of the count it waits for (0: none); the worker that publishes that count takes it and wakes the pool
 constexpr uint32_t kPoolTaskerCpu = 24;       // pool: 1 + the CPU it last mailed a task from (0: not known), for the worker's spin decision
+constexpr uint32_t kPoolMore = 28;            // pool: 1 if it had more tasks to hand out when it sent this worker its latest one (the worker then sleeps as SCHED_BATCH)
 constexpr uint32_t kPoolRunning = 64;         // worker: the batch it runs, or minus the batch it finished
 constexpr uint32_t kPoolAnswerSeq = 68;       // worker: answers written
 constexpr uint32_t kPoolAnswerLengths = 72;   // worker: each answer slot's length, kPoolSlots words; 0: the answer went through the ring

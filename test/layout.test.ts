@@ -40,6 +40,7 @@ describe('shared-memory layout', () => {
     expect(layout.EVENT_WAKER_CPU * 4).toBe(L.kEventWakerCpu);
     expect(layout.SEM_WAKER_CPU * 4).toBe(L.kSemWakerCpu);
     expect(layout.POOL_TASKER_CPU * 4).toBe(L.kPoolTaskerCpu);
+    expect(layout.POOL_MORE * 4).toBe(L.kPoolMore);
     expect(layout.POOL_ANSWER_SEQ * 4).toBe(L.kPoolAnswerSeq);
     expect(layout.POOL_ANSWER_WATCHED * 4).toBe(L.kPoolAnswerWatched);
     expect(layout.POOL_MAILBOX_WORDS * 4).toBe(L.kPoolMailboxSize);
@@ -54,7 +55,8 @@ describe('shared-memory layout', () => {
     // The pool's words, the worker's words and the slots, in that order, the two sides' words in different cache lines.
     expect(L.kPoolTaskLengths + 4 * L.kPoolSlots).toBeLessThanOrEqual(L.kPoolAnswerWatched);
     expect(L.kPoolAnswerWatched + 4).toBeLessThanOrEqual(L.kPoolTaskerCpu);
-    expect(L.kPoolTaskerCpu + 4).toBeLessThanOrEqual(L.kCellSize);
+    expect(L.kPoolTaskerCpu + 4).toBeLessThanOrEqual(L.kPoolMore);
+    expect(L.kPoolMore + 4).toBeLessThanOrEqual(L.kCellSize);
     expect(L.kPoolRunning).toBe(L.kCellSize);
     expect(L.kPoolAnswerLengths + 4 * L.kPoolSlots).toBeLessThanOrEqual(L.kPoolTaskBytes);
   });

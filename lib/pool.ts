@@ -324,27 +324,15 @@ function takeTask(tasks: Queue<TaskMessage>, box: Mailbox): unknown {
  * crowded machine that is often the dispatcher that woke it, with more tasks
  * to hand out and answers to deliver: an HTTP server at 30 us of work a
  * request, its main thread preempted 0.28 times a request by the worker it
- * had woken, 0.07 times with the backlog rule, served 6% more requests a
- * second (eight interleaved rounds), and 15% more with both rules (1.41x
- * piscina's against 1.23x). A worker that runs each task alone, for a caller
- * waiting on every answer (an apply() round trip), is woken as SCHED_OTHER,
- * to answer at once: as SCHED_BATCH throughout, the apply round trip beside
- * two CPU-bound processes took 30-31 us instead of 21-24 (it waited for the
- * end of a CPU-bound process's slice).
+ * had woken, 0.07 times with the backlog rule; in eight interleaved rounds
+ * it served 1.39x piscina's requests a second with both rules, 1.36x with
+ * the backlog rule alone, 1.31x with neither. A worker that runs each task
+ * alone, for a caller waiting on every answer (an apply() round trip), is
+ * woken as SCHED_OTHER, to answer at once: as SCHED_BATCH throughout, the
+ * apply round trip beside two CPU-bound processes took 30-31 us instead of
+ * 21-24 (it waited for the end of a CPU-bound process's slice).
  */
 let backlog = false;
-
-/**
- * At the end of a run of tasks that came without a wait (before a sleep, or
- * at a task a poll caught): SCHED_BATCH if that run had a backlog or the
- * pool had more to hand out when it sent the latest task, SCHED_OTHER if
- * not. A worker whose poll catches every task never sleeps, and would keep
- * a policy chosen long ago.
- */
-function choosePolicy(box: Mailbox): void {
-  native.schedBatch(backlog || Atomics.load(box.words, POOL_MORE) === 1);
-  backlog = false;
-}
 
 /**
  * The next task. A pool's tasks tend to come in runs: a worker polls for a
@@ -367,7 +355,6 @@ function nextTask(tasks: Queue<TaskMessage>, box: Mailbox, afterTask: boolean): 
         if (task !== EMPTY) {
           if (performance.now() - began <= WORKER_POLL_IN_TIME_MS) workerPoll.hit();
           else workerPoll.late();
-          choosePolicy(box);
           return task as TaskMessage;
         }
       }
@@ -378,7 +365,8 @@ function nextTask(tasks: Queue<TaskMessage>, box: Mailbox, afterTask: boolean): 
   // not pay: either way the queue's own spin before it sleeps would not.
   const asleep = performance.now();
   const mailWaits = (): boolean => hasMail(box, TASKS);
-  choosePolicy(box);
+  native.schedBatch(backlog || Atomics.load(box.words, POOL_MORE) === 1);
+  backlog = false;
   for (;;) {
     waitReadable(tasks, false, Infinity, mailWaits);
     task = takeTask(tasks, box);
@@ -628,7 +616,7 @@ class MapJob extends Job {
     return this.batch(this.#kind, chunk, start, chunk.length);
   }
   hasMore(): boolean {
-    return !this.settled && !this.#chunks.done;
+    return !this.settled && this.#chunks.position < this.#results.length;
   }
   succeeded(b: Batch, values: unknown): void {
     if (this.settled) return;
@@ -681,6 +669,7 @@ class IMapJob extends Job implements AsyncIterableIterator<unknown> {
     this.#inFlight += chunk.length;
     return this.batch(this.#kind, chunk, start, chunk.length);
   }
+  // An iterator's end is known only once a read runs into it: at a chunk boundary, more.
   hasMore(): boolean {
     return !this.settled && !this.#chunks.done;
   }
@@ -1330,6 +1319,7 @@ export class Pool {
         continue;
       }
       if (w === null) return;
+      // Before the send and its wake, so that the worker reads it with the task; `b` itself is still queued.
       Atomics.store(w.box.words, POOL_MORE, this.#again.length > 1 || this.#jobs.some((j) => j.hasMore()) ? 1 : 0);
       const ref = w.told !== null && !w.told.has(b.fnId) ? fnRefs.get(b.fnId) : undefined;
       if (ref === undefined && w.mailHeld.length < POOL_SLOTS && w.ringHeld === 0 && mail(w.box, TASKS, [b.id, b.fnId, b.kind, b.payload])) {

@@ -233,14 +233,16 @@ void SampleIfDue() {
 }
 
 // A pool worker's policy between SCHED_OTHER and SCHED_BATCH (lib/pool.ts
-// nextTask). A SCHED_BATCH task woken does not preempt the one running on
-// its CPU, which on a crowded machine is often the process that woke it, the
-// pool's dispatcher, in the middle of handing out the rest of the work. Only
-// the calling thread changes, the one that runs the tasks. A policy someone
-// else chose (chrt, an initializer, one inherited) is kept: the worker then
-// never changes it.
+// nextTask, before it sleeps). A SCHED_BATCH task woken does not preempt the
+// one running on its CPU, which on a crowded machine is often the process
+// that woke it, the pool's dispatcher, in the middle of handing out the rest
+// of the work. Only the calling thread changes, the one that runs the tasks.
+// A policy chosen from outside (chrt, an initializer, the one the pool's
+// process was started with) is kept: the worker then never changes it.
+#if defined(__linux__)
 static int managed_policy = -1;
 static bool policy_unmanaged = false;
+#endif
 
 static void SetBatch(bool on) {
 #if defined(__linux__)
@@ -275,7 +277,7 @@ void InitSched(Napi::Env env, Napi::Object exports) {
   exports.Set("machineCrowded", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
     return Napi::Boolean::New(info.Env(), MachineCrowded());
   }));
-  // A pool worker, before it sleeps for its next task: SCHED_BATCH while it has a backlog.
+  // A pool worker, before it sleeps for its next task: SCHED_BATCH after a backlog or while its pool had more to send.
   exports.Set("schedBatch", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
     SetBatch(info[0].ToBoolean().Value());
     return info.Env().Undefined();

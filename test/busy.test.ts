@@ -395,6 +395,12 @@ async function asleep(pid: number): Promise<void> {
   }
 }
 
+/** The scheduling policy (field 41) of `pid` once it sleeps: the one it chose for that sleep. */
+async function sleepingPolicy(pid: number): Promise<string> {
+  await asleep(pid);
+  return statField(pid, 41);
+}
+
 const SCHED_OTHER = '0';
 const SCHED_BATCH = '3';
 const SCHED_IDLE = '5';
@@ -410,16 +416,13 @@ describe.runIf(defaultPolicy)("a pool worker's scheduling policy", () => {
   it('is SCHED_BATCH while it sleeps after a backlog of tasks (the last one sent while the pool had no more), and SCHED_OTHER once it runs each task alone', async () => {
     await using pool = new Pool({ processes: 1 });
     const pid = await pool.apply(pidOf, []);
-    await asleep(pid);
-    expect(statField(pid, 41)).toBe(SCHED_OTHER);
+    expect(await sleepingPolicy(pid)).toBe(SCHED_OTHER);
     const items = Array.from({ length: 2000 }, (_, i) => i);
     expect(await pool.map(pidOf, items, { chunksize: 1 })).toEqual(items.map(() => pid));
-    await asleep(pid);
-    expect(statField(pid, 41)).toBe(SCHED_BATCH);
+    expect(await sleepingPolicy(pid)).toBe(SCHED_BATCH);
     for (let i = 0; i < 3; i++) {
       expect(await pool.apply(pidOf, [])).toBe(pid);
-      await asleep(pid);
-      expect(statField(pid, 41)).toBe(SCHED_OTHER);
+      expect(await sleepingPolicy(pid)).toBe(SCHED_OTHER);
     }
   });
 
@@ -433,10 +436,8 @@ describe.runIf(defaultPolicy)("a pool worker's scheduling policy", () => {
       pids = await pool.map(pidOf, [0, 1], { chunksize: 1 });
     }
     expect(pids[0]).not.toBe(pids[1]);
-    await asleep(pids[0]!);
-    await asleep(pids[1]!);
-    expect(statField(pids[0]!, 41)).toBe(SCHED_BATCH);
-    expect(statField(pids[1]!, 41)).toBe(SCHED_OTHER);
+    expect(await sleepingPolicy(pids[0]!)).toBe(SCHED_BATCH);
+    expect(await sleepingPolicy(pids[1]!)).toBe(SCHED_OTHER);
   });
 
   it.runIf(hasChrt)('keeps a policy chosen for the worker by someone else', async () => {
@@ -448,11 +449,9 @@ describe.runIf(defaultPolicy)("a pool worker's scheduling policy", () => {
       },
     });
     const pid = await pool.apply(pidOf, []);
-    await asleep(pid);
-    expect(statField(pid, 41)).toBe(SCHED_IDLE);
+    expect(await sleepingPolicy(pid)).toBe(SCHED_IDLE);
     const items = Array.from({ length: 50 }, (_, i) => i);
     expect(await pool.map(pidOf, items, { chunksize: 1 })).toEqual(items.map(() => pid));
-    await asleep(pid);
-    expect(statField(pid, 41)).toBe(SCHED_IDLE);
+    expect(await sleepingPolicy(pid)).toBe(SCHED_IDLE);
   });
 });

@@ -111,7 +111,9 @@ export function spinLimit(partner = 0, loop = loopWait): number {
   if (SPIN_LIMIT === 0) return 0;
   const busy = native.machineBusy();
   const mine = cpuTag();
-  const wokenBehind = wokenSince && partner !== 0 && partner === mine && native.machineCrowded();
+  // Busy, a partner on this CPU gets no spin anyway: the run-queue count
+  // (a /proc read) is asked only where it can change the answer.
+  const wokenBehind = !busy && wokenSince && partner !== 0 && partner === mine && native.machineCrowded();
   wokenSince = false;
   const limit = spinLimitFor(busy, partner, mine, loop, wokenBehind);
   if (wokeWord[0] !== 0) {

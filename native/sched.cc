@@ -132,7 +132,23 @@ static bool RunnableExceedCores() {
   return runnable < 0 || runnable > online_cores;
 }
 
-static bool MachineCrowded() { return RunnableTasks() > online_cores; }
+// A wait asks after each wake-up whether the machine is crowded, and the read
+// of /proc/loadavg costs 1.4 us here (the kernel sums every CPU's run queue):
+// a Semaphore ping-pong on one CPU paid it on both sides of every round, a
+// third of the round trip's own work. How crowded a machine is changes over
+// scheduler ticks, not microseconds: a reading serves for kCrowdedFreshNs.
+constexpr uint64_t kCrowdedFreshNs = 1000000;
+static uint64_t crowded_read_at = 0;
+static bool crowded_seen = false;
+
+static bool MachineCrowded() {
+  uint64_t now = NowNs();
+  if (crowded_read_at == 0 || now - crowded_read_at >= kCrowdedFreshNs) {
+    crowded_seen = RunnableTasks() > online_cores;
+    crowded_read_at = now;
+  }
+  return crowded_seen;
+}
 
 static void Sample(uint64_t now) {
   uint64_t delay;

@@ -23,6 +23,7 @@
 #include <condition_variable>
 #include <deque>
 #include <mutex>
+#include <set>
 #include <unordered_set>
 #include <vector>
 
@@ -55,6 +56,9 @@ struct Job {
   bool on_ring = false;
   // When it was handed out (uv_hrtime), for waiterState().
   uint64_t started_ns = 0;
+  // On the ring with its timeout kept by the loop's timer (uv_hrtime of its
+  // end), 0 otherwise.
+  uint64_t coarse_deadline = 0;
 };
 
 static void FreeJob(Job* job) {
@@ -149,8 +153,17 @@ static void SubmitToThread(Job* job) {
 constexpr uint8_t kOpFutexWait = 51;
 constexpr uint32_t kFutex2SizeU32 = 0x02;
 constexpr uint32_t kRingEntries = 256;
-// The user_data of a wait's linked timeout, whose own completion is not news.
+// The user_data of a wait's linked timeout, and of a cancellation, whose own
+// completions are not news.
 constexpr uint64_t kTimeoutTag = 1;
+constexpr uint64_t kCancelTag = 2;
+// A wait with a timeout this long or longer (most are: a Queue's or a lock's
+// sleep ends every 100 ms to look for a dead owner) has it kept by a timer of
+// the event loop, which cancels the wait when it is due: a linked timeout
+// costs the kernel an hrtimer and a second request and completion, 2 us of
+// each wait and wake here, a fifth of a one-CPU Queue ping-pong. The loop's
+// timers have millisecond resolution, so shorter timeouts stay linked.
+constexpr int64_t kCoarseTimeoutNs = 10000000;
 
 struct Ring {
   int fd = -1;
@@ -171,6 +184,10 @@ struct Ring {
   size_t sqes_len = 0;
   uv_poll_t* poll = nullptr;
   int waits = 0;
+  // The waits whose timeouts the loop keeps, by deadline, and its timer,
+  // started for the earliest.
+  std::set<std::pair<uint64_t, Job*>>* coarse = nullptr;
+  uv_timer_t* timer = nullptr;
 };
 // 0 not tried yet, 1 in use, -1 unavailable (no io_uring, or one without futex waits).
 static int ring_state = 0;
@@ -182,6 +199,10 @@ static void RingRelease(bool mapped) {
   if (ring.poll != nullptr) {
     uv_close(reinterpret_cast<uv_handle_t*>(ring.poll), [](uv_handle_t* h) { delete reinterpret_cast<uv_poll_t*>(h); });
   }
+  if (ring.timer != nullptr) {
+    uv_close(reinterpret_cast<uv_handle_t*>(ring.timer), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+  }
+  delete ring.coarse;
   if (mapped) {
     if (ring.sq_map != nullptr) munmap(ring.sq_map, ring.sq_map_len);
     if (ring.cq_map != nullptr && ring.cq_map != ring.sq_map) munmap(ring.cq_map, ring.cq_map_len);
@@ -192,6 +213,69 @@ static void RingRelease(bool mapped) {
 }
 
 static void OnRing(uv_poll_t*, int, int);
+static void OnCoarseTimer(uv_timer_t*);
+
+// Starts the timer for the earliest coarse deadline, or stops it if none is left.
+static void ArmCoarseTimer() {
+  if (ring.coarse->empty()) {
+    uv_timer_stop(ring.timer);
+    return;
+  }
+  uint64_t due = ring.coarse->begin()->first;
+  uint64_t now = uv_hrtime();
+  uint64_t ms = due > now ? (due - now + 999999) / 1000000 : 0;
+  uv_timer_start(ring.timer, OnCoarseTimer, ms, 0);
+}
+
+static void ForgetCoarse(Job* job) {
+  if (job->coarse_deadline == 0) return;
+  ring.coarse->erase({job->coarse_deadline, job});
+  job->coarse_deadline = 0;
+  if (ring.coarse->empty()) uv_timer_stop(ring.timer);
+}
+
+// Cancels the waits whose time is up; each then completes with -ECANCELED,
+// which OnRing reports as a timeout. The loop's clock may lag the real one:
+// a timer that fires early finds nothing due and is started again.
+static void OnCoarseTimer(uv_timer_t*) {
+  uint64_t now = uv_hrtime();
+  unsigned tail = *ring.sq_tail;
+  unsigned head = __atomic_load_n(ring.sq_head, __ATOMIC_ACQUIRE);
+  std::vector<Job*> due;
+  while (!ring.coarse->empty() && ring.coarse->begin()->first <= now && tail + due.size() - head < ring.sq_mask + 1) {
+    Job* job = ring.coarse->begin()->second;
+    ring.coarse->erase(ring.coarse->begin());
+    job->coarse_deadline = 0;
+    unsigned at = (tail + static_cast<unsigned>(due.size())) & ring.sq_mask;
+    io_uring_sqe* sqe = &ring.sqes[at];
+    std::memset(sqe, 0, sizeof *sqe);
+    sqe->opcode = IORING_OP_ASYNC_CANCEL;
+    sqe->fd = -1;
+    sqe->addr = reinterpret_cast<uint64_t>(job);
+    sqe->user_data = kCancelTag;
+    ring.sq_array[at] = at;
+    due.push_back(job);
+  }
+  if (!due.empty()) {
+    unsigned n = static_cast<unsigned>(due.size());
+    __atomic_store_n(ring.sq_tail, tail + n, __ATOMIC_RELEASE);
+    long r;
+    do {
+      r = syscall(__NR_io_uring_enter, ring.fd, n, 0, 0, nullptr, 0);
+    } while (r < 0 && errno == EINTR);
+    unsigned taken = r < 0 ? 0 : static_cast<unsigned>(r);
+    if (taken < n) {
+      // Those not taken in are withdrawn (RingSubmit counts on an empty
+      // queue) and tried again in a millisecond.
+      __atomic_store_n(ring.sq_tail, tail + taken, __ATOMIC_RELEASE);
+      for (unsigned i = taken; i < n; i++) {
+        due[i]->coarse_deadline = now + 1000000;
+        ring.coarse->insert({due[i]->coarse_deadline, due[i]});
+      }
+    }
+  }
+  ArmCoarseTimer();
+}
 
 static void* MapRing(size_t length, off_t offset) {
   void* p = mmap(nullptr, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, ring.fd, offset);
@@ -236,6 +320,11 @@ static bool RingOpen(Napi::Env env) {
     RingRelease(true);
     return false;
   }
+  ring.coarse = new std::set<std::pair<uint64_t, Job*>>;
+  ring.timer = new uv_timer_t;
+  uv_timer_init(LoopOf(env), ring.timer);
+  // The waits hold the loop through the poll handle; the timer never does.
+  uv_unref(reinterpret_cast<uv_handle_t*>(ring.timer));
   // Watched for good, and counted by the loop only while a wait is on the
   // ring: starting and stopping the watch around every wait cost two or
   // three epoll_ctl calls each time, a fifth of the main thread's system
@@ -251,7 +340,8 @@ static bool RingSubmit(Job* job) {
   SampleIfDue();
   unsigned tail = *ring.sq_tail;
   unsigned head = __atomic_load_n(ring.sq_head, __ATOMIC_ACQUIRE);
-  unsigned need = job->timeout_ns >= 0 ? 2 : 1;
+  bool coarse = job->timeout_ns >= kCoarseTimeoutNs;
+  unsigned need = job->timeout_ns >= 0 && !coarse ? 2 : 1;
   if (tail - head + need > ring.sq_mask + 1) return false;
   io_uring_sqe* sqe = &ring.sqes[tail & ring.sq_mask];
   std::memset(sqe, 0, sizeof *sqe);
@@ -286,6 +376,11 @@ static bool RingSubmit(Job* job) {
   }
   if (ring.waits++ == 0) uv_ref(reinterpret_cast<uv_handle_t*>(ring.poll));
   job->on_ring = true;
+  if (coarse) {
+    job->coarse_deadline = uv_hrtime() + static_cast<uint64_t>(job->timeout_ns);
+    auto at = ring.coarse->insert({job->coarse_deadline, job}).first;
+    if (at == ring.coarse->begin()) ArmCoarseTimer();
+  }
   return true;
 }
 
@@ -296,10 +391,11 @@ static void OnRing(uv_poll_t*, int, int) {
     unsigned tail = __atomic_load_n(ring.cq_tail, __ATOMIC_ACQUIRE);
     for (; head != tail; head++) {
       io_uring_cqe* cqe = &ring.cqes[head & ring.cq_mask];
-      if (cqe->user_data == kTimeoutTag) continue;
+      if (cqe->user_data == kTimeoutTag || cqe->user_data == kCancelTag) continue;
       Job* job = reinterpret_cast<Job*>(cqe->user_data);
+      ForgetCoarse(job);
       int res = cqe->res;
-      // -ECANCELED: its linked timeout ended it. -EINTR: woken for no reason; the caller looks and waits again.
+      // -ECANCELED: its linked timeout, or the loop's timer, ended it. -EINTR: woken for no reason; the caller looks and waits again.
       if (res == 0 || res == -EINTR) job->result = kWoken;
       else if (res == -EAGAIN) job->result = kNotEqual;
       else if (res == -ECANCELED) job->result = kTimedOut;

@@ -6,6 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { Event, Process, Semaphore } from '../dist/index.js';
 import { native } from '../dist/native.js';
 import { openFds, runScript } from './helpers.js';
+import { TIMED_OUT, WOKEN } from '../dist/waiting.js';
 import { busySleep, spawnChild } from './sync-helpers.js';
 
 describe('asynchronous waits', () => {
@@ -88,6 +89,41 @@ describe('asynchronous waits', () => {
       expect(children).toHaveLength(1);
       expect(await children[0].join(20000)).toBe(0);
     }
+  });
+
+  it('a timeout of 10 ms or more, kept by the loop\'s timer on the ring, ends each wait at its own time, never before it, and one woken first comes back woken', async () => {
+    const buffer = native.mapShared(16);
+    const words = new Int32Array(buffer);
+    const wait = (index: number, timeout: number): Promise<[number, number]> => {
+      const began = performance.now();
+      return new Promise((resolve, reject) =>
+        native.waitAsync(buffer, index * 4, 0, timeout, (error, result) => (error ? reject(error) : resolve([result as number, performance.now() - began]))),
+      );
+    };
+    const order: number[] = [];
+    const waits = [wait(0, 60), wait(1, 15), wait(2, 35), wait(3, 5000)].map((p, i) => p.then((r) => (order.push(i), r)));
+    busySleep(1);
+    Atomics.store(words, 3, 1);
+    native.futexWake(buffer, 12, 1);
+    const [a, b, c, d] = await Promise.all(waits);
+    expect([a[0], b[0], c[0], d[0]]).toEqual([TIMED_OUT, TIMED_OUT, TIMED_OUT, WOKEN]);
+    expect(a[1]).toBeGreaterThanOrEqual(60);
+    expect(b[1]).toBeGreaterThanOrEqual(15);
+    expect(c[1]).toBeGreaterThanOrEqual(35);
+    expect(order).toEqual([3, 1, 2, 0]);
+  });
+
+  it('a process whose last wait, with a long timeout, was woken exits at once: the timeout\'s timer holds nothing', () => {
+    const r = runScript(`
+      const { native } = await import(NODEMP.replace('index.js', 'native.js'));
+      const buffer = native.mapShared(8);
+      const began = Date.now();
+      native.waitAsync(buffer, 0, 0, 60000, (error, result) => console.log(JSON.stringify({ result })));
+      setTimeout(() => { Atomics.store(new Int32Array(buffer), 0, 1); native.futexWake(buffer, 0, 1); }, 20);
+      process.on('exit', () => console.log(JSON.stringify({ quick: Date.now() - began < 30000 })));
+    `);
+    expect(r.stderr).toBe('');
+    expect(r.stdout.trim().split('\n').map((l) => JSON.parse(l))).toEqual([{ result: WOKEN }, { quick: true }]);
   });
 
   it('on helper threads (NODEMP_IO_URING=0): waits across a fork, timeouts and 100 waits at once', () => {

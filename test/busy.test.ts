@@ -417,9 +417,19 @@ describe.runIf(defaultPolicy)("a pool worker's scheduling policy", () => {
     await using pool = new Pool({ processes: 1 });
     const pid = await pool.apply(pidOf, []);
     expect(await sleepingPolicy(pid)).toBe(SCHED_OTHER);
+    // Whether the worker finds its last task already waiting depends on how
+    // the two processes are scheduled: on a loaded machine the dispatcher can
+    // fall behind, and the worker then sleeps and is woken for each of the
+    // last tasks alone. Some run of a few finds a backlog; without the rule
+    // none would sleep as SCHED_BATCH, since a map's last task is sent as
+    // 'no more'.
     const items = Array.from({ length: 2000 }, (_, i) => i);
-    expect(await pool.map(pidOf, items, { chunksize: 1 })).toEqual(items.map(() => pid));
-    expect(await sleepingPolicy(pid)).toBe(SCHED_BATCH);
+    let policy = -1;
+    for (let run = 0; run < 10 && policy !== SCHED_BATCH; run++) {
+      expect(await pool.map(pidOf, items, { chunksize: 1 })).toEqual(items.map(() => pid));
+      policy = await sleepingPolicy(pid);
+    }
+    expect(policy).toBe(SCHED_BATCH);
     for (let i = 0; i < 3; i++) {
       expect(await pool.apply(pidOf, [])).toBe(pid);
       expect(await sleepingPolicy(pid)).toBe(SCHED_OTHER);

@@ -68,6 +68,8 @@ export interface Native {
   cpuWord: ArrayBuffer;
   /** 4 bytes: 1 once a futexWake() has woken a sleeper, until the next wait takes it: a sleep, or lib/spin.ts spinLimit or pollPays (native/sched.cc). */
   wokeWord: ArrayBuffer;
+  /** 4 bytes: machineBusy()'s verdict as 1 or 0, read with no call (native/sched.cc). */
+  busyWord: ArrayBuffer;
   /** sched_yield(): the CPU to whatever else is runnable on it. */
   schedYield(): void;
   /** A pool worker's SCHED_BATCH (on) or SCHED_OTHER for this thread, unless some other policy was chosen for it (Linux; elsewhere nothing). */

@@ -40,7 +40,7 @@ import {
   type Steps,
   type WaitOptions,
 } from './waiting.js';
-import { FIRST_READS, cpuTag, spinLimit } from './spin.js';
+import { FIRST_READS, cpuTag, firstReads, spinLimit } from './spin.js';
 
 const L = native.layout;
 const W = (byteOffset: number): number => byteOffset / 4;
@@ -605,10 +605,11 @@ class Ring {
   }
 
   #spinForMessage(ready?: () => boolean): boolean {
-    let limit = FIRST_READS;
+    const first = firstReads();
+    let limit = first;
     for (let i = 0; i < limit; i++) {
       if (this.#headPublished() || ready?.()) return true;
-      if (i === FIRST_READS - 1) limit = Math.max(limit, spinLimit(Atomics.load(this.words, PUTTER_CPU)));
+      if (i === first - 1) limit = Math.max(limit, spinLimit(Atomics.load(this.words, PUTTER_CPU)));
     }
     return false;
   }

@@ -65,7 +65,9 @@ static std::atomic<uint64_t> window_start{0};
 static std::atomic<uint64_t> delay_at_start{0};
 static std::atomic<uint64_t> slices_at_start{0};
 static std::atomic<pid_t> sampled_pid{0};
-static std::atomic<bool> busy{false};
+// 1 on a busy machine, 0 otherwise; JS reads it with no call (busyWord).
+static std::atomic<int32_t> busy{0};
+static_assert(sizeof(std::atomic<int32_t>) == sizeof(int32_t), "busyWord is read as one Int32Array element");
 
 static uint64_t NowNs() {
   timespec ts;
@@ -164,8 +166,8 @@ static void Sample(uint64_t now) {
   uint64_t slices_before = slices_at_start.load(std::memory_order_relaxed);
   // A forked child's counters start again from 0: its first window only sets the baseline.
   if (sampled_pid.load(std::memory_order_relaxed) == pid && start != 0 && delay >= before && slices >= slices_before) {
-    bool was = busy.load(std::memory_order_relaxed);
-    busy.store(Verdict(was, delay - before, slices - slices_before, now - start, RunnableExceedCores), std::memory_order_relaxed);
+    bool was = busy.load(std::memory_order_relaxed) != 0;
+    busy.store(Verdict(was, delay - before, slices - slices_before, now - start, RunnableExceedCores) ? 1 : 0, std::memory_order_relaxed);
   }
   sampled_pid.store(pid, std::memory_order_relaxed);
   delay_at_start.store(delay, std::memory_order_relaxed);
@@ -180,7 +182,7 @@ static void Sample(uint64_t now) {
   double load;
   if (getloadavg(&load, 1) != 1) return;
   static const long cores = sysconf(_SC_NPROCESSORS_ONLN);
-  busy.store(load > static_cast<double>(cores), std::memory_order_relaxed);
+  busy.store(load > static_cast<double>(cores) ? 1 : 0, std::memory_order_relaxed);
   window_start.store(now, std::memory_order_relaxed);
 }
 #else
@@ -191,7 +193,7 @@ static void Sample(uint64_t now) {}
 static bool MachineCrowded() { return false; }
 #endif
 
-bool MachineBusy() { return busy.load(std::memory_order_relaxed); }
+bool MachineBusy() { return busy.load(std::memory_order_relaxed) != 0; }
 
 // Busy or not, a spin harms only a partner queued on the spinner's own CPU:
 // one running or queued on another CPU loses nothing, and is caught by the
@@ -284,6 +286,7 @@ void InitSched(Napi::Env env, Napi::Object exports) {
   NoteCpu();
   exports.Set("cpuWord", Napi::ArrayBuffer::New(env, &last_cpu, sizeof last_cpu));
   exports.Set("wokeWord", Napi::ArrayBuffer::New(env, &woke_sleeper, sizeof woke_sleeper));
+  exports.Set("busyWord", Napi::ArrayBuffer::New(env, &busy, sizeof busy));
   exports.Set("schedYield", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
     sched_yield();
     NoteCpu();

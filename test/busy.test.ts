@@ -10,7 +10,7 @@ import { availableParallelism, cpus } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Event, Pipe, Pool, Process, Queue, Semaphore } from '../dist/index.js';
 import { native } from '../dist/native.js';
-import { FAR_SPIN_LIMIT, SPIN_LIMIT, SpinGauge, spinLimitFor } from '../dist/spin.js';
+import { BUSY_FIRST_READS, FAR_SPIN_LIMIT, SPIN_LIMIT, SpinGauge, firstReads, spinLimitFor } from '../dist/spin.js';
 import { root } from './helpers.js';
 
 describe('spin budget', () => {
@@ -306,6 +306,9 @@ describe('on a machine whose cores are all taken', () => {
       busy = native.machineBusy();
     }
     expect(busy).toBe(true);
+    // Read with no call by the waits, which then make fewer first reads.
+    expect(new Int32Array(native.busyWord)[0]).toBe(1);
+    expect(firstReads()).toBe(BUSY_FIRST_READS);
   });
 
   // The count is the whole machine's: where this process may use only some of its cores, the burners cannot fill them all.

@@ -163,6 +163,15 @@ constexpr uint64_t kCancelTag = 2;
 // costs the kernel an hrtimer and a second request and completion, 2 us of
 // each wait and wake here, a fifth of a one-CPU Queue ping-pong. The loop's
 // timers have millisecond resolution, so shorter timeouts stay linked.
+// Two costs of the change. A wait whose time is up while the loop is held
+// (a long synchronous call) stays queued on its futex until the loop runs
+// again, where the kernel's timer took it off at once; meanwhile it may
+// take a wake-up of one meant for another waiter, which then sleeps on to
+// its own timeout, a 100 ms look for a dead owner at most, as it would
+// have had the wait still been in its time. And the timeout rests on a
+// second request: a cancellation the kernel refused for any reason but
+// that the wait is ending already (-ENOENT, -EALREADY, the only answers a
+// kernel with futex waits gives one) would leave the wait untimed.
 constexpr int64_t kCoarseTimeoutNs = 10000000;
 
 struct Ring {
@@ -242,7 +251,7 @@ static void OnCoarseTimer(uv_timer_t*) {
   unsigned tail = *ring.sq_tail;
   unsigned head = __atomic_load_n(ring.sq_head, __ATOMIC_ACQUIRE);
   std::vector<Job*> due;
-  while (!ring.coarse->empty() && ring.coarse->begin()->first <= now && tail + due.size() - head < ring.sq_mask + 1) {
+  while (!ring.coarse->empty() && ring.coarse->begin()->first <= now && tail - head + static_cast<unsigned>(due.size()) < ring.sq_mask + 1) {
     Job* job = ring.coarse->begin()->second;
     ring.coarse->erase(ring.coarse->begin());
     job->coarse_deadline = 0;

@@ -32,11 +32,18 @@ export function sleep(buffer: ArrayBuffer, byteOffset: number, expected: number,
   return { buffer, byteOffset, expected, timeout };
 }
 
+/** Takes `steps` on this thread. A sleep that cannot be made is thrown into them, so that their finally blocks (a sleeper count) run. */
 export function runSync<T>(steps: Steps<T>): T {
   let step = steps.next();
   while (!step.done) {
     const s = step.value;
-    const result = native.futexWait(s.buffer, s.byteOffset, s.expected, s.timeout);
+    let result: number;
+    try {
+      result = native.futexWait(s.buffer, s.byteOffset, s.expected, s.timeout);
+    } catch (error) {
+      step = steps.throw(error);
+      continue;
+    }
     if (result === WOKEN) noteWoken();
     step = steps.next(result);
   }
@@ -137,9 +144,29 @@ function loopStep<T>(steps: Steps<T>, result?: number): IteratorResult<Sleep, T>
   }
 }
 
+/** loopStep() for a sleep that failed: its error is thrown into `steps`. */
+function loopThrow<T>(steps: Steps<T>, error: unknown): IteratorResult<Sleep, T> {
+  const was = setLoopWait(true);
+  try {
+    return steps.throw(error);
+  } finally {
+    setLoopWait(was);
+  }
+}
+
+/** Takes `steps` on the event loop; a sleep that cannot be made is thrown into them, as in runSync(). */
 export async function runAsync<T>(steps: Steps<T>): Promise<T> {
   let step = loopStep(steps);
-  while (!step.done) step = loopStep(steps, await sleepAsync(step.value));
+  while (!step.done) {
+    let result: number;
+    try {
+      result = await sleepAsync(step.value);
+    } catch (error) {
+      step = loopThrow(steps, error);
+      continue;
+    }
+    step = loopStep(steps, result);
+  }
   return step.value;
 }
 

@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { Event, Process, Semaphore } from '../dist/index.js';
 import { native } from '../dist/native.js';
 import { openFds, runScript } from './helpers.js';
-import { TIMED_OUT, WOKEN } from '../dist/waiting.js';
+import { TIMED_OUT, WOKEN, runAsync, runSync, sleep } from '../dist/waiting.js';
 import { busySleep, spawnChild } from './sync-helpers.js';
 
 describe('asynchronous waits', () => {
@@ -160,5 +160,31 @@ describe('asynchronous waits', () => {
     );
     expect(r.stderr).toBe('');
     expect(JSON.parse(r.stdout)).toEqual({ mechanism: 'threads', woken: true, timedOut: false, taken: true, forkedExit: 0 });
+  });
+  it('a sleep that cannot be made is thrown into the waiting steps, in both forms: their finally blocks run, and steps that catch it go on', async () => {
+    const buffer = native.mapShared(8);
+    const cleaned: string[] = [];
+    function* gives(form: string): Generator<ReturnType<typeof sleep>, string, number> {
+      try {
+        // The first sleep ends at once (the word is not 1); the second's word is out of the buffer.
+        yield sleep(buffer, 0, 1, 5000);
+        yield sleep(buffer, 4096, 0, 10);
+        return 'not reached';
+      } finally {
+        cleaned.push(form);
+      }
+    }
+    expect(() => runSync(gives('sync'))).toThrow(/multiple of 4 inside the buffer/);
+    await expect(runAsync(gives('async'))).rejects.toThrow(/multiple of 4 inside the buffer/);
+    expect(cleaned).toEqual(['sync', 'async']);
+    function* recovers(): Generator<ReturnType<typeof sleep>, number, number> {
+      try {
+        return yield sleep(buffer, 4096, 0, 10);
+      } catch {
+        return yield sleep(buffer, 0, 0, 20);
+      }
+    }
+    expect(runSync(recovers())).toBe(TIMED_OUT);
+    expect(await runAsync(recovers())).toBe(TIMED_OUT);
   });
 });

@@ -152,6 +152,26 @@ describe('Queue recovery under repeated kills', () => {
     expect(out[0]).toBeLessThan(20);
   });
 
+  it('await get() behind a reservation a producer died with mends it at its first owner check and takes the message put after it', async () => {
+    const q = new Queue<string>({ ringSize: 4096 });
+    const { w } = header(q);
+    const producer = spawnChild(() => {
+      mark(w, 0, L.kQueueKindPutting, Atomics.load(w, W(L.kQueueTail)), true);
+      reserveAndDie(w, 0);
+    });
+    await producer.join();
+    q.putSync('after');
+    const out = shared(1);
+    const consumer = spawnChild(async () => {
+      const got = await q.get({ timeout: 10_000 });
+      Atomics.store(out, 0, got === 'after' ? 1 : 2);
+    });
+    expect(await consumer.join()).toBe(0);
+    expect(out[0]).toBe(1);
+    expect(Atomics.load(w, W(L.kQueueHead))).toBe(Atomics.load(w, W(L.kQueueTail)));
+    expect(q.qsize()).toBe(0);
+  });
+
   it.each([
     ['unbounded', 0],
     ['bounded', 1000],

@@ -290,10 +290,11 @@ export const SMALL = 4;
 // caches, and then the code a message takes costs more than the work: on the
 // 2-core VM of the benchmarks, msgpackr's encode and decode of a task and its
 // answer cost a woken process about 30 µs, this format about 10 µs. It holds
-// undefined, null, booleans, numbers, ASCII strings and plain arrays of them,
-// within the limits below; anything else is msgpack's. It is a ring format
-// only (Queue), where both ends are the same nodemp: nothing that talks to
-// another program or another version (Connection, managers) writes it.
+// undefined, null, booleans, numbers, ASCII strings, and plain arrays and
+// plain objects (ASCII keys) of them, within the limits below; anything else
+// is msgpack's. It is a ring format only (Queue, a Pool's mailboxes), where
+// both ends are the same nodemp: nothing that talks to another program or
+// another version (Connection, managers) writes it.
 
 const S_UNDEFINED = 0;
 const S_NULL = 1;
@@ -304,7 +305,8 @@ const SMALL_CONSTANTS = [undefined, null, false, true];
 const S_NUMBER = 4;
 const S_STRING = 5;
 const S_ARRAY = 6;
-// A string's or an array's length is one byte.
+const S_OBJECT = 7;
+// A string's, an array's or an object's length (its keys) is one byte; so is a key's.
 const SMALL_LENGTH = 255;
 const SMALL_DEPTH = 3;
 export const SMALL_BYTES = 1024;
@@ -353,8 +355,9 @@ function smallWrite(out: Uint8Array, at: number, limit: number, v: unknown, dept
         out[at] = S_NULL;
         return at + 1;
       }
-      if (!Array.isArray(v) || depth === SMALL_DEPTH || v.length > SMALL_LENGTH || Object.getPrototypeOf(v) !== Array.prototype) return -1;
-      if (at + 2 > limit) return -1;
+      if (depth === SMALL_DEPTH || at + 2 > limit) return -1;
+      if (!Array.isArray(v)) return smallWriteObject(out, at, limit, v, depth);
+      if (v.length > SMALL_LENGTH || Object.getPrototypeOf(v) !== Array.prototype) return -1;
       out[at] = S_ARRAY;
       out[at + 1] = v.length;
       let p = at + 2;
@@ -364,6 +367,33 @@ function smallWrite(out: Uint8Array, at: number, limit: number, v: unknown, dept
     default:
       return -1;
   }
+}
+
+/**
+ * smallWrite() of a plain object (Object.prototype its prototype): its own
+ * enumerable keys in order, each an ASCII string and its value. A key
+ * "__proto__" would be the prototype once assigned by the decoder: msgpack's.
+ */
+function smallWriteObject(out: Uint8Array, at: number, limit: number, v: object, depth: number): number {
+  if (Object.getPrototypeOf(v) !== Object.prototype) return -1;
+  const keys = Object.keys(v);
+  if (keys.length > SMALL_LENGTH) return -1;
+  out[at] = S_OBJECT;
+  out[at + 1] = keys.length;
+  let p = at + 2;
+  for (let k = 0; k < keys.length; k++) {
+    const key = keys[k];
+    if (key.length > SMALL_LENGTH || p + 1 + key.length > limit || key === '__proto__') return -1;
+    out[p] = key.length;
+    for (let i = 0; i < key.length; i++) {
+      const c = key.charCodeAt(i);
+      if (c > 0x7f) return -1;
+      out[p + 1 + i] = c;
+    }
+    p = smallWrite(out, p + 1 + key.length, limit, (v as Record<string, unknown>)[key], depth + 1);
+    if (p < 0) return -1;
+  }
+  return p;
 }
 
 /**
@@ -428,9 +458,43 @@ function smallRead(source: Uint8Array, at: number): unknown {
       smallNext = p;
       return a;
     }
+    case S_OBJECT: {
+      if (at + 1 >= smallEnd) throw malformedSmall();
+      const o: Record<string, unknown> = {};
+      let p = at + 2;
+      for (let k = source[at + 1]; k > 0; k--) {
+        const length = p < smallEnd ? source[p] : -1;
+        if (length < 0 || p + 1 + length > smallEnd) throw malformedSmall();
+        const key = smallKey(source, p + 1, length);
+        o[key] = smallRead(source, p + 1 + length);
+        p = smallNext;
+      }
+      smallNext = p;
+      return o;
+    }
     default:
       throw malformedSmall();
   }
+}
+
+// Keys met before, by a hash of their bytes: a message's keys are most often
+// those of the one before it, and making each anew was most of an object's
+// decode. Bounded: past it, new keys are made each time.
+const smallKeys = new Map<number, string>();
+const SMALL_KEYS = 1024;
+
+function smallKey(source: Uint8Array, at: number, length: number): string {
+  let hash = length;
+  for (let i = 0; i < length; i++) hash = (Math.imul(hash, 31) + source[at + i]) | 0;
+  const known = smallKeys.get(hash);
+  if (known !== undefined && known.length === length) {
+    let same = true;
+    for (let i = 0; i < length && same; i++) same = known.charCodeAt(i) === source[at + i];
+    if (same) return known;
+  }
+  const key = latin1Slice.call(source, at, at + length);
+  if (known === undefined && smallKeys.size < SMALL_KEYS) smallKeys.set(hash, key);
+  return key;
 }
 
 function decodeSmall(source: Uint8Array, start: number, end: number): unknown {

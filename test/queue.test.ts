@@ -544,6 +544,8 @@ describe('Queue: small messages (a format of their own, lib/codec.ts)', () => {
     0, -0, 1, -7, 2 ** 53, 0.1, 1e-300, -1e300, NaN, Infinity, -Infinity, true, false, null, undefined, '', 'text', ascii255,
     [], hole, [1, 'a', null, undefined, true], [17, 3, 1, [12345, 'x']], [[['deep']]], Array.from({ length: 100 }, (_, i) => i),
     'a'.repeat(256), 'héllo ✓', [[[['four deep']]]], Array.from({ length: 256 }, () => 1), Array.from({ length: 200 }, (_, i) => i), [1, { x: 1 }], [1n], [new Uint8Array([1])],
+    {}, { i: 1 }, { a: 1, b: 'x', c: [1, { d: null, e: undefined }] }, { [ascii255]: ascii255 }, [0, { task: 'add', args: [1, 2] }],
+    { [ascii255 + 'a']: 1 }, { é: 1 }, { d: new Date(0) }, { a: { b: { c: { d: 1 } } } }, Object.fromEntries(Array.from({ length: 256 }, (_, i) => [`k${i}`, i])),
   ];
   const expected = values.map((v) => (v === hole ? [1, undefined, 3] : v));
 
@@ -559,6 +561,19 @@ describe('Queue: small messages (a format of their own, lib/codec.ts)', () => {
     }
     await child.join();
     expect(child.exitCode).toBe(0);
+  });
+
+  it('an object arrives with its keys in their order, and an own "__proto__" key never becomes its prototype (msgpack takes it, as before)', () => {
+    const q = new Queue();
+    q.putSync({ b: 1, 2: 'two', a: { y: 1, x: 2 }, 1: 'one' });
+    const got = q.getSync() as Record<string, Record<string, number>>;
+    expect(Object.keys(got)).toEqual(['1', '2', 'b', 'a']);
+    expect(Object.keys(got.a)).toEqual(['y', 'x']);
+    expect(Object.getPrototypeOf(got)).toBe(Object.prototype);
+    q.putSync(JSON.parse('{"__proto__": {"polluted": true}, "k": 1}'));
+    const own = q.getSync() as Record<string, unknown>;
+    expect(Object.getPrototypeOf(own)).toBe(Object.prototype);
+    expect((own as { polluted?: boolean }).polluted).toBeUndefined();
   });
 
   it('keeps -0 and the type of every element; a hole arrives as undefined', () => {
@@ -582,10 +597,22 @@ describe('Queue: small messages (a format of their own, lib/codec.ts)', () => {
   });
 
   it('what it cannot hold is left to msgpack; a malformed message is a TypeError, not a wrong value', () => {
-    for (const v of [{ a: 1 }, 1n, 'é', 'a'.repeat(256), [[[[1]]]], () => 1, Symbol('s')]) expect(encodeSmall(v)).toBeNull();
+    class Point {
+      x = 1;
+    }
+    const refused = [
+      1n, 'é', 'a'.repeat(256), [[[[1]]]], () => 1, Symbol('s'), { é: 1 }, { ['a'.repeat(256)]: 1 }, Object.create(null), new Point(), new Date(0),
+      { d: new Date(0) }, { a: { b: { c: { d: 1 } } } }, JSON.parse('{"__proto__": 1}'), Object.fromEntries(Array.from({ length: 256 }, (_, i) => [`k${i}`, i])),
+    ];
+    for (const v of refused) expect(encodeSmall(v)).toBeNull();
+    for (const v of [[1, 'ab', [true]], { a: 1, bc: [true, { d: 'e' }] }]) {
+      const { body, start, end } = encodeSmall(v) as NonNullable<ReturnType<typeof encodeSmall>>;
+      const bytes = Uint8Array.from(body.subarray(start, end));
+      expect(decodeRange(SMALL, bytes, 0, bytes.length)).toEqual(v);
+      for (let cut = 0; cut < bytes.length; cut++) expect(() => decodeRange(SMALL, bytes, 0, cut)).toThrow(TypeError);
+    }
     const { body, start, end } = encodeSmall([1, 'ab', [true]]) as NonNullable<ReturnType<typeof encodeSmall>>;
     const bytes = Uint8Array.from(body.subarray(start, end));
-    for (let cut = 0; cut < bytes.length; cut++) expect(() => decodeRange(SMALL, bytes, 0, cut)).toThrow(TypeError);
     expect(() => decodeRange(SMALL, Uint8Array.from([...bytes, 3]), 0, bytes.length + 1)).toThrow(/malformed/);
     expect(() => decodeRange(SMALL, Uint8Array.from([99]), 0, 1)).toThrow(/malformed/);
   });

@@ -292,9 +292,10 @@ export const SMALL = 4;
 // answer cost a woken process about 30 µs, this format about 10 µs. It holds
 // undefined, null, booleans, numbers, ASCII strings, and plain arrays and
 // plain objects (ASCII keys) of them, within the limits below; anything else
-// is msgpack's. It is a ring format only (Queue, a Pool's mailboxes), where
-// both ends are the same nodemp: nothing that talks to another program or
-// another version (Connection, managers) writes it.
+// is msgpack's. Only where both ends are the same nodemp is it written: a
+// Queue's ring, a Pool's mailboxes, the ends of a Pipe(); nothing that may
+// talk to another program or another version (a Listener's or a Client's
+// connections, managers) writes it.
 
 const S_UNDEFINED = 0;
 const S_NULL = 1;

@@ -33,7 +33,7 @@ import { inspect } from 'node:util';
 import { native } from './native.js';
 import { spinPays } from './spin.js';
 import { addStallPoller, guardLoop } from './loop-stall.js';
-import { BYTES, codecFor, decodeRange, type Codec, type Serializer } from './codec.js';
+import { BYTES, SMALL, codecFor, decodeRange, encodeSmall, type Codec, type Serializer } from './codec.js';
 import { BufferTooShort, ClosedError, DirectionError, EOFError, OSError } from './errors.js';
 import { bytesOf, checkOffset, invalidType, invalidValue, outOfRange } from './args.js';
 import { selfPid } from './self.js';
@@ -227,6 +227,11 @@ export class Connection {
   readonly #readable: boolean;
   readonly #writable: boolean;
   readonly #codec: Codec;
+  // Whether values that fit go in the small format (lib/codec.ts): both
+  // ends are this nodemp's, as they are for an end of a Pipe() made with
+  // msgpack, here or in a parent. Never for an adopted descriptor or a
+  // Listener's or Client's, which may talk to another program or version.
+  #small: boolean;
   // Whether receives can peek at the descriptor (a socket).
   readonly #peek: boolean;
   // Whether frames go as records (SOCK_SEQPACKET, native/conn.cc).
@@ -272,6 +277,7 @@ export class Connection {
     if (typeof writable !== 'boolean') throw invalidType('Connection: options.writable', 'a boolean', writable);
     if (!readable && !writable) throw invalidValue('Connection: at least one of readable and writable must be true');
     this.#codec = codecFor(serializer);
+    this.#small = creatingPipe >= 0 && serializer === 'msgpack';
     const kind = creatingPipe >= 0 ? creatingPipe : native.connAdopt(fd);
     this.#peek = kind !== OTHER;
     this.#records = kind === RECORDS;
@@ -312,6 +318,13 @@ export class Connection {
     if (obj instanceof Uint8Array) {
       native.connSend(fd, BYTES, obj, 0, obj.byteLength, this.#records);
       return;
+    }
+    if (this.#small) {
+      const small = encodeSmall(obj);
+      if (small !== null) {
+        native.connSend(fd, SMALL, small.body, small.start, small.end - small.start, this.#records);
+        return;
+      }
     }
     const codec = this.#codec;
     const body = codec.encode(obj);
@@ -467,16 +480,17 @@ export class Connection {
     if (this.#fd < 0) throw new ClosedError('a closed Connection cannot be given to a child process');
     if (this.#owner !== selfPid) this.#forked();
     const midFrame = this.#forkedMidFrame || this.#headGot > 0;
-    return [child.descriptor(this.#fd), this.#readable, this.#writable, this.#codec.serializer, midFrame];
+    return [child.descriptor(this.#fd), this.#readable, this.#writable, this.#codec.serializer, midFrame, this.#small];
   }
 
-  static [fromParent]([descriptor, readable, writable, serializer, midFrame]: State, parent: ChildDecoder): Connection {
+  static [fromParent]([descriptor, readable, writable, serializer, midFrame, small]: State, parent: ChildDecoder): Connection {
     const conn = new Connection(parent.descriptor(descriptor as number), {
       readable: readable as boolean,
       writable: writable as boolean,
       serializer: serializer as Serializer,
     });
     conn.#forkedMidFrame = midFrame as boolean;
+    conn.#small = small as boolean;
     return conn;
   }
 

@@ -3,6 +3,8 @@ import { readSync, writeSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { BufferTooShort, ClosedError, Connection, DirectionError, EOFError, Lock, OSError, Pipe, Process } from '../dist/index.js';
 import { openFds, runScript, shared } from './helpers.js';
+import { SMALL, decodeRange } from '../dist/codec.js';
+import { native } from '../dist/native.js';
 import { busySleep, expectBoundariesKept, loopTicksDuring, sleepMs, spawnChild } from './sync-helpers.js';
 
 const sha = (data: Uint8Array): string => createHash('sha256').update(data).digest('hex');
@@ -77,6 +79,40 @@ describe('Pipe: values', () => {
     expect(await child.join()).toBe(0);
     a.close();
     b.close();
+  });
+
+  it('small values (lib/codec.ts) go between the ends of a Pipe in their own format, and arrive from another process as sent', async () => {
+    const [r, w] = Pipe({ duplex: false });
+    w.send({ i: 1 });
+    const head = Buffer.alloc(5);
+    expect(readSync(r.fileno(), head, 0, 5, null)).toBe(5);
+    expect(head[0]).toBe(SMALL);
+    const body = Buffer.alloc(head.readUInt32LE(1));
+    readSync(r.fileno(), body, 0, body.length, null);
+    expect(decodeRange(SMALL, body, 0, body.length)).toEqual({ i: 1 });
+    const values: unknown[] = [{ i: 7 }, [1, 'two', { three: [3] }], -0, 'text', { é: 'non-ASCII key, msgpack' }, { d: new Date(0) }, null, undefined];
+    const child = spawnChild(() => {
+      for (const v of values) w.send(v);
+    });
+    for (const v of values) {
+      const got = await r.recv();
+      if (typeof v === 'number') expect(Object.is(got, v)).toBe(true);
+      else expect(got).toEqual(v);
+    }
+    expect(await child.join()).toBe(0);
+    r.close();
+    w.close();
+  });
+
+  it('a Connection over an adopted descriptor sends msgpack, even for a value the small format holds', () => {
+    const [fd0, fd1] = native.connPipe(false);
+    const w = new Connection(fd1, { readable: false });
+    w.send({ i: 1 });
+    const head = Buffer.alloc(5);
+    expect(readSync(fd0, head, 0, 5, null)).toBe(5);
+    expect(head[0]).not.toBe(SMALL);
+    w.close();
+    native.connClose(fd0);
   });
 
   it('a Buffer or Uint8Array sent with send() arrives as a Buffer', () => {

@@ -343,12 +343,7 @@ function smallWrite(out: Uint8Array, at: number, limit: number, v: unknown, dept
       if (v.length > SMALL_LENGTH || at + 2 + v.length > limit) return -1;
       out[at] = S_STRING;
       out[at + 1] = v.length;
-      for (let i = 0; i < v.length; i++) {
-        const c = v.charCodeAt(i);
-        if (c > 0x7f) return -1;
-        out[at + 2 + i] = c;
-      }
-      return at + 2 + v.length;
+      return asciiInto(out, at + 2, v) ? at + 2 + v.length : -1;
     }
     case 'object': {
       if (at + 1 > limit) return -1;
@@ -370,6 +365,16 @@ function smallWrite(out: Uint8Array, at: number, limit: number, v: unknown, dept
   }
 }
 
+/** Writes `s` into `out` from `at` (the caller has checked the room); false at its first character past ASCII. */
+function asciiInto(out: Uint8Array, at: number, s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c > 0x7f) return false;
+    out[at + i] = c;
+  }
+  return true;
+}
+
 /**
  * smallWrite() of a plain object (Object.prototype its prototype): its own
  * enumerable keys in order, each an ASCII string and its value. A key
@@ -386,11 +391,7 @@ function smallWriteObject(out: Uint8Array, at: number, limit: number, v: object,
     const key = keys[k];
     if (key.length > SMALL_LENGTH || p + 1 + key.length > limit || key === '__proto__') return -1;
     out[p] = key.length;
-    for (let i = 0; i < key.length; i++) {
-      const c = key.charCodeAt(i);
-      if (c > 0x7f) return -1;
-      out[p + 1 + i] = c;
-    }
+    if (!asciiInto(out, p + 1, key)) return -1;
     p = smallWrite(out, p + 1 + key.length, limit, (v as Record<string, unknown>)[key], depth + 1);
     if (p < 0) return -1;
   }

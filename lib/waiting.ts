@@ -62,7 +62,7 @@ class PendingSleep {
   readonly began = performance.now();
   constructor(
     readonly sleep: Sleep,
-    readonly then: (result: number) => void,
+    readonly end: (result: number) => void,
   ) {}
 
   get deadline(): number {
@@ -118,7 +118,7 @@ addStallPoller({
     // A copy: ending a sleep may take its wait's next step at once, which may add a sleep.
     for (const p of [...pendingHere()]) {
       const result = wordMoved(p.sleep) ? WOKEN : now >= p.deadline ? TIMED_OUT : -1;
-      if (result !== -1 && unwatch(p)) p.then(result);
+      if (result !== -1 && unwatch(p)) p.end(result);
     }
   },
 });
